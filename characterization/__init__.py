@@ -1,0 +1,1 @@
+"""nvmlab.characterization (see roadmap.md); built when its issue arrives."""

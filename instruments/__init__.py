@@ -1,0 +1,1 @@
+"""Instrument-agnostic roles, the station and its safety limits."""

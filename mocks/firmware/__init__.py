@@ -1,0 +1,1 @@
+"""Instrument firmware emulators: each parses its real instrument's command set."""

@@ -1,0 +1,1 @@
+"""Device physics of the emulated chips, vectorized over the array."""

@@ -1,0 +1,165 @@
+"""The contract between the circuit (board routing, SMU terminals) and a device array.
+
+An array is a grid of ``rows`` x ``cols`` devices between row lines and column lines.
+Every line is either driven to a voltage or floating (``NaN`` in :class:`LineBias`).
+The array model solves the line network (sneak paths through floating lines included)
+and turns bias held over time into state changes. Memristor crossbars and eFlash arrays
+both implement :class:`ArrayPhysics`; for eFlash the rows are word lines and the columns
+bit lines, with the global control-gate, erase-gate and source biases in the same
+:class:`LineBias`.
+
+Units: volts (V), amperes (A), siemens (S), seconds (s), degrees Celsius (C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+#: Half-select schemes for a write pulse, named as on the probe board.
+WriteScheme = Literal["v/2", "v/3", "ground", "float"]
+WRITE_SCHEMES: tuple[str, ...] = ("v/2", "v/3", "ground", "float")
+
+
+@dataclass
+class LineBias:
+    """Voltage applied to every line; ``NaN`` marks a floating line.
+
+    ``row_v`` has one entry per row (V), ``col_v`` one per column (V). The device at
+    (r, c) sees ``row_v[r] - col_v[c]`` when both lines are driven. The eFlash fields are
+    ignored by memristor arrays.
+    """
+
+    row_v: np.ndarray
+    col_v: np.ndarray
+    control_gate_v: float = 0.0
+    erase_gate_v: float = 0.0
+    source_v: float = 0.0
+
+    @classmethod
+    def grounded(cls, rows: int, cols: int) -> LineBias:
+        return cls(np.zeros(rows), np.zeros(cols))
+
+    @classmethod
+    def floating(cls, rows: int, cols: int) -> LineBias:
+        return cls(np.full(rows, np.nan), np.full(cols, np.nan))
+
+    def copy(self) -> LineBias:
+        return LineBias(
+            self.row_v.copy(),
+            self.col_v.copy(),
+            self.control_gate_v,
+            self.erase_gate_v,
+            self.source_v,
+        )
+
+
+@dataclass
+class LineSolution:
+    """The settled line network.
+
+    ``row_v`` / ``col_v``: the voltage of every line (V), floating ones where their net
+    current is zero. ``row_i`` / ``col_i``: the current (A) flowing from each line's driver
+    into the line (for a row: the sum of the currents of its devices, positive when the
+    row is at the higher potential; for a column: positive when current flows from the
+    driver into the column). Floating lines carry 0. ``device_i``: current through every
+    device from row to column (A).
+    """
+
+    row_v: np.ndarray
+    col_v: np.ndarray
+    row_i: np.ndarray
+    col_i: np.ndarray
+    device_i: np.ndarray = field(repr=False)
+
+
+def scheme_bias(
+    rows: int,
+    cols: int,
+    row: int,
+    col: int,
+    amplitude_v: float,
+    scheme: str,
+) -> LineBias:
+    """Line voltages for a write pulse of ``amplitude_v`` (V, signed) on device (row, col).
+
+    Positive amplitude: the selected row at +|V| and the selected column at 0 V (set for a
+    memristor); negative: the selected column at +|V| and the row at 0 V (reset), so no
+    negative supply is needed. Unselected lines, by ``scheme``:
+
+    - ``"v/2"``: every unselected line at |V|/2: half-selected devices see |V|/2, the
+      others 0 V.
+    - ``"v/3"``: unselected lines on the selected-high side at |V|/3, on the other side at
+      2|V|/3: half-selected devices see |V|/3, all others -|V|/3.
+    - ``"ground"``: unselected lines at 0 V (half-selected on the high line see the full V).
+    - ``"float"``: unselected lines floating.
+    """
+    if scheme not in WRITE_SCHEMES:
+        raise ValueError(f"unknown write scheme {scheme!r}; allowed: {', '.join(WRITE_SCHEMES)}")
+    mag = abs(float(amplitude_v))
+    # Unselected rows / columns, for a positive pulse (selected row high, column at 0 V).
+    unselected_row_v, unselected_col_v = {
+        "v/2": (mag / 2, mag / 2),
+        "v/3": (mag / 3, 2 * mag / 3),
+        "ground": (0.0, 0.0),
+        "float": (float("nan"), float("nan")),
+    }[scheme]
+    if amplitude_v >= 0:
+        row_v = np.full(rows, unselected_row_v)
+        col_v = np.full(cols, unselected_col_v)
+        row_v[row], col_v[col] = mag, 0.0
+    else:
+        # Mirror image: the selected column is the high line.
+        row_v = np.full(rows, unselected_col_v)
+        col_v = np.full(cols, unselected_row_v)
+        row_v[row], col_v[col] = 0.0, mag
+    return LineBias(row_v, col_v)
+
+
+@runtime_checkable
+class ArrayPhysics(Protocol):
+    """A device array: its line network, its switching and its ground truth."""
+
+    kind: str  #: "memristor" or "eflash"
+    rows: int
+    cols: int
+
+    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+        """Settle the network for ``bias`` at chip temperature ``temperature_c`` (C).
+
+        With ``noise`` the device currents include read noise (and telegraph noise);
+        without, they are the noiseless truth. Solving never changes device state.
+        """
+        ...
+
+    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
+        """Hold ``bias`` for ``duration_s`` (s): devices switch according to the voltage each
+        one really sees (floating lines settled), the pulse width and their state.
+
+        Returns True when any device's state changed (the bench then saves the state file);
+        a read bias far below every threshold must return False cheaply."""
+        ...
+
+    def relax(self, elapsed_s: float, temperature_c: float) -> None:
+        """Let ``elapsed_s`` (s) pass with no write bias: post-programming relaxation."""
+        ...
+
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        """The true per-device parameters and state, as (rows, cols) arrays.
+
+        Keys include ``"conductance_s"`` (memristor: I(V_read)/V_read at 25 C, noiseless,
+        as devices.md defines it) or ``"cell_current_a"`` / ``"vth_v"`` (eFlash), and the
+        fixed parameters (thresholds, temperature coefficients, defect class ...).
+        """
+        ...
+
+    def save_state(self, path: Path) -> None:
+        """Write the full chip state atomically (temp file, fsync, rename)."""
+        ...
+
+    def load_state(self, path: Path) -> None:
+        """Restore the chip state written by :meth:`save_state`."""
+        ...

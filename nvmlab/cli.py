@@ -1,0 +1,66 @@
+"""The ``nvmlab`` command line.
+
+Each layer contributes its subcommands through a ``register(subparsers)`` function in its
+own ``cli`` module; this module only assembles them and turns nvmlab errors into a clear
+message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from nvmlab import __version__
+from nvmlab.errors import NvmlabError
+
+#: Modules that provide ``register(subparsers)``; a missing one is simply not offered.
+SUBCOMMAND_MODULES = (
+    "nvmlab.mocks.cli",
+    "nvmlab.instruments.cli",
+    "nvmlab.storage.cli",
+    "nvmlab.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nvmlab",
+        description=(
+            "Characterize and tune analog non-volatile memory arrays (memristor crossbars, "
+            "eFlash) on a real or emulated bench. Run 'nvmlab COMMAND --help' for details."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"nvmlab {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except NvmlabError as exc:
+        print(f"nvmlab: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nvmlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Results database: SQLAlchemy models, engines, migrations, ingest and export."""

@@ -1,0 +1,1 @@
+"""nvmlab.tuning (see roadmap.md); built when its issue arrives."""
