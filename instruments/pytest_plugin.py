@@ -1,0 +1,1 @@
+"""pytest plugin with emulated-bench fixtures (being written by H8)."""
