@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "nvmlab.instruments.cli",
     "nvmlab.storage.cli",
     "nvmlab.demo",
+    "nvmlab.benchmarks",
 )
 
 

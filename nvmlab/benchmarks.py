@@ -1,0 +1,50 @@
+"""``nvmlab bench``: run the benchmarks of every layer and print their figures.
+
+Benchmarks print measurements (rates, ratios against a baseline measured in the same run);
+they never assert times, which would flake on shared machines. They are not part of the
+test suite: run them with ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+#: Layer name -> module with ``main(argv) -> int``.
+BENCHMARKS = {
+    "mocks": "nvmlab.mocks.benchmarks",
+    "drivers": "nvmlab.drivers.benchmarks",
+    "storage": "nvmlab.storage.bench",
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    selected = args.only or list(BENCHMARKS)
+    status = 0
+    for layer in selected:
+        print(f"\n=== {layer} benchmarks ===", flush=True)
+        module = importlib.import_module(BENCHMARKS[layer])
+        status |= int(module.main([]) or 0)
+    return status
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run the benchmarks (emulated bench, drivers, database) and print figures",
+        description=(
+            "Run the benchmarks of each layer and print their figures: emulated-bench "
+            "throughput (64 x 64 array read, query round trips in-process and over "
+            "loopback, TSP script throughput), driver overhead against raw pyvisa and list "
+            "sweeps against per-point queries, database ingest rates on SQLite and "
+            "PostgreSQL and 1 M-row loads. Figures are printed, not asserted."
+        ),
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(BENCHMARKS),
+        help="run only this layer's benchmarks (repeatable)",
+    )
+    parser.set_defaults(handler=run)
