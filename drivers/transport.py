@@ -1,0 +1,518 @@
+"""One instrument connection, over pyvisa or pyserial, with one error family.
+
+A :class:`Transport` moves text messages and raw bytes to and from one instrument. Every
+failure becomes one of :class:`~nvmlab.errors.InstrumentTimeout`,
+:class:`~nvmlab.errors.InstrumentIOError` or :class:`~nvmlab.errors.InstrumentProtocolError`,
+and the message names the instrument and its resource, so a technician can act on it
+without a traceback. A silent instrument never hangs a caller: pyvisa's ``VI_ERROR_TMO``
+and pyserial's short reads both become :class:`~nvmlab.errors.InstrumentTimeout`.
+
+Retries are bounded and happen only where repeating is safe: :meth:`Transport.query` with
+``idempotent=True`` (a reading, an identity, a setting read back) is re-sent after a
+timeout, with stale input discarded first; writes that change the instrument's state are
+never repeated. :meth:`Transport.reconnect` closes and reopens the same resource with the
+same settings.
+
+Use :func:`open_transport` to pick the right implementation from a resource string:
+
+- VISA resource strings (``TCPIP::host::5025::SOCKET``, ``GPIB0::24::INSTR``, ``USB...``,
+  ``ASRL...::INSTR``) go through pyvisa, backend ``"@py"`` (pyvisa-py) by default or any
+  backend string (``"@ivi"``) or :class:`pyvisa.highlevel.VisaLibraryBase` instance.
+- pyserial URLs (``socket://``, ``loop://``, ``rfc2217://``, ``nvmlab://``, ``/dev/tty...``,
+  ``COM3``) go through :func:`serial.serial_for_url`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nvmlab.errors import (
+    ConfigError,
+    InstrumentError,
+    InstrumentIOError,
+    InstrumentTimeout,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyvisa.highlevel
+    import serial
+
+__all__ = [
+    "Transport",
+    "VisaTransport",
+    "SerialTransport",
+    "open_transport",
+    "is_serial_url",
+]
+
+_SERIAL_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|/dev/|COM\d+$)", re.IGNORECASE)
+_VISA_PREFIX = re.compile(r"^(TCPIP|GPIB|USB|ASRL|VXI|PXI|GPIB-VXI|VICP)\d*", re.IGNORECASE)
+
+
+def is_serial_url(resource: str) -> bool:
+    """True when ``resource`` is a pyserial URL or device path rather than a VISA string."""
+    return bool(_SERIAL_URL.match(resource.strip()))
+
+
+class Transport(ABC):
+    """One instrument connection: text messages with terminations, and raw bytes.
+
+    Attributes:
+        name: the instrument's name in error messages (e.g. ``"smu"``).
+        resource: the resource string it was opened with.
+        timeout_s: how long a read may wait for the instrument (s).
+        read_termination / write_termination: message terminators (``"\\n"`` by default).
+        query_retries: extra attempts an *idempotent* query gets after a timeout (0..5).
+    """
+
+    name: str
+    resource: str
+    timeout_s: float
+    read_termination: str
+    write_termination: str
+    encoding: str
+    query_retries: int
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        resource: str = "",
+        timeout_s: float = 5.0,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        encoding: str = "ascii",
+        query_retries: int = 1,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0 s, got {timeout_s!r}", field="timeout_s")
+        if not 0 <= int(query_retries) <= 5:
+            raise ConfigError(
+                f"query_retries must be within 0..5, got {query_retries!r}", field="query_retries"
+            )
+        self.name = name or resource
+        self.resource = resource
+        self.timeout_s = float(timeout_s)
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.encoding = encoding
+        self.query_retries = int(query_retries)
+        self.last_command: str = ""
+
+    # -- the primitive operations every transport implements ------------------------------
+    @abstractmethod
+    def write(self, message: str) -> None:
+        """Send ``message`` followed by :attr:`write_termination`."""
+
+    @abstractmethod
+    def read(self) -> str:
+        """Read one message up to :attr:`read_termination`; returned without it, stripped."""
+
+    @abstractmethod
+    def write_raw(self, data: bytes) -> None:
+        """Send ``data`` exactly as given (no termination added)."""
+
+    @abstractmethod
+    def read_raw(self, size: int) -> bytes:
+        """Read exactly ``size`` bytes, or raise :class:`~nvmlab.errors.InstrumentTimeout`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+
+    @abstractmethod
+    def reconnect(self) -> None:
+        """Close and reopen the same resource with the same settings."""
+
+    def clear_input(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Discard any reply bytes already received but not read (before a retry)."""
+
+    # -- built on the primitives ----------------------------------------------------------
+    def query(self, message: str, *, idempotent: bool = False) -> str:
+        """Write ``message`` and read one reply.
+
+        With ``idempotent=True`` (the query changes nothing on the instrument) a timeout is
+        retried up to :attr:`query_retries` times, stale input discarded first; otherwise
+        the first :class:`~nvmlab.errors.InstrumentTimeout` propagates.
+        """
+        attempts = 1 + (self.query_retries if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                self.write(message)
+                return self.read()
+            except InstrumentTimeout:
+                if attempt + 1 >= attempts:
+                    raise
+                self.clear_input()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def error(self, cls: type[InstrumentError], message: str) -> InstrumentError:
+        """Build an error of ``cls`` naming this instrument and resource."""
+        return cls(message, instrument=self.name, resource=self.resource)
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, resource={self.resource!r})"
+
+
+# --------------------------------------------------------------------------------------
+# pyvisa
+# --------------------------------------------------------------------------------------
+class VisaTransport(Transport):
+    """A pyvisa message-based session (pyvisa-py ``"@py"`` by default).
+
+    ``visa_library`` is a backend string (``"@py"``, ``"@ivi"``, ``"@sim"``) or a
+    :class:`pyvisa.highlevel.VisaLibraryBase` instance (the in-process emulated bench).
+    For ``::SOCKET`` sessions ``TCP_NODELAY`` is set on the session's socket when the
+    backend exposes it (pyvisa-py cannot set ``VI_ATTR_TCPIP_NODELAY``), so a write
+    followed by a query does not stall on Nagle's algorithm.
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        visa_library: str | pyvisa.highlevel.VisaLibraryBase = "@py",
+        open_now: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource=resource, **kwargs)
+        self.visa_library = visa_library
+        self._rm: Any = None
+        self._inst: Any = None
+        self.tcp_nodelay = False
+        if open_now:
+            self.open()
+
+    def open(self) -> None:
+        """Open the pyvisa session (does nothing if already open)."""
+        if self._inst is not None:
+            return
+        import pyvisa
+
+        try:
+            self._rm = pyvisa.ResourceManager(self.visa_library)
+            self._inst = self._rm.open_resource(
+                self.resource,
+                read_termination=self.read_termination or None,
+                write_termination=self.write_termination,
+                timeout=max(1, round(self.timeout_s * 1000)),
+                encoding=self.encoding,
+            )
+        except Exception as exc:  # pyvisa raises many kinds for a bad or absent resource
+            self._close_quietly()
+            raise self.error(
+                InstrumentIOError,
+                f"cannot open VISA resource with backend {self._backend_name()}: {exc}",
+            ) from exc
+        self.tcp_nodelay = self._set_tcp_nodelay()
+
+    def _backend_name(self) -> str:
+        lib = self.visa_library
+        return lib if isinstance(lib, str) else type(lib).__name__
+
+    def _set_tcp_nodelay(self) -> bool:
+        if "SOCKET" not in self.resource.upper():
+            return False
+        try:
+            session = self._inst.visalib.sessions[self._inst.session]
+        except Exception:
+            return False
+        sock = getattr(session, "interface", None)
+        if isinstance(sock, socket.socket):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return True
+            except OSError:
+                return False
+        return False
+
+    def _session(self) -> Any:
+        if self._inst is None:
+            raise self.error(InstrumentIOError, "connection is closed; call reconnect()")
+        return self._inst
+
+    def _translate(self, exc: Exception, doing: str) -> InstrumentError:
+        import pyvisa
+
+        if isinstance(exc, pyvisa.errors.VisaIOError):
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                return self.error(
+                    InstrumentTimeout,
+                    f"no reply within {self.timeout_s:g} s while {doing}"
+                    + (f" (last command {self.last_command!r})" if self.last_command else ""),
+                )
+            return self.error(InstrumentIOError, f"VISA error while {doing}: {exc}")
+        if isinstance(exc, UnicodeDecodeError):
+            from nvmlab.errors import InstrumentProtocolError
+
+            return self.error(InstrumentProtocolError, f"undecodable reply while {doing}: {exc}")
+        return self.error(InstrumentIOError, f"I/O failure while {doing}: {exc!r}")
+
+    def write(self, message: str) -> None:
+        inst = self._session()
+        self.last_command = message
+        try:
+            inst.write(message)
+        except Exception as exc:
+            raise self._translate(exc, f"writing {message!r}") from exc
+
+    def read(self) -> str:
+        inst = self._session()
+        try:
+            return str(inst.read()).strip()
+        except Exception as exc:
+            raise self._translate(exc, "reading a reply") from exc
+
+    def write_raw(self, data: bytes) -> None:
+        inst = self._session()
+        try:
+            inst.write_raw(data)
+        except Exception as exc:
+            raise self._translate(exc, f"writing {len(data)} raw bytes") from exc
+
+    def read_raw(self, size: int) -> bytes:
+        inst = self._session()
+        if size <= 0:
+            return b""
+        try:
+            return bytes(inst.read_bytes(size, break_on_termchar=False))
+        except Exception as exc:
+            raise self._translate(exc, f"reading {size} raw bytes") from exc
+
+    def clear_input(self) -> None:
+        """Read and drop whatever the instrument already sent (short poll)."""
+        inst = self._inst
+        if inst is None:
+            return
+        old = inst.timeout
+        try:
+            inst.timeout = 10
+            while True:
+                inst.read_raw()
+        except Exception:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                inst.timeout = old
+
+    def _close_quietly(self) -> None:
+        for obj in (self._inst, self._rm):
+            if obj is not None:
+                with contextlib.suppress(Exception):
+                    obj.close()
+        self._inst = None
+        self._rm = None
+
+    def close(self) -> None:
+        self._close_quietly()
+
+    def reconnect(self) -> None:
+        self._close_quietly()
+        self.open()
+
+
+# --------------------------------------------------------------------------------------
+# pyserial
+# --------------------------------------------------------------------------------------
+class SerialTransport(Transport):
+    """A pyserial port opened with :func:`serial.serial_for_url` (any URL it knows).
+
+    ``serial_options`` go to ``serial_for_url`` (``baudrate``, ``bytesize``, ``parity``,
+    ``stopbits``, ...). Reads poll in short slices until the termination arrives or
+    :attr:`timeout_s` passes, then raise :class:`~nvmlab.errors.InstrumentTimeout`.
+    """
+
+    _POLL_S = 0.05
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        serial_options: dict[str, Any] | None = None,
+        open_now: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource=resource, **kwargs)
+        self.serial_options = dict(serial_options or {})
+        self._port: serial.SerialBase | None = None
+        self._buffer = bytearray()
+        if open_now:
+            self.open()
+
+    def open(self) -> None:
+        """Open the port (does nothing if already open)."""
+        if self._port is not None:
+            return
+        import serial
+
+        options = dict(self.serial_options)
+        options.setdefault("timeout", min(self.timeout_s, self._POLL_S))
+        options.setdefault("write_timeout", self.timeout_s)
+        try:
+            self._port = serial.serial_for_url(self.resource, **options)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise self.error(
+                InstrumentIOError, f"cannot open serial URL with options {options}: {exc}"
+            ) from exc
+        self._buffer.clear()
+
+    def _serial(self) -> serial.SerialBase:
+        if self._port is None:
+            raise self.error(InstrumentIOError, "connection is closed; call reconnect()")
+        return self._port
+
+    def _io_error(self, exc: Exception, doing: str) -> InstrumentError:
+        import serial
+
+        if isinstance(exc, serial.SerialTimeoutException):
+            return self.error(InstrumentTimeout, f"write timed out while {doing}")
+        return self.error(InstrumentIOError, f"I/O failure while {doing}: {exc}")
+
+    def write_raw(self, data: bytes) -> None:
+        port = self._serial()
+        try:
+            port.write(data)
+            port.flush()
+        except Exception as exc:
+            raise self._io_error(exc, f"writing {data[:60]!r}") from exc
+
+    def write(self, message: str) -> None:
+        self.last_command = message
+        self.write_raw((message + self.write_termination).encode(self.encoding))
+
+    def _fill(self, deadline: float, doing: str) -> None:
+        """Read whatever arrives next (at most one poll slice) into the buffer."""
+        port = self._serial()
+        try:
+            waiting = port.in_waiting
+            chunk = port.read(max(1, waiting))
+        except Exception as exc:
+            raise self._io_error(exc, doing) from exc
+        if chunk:
+            self._buffer += chunk
+        elif time.monotonic() >= deadline:
+            got = f"; got {bytes(self._buffer[:60])!r} so far" if self._buffer else ""
+            raise self.error(
+                InstrumentTimeout,
+                f"no complete reply within {self.timeout_s:g} s while {doing}"
+                + (f" (last command {self.last_command!r})" if self.last_command else "")
+                + got,
+            )
+
+    def read(self) -> str:
+        term = self.read_termination.encode(self.encoding)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            idx = self._buffer.find(term) if term else -1
+            if idx >= 0:
+                raw = bytes(self._buffer[:idx])
+                del self._buffer[: idx + len(term)]
+                try:
+                    return raw.decode(self.encoding).strip()
+                except UnicodeDecodeError as exc:
+                    from nvmlab.errors import InstrumentProtocolError
+
+                    raise self.error(
+                        InstrumentProtocolError, f"undecodable reply {raw[:60]!r}: {exc}"
+                    ) from exc
+            self._fill(deadline, "reading a reply")
+
+    def read_raw(self, size: int) -> bytes:
+        deadline = time.monotonic() + self.timeout_s
+        while len(self._buffer) < size:
+            self._fill(deadline, f"reading {size} raw bytes")
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def clear_input(self) -> None:
+        self._buffer.clear()
+        if self._port is not None:
+            try:
+                time.sleep(min(0.01, self.timeout_s))
+                self._port.reset_input_buffer()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        self._buffer.clear()
+        if port is not None:
+            with contextlib.suppress(Exception):
+                port.close()
+
+    def reconnect(self) -> None:
+        self.close()
+        self.open()
+
+
+# --------------------------------------------------------------------------------------
+def open_transport(
+    resource: str,
+    *,
+    name: str = "",
+    timeout_s: float = 5.0,
+    read_termination: str = "\n",
+    write_termination: str = "\n",
+    visa_library: str | pyvisa.highlevel.VisaLibraryBase = "@py",
+    serial_options: dict[str, Any] | None = None,
+    record_to: str | Path | None = None,
+    query_retries: int = 1,
+    encoding: str = "ascii",
+) -> Transport:
+    """Open ``resource`` through pyvisa or pyserial, whichever its form calls for.
+
+    Args:
+        resource: a VISA resource string or a pyserial URL / device path.
+        name: the instrument's name used in every error message (default: the resource).
+        timeout_s: read timeout (s).
+        read_termination / write_termination: message terminators.
+        visa_library: pyvisa backend string or VisaLibraryBase instance (VISA only).
+        serial_options: keyword arguments for ``serial.serial_for_url`` (serial only).
+        record_to: when given, wrap the transport in a
+            :class:`~nvmlab.drivers.recording.RecordingTransport` writing this JSON-lines file.
+        query_retries: extra attempts for idempotent queries after a timeout.
+        encoding: text encoding of messages.
+
+    Raises:
+        ConfigError: the resource string is neither a VISA resource nor a serial URL.
+        InstrumentIOError: the resource could not be opened.
+    """
+    resource = resource.strip()
+    common: dict[str, Any] = dict(
+        name=name,
+        timeout_s=timeout_s,
+        read_termination=read_termination,
+        write_termination=write_termination,
+        query_retries=query_retries,
+        encoding=encoding,
+    )
+    transport: Transport
+    if is_serial_url(resource):
+        transport = SerialTransport(resource, serial_options=serial_options, **common)
+    elif _VISA_PREFIX.match(resource):
+        transport = VisaTransport(resource, visa_library=visa_library, **common)
+    else:
+        raise ConfigError(
+            f"resource {resource!r} is neither a VISA resource string (TCPIP::..., GPIB0::..., "
+            "USB::..., ASRL...::INSTR) nor a pyserial URL (socket://, loop://, rfc2217://, "
+            "nvmlab://, /dev/tty..., COMn)",
+            field="resource",
+        )
+    if record_to is not None:
+        from nvmlab.drivers.recording import RecordingTransport
+
+        transport = RecordingTransport(transport, record_to)
+    return transport
