@@ -1,0 +1,473 @@
+"""Passive Pt/Al2O3/TiO2-x memristor crossbar (0T1R), vectorized over the array.
+
+Every default comes from ``devices.md`` (the shared device reference); its sources are
+Nili 2020 (compact model: cubic I-V, additive temperature shift, switching dynamics),
+Fahimi 2021 (thresholds, write protocol, retention, forming), Kim 2021 (threshold
+variation, yield), Prezioso 2015 (window, set/reset asymmetry) and Bayat 2018 (defects).
+Values marked "assumed" in devices.md are assumed here too.
+
+Model, per device (i, j):
+
+- **State**: the linear conductance ``g`` (S) at 25 C. The conductance that tuning targets
+  and :meth:`MemristorArray.ground_truth` reports is devices.md's definition,
+  ``I(V_read) / V_read`` at 25 C without noise, i.e. ``g (1 + b V_read^2)``.
+- **I-V**: ``I = G V (1 + b V^2)`` with ``G = g + k_T (T - 25 C)`` (additive temperature
+  shift, k_T about 0.117 uS/K with 10 % device spread; floored at 5 % of g).
+- **Switching** under a bias V held for t: for V above ``f * Vth`` (Vth the device's own
+  set threshold for V > 0, reset threshold for V < 0) the log-conductance moves at the
+  rate ``k = L0 / 1 ms * exp((|V| - Vth) / v0) * h(|V| / Vth)``, with L0 = ln 1.02 (set)
+  or ln(1 / 0.98) (reset), v0 = ``switching_slope_v`` and h an onset factor that rises
+  from 0 at ``switching_floor_fraction`` f to exactly 1 at Vth. The change is linear in
+  time (so a pulse may be split into pieces) and therefore grows with ln(t) on the same
+  footing as with the overdrive (time-voltage tradeoff: 1 us pulses barely switch). The
+  state dependence is a logistic saturation: set drives ``(g / g_max)^2`` and reset
+  ``(g_min / g)^2`` along ``dy/dt = 2 k y (1 - y)``, integrated exactly, so set slows
+  near the top (by 11 % at 100 uS) and reset near the bottom (by 4 % at 5 uS) and g stays
+  inside [g_min, g_max]. Each pulse's k t carries a lognormal cycle-to-cycle factor (CV
+  30 %, median 1).
+- **Threshold definition** (devices.md): a single 1 ms pulse at |V| = Vth changes the
+  conductance by exactly 2 % (median over cycles) where the saturation factor is 1;
+  inside the 5-100 uS window the saturation shifts this by at most 11 %, i.e. moves the
+  measured threshold by at most ``v0 ln(1/0.89)`` (a few mV).
+- **Read noise** per single read: ``sigma_G = 0.2 % G + 0.02 uS`` (assumed), plus random
+  telegraph noise on 5 % of devices: two levels 0.5-2 % of G apart, switching as a
+  symmetric two-state process with a per-device dwell time (1 ms - 10 s, log-uniform)
+  as time passes (:meth:`MemristorArray.relax`).
+- **Relaxation** after programming: the device drifts back towards where it came from by
+  ``a log10(1 + t_eff / 1 s)`` relative (a about 0.08 %/decade, lognormal spread: about
+  0.7 % over 10 years at 25 C), with the effective age t_eff advancing with an
+  Arrhenius factor (1.0 eV, assumed) relative to 25 C.
+- **Defects** (rate 1 %, 60 % stuck-off below 1 uS, 40 % stuck-on above 300 uS) ignore
+  every pulse. **Virgin** devices (optional) sit below 0.5 uS and do not switch until a
+  positive bias reaches their forming voltage (2.2 V mean, CV 8 %: a current-limited ramp
+  below 2-3 V forms them); they then jump into 5-150 kOhm. The current limit itself is
+  the SMU's compliance (the bench clamps the voltage); forming overshoot is not modelled.
+
+Device parameters are drawn from ``np.random.default_rng(seed)`` (same seed, same chip);
+noise and cycle-to-cycle draws come from a separate generator seeded from the same seed.
+Switching does not depend on temperature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nvmlab.errors import ConfigError
+from nvmlab.mocks.physics.base import LineBias, LineSolution
+from nvmlab.mocks.physics.circuit import solve_crossbar
+from nvmlab.mocks.physics.params import from_table, ranged, require_less, to_table
+from nvmlab.mocks.physics.state import (
+    load_state_file,
+    rng_from_json,
+    rng_state_to_json,
+    save_state_file,
+)
+
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+T_REF_C = 25.0
+T_REF_K = T_REF_C + 273.15
+#: Pulse width (s) at which the threshold definition holds.
+THRESHOLD_PULSE_S = 1e-3
+#: Relative change (set: +2 %, reset: -2 %) of one threshold pulse.
+THRESHOLD_CHANGE_REL = 0.02
+#: Noise-generator stream tag (mixed with the seed).
+_NOISE_STREAM = 0x6E6F697365
+
+# Device classes in the ground truth's "defect" map.
+FUNCTIONAL, STUCK_OFF, STUCK_ON = 0, 1, 2
+
+
+@dataclass
+class MemristorParams:
+    """Memristor crossbar parameters; units are in the names (S, V, s, K, eV, rel = 1)."""
+
+    # -- conductance window ---------------------------------------------------------
+    g_min_s: float = ranged(1e-6, 1e-9, 1e-3, "lowest conductance reset can reach (S)")
+    g_max_s: float = ranged(300e-6, 1e-6, 1e-2, "highest conductance set can reach (S)")
+    initial_conductance_min_s: float = ranged(5e-6, 1e-9, 1e-2, "as-delivered state, low end (S)")
+    initial_conductance_max_s: float = ranged(
+        100e-6, 1e-9, 1e-2, "as-delivered state, high end (S)"
+    )
+    read_voltage_v: float = ranged(0.2, 0.01, 0.4, "read voltage of the conductance definition (V)")
+    # -- I-V and temperature ----------------------------------------------------------
+    iv_cubic_b_per_v2: float = ranged(1.5, 0.0, 10.0, "cubic I-V coefficient b (V^-2), mean")
+    iv_cubic_b_cv: float = ranged(0.1, 0.0, 1.0, "device-to-device CV of b (assumed)")
+    temp_coeff_s_per_k: float = ranged(0.117e-6, 0.0, 1e-5, "additive conductance shift (S/K)")
+    temp_coeff_cv: float = ranged(0.1, 0.0, 1.0, "device-to-device CV of the shift (assumed)")
+    # -- switching ----------------------------------------------------------------------
+    set_threshold_mean_v: float = ranged(1.0, 0.1, 5.0, "mean set threshold (V)")
+    reset_threshold_mean_v: float = ranged(1.1, 0.1, 5.0, "mean reset threshold magnitude (V)")
+    threshold_cv: float = ranged(0.25, 0.0, 1.0, "device-to-device threshold CV")
+    switching_slope_v: float = ranged(
+        0.05, 0.002, 1.0, "overdrive per e-fold of switching rate (V)"
+    )
+    switching_floor_fraction: float = ranged(0.5, 0.0, 0.99, "no switching below this x threshold")
+    cycle_spread_cv: float = ranged(0.3, 0.0, 3.0, "cycle-to-cycle CV of the change (lognormal)")
+    # -- noise ----------------------------------------------------------------------
+    read_noise_rel: float = ranged(0.002, 0.0, 0.5, "read noise, relative part (1 sigma)")
+    read_noise_abs_s: float = ranged(0.02e-6, 0.0, 1e-4, "read noise, absolute part (S, 1 sigma)")
+    rtn_fraction: float = ranged(0.05, 0.0, 1.0, "fraction of devices with telegraph noise")
+    rtn_amplitude_min_rel: float = ranged(0.005, 0.0, 0.5, "telegraph step, smallest (rel)")
+    rtn_amplitude_max_rel: float = ranged(0.02, 0.0, 0.5, "telegraph step, largest (rel)")
+    rtn_dwell_min_s: float = ranged(1e-3, 1e-9, 1e6, "telegraph mean dwell time, shortest (s)")
+    rtn_dwell_max_s: float = ranged(10.0, 1e-9, 1e6, "telegraph mean dwell time, longest (s)")
+    # -- retention -------------------------------------------------------------------
+    relax_per_decade_rel: float = ranged(0.0008, 0.0, 0.1, "relaxation per decade of time (rel)")
+    relax_time_s: float = ranged(1.0, 1e-6, 1e6, "time origin of the log-time relaxation (s)")
+    relax_activation_ev: float = ranged(1.0, 0.0, 3.0, "Arrhenius activation energy (eV)")
+    # -- defects and forming ------------------------------------------------------------
+    defect_rate: float = ranged(0.01, 0.0, 1.0, "fraction of stuck devices")
+    stuck_on_fraction: float = ranged(0.4, 0.0, 1.0, "share of the defects that are stuck-on")
+    stuck_off_max_s: float = ranged(1e-6, 1e-10, 1e-4, "stuck-off devices are below this (S)")
+    stuck_on_min_s: float = ranged(300e-6, 1e-6, 1e-2, "stuck-on devices are above this (S)")
+    virgin: bool = False
+    forming_voltage_mean_v: float = ranged(2.2, 0.5, 3.0, "mean forming voltage (V)")
+    forming_voltage_cv: float = ranged(0.08, 0.0, 0.5, "device-to-device CV of forming voltage")
+    virgin_conductance_max_s: float = ranged(0.5e-6, 1e-10, 1e-4, "virgin devices are below (S)")
+    formed_conductance_min_s: float = ranged(6.7e-6, 1e-8, 1e-2, "formed state, low end (S)")
+    formed_conductance_max_s: float = ranged(200e-6, 1e-8, 1e-2, "formed state, high end (S)")
+
+    @classmethod
+    def from_table(
+        cls, table: dict[str, Any] | None, *, section: str = "memristor"
+    ) -> MemristorParams:
+        """Build from a bench-file table; ConfigError names any bad field and its range."""
+        return from_table(cls, table, section=section)
+
+    def check(self, section: str = "memristor") -> None:
+        """Cross-field checks (ConfigError)."""
+        require_less(section, "g_min_s", self.g_min_s, "g_max_s", self.g_max_s)
+        require_less(
+            section,
+            "initial_conductance_min_s",
+            self.initial_conductance_min_s,
+            "initial_conductance_max_s",
+            self.initial_conductance_max_s + 1e-30,
+        )
+        for name in ("initial_conductance_min_s", "initial_conductance_max_s"):
+            value = getattr(self, name)
+            if not self.g_min_s <= value <= self.g_max_s:
+                raise ConfigError(
+                    f"value {value!r} is outside the switching window; allowed "
+                    f"g_min_s = {self.g_min_s:g} to g_max_s = {self.g_max_s:g}",
+                    field=f"{section}.{name}",
+                )
+        require_less(
+            section,
+            "rtn_amplitude_min_rel",
+            self.rtn_amplitude_min_rel,
+            "rtn_amplitude_max_rel",
+            self.rtn_amplitude_max_rel + 1e-30,
+        )
+        require_less(
+            section,
+            "rtn_dwell_min_s",
+            self.rtn_dwell_min_s,
+            "rtn_dwell_max_s",
+            self.rtn_dwell_max_s * (1 + 1e-12),
+        )
+        require_less(
+            section,
+            "formed_conductance_min_s",
+            self.formed_conductance_min_s,
+            "formed_conductance_max_s",
+            self.formed_conductance_max_s + 1e-30,
+        )
+
+
+def lognormal(
+    rng: np.random.Generator, mean: float, cv: float, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Lognormal draws with the given mean and coefficient of variation."""
+    if cv <= 0:
+        return np.full(shape, float(mean))
+    sigma = math.sqrt(math.log1p(cv * cv))
+    return mean * np.exp(rng.normal(-0.5 * sigma * sigma, sigma, shape))
+
+
+def log_uniform(
+    rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, ...] | int
+) -> np.ndarray:
+    """Draws uniform in log between ``lo`` and ``hi``."""
+    return np.exp(rng.uniform(math.log(lo), math.log(hi), shape))
+
+
+def arrhenius_factor(temperature_c: float, activation_ev: float) -> float:
+    """How much faster a thermally activated process runs at ``temperature_c`` than at 25 C."""
+    t_k = temperature_c + 273.15
+    return math.exp(activation_ev / BOLTZMANN_EV_PER_K * (1.0 / T_REF_K - 1.0 / t_k))
+
+
+# Arrays that make up the chip: fixed parameters and the state that pulses change.
+_FIXED = (
+    "set_threshold_v",
+    "reset_threshold_mag_v",
+    "iv_cubic_b_per_v2",
+    "temp_coeff_s_per_k",
+    "defect",
+    "rtn_amplitude_rel",
+    "rtn_dwell_s",
+    "relax_per_decade_rel",
+    "forming_voltage_v",
+)
+_STATE = ("g_prog_s", "age_s", "relax_sign", "formed", "rtn_high", "g_s")
+
+
+class MemristorArray:
+    """A passive memristor crossbar; implements :class:`~nvmlab.mocks.physics.base.ArrayPhysics`."""
+
+    kind = "memristor"
+
+    def __init__(
+        self, rows: int, cols: int, *, seed: int = 0, params: MemristorParams | None = None
+    ) -> None:
+        if rows < 1 or cols < 1:
+            raise ConfigError(
+                f"array size {rows} x {cols} is not allowed; rows and cols must be >= 1"
+            )
+        self.rows, self.cols = int(rows), int(cols)
+        self.seed = int(seed)
+        self.params = params if params is not None else MemristorParams()
+        self._draw_chip()
+        self._noise = np.random.default_rng([self.seed, _NOISE_STREAM])
+        self._refresh_limits()
+
+    # -- construction ---------------------------------------------------------------
+    def _draw_chip(self) -> None:
+        p, shape = self.params, (self.rows, self.cols)
+        rng = np.random.default_rng(self.seed)
+        self.set_threshold_v = lognormal(rng, p.set_threshold_mean_v, p.threshold_cv, shape)
+        self.reset_threshold_mag_v = lognormal(rng, p.reset_threshold_mean_v, p.threshold_cv, shape)
+        self.iv_cubic_b_per_v2 = lognormal(rng, p.iv_cubic_b_per_v2, p.iv_cubic_b_cv, shape)
+        self.temp_coeff_s_per_k = p.temp_coeff_s_per_k * np.maximum(
+            1.0 + p.temp_coeff_cv * rng.standard_normal(shape), 0.0
+        )
+        defective = rng.random(shape) < p.defect_rate
+        stuck_on = defective & (rng.random(shape) < p.stuck_on_fraction)
+        self.defect = np.where(
+            stuck_on, STUCK_ON, np.where(defective, STUCK_OFF, FUNCTIONAL)
+        ).astype(np.int8)
+        g = log_uniform(rng, p.initial_conductance_min_s, p.initial_conductance_max_s, shape)
+        g_off = log_uniform(rng, 0.1 * p.stuck_off_max_s, 0.8 * p.stuck_off_max_s, shape)
+        g_on = log_uniform(rng, 1.2 * p.stuck_on_min_s, 3.0 * p.stuck_on_min_s, shape)
+        g_virgin = log_uniform(
+            rng, 0.1 * p.virgin_conductance_max_s, 0.9 * p.virgin_conductance_max_s, shape
+        )
+        has_rtn = rng.random(shape) < p.rtn_fraction
+        self.rtn_amplitude_rel = np.where(
+            has_rtn, rng.uniform(p.rtn_amplitude_min_rel, p.rtn_amplitude_max_rel, shape), 0.0
+        )
+        self.rtn_dwell_s = log_uniform(
+            rng, p.rtn_dwell_min_s, p.rtn_dwell_max_s * (1 + 1e-12), shape
+        )
+        self.relax_per_decade_rel = lognormal(rng, p.relax_per_decade_rel, 0.5, shape)
+        self.forming_voltage_v = lognormal(
+            rng, p.forming_voltage_mean_v, p.forming_voltage_cv, shape
+        )
+        self.rtn_high = rng.random(shape) < 0.5
+        if p.virgin:
+            g = g_virgin
+        g = np.where(self.defect == STUCK_OFF, g_off, np.where(self.defect == STUCK_ON, g_on, g))
+        self.formed = np.full(shape, not p.virgin) & (self.defect == FUNCTIONAL)
+        self.g_s = g
+        self.g_prog_s = g.copy()
+        self.age_s = np.zeros(shape)
+        self.relax_sign = np.zeros(shape)
+
+    def _refresh_limits(self) -> None:
+        """Cache what the cheap "nothing can switch" test of :meth:`stress` needs."""
+        f = self.params.switching_floor_fraction
+        self._switchable = (self.defect == FUNCTIONAL) & self.formed
+        self._unformed = (self.defect == FUNCTIONAL) & ~self.formed
+        self._set_floor_v = f * self.set_threshold_v
+        self._reset_floor_v = f * self.reset_threshold_mag_v
+        quiet = [math.inf]
+        if self._switchable.any():
+            quiet.append(float(self._set_floor_v[self._switchable].min()))
+            quiet.append(float(self._reset_floor_v[self._switchable].min()))
+        if self._unformed.any():
+            quiet.append(float(self.forming_voltage_v[self._unformed].min()))
+        #: Below this line-voltage span (V) no device can change: stress returns at once.
+        self.quiet_span_v = min(quiet)
+
+    # -- conductance ------------------------------------------------------------------
+    def _temp_coeff(self) -> np.ndarray:
+        """Temperature coefficient (S/K); devices without a filament follow 0.2 %/K of g."""
+        return np.where(
+            self.formed | (self.defect == STUCK_ON), self.temp_coeff_s_per_k, 0.002 * self.g_s
+        )
+
+    def conductance_at(self, temperature_c: float) -> np.ndarray:
+        """Linear conductance G (S) of every device at ``temperature_c`` (C), noiseless."""
+        g = self.g_s
+        if temperature_c == T_REF_C:
+            return g.copy()
+        return np.maximum(g + self._temp_coeff() * (temperature_c - T_REF_C), 0.05 * g)
+
+    def read_conductance_s(self) -> np.ndarray:
+        """The conductance of devices.md: I(V_read) / V_read at 25 C, noiseless (S)."""
+        vr = self.params.read_voltage_v
+        return self.g_s * (1.0 + self.iv_cubic_b_per_v2 * vr * vr)
+
+    def _noisy(self, g: np.ndarray) -> np.ndarray:
+        p = self.params
+        g = g * (1.0 + self.rtn_amplitude_rel * (self.rtn_high - 0.5))
+        sigma = p.read_noise_rel * g + p.read_noise_abs_s
+        return np.maximum(g + sigma * self._noise.standard_normal(g.shape), 0.0)
+
+    # -- ArrayPhysics -------------------------------------------------------------------
+    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+        """Settle the line network; device currents include read and telegraph noise when
+        ``noise`` (one single read of every device)."""
+        g = self.conductance_at(temperature_c)
+        if noise:
+            g = self._noisy(g)
+        return solve_crossbar(g, self.iv_cubic_b_per_v2, bias)
+
+    def device_voltages(self, bias: LineBias, temperature_c: float = T_REF_C) -> np.ndarray:
+        """Voltage (V, row minus column) every device sees under ``bias`` (floating settled)."""
+        row_v, col_v = np.asarray(bias.row_v, dtype=float), np.asarray(bias.col_v, dtype=float)
+        if np.isnan(row_v).any() or np.isnan(col_v).any():
+            sol = solve_crossbar(self.conductance_at(temperature_c), self.iv_cubic_b_per_v2, bias)
+            row_v, col_v = sol.row_v, sol.col_v
+        return row_v[:, None] - col_v[None, :]
+
+    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
+        """Hold ``bias`` for ``duration_s`` (s); returns True when any device changed."""
+        if duration_s <= 0:
+            return False
+        driven = np.concatenate([bias.row_v, bias.col_v])
+        driven = driven[~np.isnan(driven)]
+        if driven.size == 0 or float(driven.max() - driven.min()) < self.quiet_span_v:
+            return False
+        v = self.device_voltages(bias, temperature_c)
+        changed = self._form(v)
+        active = self._switchable & ((v > self._set_floor_v) | (-v > self._reset_floor_v))
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            return changed
+        self._switch(idx, v.ravel()[idx], duration_s)
+        return True
+
+    def _form(self, v: np.ndarray) -> bool:
+        forming = self._unformed & (v >= self.forming_voltage_v)
+        if not forming.any():
+            return False
+        p = self.params
+        g_new = log_uniform(
+            self._noise, p.formed_conductance_min_s, p.formed_conductance_max_s, int(forming.sum())
+        )
+        self.formed[forming] = True
+        self.g_s[forming] = g_new
+        self.g_prog_s[forming] = g_new
+        self.age_s[forming] = 0.0
+        self.relax_sign[forming] = 0.0
+        self._refresh_limits()
+        return True
+
+    def _switch(self, idx: np.ndarray, v: np.ndarray, duration_s: float) -> None:
+        """Integrate the switching rate of the devices ``idx`` (flat) under voltages ``v``."""
+        p = self.params
+        is_set = v > 0
+        thr = np.where(
+            is_set, self.set_threshold_v.ravel()[idx], self.reset_threshold_mag_v.ravel()[idx]
+        )
+        mag = np.abs(v)
+        f = p.switching_floor_fraction
+        onset = np.clip((mag / thr - f) / (1.0 - f), 0.0, 1.0) ** 2
+        l0 = np.where(is_set, math.log1p(THRESHOLD_CHANGE_REL), -math.log1p(-THRESHOLD_CHANGE_REL))
+        exponent = np.minimum((mag - thr) / p.switching_slope_v, 60.0)
+        k_t = l0 * onset * np.exp(exponent) * (duration_s / THRESHOLD_PULSE_S)
+        if p.cycle_spread_cv > 0:
+            sigma = math.sqrt(math.log1p(p.cycle_spread_cv**2))
+            k_t = k_t * np.exp(sigma * self._noise.standard_normal(idx.size))
+        g = np.clip(self.g_s.ravel()[idx], p.g_min_s, p.g_max_s)
+        decay = np.exp(-2.0 * k_t)
+        # set: y = (g / g_max)^2 ; reset: z = (g_min / g)^2 ; both follow dy/dt = 2 k y (1 - y).
+        y0 = np.where(is_set, (g / p.g_max_s) ** 2, (p.g_min_s / g) ** 2)
+        y = y0 / (y0 + (1.0 - y0) * decay)
+        g_new = np.where(is_set, p.g_max_s * np.sqrt(y), p.g_min_s / np.sqrt(y))
+        flat = self.g_s.reshape(-1)
+        flat[idx] = g_new
+        self.g_prog_s.reshape(-1)[idx] = g_new
+        self.age_s.reshape(-1)[idx] = 0.0
+        # After programming a device relaxes back: down after a set, up after a reset.
+        self.relax_sign.reshape(-1)[idx] = np.where(is_set, -1.0, 1.0)
+
+    def relax(self, elapsed_s: float, temperature_c: float) -> None:
+        """Let ``elapsed_s`` (s) pass: log-time relaxation (Arrhenius-accelerated) and
+        telegraph-noise flips."""
+        if elapsed_s <= 0:
+            return
+        p = self.params
+        relaxing = self.relax_sign != 0
+        if relaxing.any():
+            self.age_s[relaxing] += elapsed_s * arrhenius_factor(
+                temperature_c, p.relax_activation_ev
+            )
+            drift = self.relax_per_decade_rel[relaxing] * np.log10(
+                1.0 + self.age_s[relaxing] / p.relax_time_s
+            )
+            self.g_s[relaxing] = self.g_prog_s[relaxing] * (1.0 + self.relax_sign[relaxing] * drift)
+        rtn = self.rtn_amplitude_rel > 0
+        if rtn.any():
+            p_flip = 0.5 * (1.0 - np.exp(-2.0 * elapsed_s / self.rtn_dwell_s[rtn]))
+            flips = self._noise.random(p_flip.size) < p_flip
+            self.rtn_high[rtn] ^= flips
+
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        """True per-device state and parameters, each a (rows, cols) array.
+
+        ``conductance_s``: I(V_read)/V_read at 25 C, noiseless (S); ``linear_conductance_s``
+        (S); ``set_threshold_v`` (V, positive) and ``reset_threshold_v`` (V, negative) as
+        defined in devices.md; ``temp_coeff_s_per_k``; ``iv_cubic_b_per_v2``; ``defect``
+        (0 functional, 1 stuck-off, 2 stuck-on); ``stuck_off`` / ``stuck_on`` (bool);
+        ``rtn_amplitude_rel`` (0 without telegraph noise); ``formed`` (bool);
+        ``forming_voltage_v``.
+        """
+        return {
+            "conductance_s": self.read_conductance_s(),
+            "linear_conductance_s": self.g_s.copy(),
+            "set_threshold_v": self.set_threshold_v.copy(),
+            "reset_threshold_v": -self.reset_threshold_mag_v,
+            "temp_coeff_s_per_k": self._temp_coeff(),
+            "iv_cubic_b_per_v2": self.iv_cubic_b_per_v2.copy(),
+            "defect": self.defect.copy(),
+            "stuck_off": self.defect == STUCK_OFF,
+            "stuck_on": self.defect == STUCK_ON,
+            "rtn_amplitude_rel": self.rtn_amplitude_rel.copy(),
+            "formed": self.formed.copy(),
+            "forming_voltage_v": self.forming_voltage_v.copy(),
+        }
+
+    # -- state file ---------------------------------------------------------------------
+    def save_state(self, path: Path) -> None:
+        """Write every parameter and state array atomically (see :mod:`.state`)."""
+        arrays = {name: getattr(self, name) for name in (*_FIXED, *_STATE)}
+        meta = {
+            "kind": self.kind,
+            "rows": self.rows,
+            "cols": self.cols,
+            "seed": self.seed,
+            "params": to_table(self.params),
+            "noise_rng": rng_state_to_json(self._noise),
+        }
+        save_state_file(path, arrays, meta)
+
+    def load_state(self, path: Path) -> None:
+        """Restore exactly the chip written by :meth:`save_state` (no seed needed)."""
+        arrays, meta = load_state_file(path, kind=self.kind, rows=self.rows, cols=self.cols)
+        missing = [n for n in (*_FIXED, *_STATE) if n not in arrays]
+        if missing:
+            raise ConfigError(f"state file lacks arrays {', '.join(missing)}", file=str(path))
+        self.params = MemristorParams(**meta["params"])
+        self.seed = int(meta["seed"])
+        for name in (*_FIXED, *_STATE):
+            setattr(self, name, np.array(arrays[name]))
+        self._noise = rng_from_json(meta["noise_rng"])
+        self._refresh_limits()

@@ -1,0 +1,89 @@
+"""Atomic chip state files.
+
+A state file is a NumPy ``.npz`` archive holding every per-device array plus one JSON
+document (``meta``: the kind, the geometry, the parameters, the noise generator's state).
+It is written to a temporary file in the same directory, flushed and fsynced, then
+renamed over the old file with :func:`os.replace`, so a process killed at any instant
+leaves either the old or the new state on disk, never a mixture. The directory entry is
+fsynced too where the platform allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nvmlab.errors import ConfigError
+
+_META_KEY = "__meta_json__"
+
+
+def save_state_file(path: Path | str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``arrays`` and the JSON-serialisable ``meta`` to ``path`` atomically."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    payload = dict(arrays)
+    payload[_META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def load_state_file(
+    path: Path | str, *, kind: str, rows: int, cols: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a state file written by :func:`save_state_file`; check it belongs to a
+    ``kind`` array of ``rows`` x ``cols`` devices (ConfigError otherwise)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.array(data[k]) for k in data.files if k != _META_KEY}
+            meta = json.loads(bytes(data[_META_KEY]).decode("utf-8"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read chip state file: {exc}", file=str(path)) from exc
+    found = (meta.get("kind"), meta.get("rows"), meta.get("cols"))
+    if found != (kind, rows, cols):
+        raise ConfigError(
+            f"state file holds a {found[0]} array of {found[1]} x {found[2]}; "
+            f"this bench has a {kind} array of {rows} x {cols}",
+            file=str(path),
+        )
+    return arrays, meta
+
+
+def rng_state_to_json(rng: np.random.Generator) -> dict[str, Any]:
+    """The bit generator state of ``rng`` as JSON-compatible data."""
+    state = rng.bit_generator.state
+    return json.loads(json.dumps(state, default=int))
+
+
+def rng_from_json(state: dict[str, Any]) -> np.random.Generator:
+    """A generator restored from :func:`rng_state_to_json` output."""
+    bit_gen = getattr(np.random, state["bit_generator"])()
+    bit_gen.state = state
+    return np.random.Generator(bit_gen)
