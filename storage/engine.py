@@ -1,0 +1,186 @@
+"""Database URLs and engines for the results database.
+
+One engine factory, :func:`create_engine_for`, serves both engines nvmlab supports:
+
+* SQLite (the default, ``sqlite:///./nvmlab.sqlite``): every connection is switched to WAL
+  journaling (readers never block the writer), foreign keys on, ``synchronous=FULL`` (a
+  committed batch survives a process kill *and* a power cut; with one commit per second
+  the fsync costs nothing measurable) and a busy timeout so that two processes writing the
+  same file wait for each other instead of failing. Write transactions start with
+  ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade; read-only work can
+  ask for a plain ``BEGIN`` with ``execution_options(sqlite_begin="DEFERRED")``.
+* PostgreSQL through ``postgresql+psycopg://user:password@host:port/db`` (psycopg 3).
+
+The database URL is chosen by :func:`resolve_database_url`: ``--db``, then the ``NVMLAB_DB``
+environment variable, then the job or station file, then ``./nvmlab.sqlite``. A password in
+a URL is never printed: every message goes through :func:`mask_url` / :func:`mask_text`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from nvmlab.errors import StorageError
+
+#: The database used when neither ``--db``, ``NVMLAB_DB`` nor a job/station file names one.
+DEFAULT_DATABASE_URL = "sqlite:///./nvmlab.sqlite"
+#: Environment variable naming the database (second in precedence, after ``--db``).
+DATABASE_ENV = "NVMLAB_DB"
+#: How long (s) a SQLite writer waits for another process's transaction before failing.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+#: Seconds to wait for a PostgreSQL server before reporting it unreachable.
+PG_CONNECT_TIMEOUT_S = 10
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
+_MASK = "***"
+
+
+def resolve_database_url(cli_db: str | None, file_db: str | None) -> str:
+    """Return the database URL by the lab's precedence rule.
+
+    ``cli_db`` (the ``--db`` option) wins, then the ``NVMLAB_DB`` environment variable, then
+    ``file_db`` (the ``database`` value of a job or station file), then
+    :data:`DEFAULT_DATABASE_URL` (``./nvmlab.sqlite`` in the working directory). Empty
+    strings count as unset.
+    """
+    for candidate in (cli_db, os.environ.get(DATABASE_ENV), file_db):
+        if candidate is not None and candidate.strip():
+            return candidate.strip()
+    return DEFAULT_DATABASE_URL
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as text with any password replaced by ``***`` (safe to print or log)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return mask_text(str(url))
+
+
+def mask_text(text: str, *urls: str | URL) -> str:
+    """Remove passwords from arbitrary text (driver messages, tracebacks).
+
+    Masks ``scheme://user:password@`` patterns and, in addition, every literal occurrence of
+    the passwords of ``urls`` (a driver may echo a password outside URL syntax).
+    """
+    masked = _PASSWORD_IN_URL.sub(lambda m: f"{m.group('head')}{_MASK}@", text)
+    for url in urls:
+        password = _password_of(url)
+        if password:
+            masked = masked.replace(password, _MASK)
+    return masked
+
+
+def _password_of(url: str | URL) -> str | None:
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    return parsed.password if parsed.password else None
+
+
+def parse_url(url: str) -> URL:
+    """Parse and check a database URL; raise :class:`StorageError` naming what is allowed."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StorageError(
+            f"invalid database URL {mask_url(url)!r}: {mask_text(str(exc), url)}; expected "
+            "sqlite:///path/to/file.sqlite or postgresql+psycopg://user@host:port/database"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise StorageError(
+            f"unsupported database {mask_url(parsed)!r}: nvmlab stores results in SQLite "
+            "(sqlite:///file.sqlite) or PostgreSQL (postgresql+psycopg://user@host/db)"
+        )
+    if backend == "postgresql" and parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend == "postgresql" and parsed.get_driver_name() == "psycopg2":
+        raise StorageError(
+            f"database URL {mask_url(parsed)!r} names the psycopg2 driver; nvmlab uses "
+            "psycopg 3: write postgresql+psycopg://..."
+        )
+    return parsed
+
+
+def is_sqlite(url: str | URL) -> bool:
+    """True when the URL names a SQLite database."""
+    parsed = url if isinstance(url, URL) else make_url(url)
+    return parsed.get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str | URL) -> str | None:
+    """The file path of a SQLite URL (``None`` for in-memory databases)."""
+    parsed = url if isinstance(url, URL) else make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return database[len("file:") :].split("?", 1)[0]
+    return database
+
+
+def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
+    """Create the SQLAlchemy engine for ``url`` with nvmlab's settings.
+
+    SQLite: WAL, foreign keys, ``synchronous=FULL``, busy timeout
+    (:data:`SQLITE_BUSY_TIMEOUT_S`), ``BEGIN IMMEDIATE`` for transactions.
+    PostgreSQL: psycopg 3, pre-ping, connect timeout (:data:`PG_CONNECT_TIMEOUT_S`).
+    Extra keyword arguments go to :func:`sqlalchemy.create_engine`.
+    """
+    parsed = parse_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() == "sqlite":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+        connect_args.setdefault("check_same_thread", False)
+        if (parsed.database or "").startswith("file:"):
+            parsed = parsed.update_query_dict({"uri": "true"})
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, connect_args=connect_args, **kwargs)
+
+
+def create_worker_engine(url: str | URL) -> Engine:
+    """An engine without pooling, for short-lived tools (CLI commands, subprocesses)."""
+    return create_engine_for(url, poolclass=NullPool)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not open transactions on its own: we emit BEGIN ourselves below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA synchronous = FULL")
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                # A read-only file keeps its journal mode; reading still works.
+                with contextlib.suppress(Exception):
+                    cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        if mode not in ("IMMEDIATE", "DEFERRED", "EXCLUSIVE"):
+            raise StorageError(f"sqlite_begin={mode!r}; allowed: IMMEDIATE, DEFERRED, EXCLUSIVE")
+        connection.exec_driver_sql(f"BEGIN {mode}")

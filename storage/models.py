@@ -1,0 +1,368 @@
+"""The results database schema (SQLAlchemy 2.0 typed ORM).
+
+Tables
+------
+``stations`` / ``instruments``
+    A station and the identity of each instrument it used (role, make, model, serial,
+    firmware, resource); one row per (station, role).
+``chips``
+    A chip under test: lot, wafer, die, array kind (``memristor`` or ``eflash``), rows,
+    cols, notes. A *device* is identified everywhere by ``(chip_id, row, col)``.
+``runs``
+    One execution of a job, sweep or script: kind, configuration (JSON), status
+    (``running``, ``completed``, ``failed``, ``aborted``), start and end, operator, host,
+    nvmlab version, random seed, and ``resumes_run_id`` (the run this one resumes).
+``units``
+    One *attempt* at a unit of work (a device tuned, a temperature point, a sweep on one
+    device). ``units.id`` is the **attempt id** carried by every record the attempt
+    produced. ``unit_key`` names the unit (stable across attempts and resumed runs);
+    ``status`` is ``running`` while in flight, ``completed`` when its result was committed
+    (atomically, with the records it still had buffered), ``interrupted`` when the process
+    died or was stopped inside it (records already flushed are kept, tagged with this
+    attempt), or ``failed``. A resumed run redoes every unit with no completed attempt in
+    the resume chain.
+``pulses``, ``reads``
+    Row per record, per device: pulse amplitude (V), width (s), polarity (+1/-1), bias
+    scheme; read voltage (V), current (A), conductance (S), temperature (C), time (s).
+``traces``
+    I-V sweeps and noise time series: one row per trace with the samples as arrays.
+``tuning_outcomes``
+    Per device and attempt: target (S), final value (S), relative error, pulse count,
+    status.
+``device_parameters``
+    Derived per-device parameters (thresholds, temperature coefficient, noise, defect
+    class): one row per (device, run, name) with a numeric and/or text value and its unit.
+``chamber_log``
+    Chamber setpoint, air and chip temperatures (C) and alarm state over time.
+``events``
+    Warnings, faults and recoveries, with the run and attempt they happened in.
+
+Row-per-record or arrays, by measured cost
+------------------------------------------
+Measured on the 2-core lab machine (``python -P -m nvmlab.storage.bench``), SQLite WAL,
+``synchronous=FULL``, one transaction per 50,000 rows:
+
+* reads, row per record, raw ``sqlite3.executemany``: about 930,000 rows/s without
+  secondary index, 480,000 rows/s with the per-device index, 370,000 rows/s with the
+  per-device and per-run indexes; through the buffered writer (SQLAlchemy Core
+  executemany) the figures printed by the benchmark stay well above the 100,000 rows/s
+  goal. PostgreSQL: COPY reaches several 100,000 rows/s.
+* Packing the same values into one blob per device would be faster to write but makes
+  "all reads of device (chip, 3, 4) above 50 uS at 85 C" a full decode in Python, and
+  pulses/reads arrive one at a time from write-verify loops (1 to 50 per device per
+  attempt), so blobs would need read-modify-write on every flush.
+
+Hence **pulses and reads are stored row per record** (queryable per device through the
+``(chip_id, row, col)`` index and per run through ``(run_id, attempt_id)``), while
+**traces store arrays**: an I-V sweep or a noise series (10^3 - 10^6 samples) is always
+written and read whole, its samples are never selected individually, and one row per
+sample would multiply the table size by the sample count (a 10^5-sample noise trace is
+~4 ms as one row of float64 bytes versus ~0.25 s as 10^5 rows). Arrays are stored as
+little-endian float64 bytes (``LargeBinary``), portable between SQLite and PostgreSQL and
+decoded with ``numpy.frombuffer`` without copying.
+
+Times
+-----
+Runs and units carry wall-clock ``DateTime`` (UTC). Measurement records carry ``t_s``:
+seconds on the run's clock (virtual on the emulated bench, wall on real hardware).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Constraint naming convention, so migrations name constraints identically on every engine.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: 64-bit keys on PostgreSQL; INTEGER PRIMARY KEY (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+RUN_STATUSES = ("running", "completed", "failed", "aborted")
+UNIT_STATUSES = ("running", "completed", "interrupted", "failed")
+ARRAY_KINDS = ("memristor", "eflash")
+EVENT_LEVELS = ("info", "warning", "fault", "recovery")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def utcnow() -> dt.datetime:
+    """The current wall-clock time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
+
+
+class Station(Base):
+    __tablename__ = "stations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    host: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Instrument(Base):
+    """The identity of one instrument a station uses in one role (``*IDN?`` and resource)."""
+
+    __tablename__ = "instruments"
+    __table_args__ = (UniqueConstraint("station_id", "role"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(100))
+    manufacturer: Mapped[str | None] = mapped_column(String(200))
+    model: Mapped[str | None] = mapped_column(String(200))
+    serial: Mapped[str | None] = mapped_column(String(200))
+    firmware: Mapped[str | None] = mapped_column(String(200))
+    resource: Mapped[str | None] = mapped_column(String(500))
+
+
+class Chip(Base):
+    __tablename__ = "chips"
+    __table_args__ = (
+        CheckConstraint(_in("array_kind", ARRAY_KINDS), name="array_kind"),
+        CheckConstraint("n_rows > 0 AND n_cols > 0", name="positive_size"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    lot: Mapped[str | None] = mapped_column(String(100))
+    wafer: Mapped[str | None] = mapped_column(String(100))
+    die: Mapped[str | None] = mapped_column(String(100))
+    array_kind: Mapped[str] = mapped_column(String(20))
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_cols: Mapped[int] = mapped_column(Integer)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    chip_id: Mapped[int | None] = mapped_column(ForeignKey("chips.id"), index=True)
+    station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"), index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None]
+    operator: Mapped[str | None] = mapped_column(String(200))
+    host: Mapped[str | None] = mapped_column(String(200))
+    nvmlab_version: Mapped[str | None] = mapped_column(String(50))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    resumes_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class Unit(Base):
+    """One attempt at a unit of work; ``id`` is the attempt id carried by its records."""
+
+    __tablename__ = "units"
+    __table_args__ = (
+        CheckConstraint(_in("status", UNIT_STATUSES), name="status"),
+        UniqueConstraint("run_id", "unit_key", "attempt"),
+        Index("ix_units_run_id_status", "run_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    unit_key: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str | None] = mapped_column(String(100))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    chip_id: Mapped[int | None] = mapped_column(ForeignKey("chips.id"))
+    row: Mapped[int | None] = mapped_column(Integer)
+    col: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None]
+    result: Mapped[dict[str, Any] | None]
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class Pulse(Base):
+    """One programming pulse applied to one device (row per record)."""
+
+    __tablename__ = "pulses"
+    __table_args__ = (
+        CheckConstraint("polarity IN (-1, 1)", name="polarity"),
+        Index("ix_pulses_device", "chip_id", "row", "col"),
+        Index("ix_pulses_run", "run_id", "attempt_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
+    row: Mapped[int] = mapped_column(Integer)
+    col: Mapped[int] = mapped_column(Integer)
+    t_s: Mapped[float] = mapped_column(Float)
+    amplitude_v: Mapped[float] = mapped_column(Float)
+    width_s: Mapped[float] = mapped_column(Float)
+    polarity: Mapped[int] = mapped_column(SmallInteger)
+    scheme: Mapped[str | None] = mapped_column(String(20))
+
+
+class Read(Base):
+    """One read of one device (row per record)."""
+
+    __tablename__ = "reads"
+    __table_args__ = (
+        Index("ix_reads_device", "chip_id", "row", "col"),
+        Index("ix_reads_run", "run_id", "attempt_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
+    row: Mapped[int] = mapped_column(Integer)
+    col: Mapped[int] = mapped_column(Integer)
+    t_s: Mapped[float] = mapped_column(Float)
+    voltage_v: Mapped[float] = mapped_column(Float)
+    current_a: Mapped[float] = mapped_column(Float)
+    conductance_s: Mapped[float | None] = mapped_column(Float)
+    temperature_c: Mapped[float | None] = mapped_column(Float)
+
+
+class Trace(Base):
+    """A sweep or time series on one device, samples stored as float64 arrays."""
+
+    __tablename__ = "traces"
+    __table_args__ = (
+        Index("ix_traces_device", "chip_id", "row", "col"),
+        Index("ix_traces_run", "run_id", "attempt_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
+    row: Mapped[int] = mapped_column(Integer)
+    col: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(50))
+    t_s: Mapped[float] = mapped_column(Float)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    x_name: Mapped[str] = mapped_column(String(50))
+    y_name: Mapped[str] = mapped_column(String(50))
+    x_data: Mapped[bytes] = mapped_column(LargeBinary)
+    y_data: Mapped[bytes] = mapped_column(LargeBinary)
+    temperature_c: Mapped[float | None] = mapped_column(Float)
+    meta: Mapped[dict[str, Any] | None]
+
+
+class TuningOutcome(Base):
+    __tablename__ = "tuning_outcomes"
+    __table_args__ = (
+        Index("ix_tuning_outcomes_device", "chip_id", "row", "col"),
+        Index("ix_tuning_outcomes_run", "run_id", "attempt_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
+    row: Mapped[int] = mapped_column(Integer)
+    col: Mapped[int] = mapped_column(Integer)
+    target_s: Mapped[float] = mapped_column(Float)
+    final_s: Mapped[float | None] = mapped_column(Float)
+    error_rel: Mapped[float | None] = mapped_column(Float)
+    pulse_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(30))
+    algorithm: Mapped[str | None] = mapped_column(String(100))
+
+
+class DeviceParameter(Base):
+    """A derived per-device parameter (threshold, temperature coefficient, noise, defect)."""
+
+    __tablename__ = "device_parameters"
+    __table_args__ = (
+        Index("ix_device_parameters_device", "chip_id", "row", "col", "name"),
+        Index("ix_device_parameters_run", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
+    row: Mapped[int] = mapped_column(Integer)
+    col: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float | None] = mapped_column(Float)
+    text_value: Mapped[str | None] = mapped_column(String(200))
+    unit: Mapped[str | None] = mapped_column(String(30))
+
+
+class ChamberLogEntry(Base):
+    __tablename__ = "chamber_log"
+    __table_args__ = (Index("ix_chamber_log_run", "run_id", "t_s"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"))
+    t_s: Mapped[float] = mapped_column(Float)
+    setpoint_c: Mapped[float | None] = mapped_column(Float)
+    air_c: Mapped[float | None] = mapped_column(Float)
+    chip_c: Mapped[float | None] = mapped_column(Float)
+    alarm: Mapped[str | None] = mapped_column(String(200))
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(_in("level", EVENT_LEVELS), name="level"),
+        Index("ix_events_run", "run_id", "t_s"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
+    t_s: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str | None] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None]
+
+
+#: The per-device record tables, in the order export writes them.
+RECORD_TABLES = (
+    "pulses",
+    "reads",
+    "traces",
+    "tuning_outcomes",
+    "device_parameters",
+    "chamber_log",
+    "events",
+)

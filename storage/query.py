@@ -1,0 +1,369 @@
+"""Reading results back: runs, per-device records as numpy arrays and pandas DataFrames.
+
+Large record sets (a 64 x 64 array tuned with ~15 pulses and reads per device is already
+100,000+ rows; a characterization run reaches millions) are loaded through a fast path
+that bypasses ORM objects and ``pandas.read_sql``:
+
+* SQLite: the driver cursor's ``fetchall`` and one ``numpy.array`` per column;
+* PostgreSQL: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` parsed by ``pyarrow.csv``
+  (PostgreSQL prints float8 with round-trip precision, so no value changes).
+
+The benchmark (``python -P -m nvmlab.storage.bench``) prints both paths side by side for a
+1,000,000-record run. Integer columns that may be NULL (``attempt_id``) come back as
+``int64`` with ``-1`` for NULL in numpy arrays and as pandas ``Int64`` (nullable) in
+DataFrames; float columns use NaN for NULL; text columns are object arrays.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from nvmlab.storage.database import Database
+from nvmlab.storage.ingest import COLUMNS, resume_chain
+from nvmlab.storage.models import Chip, Run, Trace, Unit
+from sqlalchemy import Float, Integer, SmallInteger, func, select
+from sqlalchemy.sql.type_api import TypeEngine
+
+from nvmlab.errors import StorageError
+
+#: Record tables readable with :func:`load_records` / :func:`fetch_arrays`.
+SCALAR_TABLES = ("pulses", "reads", "tuning_outcomes", "device_parameters", "chamber_log", "events")
+_FILTERS = ("run_id", "attempt_id", "chip_id", "row", "col")
+
+
+def _kind(column_type: TypeEngine[Any]) -> str:
+    if isinstance(column_type, Float):
+        return "f"
+    if isinstance(column_type, (Integer, SmallInteger)):
+        return "i"
+    inner = getattr(column_type, "impl", None)
+    if inner is not None and isinstance(inner, (Integer, SmallInteger)):
+        return "i"
+    name = type(column_type).__name__.lower()
+    if "int" in name:
+        return "i"
+    return "o"
+
+
+def _table_columns(table: str) -> list[tuple[str, str, bool]]:
+    from nvmlab.storage.models import Base
+
+    sa_table = Base.metadata.tables[table]
+    out = []
+    for column in sa_table.columns:
+        if column.name in ("details", "meta"):
+            continue
+        out.append((column.name, _kind(column.type), bool(column.nullable)))
+    return out
+
+
+def _check_run(db: Database, run_id: int) -> None:
+    with db.errors(f"look up run {run_id}"), db.read_connection() as conn:
+        found = conn.execute(select(Run.id).where(Run.id == run_id)).scalar()
+    if found is None:
+        raise StorageError(
+            f"no run {run_id} in database {db.display_url}; 'nvmlab runs' lists them"
+        )
+
+
+def _select_sql(table: str, names: Sequence[str], filters: dict[str, int | None]) -> str:
+    where = []
+    for key, value in filters.items():
+        if value is None:
+            continue
+        if key not in _FILTERS:
+            raise StorageError(f"filter {key!r}; allowed: {_FILTERS}")
+        where.append(f'"{key}" = {int(value)}')  # ints only: safe to inline
+    quoted = ", ".join(f'"{n}"' for n in names)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {quoted} FROM {table}{clause} ORDER BY id"
+
+
+def fetch_arrays(
+    db: Database,
+    table: str,
+    *,
+    columns: Sequence[str] | None = None,
+    run_id: int | None = None,
+    chip_id: int | None = None,
+    row: int | None = None,
+    col: int | None = None,
+    attempt_id: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Records of ``table`` as one numpy array per column, in insertion order.
+
+    Filters combine with AND: a run, an attempt, a chip, a device (chip, row, col).
+    """
+    if table not in SCALAR_TABLES:
+        raise StorageError(f"table {table!r}; allowed: {SCALAR_TABLES}")
+    spec = _table_columns(table)
+    known = {name: (kind, nullable) for name, kind, nullable in spec}
+    names = list(columns) if columns is not None else [name for name, _, _ in spec]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise StorageError(f"{table}: unknown columns {unknown}; allowed: {list(known)}")
+    filters = {
+        "run_id": run_id,
+        "chip_id": chip_id,
+        "row": row,
+        "col": col,
+        "attempt_id": attempt_id,
+    }
+    if table in ("chamber_log", "events"):
+        if any(filters[k] is not None for k in ("chip_id", "row", "col")):
+            raise StorageError(f"{table} has no device columns; filter by run_id")
+        if table == "chamber_log" and attempt_id is not None:
+            raise StorageError("chamber_log has no attempt_id; filter by run_id")
+    sql = _select_sql(table, names, filters)
+    kinds = [known[n] for n in names]
+    with db.errors(f"read {table}"):
+        if db.dialect == "postgresql":
+            return _fetch_pg(db, sql, names, kinds)
+        return _fetch_sqlite(db, sql, names, kinds)
+
+
+def _fetch_sqlite(
+    db: Database, sql: str, names: list[str], kinds: list[tuple[str, bool]]
+) -> dict[str, np.ndarray]:
+    with db.read_connection() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            rows = cursor.execute(sql).fetchall()
+        finally:
+            cursor.close()
+        conn.rollback()
+    if not rows:
+        return {n: np.empty(0, dtype=_dtype(k)) for n, (k, _) in zip(names, kinds, strict=True)}
+    out: dict[str, np.ndarray] = {}
+    for name, (kind, nullable), values in zip(names, kinds, zip(*rows, strict=True), strict=True):
+        out[name] = _to_array(values, kind, nullable)
+    return out
+
+
+def _dtype(kind: str) -> Any:
+    return {"f": np.float64, "i": np.int64}.get(kind, object)
+
+
+def _to_array(values: Sequence[Any], kind: str, nullable: bool) -> np.ndarray:
+    if kind == "f":
+        return np.array(values, dtype=np.float64)
+    if kind == "i":
+        if nullable and None in values:
+            return np.array([-1 if v is None else v for v in values], dtype=np.int64)
+        return np.array(values, dtype=np.int64)
+    return np.array(values, dtype=object)
+
+
+def _fetch_pg(
+    db: Database, sql: str, names: list[str], kinds: list[tuple[str, bool]]
+) -> dict[str, np.ndarray]:
+    buffer = io.BytesIO()
+    with db.read_connection() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:  # type: ignore[arg-type]
+                for chunk in copy:
+                    buffer.write(chunk)
+        finally:
+            cursor.close()
+        conn.rollback()
+    types = {
+        n: (pa.float64() if k == "f" else pa.int64() if k == "i" else pa.string())
+        for n, (k, _) in zip(names, kinds, strict=True)
+    }
+    if buffer.tell() == 0:
+        return {n: np.empty(0, dtype=_dtype(k)) for n, (k, _) in zip(names, kinds, strict=True)}
+    buffer.seek(0)
+    table = pacsv.read_csv(
+        buffer,
+        read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
+    )
+    out: dict[str, np.ndarray] = {}
+    for name, (kind, _) in zip(names, kinds, strict=True):
+        column = table.column(name)
+        if kind == "i":
+            out[name] = column.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        elif kind == "f":
+            out[name] = column.to_numpy().astype(np.float64, copy=False)
+        else:
+            out[name] = np.array(column.to_pylist(), dtype=object)
+    return out
+
+
+def load_records(
+    db: Database,
+    table: str,
+    run_id: int | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    chip_id: int | None = None,
+    row: int | None = None,
+    col: int | None = None,
+    attempt_id: int | None = None,
+) -> pd.DataFrame:
+    """Records of ``table`` as a DataFrame (see :func:`fetch_arrays` for the filters).
+
+    An unknown ``run_id`` raises :class:`StorageError`.
+    """
+    if run_id is not None:
+        _check_run(db, run_id)
+    arrays = fetch_arrays(
+        db, table, columns=columns, run_id=run_id, chip_id=chip_id, row=row, col=col,
+        attempt_id=attempt_id,
+    )  # fmt: skip
+    frame = pd.DataFrame(arrays, copy=False)
+    for name, _kind_, nullable in _table_columns(table):
+        if name in frame and _kind_ == "i" and nullable:
+            values = arrays[name]
+            frame[name] = pd.arrays.IntegerArray(np.where(values < 0, 0, values), values < 0)
+    return frame
+
+
+def load_pulses(db: Database, run_id: int | None = None, **filters: Any) -> pd.DataFrame:
+    """Pulses (amplitude V, width s, polarity, scheme) as a DataFrame."""
+    return load_records(db, "pulses", run_id, **filters)
+
+
+def load_reads(db: Database, run_id: int | None = None, **filters: Any) -> pd.DataFrame:
+    """Reads (voltage V, current A, conductance S, temperature C, time s) as a DataFrame."""
+    return load_records(db, "reads", run_id, **filters)
+
+
+def device_history(db: Database, chip_id: int, row: int, col: int) -> pd.DataFrame:
+    """Every read of device (chip, row, col) across all runs, in time of storage."""
+    return load_records(db, "reads", chip_id=chip_id, row=row, col=col)
+
+
+def conductance_map(db: Database, run_id: int, chip_id: int | None = None) -> np.ndarray:
+    """The last stored conductance (S) of each device in ``run_id`` as a rows x cols array.
+
+    Devices never read hold NaN. ``chip_id`` defaults to the run's chip.
+    """
+    with db.errors(f"read the conductance map of run {run_id}"), db.read_connection() as conn:
+        run = conn.execute(select(Run.chip_id).where(Run.id == run_id)).first()
+        if run is None:
+            raise StorageError(
+                f"no run {run_id} in database {db.display_url}; 'nvmlab runs' lists them"
+            )
+        chip = chip_id if chip_id is not None else run.chip_id
+        if chip is None:
+            raise StorageError(f"run {run_id} names no chip; pass chip_id")
+        size = conn.execute(select(Chip.n_rows, Chip.n_cols).where(Chip.id == chip)).first()
+    if size is None:
+        raise StorageError(f"no chip {chip} in database {db.display_url}")
+    arrays = fetch_arrays(
+        db, "reads", columns=["row", "col", "conductance_s"], run_id=run_id, chip_id=chip
+    )
+    out = np.full((int(size[0]), int(size[1])), np.nan)
+    # Later reads overwrite earlier ones: fancy assignment keeps the last occurrence.
+    out[arrays["row"], arrays["col"]] = arrays["conductance_s"]
+    return out
+
+
+def load_traces(
+    db: Database,
+    run_id: int | None = None,
+    *,
+    chip_id: int | None = None,
+    row: int | None = None,
+    col: int | None = None,
+    kind: str | None = None,
+) -> list[dict[str, Any]]:
+    """Traces as dicts with ``x`` and ``y`` float64 arrays plus their metadata."""
+    if run_id is not None:
+        _check_run(db, run_id)
+    query = select(Trace.__table__).order_by(Trace.id)
+    for column, value in (
+        ("run_id", run_id),
+        ("chip_id", chip_id),
+        ("row", row),
+        ("col", col),
+        ("kind", kind),
+    ):
+        if value is not None:
+            query = query.where(Trace.__table__.c[column] == value)
+    with db.errors("read traces"), db.read_connection() as conn:
+        rows = conn.execute(query).all()
+    out = []
+    for r in rows:
+        item = dict(r._mapping)
+        item["x"] = np.frombuffer(item.pop("x_data"), dtype="<f8")
+        item["y"] = np.frombuffer(item.pop("y_data"), dtype="<f8")
+        out.append(item)
+    return out
+
+
+def get_run(db: Database, run_id: int) -> dict[str, Any]:
+    """The run's row as a dict; :class:`StorageError` if there is no such run."""
+    with db.errors(f"look up run {run_id}"), db.read_connection() as conn:
+        row = conn.execute(select(Run.__table__).where(Run.id == run_id)).first()
+    if row is None:
+        raise StorageError(
+            f"no run {run_id} in database {db.display_url}; 'nvmlab runs' lists them"
+        )
+    return dict(row._mapping)
+
+
+def list_runs(db: Database) -> pd.DataFrame:
+    """All runs, newest first, with chip name and counts of completed/interrupted units."""
+    units = Unit.__table__
+    completed = (
+        select(func.count())
+        .where(units.c.run_id == Run.id, units.c.status == "completed")
+        .scalar_subquery()
+    )
+    interrupted = (
+        select(func.count())
+        .where(units.c.run_id == Run.id, units.c.status.in_(("interrupted", "failed")))
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            Run.id, Run.kind, Run.status, Chip.name.label("chip"), Run.started_at, Run.ended_at,
+            Run.operator, Run.host, Run.seed, Run.resumes_run_id,
+            completed.label("units_completed"), interrupted.label("units_interrupted"),
+        )
+        .outerjoin(Chip, Chip.id == Run.chip_id)
+        .order_by(Run.id.desc())
+    )  # fmt: skip
+    with db.errors("list runs"), db.read_connection() as conn:
+        rows = conn.execute(query).all()
+    columns = [
+        "id", "kind", "status", "chip", "started_at", "ended_at", "operator", "host", "seed",
+        "resumes_run_id", "units_completed", "units_interrupted",
+    ]  # fmt: skip
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+    frame["resumes_run_id"] = frame["resumes_run_id"].astype("Int64")
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+def run_chain(db: Database, run_id: int) -> list[int]:
+    """``run_id`` and the runs it resumes, newest first."""
+    _check_run(db, run_id)
+    with db.errors(f"follow the resume chain of run {run_id}"), db.read_connection() as conn:
+        return resume_chain(conn, run_id)
+
+
+__all__ = [
+    "COLUMNS",
+    "conductance_map",
+    "device_history",
+    "fetch_arrays",
+    "get_run",
+    "list_runs",
+    "load_pulses",
+    "load_reads",
+    "load_records",
+    "load_traces",
+    "run_chain",
+]
