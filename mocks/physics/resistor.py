@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 
 

@@ -1,0 +1,433 @@
+"""Analog-grade embedded NOR flash array (55 nm split-gate cells, redesigned array).
+
+Rows are word lines (the select gates), columns are bit lines; every cell connects its bit
+line to the common source line. Defaults from ``devices.md``: read bias WL 1.5 V, CG 2.5 V,
+BL 1 V, source 0 V (Fahimi 2021); weak-inversion current ``I0 exp((V_cg - Vth)/(n kT/q))``
+with n about 1.5 and at most about 1 uA usable (Merrikh Bayat 2014/2016); Vth shift about
+-1.5 mV/K (Guo 2017, assumed value); erase by Fowler-Nordheim tunnelling from the erase
+gate (8-11 V), program by source-side hot-electron injection (a few V on the source line,
+us pulses) (SST SuperFlash; amplitudes assumed); noise rising at low current (assumed).
+
+Cell current (A), from bit line to source line::
+
+    I = I0 [F(x) - F(x - V_ds / U_T)] * s(V_wl) / (1 + |.| / I_sat)
+    F(u) = ln^2(1 + exp(u / 2)),  x = (V_cg - Vth(T)) / (n U_T),  U_T = k T / q
+
+the EKV interpolation, which is ``I0 exp(x) (1 - exp(-V_ds/U_T))`` in weak inversion:
+it saturates for a drain bias above about 0.1 V and flows only while the select gate
+``s(V_wl)`` (threshold 0.7 V) is on; a grounded or floating word line turns the cell off.
+``I_sat`` is the series select transistor's limit. ``Vth(T) = Vth + k_vth (T - 25 C)``.
+
+Program (raises Vth): a cell injects while its select transistor conducts (word line on,
+bit line low) and the source line is high; the rate ``dVth/dt = r_p exp((V_s - V_bl -
+V_p)/a_p) exp(-(Vth - 2.5 V)/s_p)`` slows as the cell fills (log-time, exact integral).
+Erase (lowers Vth): the erase gate of the selected row (the row decoder routes
+``erase_gate_v`` to the rows whose word line is driven on) tunnels charge at
+``dVth/dt = -r_e exp((V_eg - c V_bl - V_e)/a_e) exp((Vth - 2.5 V)/s_e)``; in the
+redesigned array an unselected cell of the erased row is inhibited by its bit line held
+at the inhibit voltage (c = 0.5 coupling), which is what makes single-cell tuning
+possible. Per-cell program and erase efficiencies vary (lognormal), and every pulse has a
+cycle-to-cycle factor. Retention: a slow Arrhenius-accelerated charge loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nvmlab.mocks.physics.base import WRITE_SCHEMES, LineBias, LineSolution
+from nvmlab.mocks.physics.memristor import T_REF_C, arrhenius_factor, lognormal
+from nvmlab.mocks.physics.params import from_table, ranged, require_less, to_table
+from nvmlab.mocks.physics.state import (
+    load_state_file,
+    rng_from_json,
+    rng_state_to_json,
+    save_state_file,
+)
+
+from nvmlab.errors import ConfigError
+
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+#: Vth (V) at which the program / erase reference rates hold.
+VTH_REF_V = 2.5
+#: Pulse widths (s) of the program and erase reference steps.
+PROGRAM_REF_WIDTH_S = 1e-6
+ERASE_REF_WIDTH_S = 1e-3
+_NOISE_STREAM = 0x65666C617368
+
+
+@dataclass
+class EflashParams:
+    """eFlash array parameters; units in the names (V, A, s, K, eV, rel = 1)."""
+
+    # -- read -------------------------------------------------------------------------
+    read_word_line_v: float = ranged(1.5, 0.5, 5.0, "read bias on the selected word line (V)")
+    read_control_gate_v: float = ranged(2.5, 0.0, 6.0, "read bias on the control gate (V)")
+    read_bit_line_v: float = ranged(1.0, 0.05, 3.0, "read bias on the bit line (V)")
+    subthreshold_slope_factor: float = ranged(1.5, 1.0, 3.0, "n in I0 exp((Vg - Vth)/(n kT/q))")
+    subthreshold_slope_cv: float = ranged(0.03, 0.0, 0.5, "device-to-device CV of n (assumed)")
+    i0_a: float = ranged(1e-6, 1e-9, 1e-4, "weak-inversion current at V_cg = Vth (A)")
+    i0_cv: float = ranged(0.1, 0.0, 1.0, "device-to-device CV of I0 (assumed)")
+    select_gate_threshold_v: float = ranged(0.7, 0.1, 3.0, "select (word-line) transistor Vt (V)")
+    select_saturation_a: float = ranged(
+        20e-6, 1e-7, 1e-3, "series limit of the select transistor (A)"
+    )
+    vth_temp_coeff_v_per_k: float = ranged(-1.5e-3, -1e-2, 0.0, "Vth shift with temperature (V/K)")
+    vth_temp_coeff_cv: float = ranged(0.1, 0.0, 1.0, "device-to-device CV of the Vth shift")
+    noise_rel_at_1na: float = ranged(0.02, 0.0, 0.5, "relative read noise at 1 nA (1 sigma)")
+    noise_floor_rel: float = ranged(
+        0.003, 0.0, 0.5, "relative read noise at high current (1 sigma)"
+    )
+    # -- state --------------------------------------------------------------------------
+    initial_vth_min_v: float = ranged(2.45, -2.0, 8.0, "as-delivered Vth, low end (V)")
+    initial_vth_max_v: float = ranged(2.85, -2.0, 8.0, "as-delivered Vth, high end (V)")
+    vth_min_v: float = ranged(0.5, -3.0, 8.0, "deepest erased Vth (V)")
+    vth_max_v: float = ranged(5.0, -3.0, 10.0, "highest programmed Vth (V)")
+    # -- program (source-side hot electrons) ------------------------------------------
+    program_word_line_v: float = ranged(1.5, 0.5, 5.0, "selected word line during program (V)")
+    program_control_gate_v: float = ranged(8.0, 0.0, 12.0, "control gate during program (V)")
+    program_inhibit_v: float = ranged(2.5, 0.0, 6.0, "unselected bit lines during program (V)")
+    program_ref_v: float = ranged(4.5, 1.0, 10.0, "source amplitude of the reference step (V)")
+    program_ref_step_v: float = ranged(
+        0.01, 1e-6, 1.0, "Vth rise of a 1 us pulse at ref amplitude, Vth 2.5 V"
+    )
+    program_slope_v: float = ranged(
+        0.25, 0.01, 2.0, "source amplitude per e-fold of program rate (V)"
+    )
+    program_state_v: float = ranged(0.3, 0.01, 2.0, "Vth rise per e-fold slow-down of program (V)")
+    program_floor_v: float = ranged(
+        2.0, 0.0, 10.0, "no injection below this source-bit-line bias (V)"
+    )
+    # -- erase (Fowler-Nordheim) ------------------------------------------------------
+    erase_inhibit_v: float = ranged(5.0, 0.0, 10.0, "unselected bit lines during erase (V)")
+    erase_inhibit_coupling: float = ranged(
+        0.5, 0.0, 1.0, "share of the bit-line bias that opposes erase"
+    )
+    erase_ref_v: float = ranged(10.0, 3.0, 20.0, "erase-gate amplitude of the reference step (V)")
+    erase_ref_step_v: float = ranged(
+        0.02, 1e-6, 1.0, "Vth drop of a 1 ms pulse at ref amplitude, Vth 2.5 V"
+    )
+    erase_slope_v: float = ranged(0.4, 0.01, 3.0, "erase amplitude per e-fold of erase rate (V)")
+    erase_state_v: float = ranged(0.3, 0.01, 2.0, "Vth drop per e-fold slow-down of erase (V)")
+    erase_floor_v: float = ranged(
+        5.0, 0.0, 20.0, "no tunnelling below this effective erase bias (V)"
+    )
+    efficiency_cv: float = ranged(0.2, 0.0, 2.0, "device-to-device CV of program/erase rates")
+    cycle_spread_cv: float = ranged(0.15, 0.0, 2.0, "cycle-to-cycle CV of a pulse's Vth change")
+    # -- retention ----------------------------------------------------------------------
+    retention_per_decade_v: float = ranged(5e-5, 0.0, 0.1, "Vth loss per decade of time (V)")
+    retention_time_s: float = ranged(1.0, 1e-6, 1e6, "time origin of the charge loss (s)")
+    retention_activation_ev: float = ranged(1.1, 0.0, 3.0, "Arrhenius activation energy (eV)")
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any] | None, *, section: str = "eflash") -> EflashParams:
+        """Build from a bench-file table; ConfigError names any bad field and its range."""
+        return from_table(cls, table, section=section)
+
+    def check(self, section: str = "eflash") -> None:
+        """Cross-field checks (ConfigError)."""
+        require_less(section, "vth_min_v", self.vth_min_v, "vth_max_v", self.vth_max_v)
+        require_less(
+            section,
+            "initial_vth_min_v",
+            self.initial_vth_min_v,
+            "initial_vth_max_v",
+            self.initial_vth_max_v + 1e-12,
+        )
+        for name in ("initial_vth_min_v", "initial_vth_max_v"):
+            value = getattr(self, name)
+            if not self.vth_min_v <= value <= self.vth_max_v:
+                raise ConfigError(
+                    f"value {value!r} is out of range; allowed vth_min_v = {self.vth_min_v:g} "
+                    f"to vth_max_v = {self.vth_max_v:g}",
+                    field=f"{section}.{name}",
+                )
+
+
+def thermal_voltage_v(temperature_c: float) -> float:
+    """kT/q (V) at ``temperature_c`` (C)."""
+    return BOLTZMANN_EV_PER_K * (temperature_c + 273.15)
+
+
+def _ekv(u: np.ndarray) -> np.ndarray:
+    """F(u) = ln^2(1 + exp(u/2)), computed without overflow."""
+    return np.logaddexp(0.0, 0.5 * u) ** 2
+
+
+_FIXED = (
+    "slope_factor",
+    "i0_a",
+    "vth_temp_coeff_v_per_k",
+    "program_efficiency",
+    "erase_efficiency",
+)
+_STATE = ("vth_v", "vth_prog_v", "age_s", "relaxing")
+
+
+class EflashArray:
+    """A NOR flash array; implements :class:`~nvmlab.mocks.physics.base.ArrayPhysics`."""
+
+    kind = "eflash"
+
+    def __init__(
+        self, rows: int, cols: int, *, seed: int = 0, params: EflashParams | None = None
+    ) -> None:
+        if rows < 1 or cols < 1:
+            raise ConfigError(
+                f"array size {rows} x {cols} is not allowed; rows and cols must be >= 1"
+            )
+        self.rows, self.cols = int(rows), int(cols)
+        self.seed = int(seed)
+        self.params = params if params is not None else EflashParams()
+        p, shape = self.params, (self.rows, self.cols)
+        rng = np.random.default_rng(self.seed)
+        self.slope_factor = lognormal(
+            rng, p.subthreshold_slope_factor, p.subthreshold_slope_cv, shape
+        )
+        self.i0_a = lognormal(rng, p.i0_a, p.i0_cv, shape)
+        self.vth_temp_coeff_v_per_k = p.vth_temp_coeff_v_per_k * np.maximum(
+            1.0 + p.vth_temp_coeff_cv * rng.standard_normal(shape), 0.0
+        )
+        self.program_efficiency = lognormal(rng, 1.0, p.efficiency_cv, shape)
+        self.erase_efficiency = lognormal(rng, 1.0, p.efficiency_cv, shape)
+        self.vth_v = rng.uniform(p.initial_vth_min_v, p.initial_vth_max_v, shape)
+        self.vth_prog_v = self.vth_v.copy()
+        self.age_s = np.zeros(shape)
+        self.relaxing = np.zeros(shape, dtype=bool)
+        self._noise = np.random.default_rng([self.seed, _NOISE_STREAM])
+
+    # -- currents ---------------------------------------------------------------------
+    def cell_currents(
+        self,
+        word_line_v: np.ndarray,
+        bit_line_v: np.ndarray,
+        control_gate_v: float,
+        source_v: float,
+        temperature_c: float,
+    ) -> np.ndarray:
+        """Noiseless current (A) of every cell from its bit line to the source line."""
+        p = self.params
+        ut = thermal_voltage_v(temperature_c)
+        vth = self.vth_v + self.vth_temp_coeff_v_per_k * (temperature_c - T_REF_C)
+        n_ut = self.slope_factor * ut
+        x = (control_gate_v - vth) / n_ut
+        vds = (bit_line_v - source_v)[None, :]
+        i = self.i0_a * (_ekv(x) - _ekv(x - vds / ut))
+        select_on = 1.0 / (
+            1.0
+            + np.exp(
+                -(word_line_v - p.select_gate_threshold_v) / (p.subthreshold_slope_factor * ut)
+            )
+        )
+        i = i * select_on[:, None]
+        return i / (1.0 + np.abs(i) / p.select_saturation_a)
+
+    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+        """Bit-line currents for ``bias``: ``col_i`` is the current each bit-line driver
+        delivers (positive into the array), ``row_i`` is 0 (no gate current), ``device_i``
+        each cell's current from bit line to source. A floating word line is off; a
+        floating bit line settles at the source voltage (no current)."""
+        row_v = np.array(bias.row_v, dtype=float)
+        col_v = np.array(bias.col_v, dtype=float)
+        if row_v.shape != (self.rows,) or col_v.shape != (self.cols,):
+            raise ValueError(
+                f"bias has {row_v.size} x {col_v.size} lines; the array is {self.rows} x {self.cols}"
+            )
+        wl = np.nan_to_num(row_v, nan=0.0)
+        floating_bl = np.isnan(col_v)
+        col_v[floating_bl] = bias.source_v
+        i = self.cell_currents(wl, col_v, bias.control_gate_v, bias.source_v, temperature_c)
+        if noise:
+            i = i * (1.0 + self.noise_rel(i) * self._noise.standard_normal(i.shape))
+        col_i = i.sum(axis=0)
+        col_i[floating_bl] = 0.0
+        row_v[np.isnan(row_v)] = 0.0
+        return LineSolution(row_v, col_v, np.zeros(self.rows), col_i, i)
+
+    def noise_rel(self, current_a: np.ndarray) -> np.ndarray:
+        """Relative read noise (1 sigma) at ``current_a`` (A): rising at low current."""
+        p = self.params
+        mag = np.maximum(np.abs(current_a), 1e-15)
+        return np.hypot(p.noise_floor_rel, p.noise_rel_at_1na * np.sqrt(1e-9 / mag))
+
+    def read_bias(self, row: int | None = None) -> LineBias:
+        """The read bias of devices.md on word line ``row`` (all word lines if None)."""
+        p = self.params
+        wl = np.full(self.rows, p.read_word_line_v) if row is None else np.zeros(self.rows)
+        if row is not None:
+            wl[row] = p.read_word_line_v
+        return LineBias(
+            wl, np.full(self.cols, p.read_bit_line_v), control_gate_v=p.read_control_gate_v
+        )
+
+    # -- pulses -----------------------------------------------------------------------
+    def pulse_bias(self, row: int, col: int, amplitude_v: float, scheme: str) -> LineBias:
+        """Bias of an on-board pulse on cell (row, col).
+
+        Positive ``amplitude_v``: program, the source line at the amplitude (V), the
+        selected word line on, the selected bit line at 0 V. Negative: erase, the erase
+        gate at |amplitude| (V) routed to the selected row, the selected bit line at 0 V.
+        Unselected bit lines are inhibited (``program_inhibit_v`` / ``erase_inhibit_v``)
+        for the schemes "v/2", "v/3" and "float" (a floating bit line self-inhibits in
+        program); "ground" grounds them, which disturbs the whole selected row.
+        """
+        if scheme not in WRITE_SCHEMES:
+            raise ValueError(
+                f"unknown write scheme {scheme!r}; allowed: {', '.join(WRITE_SCHEMES)}"
+            )
+        if not (0 <= row < self.rows and 0 <= col < self.cols):
+            raise ValueError(f"cell ({row}, {col}) is outside the {self.rows} x {self.cols} array")
+        p = self.params
+        bias = LineBias.grounded(self.rows, self.cols)
+        if amplitude_v == 0:
+            return bias
+        program = amplitude_v > 0
+        inhibit = p.program_inhibit_v if program else p.erase_inhibit_v
+        unselected = {"ground": 0.0, "float": float("nan")}.get(scheme, inhibit)
+        bias.col_v[:] = unselected
+        bias.col_v[col] = 0.0
+        if program:
+            bias.row_v[row] = p.program_word_line_v
+            bias.source_v = float(amplitude_v)
+            bias.control_gate_v = p.program_control_gate_v
+        else:
+            bias.row_v[row] = p.read_word_line_v
+            bias.erase_gate_v = float(-amplitude_v)
+        return bias
+
+    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
+        """Hold ``bias`` for ``duration_s`` (s): program and erase as the biases dictate."""
+        p = self.params
+        if duration_s <= 0:
+            return False
+        wl = np.nan_to_num(np.asarray(bias.row_v, dtype=float), nan=0.0)
+        bl = np.asarray(bias.col_v, dtype=float)
+        changed = False
+        if bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v:
+            changed |= self._program(wl, bl, bias.source_v, duration_s, temperature_c)
+        if bias.erase_gate_v >= p.erase_floor_v:
+            changed |= self._erase(wl, bl, bias.erase_gate_v, duration_s)
+        return changed
+
+    def _cycle(self, n: int) -> np.ndarray:
+        cv = self.params.cycle_spread_cv
+        return lognormal(self._noise, 1.0, cv, (n,))
+
+    def _program(
+        self, wl: np.ndarray, bl: np.ndarray, source_v: float, width_s: float, temperature_c: float
+    ) -> bool:
+        p = self.params
+        ut = thermal_voltage_v(temperature_c)
+        # A floating bit line charges up until the select transistor turns off: no injection.
+        bl_v = np.where(np.isnan(bl), 1e3, bl)
+        on = 1.0 / (
+            1.0
+            + np.exp(
+                -(wl[:, None] - bl_v[None, :] - p.select_gate_threshold_v)
+                / (p.subthreshold_slope_factor * ut)
+            )
+        )
+        drive = source_v - np.where(np.isnan(bl), source_v, bl)
+        active = (on > 1e-9) & (drive[None, :] >= p.program_floor_v)
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            return False
+        r, c = np.unravel_index(idx, active.shape)
+        rate = (
+            p.program_ref_step_v
+            / PROGRAM_REF_WIDTH_S
+            * np.exp((drive[c] - p.program_ref_v) / p.program_slope_v)
+            * on[r, c]
+            * self.program_efficiency.ravel()[idx]
+            * self._cycle(idx.size)
+        )
+        s = p.program_state_v
+        vth0 = self.vth_v.ravel()[idx]
+        dv = s * np.log1p(rate * width_s / s * np.exp(-(vth0 - VTH_REF_V) / s))
+        self._commit(idx, np.minimum(vth0 + dv, p.vth_max_v))
+        return True
+
+    def _erase(self, wl: np.ndarray, bl: np.ndarray, erase_gate_v: float, width_s: float) -> bool:
+        p = self.params
+        rows_on = wl >= p.select_gate_threshold_v
+        veff = erase_gate_v - p.erase_inhibit_coupling * np.nan_to_num(bl, nan=0.0)
+        active = rows_on[:, None] & (veff >= p.erase_floor_v)[None, :]
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            return False
+        _, c = np.unravel_index(idx, active.shape)
+        rate = (
+            p.erase_ref_step_v
+            / ERASE_REF_WIDTH_S
+            * np.exp((veff[c] - p.erase_ref_v) / p.erase_slope_v)
+            * self.erase_efficiency.ravel()[idx]
+            * self._cycle(idx.size)
+        )
+        s = p.erase_state_v
+        vth0 = self.vth_v.ravel()[idx]
+        dv = s * np.log1p(rate * width_s / s * np.exp((vth0 - VTH_REF_V) / s))
+        self._commit(idx, np.maximum(vth0 - dv, p.vth_min_v))
+        return True
+
+    def _commit(self, idx: np.ndarray, vth_new: np.ndarray) -> None:
+        self.vth_v.reshape(-1)[idx] = vth_new
+        self.vth_prog_v.reshape(-1)[idx] = vth_new
+        self.age_s.reshape(-1)[idx] = 0.0
+        self.relaxing.reshape(-1)[idx] = True
+
+    def relax(self, elapsed_s: float, temperature_c: float) -> None:
+        """Charge loss after programming: Vth falls by ``a log10(1 + t_eff / t0)``."""
+        p = self.params
+        if elapsed_s <= 0 or not self.relaxing.any() or p.retention_per_decade_v == 0:
+            return
+        m = self.relaxing
+        self.age_s[m] += elapsed_s * arrhenius_factor(temperature_c, p.retention_activation_ev)
+        loss = p.retention_per_decade_v * np.log10(1.0 + self.age_s[m] / p.retention_time_s)
+        self.vth_v[m] = np.maximum(self.vth_prog_v[m] - loss, p.vth_min_v)
+
+    # -- truth and state ----------------------------------------------------------------
+    def read_current_a(self, temperature_c: float = T_REF_C) -> np.ndarray:
+        """Noiseless cell current (A) at the read bias of devices.md."""
+        p = self.params
+        return self.cell_currents(
+            np.full(self.rows, p.read_word_line_v),
+            np.full(self.cols, p.read_bit_line_v),
+            p.read_control_gate_v,
+            0.0,
+            temperature_c,
+        )
+
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        """``vth_v`` (V, at 25 C), ``cell_current_a`` (A, read bias, 25 C, noiseless) and the
+        fixed per-cell parameters (``slope_factor``, ``i0_a``, ``vth_temp_coeff_v_per_k``,
+        ``program_efficiency``, ``erase_efficiency``)."""
+        truth = {"vth_v": self.vth_v.copy(), "cell_current_a": self.read_current_a()}
+        truth.update({name: getattr(self, name).copy() for name in _FIXED})
+        return truth
+
+    def save_state(self, path: Path) -> None:
+        """Write every parameter and state array atomically (see :mod:`.state`)."""
+        arrays = {name: getattr(self, name) for name in (*_FIXED, *_STATE)}
+        meta = {
+            "kind": self.kind,
+            "rows": self.rows,
+            "cols": self.cols,
+            "seed": self.seed,
+            "params": to_table(self.params),
+            "noise_rng": rng_state_to_json(self._noise),
+        }
+        save_state_file(path, arrays, meta)
+
+    def load_state(self, path: Path) -> None:
+        """Restore exactly the array written by :meth:`save_state` (no seed needed)."""
+        arrays, meta = load_state_file(path, kind=self.kind, rows=self.rows, cols=self.cols)
+        missing = [n for n in (*_FIXED, *_STATE) if n not in arrays]
+        if missing:
+            raise ConfigError(f"state file lacks arrays {', '.join(missing)}", file=str(path))
+        self.params = EflashParams(**meta["params"])
+        self.seed = int(meta["seed"])
+        for name in (*_FIXED, *_STATE):
+            setattr(self, name, np.array(arrays[name]))
+        self._noise = rng_from_json(meta["noise_rng"])
