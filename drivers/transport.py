@@ -29,6 +29,8 @@ import re
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +75,6 @@ class Transport(ABC):
 
     name: str
     resource: str
-    timeout_s: float
     read_termination: str
     write_termination: str
     encoding: str
@@ -98,12 +99,39 @@ class Transport(ABC):
             )
         self.name = name or resource
         self.resource = resource
-        self.timeout_s = float(timeout_s)
+        self._timeout_s = float(timeout_s)
         self.read_termination = read_termination
         self.write_termination = write_termination
         self.encoding = encoding
         self.query_retries = int(query_retries)
         self.last_command: str = ""
+
+    @property
+    def timeout_s(self) -> float:
+        """How long a read may wait for the instrument (s); settable while open."""
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"{self.name}: timeout_s must be > 0 s, got {seconds!r}")
+        self._timeout_s = float(seconds)
+        self._timeout_changed()
+
+    def _timeout_changed(self) -> None:  # noqa: B027 - optional hook
+        """Apply a new :attr:`timeout_s` to an open connection."""
+
+    @contextmanager
+    def timeout_at_least(self, seconds: float) -> Iterator[None]:
+        """Raise the timeout to at least ``seconds`` (s) for a long operation, then restore it."""
+        old = self._timeout_s
+        if seconds > old:
+            self.timeout_s = seconds
+        try:
+            yield
+        finally:
+            if self._timeout_s != old:
+                self.timeout_s = old
 
     # -- the primitive operations every transport implements ------------------------------
     @abstractmethod
@@ -237,6 +265,10 @@ class VisaTransport(Transport):
             except OSError:
                 return False
         return False
+
+    def _timeout_changed(self) -> None:
+        if self._inst is not None:
+            self._inst.timeout = max(1, round(self.timeout_s * 1000))
 
     def _session(self) -> Any:
         if self._inst is None:
