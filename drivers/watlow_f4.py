@@ -1,0 +1,245 @@
+"""Watlow F4 controllers (TestEquity 107 / 115 / 1007 chambers), Modbus RTU.
+
+Frames are built, checksummed (CRC-16/Modbus) and parsed by :mod:`minimalmodbus`; this
+driver hands it a small serial-port adapter over any nvmlab
+:class:`~nvmlab.drivers.transport.Transport`, so the same driver runs on a real RS-232 port,
+any pyserial URL (``socket://``, ``rfc2217://``, ``nvmlab://``), a VISA ``ASRL`` session,
+a recording transport or a scripted protocol test.
+
+Holding registers (protocol addresses, as on the wire), signed 16-bit, scaled by the
+decimal-places setting:
+
+====================  ========  ===================================================
+register              address   meaning
+====================  ========  ===================================================
+process value         100       chamber temperature (input 1)
+input error           101       0 = sensor fine; anything else = sensor / input fault
+static setpoint       300       temperature setpoint
+decimal places        606       0..3; read once, scales every temperature
+temperature units     901       1 = C, 0 = F
+====================  ========  ===================================================
+
+Modbus exception replies, bad CRCs and silences become the nvmlab error family. There is no
+standby register: "standby" for an F4 chamber is the station's safe setpoint, which the
+chamber role applies. Temperatures in C (converted when the controller runs in F).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import minimalmodbus
+from nvmlab.drivers.transport import Transport
+
+from nvmlab.errors import InstrumentError, InstrumentProtocolError, InstrumentTimeout
+
+REG_PROCESS_VALUE = 100
+REG_INPUT_ERROR = 101
+REG_SETPOINT = 300
+REG_DECIMALS = 606
+REG_UNITS = 901
+UNITS_CELSIUS = 1
+
+
+class _TransportPort:
+    """The slice of the ``serial.Serial`` interface minimalmodbus uses, over a Transport.
+
+    ``read(n)`` reads the first 5 bytes and stops there when they are a Modbus exception
+    reply (function code with bit 7 set, 5 bytes long), so an exception is parsed at once
+    instead of after a timeout.
+    """
+
+    def __init__(self, transport: Transport, baudrate: int) -> None:
+        self.transport = transport
+        self.baudrate = baudrate
+        self.port = f"nvmlab-transport-{id(transport):x}"
+        self.timeout = transport.timeout_s
+        self.is_open = True
+
+    def open(self) -> None:
+        self.is_open = True
+
+    def close(self) -> None:  # the station owns the transport's lifetime
+        self.is_open = False
+
+    def write(self, data: bytes) -> int:
+        self.transport.write_raw(bytes(data))
+        return len(data)
+
+    def read(self, size: int) -> bytes:
+        head = self.transport.read_raw(min(size, 5))
+        if size <= 5 or (len(head) >= 2 and head[1] & 0x80):
+            return head
+        return head + self.transport.read_raw(size - 5)
+
+    def flush(self) -> None:
+        pass
+
+    def reset_input_buffer(self) -> None:
+        self.transport.clear_input()
+
+    def reset_output_buffer(self) -> None:
+        pass
+
+
+class WatlowF4:
+    """One Watlow F4 controller at Modbus ``address`` (1 on TestEquity chambers).
+
+    ``baudrate`` (Bd) only sets the inter-frame silence minimalmodbus keeps (3.5 characters).
+    The constructor does no I/O; the decimal places and units are read once, on first use.
+    """
+
+    model = "Watlow F4 chamber"
+    transport_defaults: dict[str, Any] = {
+        "read_termination": "",
+        "write_termination": "",
+        "serial_options": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1},
+    }
+
+    def __init__(self, transport: Transport, *, address: int = 1, baudrate: int = 9600) -> None:
+        if not 1 <= address <= 247:
+            raise ValueError(f"Modbus address must be 1..247, got {address!r}")
+        self.transport = transport
+        self.address = address
+        self._port = _TransportPort(transport, baudrate)
+        self._modbus = minimalmodbus.Instrument(self._port, address)  # type: ignore[arg-type]
+        # Buffers are cleared only after a failure (a real link never has stale bytes
+        # otherwise), so a healthy transaction is exactly one request and one reply.
+        self._modbus.clear_buffers_before_each_transaction = False
+        self._decimals: int | None = None
+        self._celsius: bool | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InstrumentTimeout as exc:
+            self.transport.clear_input()
+            raise self.transport.error(
+                InstrumentTimeout,
+                f"no Modbus reply from address {self.address} while {what}: {exc}",
+            ) from exc
+        except InstrumentError:
+            raise
+        except minimalmodbus.SlaveReportedException as exc:
+            raise self.transport.error(
+                InstrumentProtocolError,
+                f"Modbus exception from address {self.address} while {what}: {exc}",
+            ) from exc
+        except minimalmodbus.NoResponseError as exc:
+            raise self.transport.error(
+                InstrumentTimeout, f"no Modbus reply from address {self.address} while {what}"
+            ) from exc
+        except (minimalmodbus.ModbusException, ValueError, TypeError) as exc:
+            self.transport.clear_input()
+            raise self.transport.error(
+                InstrumentProtocolError,
+                f"invalid Modbus reply from address {self.address} while {what}: {exc}",
+            ) from exc
+
+    def read_register(self, address: int, *, signed: bool = True) -> int:
+        """One holding register (function 03), raw integer."""
+        value = self._call(
+            f"reading register {address}", self._modbus.read_register, address, 0, 3, signed
+        )
+        return int(value)
+
+    def write_register(self, address: int, value: int, *, signed: bool = True) -> None:
+        """One holding register (function 06)."""
+        self._call(
+            f"writing {value} to register {address}",
+            self._modbus.write_register,
+            address,
+            int(value),
+            0,
+            6,
+            signed,
+        )
+
+    # -- scaling --------------------------------------------------------------------------
+    @property
+    def decimals(self) -> int:
+        """Decimal places of every temperature register (0..3), read once."""
+        if self._decimals is None:
+            value = self.read_register(REG_DECIMALS, signed=False)
+            if not 0 <= value <= 3:
+                raise self.transport.error(
+                    InstrumentProtocolError,
+                    f"decimal places register {REG_DECIMALS} reads {value}; expected 0..3",
+                )
+            self._decimals = value
+        return self._decimals
+
+    @property
+    def celsius(self) -> bool:
+        """True when the controller works in C (register 901 = 1), read once."""
+        if self._celsius is None:
+            self._celsius = self.read_register(REG_UNITS, signed=False) == UNITS_CELSIUS
+        return self._celsius
+
+    def _ensure_scaling(self) -> None:
+        """Read the decimal places, then the units, the first time a temperature is needed."""
+        _ = self.decimals, self.celsius
+
+    def _to_celsius(self, raw: int) -> float:
+        value = raw / 10**self.decimals
+        return value if self.celsius else (value - 32.0) / 1.8
+
+    def _from_celsius(self, celsius: float) -> int:
+        value = celsius if self.celsius else celsius * 1.8 + 32.0
+        raw = round(value * 10**self.decimals)
+        if not -32768 <= raw <= 32767:
+            raise ValueError(
+                f"{celsius:g} C does not fit a signed 16-bit register with {self.decimals} decimals"
+            )
+        return raw
+
+    # -- identification -------------------------------------------------------------------
+    def identify(self) -> str:
+        """Modbus has no identification query: address, decimals and units read back."""
+        self._ensure_scaling()
+        units = "C" if self.celsius else "F"
+        return (
+            f"Watlow F4 at Modbus address {self.address} ({self.decimals} decimals, units {units})"
+        )
+
+    # -- temperature ----------------------------------------------------------------------
+    def input_error(self) -> int:
+        """Register 101: 0 when the sensor reads fine, otherwise the controller's error code."""
+        return self.read_register(REG_INPUT_ERROR, signed=False)
+
+    def read_temperature(self) -> float:
+        """Process value (C); raises when the controller flags an input (sensor) error."""
+        self._ensure_scaling()
+        error = self.input_error()
+        if error:
+            raise self.transport.error(
+                InstrumentProtocolError,
+                f"chamber sensor fault: input error register {REG_INPUT_ERROR} reads {error}",
+            )
+        return self._to_celsius(self.read_register(REG_PROCESS_VALUE))
+
+    def read_setpoint(self) -> float:
+        """Static setpoint (C)."""
+        self._ensure_scaling()
+        return self._to_celsius(self.read_register(REG_SETPOINT))
+
+    def read_pv_sp(self) -> tuple[float, float]:
+        """Process value and setpoint (C)."""
+        return self.read_temperature(), self.read_setpoint()
+
+    def set_setpoint(self, celsius: float) -> None:
+        """Write the static setpoint (C), rounded to the controller's decimal places."""
+        if not math.isfinite(celsius):
+            raise ValueError(f"setpoint must be a finite temperature (C), got {celsius!r}")
+        self._ensure_scaling()
+        self.write_register(REG_SETPOINT, self._from_celsius(celsius))
+
+    # -- the common chamber-driver interface used by instruments/chambers.py ---------------
+    def regulate(self) -> None:
+        """An F4 always regulates at its setpoint: nothing to send."""
+
+    @property
+    def has_native_standby(self) -> bool:
+        return False
