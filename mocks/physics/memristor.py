@@ -25,6 +25,9 @@ Model, per device (i, j):
   near the top (by 11 % at 100 uS) and reset near the bottom (by 4 % at 5 uS) and g stays
   inside [g_min, g_max]. Each pulse's k t carries a lognormal cycle-to-cycle factor (CV
   30 %, median 1).
+- **Thresholds**: lognormal, mean 1.0 V (set) and 1.1 V (reset magnitude), CV 25 %,
+  redrawn within 0.5-2x the mean (published range 0.6-1.5 V), so every device's
+  switching floor lies above a 0.25 V read.
 - **Threshold definition** (devices.md): a single 1 ms pulse at |V| = Vth changes the
   conductance by exactly 2 % (median over cycles) where the saturation factor is 1;
   inside the 5-100 uS window the saturation shifts this by at most 11 %, i.e. moves the
@@ -190,6 +193,25 @@ def lognormal(
     return mean * np.exp(rng.normal(-0.5 * sigma * sigma, sigma, shape))
 
 
+#: Thresholds are drawn within this range of their mean (x mean); the published range is
+#: 0.6-1.5 V for a 1.0 V mean. Redrawing the 0.4 % outside changes mean and CV by < 1 %.
+THRESHOLD_RANGE_REL = (0.5, 2.0)
+
+
+def truncated_lognormal(
+    rng: np.random.Generator, mean: float, cv: float, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Lognormal threshold draws (mean, CV) redrawn until within :data:`THRESHOLD_RANGE_REL`."""
+    values = lognormal(rng, mean, cv, shape)
+    lo, hi = THRESHOLD_RANGE_REL[0] * mean, THRESHOLD_RANGE_REL[1] * mean
+    for _ in range(100):
+        outside = (values < lo) | (values > hi)
+        if not outside.any():
+            break
+        values[outside] = lognormal(rng, mean, cv, (int(outside.sum()),))
+    return np.clip(values, lo, hi)
+
+
 def log_uniform(
     rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, ...] | int
 ) -> np.ndarray:
@@ -241,8 +263,12 @@ class MemristorArray:
     def _draw_chip(self) -> None:
         p, shape = self.params, (self.rows, self.cols)
         rng = np.random.default_rng(self.seed)
-        self.set_threshold_v = lognormal(rng, p.set_threshold_mean_v, p.threshold_cv, shape)
-        self.reset_threshold_mag_v = lognormal(rng, p.reset_threshold_mean_v, p.threshold_cv, shape)
+        self.set_threshold_v = truncated_lognormal(
+            rng, p.set_threshold_mean_v, p.threshold_cv, shape
+        )
+        self.reset_threshold_mag_v = truncated_lognormal(
+            rng, p.reset_threshold_mean_v, p.threshold_cv, shape
+        )
         self.iv_cubic_b_per_v2 = lognormal(rng, p.iv_cubic_b_per_v2, p.iv_cubic_b_cv, shape)
         self.temp_coeff_s_per_k = p.temp_coeff_s_per_k * np.maximum(
             1.0 + p.temp_coeff_cv * rng.standard_normal(shape), 0.0
@@ -346,8 +372,9 @@ class MemristorArray:
         if driven.size == 0 or float(driven.max() - driven.min()) < self.quiet_span_v:
             return False
         v = self.device_voltages(bias, temperature_c)
-        changed = self._form(v)
-        active = self._switchable & ((v > self._set_floor_v) | (-v > self._reset_floor_v))
+        switchable = self._switchable  # devices formed by this very bias do not switch on
+        changed = self._form(v)  # (the forming current limit holds them)
+        active = switchable & ((v > self._set_floor_v) | (-v > self._reset_floor_v))
         idx = np.flatnonzero(active)
         if idx.size == 0:
             return changed

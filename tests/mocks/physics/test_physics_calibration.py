@@ -54,7 +54,8 @@ def test_conventional_ramp_needs_about_fifty_pulses_on_the_default_bench() -> No
     targets = np.exp(rng.uniform(np.log(10e-6), np.log(100e-6), len(devices)))
 
     counts = [
-        tune_conventional(array, int(r), int(c), float(t)) for (r, c), t in zip(devices, targets)
+        tune_conventional(array, int(r), int(c), float(t))
+        for (r, c), t in zip(devices, targets, strict=True)
     ]
     converged = [n for n in counts if n is not None]
     median = float(np.median(converged))
