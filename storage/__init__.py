@@ -1,1 +1,66 @@
-"""Results database: SQLAlchemy models, engines, migrations, ingest and export."""
+"""Results database: SQLAlchemy models, engines, migrations, ingest and export.
+
+Public API (see the modules for details)::
+
+    from nvmlab.storage import open_database, resolve_database_url, RecordWriter
+    db = open_database(resolve_database_url(args.db, job.database))   # checks the revision
+    chip = ensure_chip(db, "W3-D12", array_kind="memristor", n_rows=64, n_cols=64)
+    run = start_run(db, "tune", config=job_dict, chip_id=chip, seed=7)
+    with RecordWriter(db, run, chip_id=chip) as w, w.unit("tune:3,4", row=3, col=4):
+        w.add_pulse(3, 4, amplitude_v=1.2, width_s=1e-6)
+        w.add_read(3, 4, voltage_v=0.2, current_a=9.8e-6)
+    finish_run(db, run, "completed")
+    reads = load_reads(db, run)          # pandas DataFrame (fast path, no pandas.read_sql)
+
+Modules: ``engine`` (URLs, engine factory, password masking), ``models`` (schema),
+``database`` (open / revision check / upgrade), ``ingest`` (runs, units, buffered writer),
+``query`` (numpy / pandas reads), ``export`` (CSV / Parquet), ``cli``, ``bench``.
+"""
+
+from nvmlab.storage.database import Database, open_database, upgrade_database
+from nvmlab.storage.engine import create_engine_for, mask_url, resolve_database_url
+from nvmlab.storage.ingest import (
+    RecordWriter,
+    completed_units,
+    ensure_chip,
+    ensure_station,
+    finish_run,
+    mark_interrupted,
+    resume_run,
+    start_run,
+)
+from nvmlab.storage.query import (
+    conductance_map,
+    device_history,
+    fetch_arrays,
+    list_runs,
+    load_pulses,
+    load_reads,
+    load_records,
+    load_traces,
+)
+
+__all__ = [
+    "Database",
+    "RecordWriter",
+    "completed_units",
+    "conductance_map",
+    "create_engine_for",
+    "device_history",
+    "ensure_chip",
+    "ensure_station",
+    "fetch_arrays",
+    "finish_run",
+    "list_runs",
+    "load_pulses",
+    "load_reads",
+    "load_records",
+    "load_traces",
+    "mark_interrupted",
+    "mask_url",
+    "open_database",
+    "resolve_database_url",
+    "resume_run",
+    "start_run",
+    "upgrade_database",
+]

@@ -1,0 +1,138 @@
+"""Storage subcommands of ``nvmlab``: ``db upgrade``, ``db current``, ``runs``, ``export``.
+
+Every command takes ``--db URL``; without it the URL comes from ``NVMLAB_DB``, then
+``./nvmlab.sqlite`` (:func:`nvmlab.storage.engine.resolve_database_url`). Errors are
+:class:`~nvmlab.errors.StorageError` with the password masked; the top-level CLI prints them
+on one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from nvmlab.storage.database import head_revision, open_database, upgrade_database
+from nvmlab.storage.engine import mask_url, parse_url, resolve_database_url
+
+from nvmlab.errors import StorageError
+
+
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help=(
+            "results database: sqlite:///path.sqlite or postgresql+psycopg://user@host/db "
+            "(default: $NVMLAB_DB, else ./nvmlab.sqlite)"
+        ),
+    )
+
+
+def _url(args: argparse.Namespace) -> str:
+    return resolve_database_url(getattr(args, "db", None), None)
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    url = parse_url(_url(args))
+    before, after = upgrade_database(url)
+    shown = mask_url(url)
+    if before == after:
+        print(f"database {shown} is at schema revision {after} (current); nothing to do")
+    elif not before:
+        print(f"database {shown} created at schema revision {after}")
+    else:
+        print(f"database {shown} upgraded from schema revision {before} to {after}")
+    return 0
+
+
+def _cmd_db_current(args: argparse.Namespace) -> int:
+    db = open_database(_url(args), create=False)
+    with db:
+        print(f"database {db.display_url} is at schema revision {head_revision()} (current)")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%Y-%m-%d %H:%M:%S"))
+    text = str(value)
+    return "-" if text in ("<NA>", "NaT", "nan") else text
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from nvmlab.storage.query import list_runs
+
+    with open_database(_url(args), create=False) as db:
+        frame = list_runs(db)
+    if frame.empty:
+        print(f"no runs in {mask_url(_url(args))}")
+        return 0
+    headers = [
+        "id",
+        "kind",
+        "status",
+        "chip",
+        "started",
+        "ended",
+        "units done",
+        "interrupted",
+        "resumes",
+    ]
+    rows = [
+        [
+            _fmt(r.id), _fmt(r.kind), _fmt(r.status), _fmt(r.chip), _fmt(r.started_at),
+            _fmt(r.ended_at), _fmt(r.units_completed), _fmt(r.units_interrupted),
+            _fmt(r.resumes_run_id),
+        ]
+        for r in frame.itertuples(index=False)
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nvmlab.storage.export import export_run
+
+    try:
+        run_id = int(args.run)
+    except ValueError:
+        raise StorageError(
+            f"run id {args.run!r} is not a number; 'nvmlab runs' lists them"
+        ) from None
+    with open_database(_url(args), create=False) as db:
+        files = export_run(db, run_id, args.format, args.out)
+    print(f"exported run {run_id} ({len(files)} files) to {files[0].parent}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``db``, ``runs`` and ``export`` to the ``nvmlab`` command line."""
+    db = subparsers.add_parser("db", help="create or upgrade the results database schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    upgrade = db_sub.add_parser(
+        "upgrade", help="create the schema in an empty database or upgrade it to this version"
+    )
+    _db_option(upgrade)
+    upgrade.set_defaults(handler=_cmd_db_upgrade)
+    current = db_sub.add_parser("current", help="check that the schema is at this version")
+    _db_option(current)
+    current.set_defaults(handler=_cmd_db_current)
+    db.set_defaults(handler=lambda _args: (db.print_help(sys.stderr), 2)[1])
+
+    runs = subparsers.add_parser("runs", help="list stored runs with their status")
+    _db_option(runs)
+    runs.set_defaults(handler=_cmd_runs)
+
+    export = subparsers.add_parser("export", help="export one run to CSV or Parquet files")
+    export.add_argument("run", metavar="RUN", help="run id (see 'nvmlab runs')")
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
+    export.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    _db_option(export)
+    export.set_defaults(handler=_cmd_export)

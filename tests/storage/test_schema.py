@@ -1,0 +1,199 @@
+"""Schema, migrations and revision checks, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from nvmlab.storage import (
+    RecordWriter,
+    ensure_chip,
+    ensure_station,
+    finish_run,
+    load_records,
+    load_traces,
+    open_database,
+    start_run,
+    upgrade_database,
+)
+from nvmlab.storage.database import MIGRATIONS_DIR, head_revision
+from nvmlab.storage.engine import create_engine_for
+from nvmlab.storage.models import Base, Instrument, Run, Unit
+from sqlalchemy import create_engine, inspect, select, text
+
+from nvmlab.errors import StorageError
+
+ALL_TABLES = {
+    "stations", "instruments", "chips", "runs", "units", "pulses", "reads", "traces",
+    "tuning_outcomes", "device_parameters", "chamber_log", "events", "alembic_version",
+}  # fmt: skip
+
+
+def test_migration_from_empty_creates_the_models_schema(empty_url: str) -> None:
+    before, after = upgrade_database(empty_url)
+    assert (before, after) == ("", head_revision())
+    engine = create_engine_for(empty_url)
+    try:
+        with engine.connect() as conn:
+            assert set(inspect(conn).get_table_names()) == ALL_TABLES
+            # The shipped revision and the ORM models describe the same schema.
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+            )
+            assert diff == []
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("reads")}
+            assert {"ix_reads_device", "ix_reads_run"} <= indexes
+    finally:
+        engine.dispose()
+    # A second upgrade is a no-op.
+    assert upgrade_database(empty_url) == (head_revision(), head_revision())
+
+
+def test_schema_round_trip_of_every_record_kind(db, chip) -> None:
+    station = ensure_station(
+        db,
+        "bench-1",
+        host="lab-pc-3",
+        instruments={
+            "smu": {"manufacturer": "KEITHLEY", "model": "2636B", "serial": "4420", "resource": "TCPIP::10.0.0.5::INSTR"},
+            "chamber": {"manufacturer": "Espec", "model": "SU-262", "serial": "77"},
+        },
+    )  # fmt: skip
+    # Swapping the SMU replaces the identity of the role, it does not add a second one.
+    assert ensure_station(db, "bench-1", instruments={"smu": {"model": "B2902A", "serial": "9"}}) == station
+    config = {"targets_s": [1e-5, 5e-5], "scheme": "V/2", "nested": {"seed": 7}}
+    run = start_run(db, "tune", config=config, chip_id=chip, station_id=station, seed=7, operator="ana")
+    trace_v = np.linspace(-1.5, 1.5, 301)
+    trace_i = 1e-5 * np.sinh(trace_v) + 1e-12
+    with RecordWriter(db, run, chip_id=chip, background=False) as w:
+        with w.unit("tune:3,4", kind="tune", row=3, col=4) as unit:
+            w.add_pulse(3, 4, 1.25, 1e-6, -1, "V/3", t_s=10.5)
+            w.add_read(3, 4, 0.2, 9.87654321e-6, temperature_c=85.25, t_s=10.75)
+            w.add_trace(3, 4, "iv", trace_v, trace_i, temperature_c=25.0, meta={"compliance_a": 1e-4})
+            w.add_tuning_outcome(3, 4, target_s=5e-5, final_s=4.96e-5, pulse_count=12, algorithm="adaptive")
+            w.add_device_parameter(3, 4, "set_threshold_v", 1.05, unit="V")
+            w.add_device_parameter(3, 4, "defect_class", text_value="ok")
+            unit.set_result(final_s=4.96e-5)
+        w.add_chamber(setpoint_c=85.0, air_c=84.9, chip_c=83.7, t_s=11.0)
+        w.add_event("recovery", "SMU reconnected", source="smu", details={"retries": 2}, t_s=12.0)
+    finish_run(db, run, "completed")
+
+    with db.read_connection() as conn:
+        stored = conn.execute(select(Run.__table__).where(Run.id == run)).one()
+        assert stored.config == config and stored.seed == 7 and stored.status == "completed"
+        assert stored.operator == "ana" and stored.nvmlab_version and stored.ended_at is not None
+        smu = conn.execute(select(Instrument.__table__).where(Instrument.role == "smu")).one()
+        assert (smu.model, smu.serial, smu.manufacturer) == ("B2902A", "9", None)
+        attempt = conn.execute(select(Unit.__table__)).one()
+        assert (attempt.status, attempt.attempt, attempt.result) == ("completed", 1, {"final_s": 4.96e-5})
+
+    pulses = load_records(db, "pulses", run)
+    assert pulses.loc[0, ["row", "col", "amplitude_v", "width_s", "polarity", "scheme", "t_s"]].tolist() == [
+        3, 4, 1.25, 1e-6, -1, "V/3", 10.5,
+    ]  # fmt: skip
+    assert pulses.loc[0, "attempt_id"] == attempt.id and pulses.loc[0, "chip_id"] == chip
+    reads = load_records(db, "reads", run)
+    assert reads.loc[0, "current_a"] == 9.87654321e-6  # exact float round trip
+    assert reads.loc[0, "conductance_s"] == 9.87654321e-6 / 0.2
+    assert reads.loc[0, "temperature_c"] == 85.25
+    outcome = load_records(db, "tuning_outcomes", run).iloc[0]
+    assert outcome["pulse_count"] == 12 and math.isclose(outcome["error_rel"], (4.96e-5 - 5e-5) / 5e-5)
+    params = load_records(db, "device_parameters", run).set_index("name")
+    assert params.loc["set_threshold_v", "value"] == 1.05 and params.loc["set_threshold_v", "unit"] == "V"
+    assert params.loc["defect_class", "text_value"] == "ok" and np.isnan(params.loc["defect_class", "value"])
+    chamber = load_records(db, "chamber_log", run).iloc[0]
+    assert (chamber["setpoint_c"], chamber["air_c"], chamber["chip_c"]) == (85.0, 84.9, 83.7)
+    event = load_records(db, "events", run).iloc[0]
+    assert (event["level"], event["message"], event["source"]) == ("recovery", "SMU reconnected", "smu")
+    (trace,) = load_traces(db, run)
+    assert np.array_equal(trace["x"], trace_v) and np.array_equal(trace["y"], trace_i)
+    assert trace["meta"] == {"compliance_a": 1e-4} and trace["n_samples"] == 301
+
+
+def test_constraints_hold_on_both_engines(db, chip) -> None:
+    """Foreign keys and checks are enforced by the database itself (SQLite: PRAGMA on)."""
+    run = start_run(db, "x", chip_id=chip)
+    with pytest.raises(StorageError, match="cannot"):
+        with db.errors("insert a read of a missing run"), db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO reads (run_id, chip_id, \"row\", col, t_s, voltage_v, current_a)"
+                    " VALUES (:r, :c, 0, 0, 0, 0.2, 1e-6)"
+                ),
+                {"r": run + 1000, "c": chip},
+            )
+    with pytest.raises(StorageError, match="array_kind 'sram'"):
+        ensure_chip(db, "bad", array_kind="sram", n_rows=4, n_cols=4)
+    with pytest.raises(StorageError, match="stored as memristor 16 x 16"):
+        ensure_chip(db, "W07-D12", array_kind="eflash", n_rows=16, n_cols=16)
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'lab.sqlite'}")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    db.close()
+
+
+def _script_dir_with_next_revision(tmp_path: Path) -> Path:
+    """A copy of the shipped migrations plus a revision 0002 (a later nvmlab version)."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "v0002_run_tags.py").write_text(
+        '"""Add run tags."""\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade():\n"
+        '    op.create_table("run_tags", sa.Column("id", sa.Integer, primary_key=True),'
+        ' sa.Column("tag", sa.String(50)))\n\n\n'
+        "def downgrade():\n"
+        '    op.drop_table("run_tags")\n'
+    )
+    return scripts
+
+
+def test_older_revision_asks_for_upgrade_then_upgrades(empty_url: str, tmp_path: Path) -> None:
+    db = open_database(empty_url)  # created at 0001, the shipped head
+    run = start_run(db, "kept")
+    db.close()
+    newer = _script_dir_with_next_revision(tmp_path)
+    with pytest.raises(StorageError) as info:
+        open_database(empty_url, script_location=newer)
+    message = str(info.value)
+    assert "schema revision 0001" in message and "needs 0002" in message
+    assert "nvmlab db upgrade --db" in message
+    assert upgrade_database(empty_url, script_location=newer) == ("0001", "0002")
+    db = open_database(empty_url, script_location=newer)
+    with db.read_connection() as conn:
+        assert conn.execute(select(Run.kind).where(Run.id == run)).scalar() == "kept"
+        assert "run_tags" in inspect(conn).get_table_names()
+    db.close()
+    # This nvmlab (head 0001) now meets a database from the future.
+    with pytest.raises(StorageError, match=r"revision 0002, newer than this nvmlab.*upgrade nvmlab"):
+        open_database(empty_url)
+
+
+def test_foreign_or_empty_databases_give_a_clear_message(empty_url: str) -> None:
+    if empty_url.startswith("sqlite"):
+        path = Path(empty_url.removeprefix("sqlite:///"))
+        with pytest.raises(StorageError, match=r"does not exist\); .*'nvmlab db upgrade --db"):
+            open_database(empty_url, create=False)
+        assert not path.exists()  # a read-only tool creates nothing
+    engine = create_engine(empty_url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    with pytest.raises(StorageError, match="holds no nvmlab schema yet; run 'nvmlab db upgrade"):
+        open_database(empty_url, create=False)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE measurements (id INTEGER PRIMARY KEY, value REAL)"))
+    engine.dispose()
+    with pytest.raises(StorageError, match="holds tables but no nvmlab schema revision; run 'nvmlab db upgrade"):
+        open_database(empty_url)
