@@ -173,7 +173,28 @@ class EspecChamber:
         """``POWER, ON|OFF``: the controller's power."""
         self._set(f"POWER, {'ON' if on else 'OFF'}")
 
+    def alarms(self) -> list[int]:
+        """``ALARM?``: the active alarm codes (empty when none)."""
+        reply = self._ask("ALARM?", idempotent=True)
+        try:
+            count, *codes = (int(p) for p in reply.split(",") if p.strip())
+        except ValueError:
+            raise self.transport.error(
+                InstrumentProtocolError, f"reply {reply!r} to 'ALARM?' is not '<count>[,<code>...]'"
+            ) from None
+        return codes[:count] if codes else [0] * count
+
     # -- the common chamber-driver interface used by instruments/chambers.py ---------------
+    def check_alarms(self) -> None:
+        """Raise :class:`~nvmlab.errors.InstrumentProtocolError` when an alarm is active."""
+        codes = self.alarms()
+        if codes:
+            raise self.transport.error(
+                InstrumentProtocolError,
+                f"chamber alarm: {len(codes)} active (codes {', '.join(map(str, codes))}); "
+                "operation stopped, clear it at the chamber",
+            )
+
     def regulate(self) -> None:
         """Run at the setpoint (constant mode)."""
         self.set_mode("constant")

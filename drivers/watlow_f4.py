@@ -34,8 +34,12 @@ from nvmlab.drivers.transport import Transport
 
 from nvmlab.errors import InstrumentError, InstrumentProtocolError, InstrumentTimeout
 
+REG_MODEL = 0
+REG_SOFTWARE = 4
 REG_PROCESS_VALUE = 100
 REG_INPUT_ERROR = 101
+REG_ALARM_1 = 102
+REG_ALARM_2 = 106
 REG_SETPOINT = 300
 REG_DECIMALS = 606
 REG_UNITS = 901
@@ -197,11 +201,14 @@ class WatlowF4:
 
     # -- identification -------------------------------------------------------------------
     def identify(self) -> str:
-        """Modbus has no identification query: address, decimals and units read back."""
+        """Model number (register 0), software version (4), address, decimals and units."""
         self._ensure_scaling()
+        model = self.read_register(REG_MODEL, signed=False)
+        software = self.read_register(REG_SOFTWARE, signed=False)
         units = "C" if self.celsius else "F"
         return (
-            f"Watlow F4 at Modbus address {self.address} ({self.decimals} decimals, units {units})"
+            f"Watlow F4 model {model} software {software >> 8}.{software & 0xFF:02d}, "
+            f"Modbus address {self.address} ({self.decimals} decimals, units {units})"
         )
 
     # -- temperature ----------------------------------------------------------------------
@@ -235,6 +242,19 @@ class WatlowF4:
             raise ValueError(f"setpoint must be a finite temperature (C), got {celsius!r}")
         self._ensure_scaling()
         self.write_register(REG_SETPOINT, self._from_celsius(celsius))
+
+    def check_alarms(self) -> None:
+        """Raise when alarm 1 (limit controller, register 102) or 2 (106) is active."""
+        active = [
+            name
+            for name, register in (("alarm 1", REG_ALARM_1), ("alarm 2", REG_ALARM_2))
+            if self.read_register(register, signed=False)
+        ]
+        if active:
+            raise self.transport.error(
+                InstrumentProtocolError,
+                f"chamber alarm: {' and '.join(active)} active; operation stopped, clear it at the chamber",
+            )
 
     # -- the common chamber-driver interface used by instruments/chambers.py ---------------
     def regulate(self) -> None:

@@ -48,15 +48,16 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from nvmlab.instruments.safety import SafetyLimits
+
 from nvmlab.clock import Clock, WallClock
 from nvmlab.errors import ConfigError, InstrumentError, NvmlabError
-from nvmlab.instruments.safety import SafetyLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -518,7 +519,7 @@ class _Validator:
                     f"must be {expected.__name__}, got {value!r} ({_type_name(value)})",
                 )
                 continue
-            if expected is int and value <= 0:
+            if isinstance(value, int) and value <= 0:
                 self.problem(f"{where}.options.{key}", f"must be a positive integer, got {value!r}")
                 continue
             result[key] = value
@@ -527,3 +528,329 @@ class _Validator:
                 f"{where}.options.address", f"{result['address']} is outside the Modbus range 1-247"
             )
         return result
+
+
+# ---------------------------------------------------------------------------------------
+# The station at run time
+# ---------------------------------------------------------------------------------------
+#: Order in which the safe state is applied: sources off first, then lines, then the chamber.
+SAFE_STATE_ORDER: tuple[str, ...] = ("smu", "board", "chamber")
+
+
+class StationError(InstrumentError):
+    """The station could not open, or could not reach the safe state; names every instrument."""
+
+
+@dataclass
+class InstrumentStatus:
+    """One row of ``nvmlab station check``: an instrument and how it answered."""
+
+    role: str
+    model: str
+    resource: str
+    identity: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @property
+    def status(self) -> str:
+        return "OK" if self.ok else f"FAILED: {self.error}"
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while the safe state is applied; re-raise it afterwards (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[bool] = []
+
+    def remember(signum: int, frame: object) -> None:
+        pressed.append(True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, remember)
+    except (ValueError, OSError):  # no signals here (embedded interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+class Station:
+    """The instruments of one bench, opened as roles, with a guaranteed safe exit.
+
+    Use it as a context manager::
+
+        with Station.from_file("station.toml") as station:
+            station.chamber.set_setpoint(85.0)
+            station.chamber.wait_until_stable()
+            station.board.select(3, 4, unselected="track")
+            station.smu.configure(current_limit_a=1e-4, nplc=0.1)
+            ...
+
+    Whatever ends the block (normal exit, an exception, Ctrl-C, a dropped connection) the
+    safe state is applied: SMU outputs at 0 V and off, board lines grounded, chamber in
+    standby or at its configured safe setpoint. An instrument whose connection was lost is
+    reconnected once for it; if that fails too, the failure is reported clearly and the
+    other instruments are still made safe.
+
+    Args:
+        config: a validated :class:`StationConfig` or the content of a station file (dict).
+        visa_library: overrides every instrument's VISA backend (``"@py"``, ``"@ivi"``, or a
+            :class:`pyvisa.highlevel.VisaLibraryBase` such as the in-process emulated bench).
+        clock: times chamber stabilization and soaks (the wall clock by default; the emulated
+            bench's virtual clock in-process).
+        record_to: a directory; each instrument's exchanges are recorded to
+            ``<role>.jsonl`` there (see :mod:`nvmlab.drivers.recording`).
+    """
+
+    def __init__(
+        self,
+        config: StationConfig | Mapping[str, Any],
+        *,
+        visa_library: Any = None,
+        clock: Clock | None = None,
+        record_to: str | Path | None = None,
+    ) -> None:
+        self.config = (
+            config if isinstance(config, StationConfig) else StationConfig.from_dict(config)
+        )
+        self.visa_library = visa_library
+        self.clock: Clock = clock if clock is not None else WallClock()
+        self.record_to = Path(record_to) if record_to is not None else None
+        self.transports: dict[str, Any] = {}
+        self.drivers: dict[str, Any] = {}
+        self.roles: dict[str, Any] = {}
+        self.identities: dict[str, str] = {}
+        self.statuses: dict[str, InstrumentStatus] = {}
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        visa_library: Any = None,
+        clock: Clock | None = None,
+        record_to: str | Path | None = None,
+    ) -> Station:
+        """A station from a station file (validated; see :func:`load_station_file`)."""
+        return cls(
+            load_station_file(path), visa_library=visa_library, clock=clock, record_to=record_to
+        )
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def limits(self) -> SafetyLimits:
+        return self.config.limits
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.roles)
+
+    def _role(self, role: str) -> Any:
+        if role not in self.config.instruments:
+            raise ConfigError(
+                f"this station has no {role}; add an [instruments.{role}] section",
+                file=self.config.source,
+                field=f"instruments.{role}",
+            )
+        if role not in self.roles:
+            raise StationError(
+                "the station is not open (use 'with station:' or station.open())", instrument=role
+            )
+        return self.roles[role]
+
+    @property
+    def smu(self) -> SourceMeter:
+        """The source-measure unit role."""
+        return cast("SourceMeter", self._role("smu"))
+
+    @property
+    def chamber(self) -> Chamber:
+        """The temperature chamber role."""
+        return cast("Chamber", self._role("chamber"))
+
+    @property
+    def board(self) -> ArrayBoard:
+        """The probe board role."""
+        return cast("ArrayBoard", self._role("board"))
+
+    # -- opening --------------------------------------------------------------------------
+    def _open_transport(self, instrument: InstrumentConfig, driver_cls: type) -> Any:
+        from nvmlab.drivers.transport import open_transport
+
+        defaults: dict[str, Any] = dict(getattr(driver_cls, "transport_defaults", {}) or {})
+        serial_options = dict(defaults.get("serial_options", {}) or {})
+        for key in _SERIAL_OPTION_KEYS:
+            if key in instrument.options:
+                serial_options[key] = instrument.options[key]
+        kwargs: dict[str, Any] = {
+            "name": f"{instrument.model} [{instrument.role}]",
+            "timeout_s": instrument.timeout_s,
+            "read_termination": instrument.options.get(
+                "read_termination", defaults.get("read_termination", "\n")
+            ),
+            "write_termination": instrument.options.get(
+                "write_termination", defaults.get("write_termination", "\n")
+            ),
+            "visa_library": self.visa_library
+            if self.visa_library is not None
+            else instrument.backend,
+            "serial_options": serial_options,
+        }
+        if self.record_to is not None:
+            self.record_to.mkdir(parents=True, exist_ok=True)
+            kwargs["record_to"] = self.record_to / f"{instrument.role}.jsonl"
+        return open_transport(instrument.resource, **kwargs)
+
+    def _make_role(self, instrument: InstrumentConfig, driver: Any) -> Any:
+        if instrument.role == "smu":
+            from nvmlab.instruments.sourcemeters import make_source_meter
+
+            return make_source_meter(instrument.driver, driver, self.limits)
+        if instrument.role == "chamber":
+            from nvmlab.instruments.chambers import make_chamber
+
+            return make_chamber(
+                driver,
+                self.limits,
+                clock=self.clock,
+                safe_setpoint_c=instrument.safe_setpoint_c,
+                name=f"{instrument.model} [chamber]",
+            )
+        from nvmlab.instruments.boards import make_array_board
+
+        return make_array_board(driver, self.limits)
+
+    def _open_one(self, instrument: InstrumentConfig) -> InstrumentStatus:
+        status = InstrumentStatus(instrument.role, instrument.model, instrument.resource)
+        transport = None
+        try:
+            driver_cls = instrument.spec.load()
+            transport = self._open_transport(instrument, driver_cls)
+            driver_kwargs = {
+                k: instrument.options[k]
+                for k in instrument.spec.driver_options
+                if k in instrument.options
+            }
+            driver = driver_cls(transport, **driver_kwargs)
+            role = self._make_role(instrument, driver)
+            status.identity = str(role.identify())
+        except (NvmlabError, OSError, ImportError, ValueError) as exc:
+            status.error = str(exc)
+            if transport is not None:
+                with contextlib.suppress(Exception):
+                    transport.close()
+            return status
+        self.transports[instrument.role] = transport
+        self.drivers[instrument.role] = driver
+        self.roles[instrument.role] = role
+        self.identities[instrument.role] = status.identity
+        return status
+
+    def check(self) -> list[InstrumentStatus]:
+        """Open and identify every instrument, never raising; one status per instrument.
+
+        Instruments that answered stay open (close with :meth:`close`).
+        """
+        self.statuses = {}
+        for role, instrument in self.config.instruments.items():
+            if role in self.roles:
+                self.statuses[role] = InstrumentStatus(
+                    role, instrument.model, instrument.resource, self.identities[role]
+                )
+            else:
+                self.statuses[role] = self._open_one(instrument)
+        return list(self.statuses.values())
+
+    def open(self) -> Station:
+        """Open and identify every instrument; raise :class:`StationError` naming each failure."""
+        statuses = self.check()
+        failed = [s for s in statuses if not s.ok]
+        if failed:
+            self.close(safe=False)
+            details = "; ".join(f"{s.role} ({s.model} at {s.resource}): {s.error}" for s in failed)
+            raise StationError(f"station '{self.name}' could not open: {details}")
+        return self
+
+    # -- the safe state -------------------------------------------------------------------
+    def safe_state(self) -> list[str]:
+        """Apply every instrument's safe state; return the failures (empty when all safe).
+
+        An instrument that fails is reconnected once and tried again; an instrument that
+        still fails is reported, and the others are made safe all the same. Ctrl-C is held
+        until this is done.
+        """
+        failures: list[str] = []
+        with _sigint_deferred():
+            for role in SAFE_STATE_ORDER:
+                if role not in self.roles:
+                    continue
+                try:
+                    self.roles[role].safe_state()
+                    continue
+                except Exception as first:
+                    log.warning("%s: safe state failed (%s); reconnecting once", role, first)
+                    try:
+                        self.transports[role].reconnect()
+                        self.roles[role].safe_state()
+                        log.warning("%s: safe state reached after reconnecting", role)
+                    except Exception as second:
+                        failures.append(
+                            f"{role} ({self.config.instruments[role].resource}): NOT SAFE: {first}; "
+                            f"reconnecting once did not help: {second}"
+                        )
+        return failures
+
+    def close(self, *, safe: bool = True) -> list[str]:
+        """Apply the safe state (unless ``safe=False``) and close every transport.
+
+        Returns the safe-state failures (see :meth:`safe_state`).
+        """
+        failures = self.safe_state() if safe else []
+        for transport in self.transports.values():
+            with contextlib.suppress(Exception):
+                transport.close()
+        self.transports.clear()
+        self.drivers.clear()
+        self.roles.clear()
+        return failures
+
+    def __enter__(self) -> Station:
+        if not self.is_open:
+            self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        failures = self.close(safe=True)
+        if not failures:
+            return
+        message = f"station '{self.name}': the safe state was NOT reached for: " + " | ".join(
+            failures
+        )
+        log.error(message)
+        if exc is None:
+            raise StationError(message)
+        if hasattr(exc, "add_note"):
+            exc.add_note(message)
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"Station({self.name!r}, {state}, roles={list(self.config.instruments)})"

@@ -100,3 +100,12 @@ def test_invalid_arguments_send_nothing() -> None:
             chamber.set_mode("run")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="finite"):
             chamber.set_setpoint(float("nan"))
+
+
+def test_alarms_are_listed_and_raise_when_active() -> None:
+    with expected_protocol(EspecChamber, [("ALARM?", "0"), ("ALARM?", "2,1,31")]) as chamber:
+        chamber.check_alarms()
+        with pytest.raises(
+            InstrumentProtocolError, match=r"chamber alarm: 2 active \(codes 1, 31\)"
+        ):
+            chamber.check_alarms()

@@ -97,13 +97,35 @@ def test_two_decimals_and_fahrenheit_are_converted_to_celsius() -> None:
         chamber.set_setpoint(100.0)
 
 
-def test_identify_reports_address_decimals_and_units() -> None:
+def test_identify_reports_model_software_address_decimals_and_units() -> None:
     with expected_protocol(
         WatlowF4,
-        [(read_request(606, 3), read_reply(1, 3)), (read_request(901, 3), read_reply(1, 3))],
+        [
+            (read_request(606, 3), read_reply(1, 3)),
+            (read_request(901, 3), read_reply(1, 3)),
+            (read_request(0, 3), read_reply(5270, 3)),
+            (read_request(4, 3), read_reply(0x0105, 3)),
+        ],
         address=3,
     ) as chamber:
-        assert chamber.identify() == "Watlow F4 at Modbus address 3 (1 decimals, units C)"
+        assert chamber.identify() == (
+            "Watlow F4 model 5270 software 1.05, Modbus address 3 (1 decimals, units C)"
+        )
+
+
+def test_alarm_registers_102_and_106_raise_when_active() -> None:
+    with expected_protocol(
+        WatlowF4,
+        [
+            (read_request(102), read_reply(0)),
+            (read_request(106), read_reply(0)),
+            (read_request(102), read_reply(1)),
+            (read_request(106), read_reply(0)),
+        ],
+    ) as chamber:
+        chamber.check_alarms()
+        with pytest.raises(InstrumentProtocolError, match="chamber alarm: alarm 1 active"):
+            chamber.check_alarms()
 
 
 def test_a_sensor_fault_in_register_101_is_an_error_not_a_temperature() -> None:
