@@ -51,7 +51,8 @@ class ThermalModel:
         self._t = clock.now()
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
-        #: Forced sensor fault (fault injection): the sensor reads this instead, or None.
+        #: Sensor fault flag set by the chamber firmware's fault injection (information only:
+        #: each controller reports a broken sensor its own way).
         self.sensor_fault: bool = False
 
     @property
@@ -75,12 +76,14 @@ class ThermalModel:
             max_change = p.ramp_rate_c_per_s * dt
             target = self.target_c
             air, chip = self.air_c, self.chip_c
+            tau_chip = p.chip_time_constant_s
             for _ in range(n):
                 change = (target - air) * (1.0 - a_air)
                 change = max(-max_change, min(max_change, change))
-                air_new = air + change
-                chip = air_new + (chip - air_new) * a_chip
-                air = air_new
+                # The chip's lag solved exactly for air moving linearly across the step.
+                rate = change / dt
+                chip = air + change - rate * tau_chip + (chip - air + rate * tau_chip) * a_chip
+                air += change
             self.air_c, self.chip_c = air, chip
             self._t = now
 
