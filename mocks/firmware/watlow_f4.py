@@ -340,10 +340,10 @@ class WatlowF4Emulator(EmulatedInstrument):
             data = pdu[5:]
             if not 1 <= count <= 123 or nbytes != 2 * count or len(data) != nbytes:
                 raise ModbusException(ILLEGAL_DATA_VALUE)
-            words = struct.unpack(f">{count}H", data)
-            for i, word in enumerate(words):
+            values = struct.unpack(f">{count}H", data)
+            for i, word in enumerate(values):
                 self._check_write(start + i, word)
-            for i, word in enumerate(words):
+            for i, word in enumerate(values):
                 self._write_register(start + i, word)
             return bytes([fc]) + struct.pack(">HH", start, count)
         raise ModbusException(ILLEGAL_FUNCTION)
