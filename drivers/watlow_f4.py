@@ -46,6 +46,14 @@ REG_UNITS = 901
 UNITS_CELSIUS = 1
 
 
+def _is_local_uart(resource: str) -> bool:
+    """True for a serial port of this computer (``/dev/tty...``, ``COM3``, ``ASRL...``)."""
+    text = resource.strip().upper()
+    if text.startswith("ASRL"):
+        return "://" not in text[4:]
+    return text.startswith("/DEV/") or text.startswith("COM")
+
+
 class _TransportPort:
     """The slice of the ``serial.Serial`` interface minimalmodbus uses, over a Transport.
 
@@ -57,6 +65,10 @@ class _TransportPort:
     def __init__(self, transport: Transport, baudrate: int) -> None:
         self.transport = transport
         self.baudrate = baudrate
+        #: Only a UART on this computer needs the host to keep the 3.5-character silence
+        #: between frames; through a TCP bridge or an emulator the host cannot shape the
+        #: wire timing, so minimalmodbus's wall-clock sleep is skipped there.
+        self.local_uart = _is_local_uart(transport.resource)
         self.port = f"nvmlab-transport-{id(transport):x}"
         self.timeout = transport.timeout_s
         self.is_open = True
@@ -115,9 +127,18 @@ class WatlowF4:
         self._celsius: bool | None = None
 
     # -- plumbing -------------------------------------------------------------------------
-    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call_raw(self, func: Any, *args: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            return func(*args)
+        finally:
+            if not self._port.local_uart:
+                # minimalmodbus remembers the last read per port to sleep out the silent
+                # interval before the next frame; meaningless off a local UART.
+                minimalmodbus._latest_read_times.pop(self._port.port, None)
+
+    def _call(self, what: str, func: Any, *args: Any) -> Any:
+        try:
+            return self._call_raw(func, *args)
         except InstrumentTimeout as exc:
             self.transport.clear_input()
             raise self.transport.error(
@@ -148,6 +169,17 @@ class WatlowF4:
             f"reading register {address}", self._modbus.read_register, address, 0, 3, signed
         )
         return int(value)
+
+    def read_registers(self, start: int, count: int) -> list[int]:
+        """``count`` consecutive holding registers from ``start`` in one frame (function 03), signed."""
+        values = self._call(
+            f"reading registers {start}..{start + count - 1}",
+            self._modbus.read_registers,
+            start,
+            count,
+            3,
+        )
+        return [v - 0x10000 if v >= 0x8000 else v for v in values]
 
     def write_register(self, address: int, value: int, *, signed: bool = True) -> None:
         """One holding register (function 06)."""
@@ -217,15 +249,16 @@ class WatlowF4:
         return self.read_register(REG_INPUT_ERROR, signed=False)
 
     def read_temperature(self) -> float:
-        """Process value (C); raises when the controller flags an input (sensor) error."""
+        """Process value (C), read with the input error in one frame (registers 100-101);
+        raises when the controller flags an input (sensor) error."""
         self._ensure_scaling()
-        error = self.input_error()
+        process_raw, error = self.read_registers(REG_PROCESS_VALUE, 2)
         if error:
             raise self.transport.error(
                 InstrumentProtocolError,
                 f"chamber sensor fault: input error register {REG_INPUT_ERROR} reads {error}",
             )
-        return self._to_celsius(self.read_register(REG_PROCESS_VALUE))
+        return self._to_celsius(process_raw)
 
     def read_setpoint(self) -> float:
         """Static setpoint (C)."""
@@ -244,11 +277,17 @@ class WatlowF4:
         self.write_register(REG_SETPOINT, self._from_celsius(celsius))
 
     def check_alarms(self) -> None:
-        """Raise when alarm 1 (limit controller, register 102) or 2 (106) is active."""
+        """Raise when the input error (101), alarm 1 (102, limit controller) or alarm 2
+        (106) is active; registers 101-106 are read in one frame."""
+        block = self.read_registers(REG_INPUT_ERROR, REG_ALARM_2 - REG_INPUT_ERROR + 1)
         active = [
             name
-            for name, register in (("alarm 1", REG_ALARM_1), ("alarm 2", REG_ALARM_2))
-            if self.read_register(register, signed=False)
+            for name, register in (
+                ("input error", REG_INPUT_ERROR),
+                ("alarm 1", REG_ALARM_1),
+                ("alarm 2", REG_ALARM_2),
+            )
+            if block[register - REG_INPUT_ERROR]
         ]
         if active:
             raise self.transport.error(

@@ -34,6 +34,15 @@ def read_reply(value: int, address: int = 1) -> bytes:
     return rtu(address, 3, 2, value & 0xFFFF, fmt=">BBBH")
 
 
+def read_block_request(register: int, count: int, address: int = 1) -> bytes:
+    return rtu(address, 3, register, count)
+
+
+def read_block_reply(*values: int, address: int = 1) -> bytes:
+    words = [v & 0xFFFF for v in values]
+    return rtu(address, 3, 2 * len(words), *words, fmt=">BBB" + "H" * len(words))
+
+
 def write_frame(register: int, value: int, address: int = 1) -> bytes:
     """Function 06 request; the controller echoes it as the reply."""
     return rtu(address, 6, register, value & 0xFFFF)
@@ -49,10 +58,10 @@ def test_the_crc_helper_matches_published_frames() -> None:
 
 
 def test_process_value_is_register_100_scaled_by_the_decimal_places() -> None:
-    assert read_request(100) == bytes.fromhex("010300640001C5D5")
+    assert read_block_request(100, 2) == bytes.fromhex("010300640002 85D4".replace(" ", ""))
     with expected_protocol(
         WatlowF4,
-        [*SETUP, (read_request(101), read_reply(0)), (read_request(100), read_reply(256))],
+        [*SETUP, (read_block_request(100, 2), read_block_reply(256, 0))],
     ) as chamber:
         assert chamber.read_temperature() == pytest.approx(25.6)
 
@@ -113,24 +122,27 @@ def test_identify_reports_model_software_address_decimals_and_units() -> None:
         )
 
 
-def test_alarm_registers_102_and_106_raise_when_active() -> None:
+def test_alarms_come_from_registers_101_to_106_in_one_frame() -> None:
     with expected_protocol(
         WatlowF4,
         [
-            (read_request(102), read_reply(0)),
-            (read_request(106), read_reply(0)),
-            (read_request(102), read_reply(1)),
-            (read_request(106), read_reply(0)),
+            (read_block_request(101, 6), read_block_reply(0, 0, 0, 0, 0, 0)),
+            (read_block_request(101, 6), read_block_reply(0, 1, 0, 0, 0, 0)),
+            (read_block_request(101, 6), read_block_reply(1, 0, 0, 0, 0, 1)),
         ],
     ) as chamber:
         chamber.check_alarms()
         with pytest.raises(InstrumentProtocolError, match="chamber alarm: alarm 1 active"):
             chamber.check_alarms()
+        with pytest.raises(InstrumentProtocolError, match="input error and alarm 2 active"):
+            chamber.check_alarms()
 
 
 def test_a_sensor_fault_in_register_101_is_an_error_not_a_temperature() -> None:
     with (
-        expected_protocol(WatlowF4, [*SETUP, (read_request(101), read_reply(5))]) as chamber,
+        expected_protocol(
+            WatlowF4, [*SETUP, (read_block_request(100, 2), read_block_reply(9999, 5))]
+        ) as chamber,
         pytest.raises(
             InstrumentProtocolError, match="sensor fault: input error register 101 reads 5"
         ),
