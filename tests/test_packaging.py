@@ -57,3 +57,16 @@ def test_no_generic_top_level_module_is_importable() -> None:
     for generic in ("drivers", "instruments", "mocks", "storage"):
         spec = importlib.util.find_spec(generic)
         assert spec is None or "site-packages" not in str(spec.origin or ""), generic
+
+
+def test_test_module_names_are_unique() -> None:
+    """pytest's default import mode needs distinct basenames across test folders."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        if path.name == "conftest.py":
+            continue
+        if path.name in seen:
+            clashes.append(f"{seen[path.name]} and {path}")
+        seen[path.name] = path
+    assert not clashes, "rename one of: " + "; ".join(clashes)
