@@ -713,6 +713,16 @@ class Station:
         if self.record_to is not None:
             self.record_to.mkdir(parents=True, exist_ok=True)
             kwargs["record_to"] = self.record_to / f"{instrument.role}.jsonl"
+        if is_visa_resource(instrument.resource) and "://" in instrument.resource:
+            # 'ASRLsocket://...::INSTR' and 'ASRLnvmlab://...::INSTR' are VISA resources
+            # even though they contain a URL: open them through pyvisa explicitly.
+            from nvmlab.drivers.recording import RecordingTransport
+            from nvmlab.drivers.transport import VisaTransport
+
+            record_to = kwargs.pop("record_to", None)
+            kwargs.pop("serial_options")
+            transport: Any = VisaTransport(instrument.resource, **kwargs)
+            return RecordingTransport(transport, record_to) if record_to is not None else transport
         return open_transport(instrument.resource, **kwargs)
 
     def _make_role(self, instrument: InstrumentConfig, driver: Any) -> Any:
