@@ -330,7 +330,7 @@ class EflashArray:
             )
         )
         drive = source_v - np.where(np.isnan(bl), source_v, bl)
-        active = (on > 1e-9) & (drive[None, :] >= p.program_floor_v)
+        active = (on > 1e-6) & (drive[None, :] >= p.program_floor_v)
         idx = np.flatnonzero(active)
         if idx.size == 0:
             return False

@@ -1,0 +1,165 @@
+"""eFlash array physics: subthreshold read, temperature, program / erase, noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from nvmlab.mocks.physics import create_array
+from nvmlab.mocks.physics.base import LineBias
+from nvmlab.mocks.physics.eflash import EflashArray, thermal_voltage_v
+
+
+def read_cell(
+    array: EflashArray, row: int, col: int, *, temperature_c: float = 25.0, noise: bool = True
+) -> float:
+    """Read bias of devices.md on word line ``row``; the current into bit line ``col`` (A)."""
+    return float(array.solve(array.read_bias(row), temperature_c, noise=noise).col_i[col])
+
+
+def pulse(
+    array: EflashArray, row: int, col: int, amplitude_v: float, width_s: float, scheme: str = "v/2"
+) -> None:
+    array.stress(array.pulse_bias(row, col, amplitude_v, scheme), width_s, 25.0)
+
+
+def test_current_spans_three_decades_as_a_cell_is_programmed_from_erased() -> None:
+    """Lab procedure: erase a cell until it reads >= 1 uA, then program it in small steps
+    (4 V source pulses, 1 us) reading after each, until it reads below 1 nA."""
+    array = EflashArray(4, 4, seed=1)
+    while read_cell(array, 2, 1, noise=False) < 1.5e-6:
+        pulse(array, 2, 1, -10.0, 1e-3)
+    currents, vths = [], []
+    while True:
+        currents.append(read_cell(array, 2, 1))
+        vths.append(array.ground_truth()["vth_v"][2, 1])
+        if currents[-1] < 0.5e-9 or len(currents) > 2000:
+            break
+        pulse(array, 2, 1, 4.0, 1e-6)
+    i, vth = np.array(currents), np.array(vths)
+    assert i.max() / i.min() > 1e3
+    assert np.all(np.diff(vth) > 0)  # every program pulse raised Vth
+    # weak inversion: one decade per n kT/q ln 10 of Vth (about 89 mV at n = 1.5)
+    sub = (i > 1e-9) & (i < 0.02e-6)  # deep weak inversion, below I0 / 50
+    slope = np.polyfit(vth[sub], np.log10(i[sub]), 1)[0]
+    n = array.ground_truth()["slope_factor"][2, 1]
+    expected = -1 / (n * thermal_voltage_v(25.0) * np.log(10))
+    assert abs(slope / expected - 1) < 0.05
+    print(
+        f"{len(i)} program pulses, {i.max():.3g} A -> {i.min():.3g} A, {1e3 / -slope:.1f} mV/decade"
+    )
+
+
+def test_current_rises_with_temperature_and_most_at_low_current() -> None:
+    array = EflashArray(8, 8, seed=2)
+    i25 = array.solve(array.read_bias(), 25.0, noise=False).device_i
+    i55 = array.solve(array.read_bias(), 55.0, noise=False).device_i
+    i85 = array.solve(array.read_bias(), 85.0, noise=False).device_i
+    usable = (i25 > 1e-9) & (i25 < 1e-6)
+    assert usable.sum() > 20
+    assert np.all(i55[usable] > i25[usable]) and np.all(i85[usable] > i55[usable])
+    rise = i85 / i25
+    low, high = np.argmin(np.where(usable, i25, np.inf)), np.argmax(np.where(usable, i25, 0))
+    assert rise.ravel()[low] > rise.ravel()[high]
+
+
+def test_program_raises_and_erase_lowers_vth_of_the_selected_cell_only() -> None:
+    array = EflashArray(6, 6, seed=3)
+    before = array.ground_truth()["vth_v"]
+    pulse(array, 2, 3, 4.8, 2e-6)
+    after_program = array.ground_truth()["vth_v"]
+    assert after_program[2, 3] - before[2, 3] > 5e-3
+    others = np.ones_like(before, dtype=bool)
+    others[2, 3] = False
+    assert np.array_equal(
+        after_program[others], before[others]
+    )  # inhibited bit lines, off word lines
+
+    pulse(array, 2, 3, -10.5, 1e-3)
+    after_erase = array.ground_truth()["vth_v"]
+    step = after_program[2, 3] - after_erase[2, 3]
+    assert step > 5e-3
+    disturb = np.abs(after_erase - after_program)[others]
+    assert disturb.max() < 0.01 * step  # the redesigned array's per-cell erase selectivity
+    # only the selected row's erase gate was high
+    assert np.array_equal(after_erase[np.arange(6) != 2], after_program[np.arange(6) != 2])
+
+
+def test_grounding_unselected_bit_lines_programs_the_whole_row() -> None:
+    array = EflashArray(4, 4, seed=4)
+    before = array.ground_truth()["vth_v"]
+    pulse(array, 1, 0, 4.8, 2e-6, scheme="ground")
+    delta = array.ground_truth()["vth_v"] - before
+    assert np.all(delta[1] > 5e-3)
+    assert np.all(delta[[0, 2, 3]] == 0)
+
+
+def test_vth_step_depends_on_amplitude_width_and_state() -> None:
+    def program_step(amplitude: float, width: float, vth_start: float) -> float:
+        array = EflashArray(2, 2, seed=5, params=None)
+        array.params.cycle_spread_cv = 0.0
+        array.vth_v[0, 0] = vth_start
+        pulse(array, 0, 0, amplitude, width)
+        return float(array.vth_v[0, 0] - vth_start)
+
+    def erase_step(amplitude: float, width: float, vth_start: float) -> float:
+        array = EflashArray(2, 2, seed=5)
+        array.params.cycle_spread_cv = 0.0
+        array.vth_v[0, 0] = vth_start
+        pulse(array, 0, 0, -amplitude, width)
+        return float(vth_start - array.vth_v[0, 0])
+
+    assert (
+        program_step(4.0, 1e-6, 2.5) < program_step(4.5, 1e-6, 2.5) < program_step(5.0, 1e-6, 2.5)
+    )
+    assert program_step(4.5, 1e-6, 2.5) < program_step(4.5, 1e-5, 2.5)
+    assert program_step(4.5, 1e-6, 3.2) < 0.5 * program_step(4.5, 1e-6, 2.5)  # fuller cell, slower
+    assert erase_step(9.0, 1e-3, 2.5) < erase_step(10.0, 1e-3, 2.5) < erase_step(11.0, 1e-3, 2.5)
+    assert erase_step(10.0, 1e-4, 2.5) < erase_step(10.0, 1e-3, 2.5)
+    assert erase_step(10.0, 1e-3, 1.8) < 0.5 * erase_step(10.0, 1e-3, 2.5)  # emptier cell, slower
+    # a small fine-tuning step exists: sub-mV moves at low amplitude
+    assert 0 < program_step(3.5, 1e-6, 2.6) < 1e-3
+
+
+def test_read_noise_rises_at_low_current() -> None:
+    array = EflashArray(8, 8, seed=6)
+    bias = array.read_bias()
+    reads = np.array([array.solve(bias, 25.0).device_i for _ in range(400)])
+    truth = array.read_current_a()
+    rel = reads.std(axis=0) / truth
+    near_1na = (truth > 0.7e-9) & (truth < 1.5e-9)
+    near_1ua = (truth > 0.5e-6) & (truth < 2e-6)
+    assert near_1na.any() and near_1ua.any()
+    assert np.all((rel[near_1na] > 0.01) & (rel[near_1na] < 0.03))
+    assert np.all(rel[near_1ua] < 0.005)
+    np.testing.assert_allclose(rel, array.noise_rel(truth), rtol=0.2)
+
+
+def test_word_line_gates_the_cell_and_bit_line_bias_saturates() -> None:
+    array = EflashArray(3, 3, seed=7)
+    bias = array.read_bias(1)
+    on = array.solve(bias, 25.0, noise=False)
+    assert np.all(on.device_i[[0, 2]] < 1e-13)  # grounded word lines: off (sub-pA leakage)
+    assert np.all(on.row_i == 0)  # no gate current
+    np.testing.assert_allclose(on.col_i, on.device_i[1], rtol=1e-3)
+    low = LineBias(bias.row_v, np.full(3, 0.2), control_gate_v=2.5)
+    tiny = LineBias(bias.row_v, np.full(3, 0.02), control_gate_v=2.5)
+    i_low = array.solve(low, 25.0, noise=False).col_i
+    np.testing.assert_allclose(i_low, on.col_i, rtol=0.01)  # saturated above ~0.1 V
+    assert np.all(array.solve(tiny, 25.0, noise=False).col_i < 0.6 * on.col_i)
+    floating = LineBias(bias.row_v, np.full(3, np.nan), control_gate_v=2.5)
+    assert np.all(array.solve(floating, 25.0).col_i == 0)
+
+
+def test_pulse_bias_shapes_and_scheme_validation() -> None:
+    array = create_array("eflash", 4, 5, seed=0)
+    assert isinstance(array, EflashArray)
+    program = array.pulse_bias(1, 2, 4.5, "v/2")
+    assert program.source_v == 4.5 and program.row_v[1] > 1 and program.col_v[2] == 0
+    assert np.all(np.delete(program.col_v, 2) == array.params.program_inhibit_v)
+    erase = array.pulse_bias(1, 2, -10.0, "v/3")
+    assert erase.erase_gate_v == 10.0 and erase.source_v == 0
+    assert np.all(np.delete(erase.col_v, 2) == array.params.erase_inhibit_v)
+    # a read bias does not program or erase, and costs nothing
+    assert array.stress(array.read_bias(), 1.0, 25.0) is False
+    with pytest.raises(ValueError, match="allowed: v/2, v/3, ground, float"):
+        array.pulse_bias(0, 0, 4.5, "v/4")
