@@ -28,7 +28,7 @@ def save_state_file(path: Path | str, arrays: dict[str, np.ndarray], meta: dict[
     """Write ``arrays`` and the JSON-serialisable ``meta`` to ``path`` atomically."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    payload = dict(arrays)
+    payload: dict[str, Any] = dict(arrays)
     payload[_META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:

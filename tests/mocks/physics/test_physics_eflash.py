@@ -163,3 +163,19 @@ def test_pulse_bias_shapes_and_scheme_validation() -> None:
     assert array.stress(array.read_bias(), 1.0, 25.0) is False
     with pytest.raises(ValueError, match="allowed: v/2, v/3, ground, float"):
         array.pulse_bias(0, 0, 4.5, "v/4")
+
+
+def test_retention_is_very_good_at_room_temperature_and_drifts_a_little_hot() -> None:
+    def programmed() -> EflashArray:
+        array = EflashArray(2, 2, seed=8)
+        pulse(array, 0, 0, 4.6, 2e-6)
+        return array
+
+    cold, hot = programmed(), programmed()
+    i0 = cold.read_current_a()[0, 0]
+    v0 = cold.vth_v[0, 0]
+    cold.relax(10 * 365.25 * 86400, 25.0)
+    hot.relax(7 * 86400, 85.0)
+    assert 0 < v0 - cold.vth_v[0, 0] < 1e-3  # < 1 mV in ten years at 25 C
+    assert v0 - hot.vth_v[0, 0] > v0 - cold.vth_v[0, 0]  # a week at 85 C does more
+    assert abs(cold.read_current_a()[0, 0] / i0 - 1) < 0.03

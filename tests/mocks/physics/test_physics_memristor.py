@@ -140,7 +140,7 @@ def test_v2_write_disturbs_low_threshold_half_selected_devices_where_v3_does_not
     for scheme in ("v/2", "v/3"):
         array = MemristorArray(16, 16, seed=4)
         before = truth_g(array)
-        pulse(array, r0, c_sel, amplitude, 1.1e-3, scheme)
+        pulse(array, int(r0), int(c_sel), amplitude, 1.1e-3, scheme)
         change = np.abs(truth_g(array) / before - 1)
         change[r0, c_sel] = 0.0  # the selected device is meant to change
         disturbed[scheme] = change

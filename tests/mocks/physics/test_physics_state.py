@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nvmlab.mocks.physics import create_array
-from nvmlab.mocks.physics.base import LineBias, scheme_bias
+from nvmlab.mocks.physics.base import ArrayPhysics, LineBias, scheme_bias
 from nvmlab.mocks.physics.eflash import EflashArray
 from nvmlab.mocks.physics.memristor import MemristorArray
 
@@ -116,3 +116,13 @@ def test_noise_draws_do_not_change_the_chip() -> None:
     for _ in range(50):
         noisy.solve(bias, 25.0, noise=True)
     assert_same_truth(quiet.ground_truth(), noisy.ground_truth())
+
+
+@pytest.mark.parametrize("kind", ["memristor", "eflash", "resistor"])
+def test_every_kind_implements_the_array_physics_contract(kind: str) -> None:
+    array = create_array(kind, 3, 4, seed=1)
+    assert isinstance(array, ArrayPhysics)
+    assert (array.kind, array.rows, array.cols) == (kind, 3, 4)
+    solution = array.solve(LineBias.grounded(3, 4), 25.0)
+    assert solution.col_i.shape == (4,) and solution.row_i.shape == (3,)
+    assert solution.device_i.shape == (3, 4)
