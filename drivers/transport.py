@@ -51,15 +51,26 @@ __all__ = [
     "SerialTransport",
     "open_transport",
     "is_serial_url",
+    "is_visa_resource",
 ]
 
 _SERIAL_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|/dev/|COM\d+$)", re.IGNORECASE)
 _VISA_PREFIX = re.compile(r"^(TCPIP|GPIB|USB|ASRL|VXI|PXI|GPIB-VXI|VICP)\d*", re.IGNORECASE)
 
 
+def is_visa_resource(resource: str) -> bool:
+    """True for a VISA resource string (``TCPIP::...``, ``GPIB0::...``, ``ASRL...::INSTR``).
+
+    ``ASRLsocket://host:port::INSTR`` and ``ASRLnvmlab://bench/role::INSTR`` are VISA
+    resources (pyvisa-py hands the URL to pyserial), not pyserial URLs.
+    """
+    text = resource.strip()
+    return bool(_VISA_PREFIX.match(text)) and "::" in text
+
+
 def is_serial_url(resource: str) -> bool:
     """True when ``resource`` is a pyserial URL or device path rather than a VISA string."""
-    return bool(_SERIAL_URL.match(resource.strip()))
+    return not is_visa_resource(resource) and bool(_SERIAL_URL.match(resource.strip()))
 
 
 class Transport(ABC):
@@ -532,10 +543,10 @@ def open_transport(
         encoding=encoding,
     )
     transport: Transport
-    if is_serial_url(resource):
-        transport = SerialTransport(resource, serial_options=serial_options, **common)
-    elif _VISA_PREFIX.match(resource):
+    if is_visa_resource(resource):
         transport = VisaTransport(resource, visa_library=visa_library, **common)
+    elif is_serial_url(resource):
+        transport = SerialTransport(resource, serial_options=serial_options, **common)
     else:
         raise ConfigError(
             f"resource {resource!r} is neither a VISA resource string (TCPIP::..., GPIB0::..., "
