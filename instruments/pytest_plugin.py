@@ -87,6 +87,7 @@ def emulated_bench(
     request: pytest.FixtureRequest, nvmlab_bench_options: dict[str, Any]
 ) -> Iterator[EmulatedBench]:
     """An in-process emulated bench on a virtual clock (see the module documentation)."""
+    from nvmlab.mocks.benchfile import BenchConfig
     from nvmlab.mocks.emulated import build_emulated_bench
 
     from nvmlab.clock import VirtualClock
@@ -101,7 +102,10 @@ def emulated_bench(
             overrides["chamber_model"] = _model_name(value)
         else:
             overrides[key] = value
-    bench = build_emulated_bench(config, clock=VirtualClock(), **overrides)
+    # Overrides go through the config (build_emulated_bench's own ``array`` argument is a
+    # ready-made chip, not the array kind).
+    config = (config if config is not None else BenchConfig()).with_overrides(**overrides)
+    bench = build_emulated_bench(config, clock=VirtualClock())
     try:
         yield bench
     finally:
