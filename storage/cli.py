@@ -55,7 +55,9 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    import pandas as pd
+
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
         return "-"
     if hasattr(value, "strftime"):
         return str(value.strftime("%Y-%m-%d %H:%M:%S"))

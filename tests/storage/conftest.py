@@ -21,9 +21,7 @@ import pytest
 from nvmlab.storage.engine import mask_url
 from sqlalchemy.engine import URL, make_url
 
-PG_URL = os.environ.get(
-    "NVMLAB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("NVMLAB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 _schema_counter = itertools.count()

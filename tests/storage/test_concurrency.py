@@ -27,9 +27,7 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_two_processes_write_runs_at_the_same_time_without_losing_rows(
-    db, tmp_path: Path
-) -> None:
+def test_two_processes_write_runs_at_the_same_time_without_losing_rows(db, tmp_path: Path) -> None:
     url = db.url.render_as_string(hide_password=False)
     go = tmp_path / "go"
     units, rows = 4, 3000
@@ -56,7 +54,9 @@ def test_two_processes_write_runs_at_the_same_time_without_losing_rows(
             assert done == units
         # The two writers really ran at the same time: their batches interleave.
         spans = [
-            conn.execute(select(func.min(Pulse.id), func.max(Pulse.id)).where(Pulse.run_id == r)).one()
+            conn.execute(
+                select(func.min(Pulse.id), func.max(Pulse.id)).where(Pulse.run_id == r)
+            ).one()
             for r in runs
         ]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans
@@ -80,7 +80,9 @@ def test_writer_killed_mid_batch_leaves_a_consistent_database(db) -> None:
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     completed_before_kill = {f"unit:{k}" for k in range(units - 1)}
-    assert [s for s in seen if s.startswith("completed")] == [f"completed {k}" for k in range(units - 1)]
+    assert [s for s in seen if s.startswith("completed")] == [
+        f"completed {k}" for k in range(units - 1)
+    ]
 
     if db.dialect == "sqlite":
         with db.engine.connect() as conn:

@@ -65,17 +65,26 @@ def test_schema_round_trip_of_every_record_kind(db, chip) -> None:
         },
     )  # fmt: skip
     # Swapping the SMU replaces the identity of the role, it does not add a second one.
-    assert ensure_station(db, "bench-1", instruments={"smu": {"model": "B2902A", "serial": "9"}}) == station
+    assert (
+        ensure_station(db, "bench-1", instruments={"smu": {"model": "B2902A", "serial": "9"}})
+        == station
+    )
     config = {"targets_s": [1e-5, 5e-5], "scheme": "V/2", "nested": {"seed": 7}}
-    run = start_run(db, "tune", config=config, chip_id=chip, station_id=station, seed=7, operator="ana")
+    run = start_run(
+        db, "tune", config=config, chip_id=chip, station_id=station, seed=7, operator="ana"
+    )
     trace_v = np.linspace(-1.5, 1.5, 301)
     trace_i = 1e-5 * np.sinh(trace_v) + 1e-12
     with RecordWriter(db, run, chip_id=chip, background=False) as w:
         with w.unit("tune:3,4", kind="tune", row=3, col=4) as unit:
             w.add_pulse(3, 4, 1.25, 1e-6, -1, "V/3", t_s=10.5)
             w.add_read(3, 4, 0.2, 9.87654321e-6, temperature_c=85.25, t_s=10.75)
-            w.add_trace(3, 4, "iv", trace_v, trace_i, temperature_c=25.0, meta={"compliance_a": 1e-4})
-            w.add_tuning_outcome(3, 4, target_s=5e-5, final_s=4.96e-5, pulse_count=12, algorithm="adaptive")
+            w.add_trace(
+                3, 4, "iv", trace_v, trace_i, temperature_c=25.0, meta={"compliance_a": 1e-4}
+            )
+            w.add_tuning_outcome(
+                3, 4, target_s=5e-5, final_s=4.96e-5, pulse_count=12, algorithm="adaptive"
+            )
             w.add_device_parameter(3, 4, "set_threshold_v", 1.05, unit="V")
             w.add_device_parameter(3, 4, "defect_class", text_value="ok")
             unit.set_result(final_s=4.96e-5)
@@ -90,7 +99,11 @@ def test_schema_round_trip_of_every_record_kind(db, chip) -> None:
         smu = conn.execute(select(Instrument.__table__).where(Instrument.role == "smu")).one()
         assert (smu.model, smu.serial, smu.manufacturer) == ("B2902A", "9", None)
         attempt = conn.execute(select(Unit.__table__)).one()
-        assert (attempt.status, attempt.attempt, attempt.result) == ("completed", 1, {"final_s": 4.96e-5})
+        assert (attempt.status, attempt.attempt, attempt.result) == (
+            "completed",
+            1,
+            {"final_s": 4.96e-5},
+        )
 
     pulses = load_records(db, "pulses", run)
     assert pulses.loc[0, ["row", "col", "amplitude_v", "width_s", "polarity", "scheme", "t_s"]].tolist() == [
@@ -102,14 +115,25 @@ def test_schema_round_trip_of_every_record_kind(db, chip) -> None:
     assert reads.loc[0, "conductance_s"] == 9.87654321e-6 / 0.2
     assert reads.loc[0, "temperature_c"] == 85.25
     outcome = load_records(db, "tuning_outcomes", run).iloc[0]
-    assert outcome["pulse_count"] == 12 and math.isclose(outcome["error_rel"], (4.96e-5 - 5e-5) / 5e-5)
+    assert outcome["pulse_count"] == 12 and math.isclose(
+        outcome["error_rel"], (4.96e-5 - 5e-5) / 5e-5
+    )
     params = load_records(db, "device_parameters", run).set_index("name")
-    assert params.loc["set_threshold_v", "value"] == 1.05 and params.loc["set_threshold_v", "unit"] == "V"
-    assert params.loc["defect_class", "text_value"] == "ok" and np.isnan(params.loc["defect_class", "value"])
+    assert (
+        params.loc["set_threshold_v", "value"] == 1.05
+        and params.loc["set_threshold_v", "unit"] == "V"
+    )
+    assert params.loc["defect_class", "text_value"] == "ok" and np.isnan(
+        params.loc["defect_class", "value"]
+    )
     chamber = load_records(db, "chamber_log", run).iloc[0]
     assert (chamber["setpoint_c"], chamber["air_c"], chamber["chip_c"]) == (85.0, 84.9, 83.7)
     event = load_records(db, "events", run).iloc[0]
-    assert (event["level"], event["message"], event["source"]) == ("recovery", "SMU reconnected", "smu")
+    assert (event["level"], event["message"], event["source"]) == (
+        "recovery",
+        "SMU reconnected",
+        "smu",
+    )
     (trace,) = load_traces(db, run)
     assert np.array_equal(trace["x"], trace_v) and np.array_equal(trace["y"], trace_i)
     assert trace["meta"] == {"compliance_a": 1e-4} and trace["n_samples"] == 301
@@ -118,15 +142,18 @@ def test_schema_round_trip_of_every_record_kind(db, chip) -> None:
 def test_constraints_hold_on_both_engines(db, chip) -> None:
     """Foreign keys and checks are enforced by the database itself (SQLite: PRAGMA on)."""
     run = start_run(db, "x", chip_id=chip)
-    with pytest.raises(StorageError, match="cannot"):
-        with db.errors("insert a read of a missing run"), db.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO reads (run_id, chip_id, \"row\", col, t_s, voltage_v, current_a)"
-                    " VALUES (:r, :c, 0, 0, 0, 0.2, 1e-6)"
-                ),
-                {"r": run + 1000, "c": chip},
-            )
+    with (
+        pytest.raises(StorageError, match="cannot insert a read of a missing run"),
+        db.errors("insert a read of a missing run"),
+        db.engine.begin() as conn,
+    ):
+        conn.execute(
+            text(
+                'INSERT INTO reads (run_id, chip_id, "row", col, t_s, voltage_v, current_a)'
+                " VALUES (:r, :c, 0, 0, 0, 0.2, 1e-6)"
+            ),
+            {"r": run + 1000, "c": chip},
+        )
     with pytest.raises(StorageError, match="array_kind 'sram'"):
         ensure_chip(db, "bad", array_kind="sram", n_rows=4, n_cols=4)
     with pytest.raises(StorageError, match="stored as memristor 16 x 16"):
@@ -177,7 +204,9 @@ def test_older_revision_asks_for_upgrade_then_upgrades(empty_url: str, tmp_path:
         assert "run_tags" in inspect(conn).get_table_names()
     db.close()
     # This nvmlab (head 0001) now meets a database from the future.
-    with pytest.raises(StorageError, match=r"revision 0002, newer than this nvmlab.*upgrade nvmlab"):
+    with pytest.raises(
+        StorageError, match=r"revision 0002, newer than this nvmlab.*upgrade nvmlab"
+    ):
         open_database(empty_url)
 
 
@@ -195,5 +224,7 @@ def test_foreign_or_empty_databases_give_a_clear_message(empty_url: str) -> None
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE measurements (id INTEGER PRIMARY KEY, value REAL)"))
     engine.dispose()
-    with pytest.raises(StorageError, match="holds tables but no nvmlab schema revision; run 'nvmlab db upgrade"):
+    with pytest.raises(
+        StorageError, match="holds tables but no nvmlab schema revision; run 'nvmlab db upgrade"
+    ):
         open_database(empty_url)

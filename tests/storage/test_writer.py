@@ -65,7 +65,9 @@ def test_a_full_batch_is_flushed_at_once(db, chip) -> None:
 def test_unit_result_is_committed_atomically_with_its_records(db, chip) -> None:
     run = start_run(db, "tune", chip_id=chip)
     clock = VirtualClock(start_s=100.0)
-    with RecordWriter(db, run, chip_id=chip, background=False, flush_interval_s=3600, clock=clock) as w:
+    with RecordWriter(
+        db, run, chip_id=chip, background=False, flush_interval_s=3600, clock=clock
+    ) as w:
         with w.unit("tune:2,5", kind="tune", row=2, col=5) as unit:
             for k in range(7):
                 w.add_pulse(2, 5, 1.0 + 0.05 * k, 1e-6)
@@ -75,7 +77,10 @@ def test_unit_result_is_committed_atomically_with_its_records(db, chip) -> None:
             # Nothing of the unit is visible before it completes, except its running attempt.
             assert _count(db, Pulse, run_id=run) == 0
             with db.read_connection() as conn:
-                assert conn.execute(select(Unit.status).where(Unit.id == unit.id)).scalar() == "running"
+                assert (
+                    conn.execute(select(Unit.status).where(Unit.id == unit.id)).scalar()
+                    == "running"
+                )
         assert unit.status == "completed"
         assert _count(db, Pulse, attempt_id=unit.id) == 7
         assert _count(db, Read, attempt_id=unit.id) == 7
@@ -123,7 +128,12 @@ def test_resume_after_a_killed_process_redoes_only_unfinished_units(db, chip) ->
         old = conn.execute(select(Run.status, Run.seed).where(Run.id == run)).one()
         new = conn.execute(select(Run.__table__).where(Run.id == new_run)).one()
     assert old.status == "aborted"
-    assert (new.resumes_run_id, new.seed, new.config, new.status) == (run, 11, {"target_s": 5e-5}, "running")
+    assert (new.resumes_run_id, new.seed, new.config, new.status) == (
+        run,
+        11,
+        {"target_s": 5e-5},
+        "running",
+    )
     done = completed_units(db, new_run)
     assert done == {"tune:0,0", "tune:0,1", "tune:0,2"}
     statuses = {a["unit_key"]: a["status"] for a in unit_attempts(db, new_run)}
@@ -150,9 +160,13 @@ def test_bad_records_are_refused_when_added_and_nothing_else_is_lost(db, chip) -
         w.add_pulse(1, 1, 1.0, 1e-6)
         with pytest.raises(StorageError, match=r"polarity 0; allowed: \+1 or -1"):
             w.add_pulse(1, 1, 1.0, 1e-6, polarity=0)
-        with pytest.raises(StorageError, match="voltage_v = nan; a stored voltage_v must be a finite"):
+        with pytest.raises(
+            StorageError, match="voltage_v = nan; a stored voltage_v must be a finite"
+        ):
             w.add_read(1, 1, float("nan"), 1e-6)
-        with pytest.raises(StorageError, match=r"device \(16, 0\) is outside chip .* allowed rows 0..15"):
+        with pytest.raises(
+            StorageError, match=r"device \(16, 0\) is outside chip .* allowed rows 0..15"
+        ):
             w.add_read(16, 0, 0.2, 1e-6)
         with pytest.raises(StorageError, match="event level 'panic'"):
             w.add_event("panic", "x")
@@ -167,5 +181,7 @@ def test_records_only_go_to_a_running_run(db, chip) -> None:
         RecordWriter(db, run, chip_id=chip)
     with pytest.raises(StorageError, match="no run 999999 in database"):
         RecordWriter(db, 999999, chip_id=chip)
-    with pytest.raises(StorageError, match="final status 'done'; allowed: completed, failed, aborted"):
+    with pytest.raises(
+        StorageError, match="final status 'done'; allowed: completed, failed, aborted"
+    ):
         finish_run(db, run, "done")

@@ -33,7 +33,7 @@ def concurrent(url: str, go_file: str, label: str, units: int, rows: int) -> Non
             with w.unit(f"{label}:{u}", kind="test"):
                 for i in range(rows):
                     if i % 250 == 0:
-                        time.sleep(0.005)  # the instrument's time per 250 records
+                        time.sleep(0.02)  # the instrument's time per 250 records
                     w.add_pulse(i % 64, u, 1.0 + u, 1e-6, 1, "V/2", t_s=float(i))
                     w.add_read(i % 64, u, 0.2, 1e-6 * (i + 1), t_s=float(i))
     finish_run(db, run, "completed")
