@@ -1,0 +1,222 @@
+"""`nvmlab emulate` driven as a technician would from any software: start it, read the
+resource strings it prints, then talk to the instruments with plain pyvisa-py and pyserial
+only (no nvmlab code on the client side), and stop it with Ctrl-C / SIGTERM.
+
+The expected device conductance comes from an in-process bench built with the same seed:
+the same seed gives the same chip.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import pyvisa
+import serial
+
+pytestmark = pytest.mark.tcp
+
+ROWS = COLS = 8
+SEED = 5
+SELECTED = (3, 6)
+READ_V = 0.2
+
+
+class Emulator:
+    def __init__(self, proc: subprocess.Popen[str], resources: dict[str, str]) -> None:
+        self.proc = proc
+        self.resources = resources
+
+    def serial_url(self, role: str) -> str:
+        # ASRLsocket://127.0.0.1:PORT::INSTR -> socket://127.0.0.1:PORT (pyserial)
+        return self.resources[role].removeprefix("ASRL").removesuffix("::INSTR")
+
+
+@contextmanager
+def nvmlab_emulate(*args: str, stop_signal: int = signal.SIGINT) -> Iterator[Emulator]:
+    """Start `nvmlab emulate`, wait for its three resource lines, stop it at the end."""
+    cmd = [sys.executable, "-P", "-m", "nvmlab.cli", "emulate", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        resources: dict[str, str] = {}
+        deadline = time.monotonic() + 60.0
+        while len(resources) < 3:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail("nvmlab emulate printed no resource lines within 60 s")
+            if line is None:
+                pytest.fail(f"nvmlab emulate exited early: {proc.wait()} {proc.stderr.read()}")  # type: ignore[union-attr]
+            role, resource = line.split()
+            resources[role] = resource
+        emulator = Emulator(proc, resources)
+        yield emulator
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def expected_current_a() -> float:
+    """What the selected device conducts at the read voltage on the same chip (same seed)."""
+    from nvmlab.mocks.emulated import build_emulated_bench
+
+    truth = build_emulated_bench(rows=ROWS, cols=COLS, seed=SEED).ground_truth()
+    return READ_V * float(truth["conductance_s"][SELECTED])
+
+
+SMU_SESSIONS = {
+    "keithley2400": (
+        "KEITHLEY INSTRUMENTS INC.,MODEL 2400",
+        [
+            ":SOUR:FUNC VOLT",
+            f":SOUR:VOLT {READ_V}",
+            ":SENS:FUNC 'CURR'",
+            ":SENS:CURR:PROT 1e-3",
+            ":FORM:ELEM CURR",
+            ":OUTP ON",
+        ],
+        ":READ?",
+    ),
+    "keithley2636b": (
+        "Keithley Instruments Inc., Model 2636B",
+        [
+            "smua.reset()",
+            "smua.source.func = smua.OUTPUT_DCVOLTS",
+            f"smua.source.levelv = {READ_V}",
+            "smua.source.limiti = 1e-3",
+            "smua.source.output = smua.OUTPUT_ON",
+        ],
+        "print(smua.measure.i())",
+    ),
+    "keysight-b2902a": (
+        "Keysight Technologies,B2902A",
+        [":SOUR1:FUNC:MODE VOLT", f":SOUR1:VOLT {READ_V}", ":SENS1:CURR:PROT 1e-3", ":OUTP1 ON"],
+        ":MEAS:CURR? (@1)",
+    ),
+}
+
+
+@pytest.mark.parametrize("model", list(SMU_SESSIONS))
+def test_plain_pyvisa_reads_the_selected_device_through_each_smu(model: str) -> None:
+    idn_prefix, setup, query = SMU_SESSIONS[model]
+    args = [
+        "--smu",
+        model,
+        "--rows",
+        str(ROWS),
+        "--cols",
+        str(COLS),
+        "--seed",
+        str(SEED),
+        "--select",
+        f"{SELECTED[0]},{SELECTED[1]}",
+    ]
+    with nvmlab_emulate(*args) as emu:
+        assert emu.resources["smu"].startswith("TCPIP::127.0.0.1::")
+        assert emu.resources["smu"].endswith("::SOCKET")
+        rm = pyvisa.ResourceManager("@py")
+        smu = rm.open_resource(
+            emu.resources["smu"], read_termination="\n", write_termination="\n", timeout=5000
+        )
+        assert smu.query("*IDN?").startswith(idn_prefix)
+        for command in setup:
+            smu.write(command)
+        amps = float(smu.query(query).split(",")[0])
+        smu.close()
+        rm.close()
+    expected = expected_current_a()
+    assert 5e-6 * READ_V * 0.5 < expected < 300e-6 * READ_V  # a device of the usable window
+    assert amps == pytest.approx(expected, rel=0.05)
+
+
+def test_the_chamber_follows_its_setpoint_and_the_board_reports_the_selection(
+    tmp_path: Path,
+) -> None:
+    station = tmp_path / "station.toml"
+    args = [
+        "--rows",
+        str(ROWS),
+        "--cols",
+        str(COLS),
+        "--select",
+        "2,1",
+        "--time-scale",
+        "600",
+        "--station-out",
+        str(station),
+    ]
+    with nvmlab_emulate(*args, stop_signal=signal.SIGTERM) as emu:
+        assert emu.resources["chamber"].startswith("ASRLsocket://127.0.0.1:")
+        # The probe board through pyvisa-py's ASRLsocket form.
+        rm = pyvisa.ResourceManager("@py")
+        board = rm.open_resource(
+            emu.resources["board"], read_termination="\n", write_termination="\n", timeout=5000
+        )
+        assert board.query("SEL?") == "2,1"
+        board.close()
+        rm.close()
+        # The Espec chamber through plain pyserial, as behind a serial-to-Ethernet bridge.
+        port = serial.serial_for_url(emu.serial_url("chamber"), timeout=5.0)
+        port.write(b"TEMP, S40.0\r\n")
+        assert port.readline().startswith(b"OK:")
+        deadline = time.monotonic() + 20.0
+        pv = 25.0
+        while time.monotonic() < deadline:
+            port.write(b"TEMP?\r\n")
+            pv, sp = (float(x) for x in port.readline().decode().split(",")[:2])
+            assert sp == 40.0
+            if abs(pv - 40.0) < 0.5:
+                break
+            time.sleep(0.2)
+        port.close()
+        assert abs(pv - 40.0) < 0.5, f"chamber PV {pv} C did not reach the 40.0 C setpoint"
+        text = station.read_text()
+        assert f'resource = "{emu.resources["smu"]}"' in text
+        assert f'resource = "{emu.serial_url("chamber")}"' in text
+        assert 'driver = "espec"' in text and 'driver = "probe_board"' in text
+
+
+def test_bad_options_fail_with_a_message_naming_the_allowed_values() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "nvmlab.cli",
+            "emulate",
+            "--rows",
+            "8",
+            "--cols",
+            "8",
+            "--select",
+            "8,0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "device 8,0 is outside the 8 x 8 array" in result.stderr
+    assert "allowed rows 0..7" in result.stderr
