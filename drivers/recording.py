@@ -216,7 +216,8 @@ class ReplayTransport(Transport):
         self.closed = False
 
     def _mismatch(self, lineno: int | None, message: str) -> ReplayMismatch:
-        where = f"transcript {self.path} line {lineno}" if lineno else f"transcript {self.path}"
+        # The resource (named by the error) is the transcript's path.
+        where = f"transcript line {lineno}" if lineno else "transcript"
         return ReplayMismatch(f"{where}: {message}", instrument=self.name, resource=self.resource)
 
     def _peek(self) -> tuple[int, dict[str, Any]] | None:
