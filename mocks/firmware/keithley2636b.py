@@ -68,7 +68,7 @@ _SMU_CONSTANTS: dict[str, float] = {
     "OUTPUT_ON": 1,
     "OUTPUT_HIGH_Z": 2,
     "OUTPUT_NORMAL": 0,
-    "OUTPUT_ZERO": 2,
+    "OUTPUT_ZERO": 1,
     "SENSE_LOCAL": 0,
     "SENSE_REMOTE": 1,
     "SENSE_CALA": 3,
@@ -531,7 +531,7 @@ class SmuChannel(TspObject):
         func = self.func if func is None else func
         if self.output != 1:
             self.compliance, self.compliance_kind = False, 0
-            if self.offmode == 1 or self.output == 2:
+            if self.offmode == 2 or self.output == 2:
                 bench.set_terminal(self.terminal, None)
                 return TerminalReading(0.0, 0.0, False)
             return bench.source(self.terminal, 0.0, self.offlimiti)
@@ -698,7 +698,7 @@ class SmuChannel(TspObject):
         clock = self.bench.clock
         for _ in range(max(1, self.t_arm_count)):
             for p in range(count):
-                interp._count_step()
+                interp.count_step()
                 level = (
                     self.sweep_values[p % len(self.sweep_values)]
                     if self.t_source_action == 1

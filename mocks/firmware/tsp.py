@@ -682,7 +682,8 @@ class Interpreter:
         return f"TSP Runtime error at line {line}: {exc.message}"
 
     # -- statements ---------------------------------------------------------------------------
-    def _count_step(self) -> None:
+    def count_step(self) -> None:
+        """Charge one step against the chunk budget (also used by instrument loops)."""
         self.steps += 1
         if self.steps > self.max_steps:
             raise LuaError(
@@ -696,7 +697,7 @@ class Interpreter:
             for stmt in block.stmts:
                 self.steps += 1
                 if self.steps > self.max_steps:
-                    self._count_step()
+                    self.count_step()
                 r = ex[type(stmt)](stmt, scope)
                 if r is not None:
                     return r
@@ -749,7 +750,7 @@ class Interpreter:
 
     def _ex_while(self, node: ast.While, scope: Scope) -> Any:
         while truthy(self.eval(node.cond, scope)):
-            self._count_step()
+            self.count_step()
             r = self.exec_block(node.body, Scope(scope))
             if r is not None:
                 return None if r is _BREAK else r
@@ -757,7 +758,7 @@ class Interpreter:
 
     def _ex_repeat(self, node: ast.Repeat, scope: Scope) -> Any:
         while True:
-            self._count_step()
+            self.count_step()
             inner = Scope(scope)
             r = self.exec_block(node.body, inner)
             if r is not None:
@@ -790,7 +791,7 @@ class Interpreter:
         var = node.var
         body = node.body
         while (i <= stop) if step > 0 else (i >= stop):
-            self._count_step()
+            self.count_step()
             inner = Scope(scope)
             inner.vars[var] = i
             r = self.exec_block(body, inner)
@@ -811,7 +812,7 @@ class Interpreter:
                 v = state.get(k)
                 if v is None:
                     continue
-                self._count_step()
+                self.count_step()
                 r = self._for_body(names, [k, v], body, scope)
                 if r is not None:
                     return None if r is _BREAK else r
@@ -822,13 +823,13 @@ class Interpreter:
                 v = state.get(float(i))
                 if v is None:
                     return None
-                self._count_step()
+                self.count_step()
                 r = self._for_body(names, [float(i), v], body, scope)
                 if r is not None:
                     return None if r is _BREAK else r
                 i += 1
         while True:
-            self._count_step()
+            self.count_step()
             results = self.call(f, [state, control], node)
             first = results[0] if results else None
             if first is None:
