@@ -43,6 +43,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PULSE_TRAIN_SCRIPT = """\
 function nvmlab_pulse_train(smu, v_pulse, width_s, gap_s, count, v_read, read)
   smu.nvbuffer2.clear()
+  smu.nvbuffer2.appendmode = 1
   for k = 1, count do
     smu.source.levelv = v_pulse
     delay(width_s)
