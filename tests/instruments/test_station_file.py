@@ -276,7 +276,9 @@ def test_a_dict_can_be_validated_without_a_file() -> None:
 
 
 @pytest.mark.parametrize(
-    "example", sorted((Path(__file__).parents[2] / "examples").glob("station-*.toml")), ids=lambda p: p.name
+    "example",
+    sorted((Path(__file__).parents[2] / "examples").glob("station-*.toml")),
+    ids=lambda p: p.name,
 )
 def test_the_example_station_files_are_valid(example: Path) -> None:
     config = load_station_file(example)
