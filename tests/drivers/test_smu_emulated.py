@@ -188,3 +188,12 @@ def test_a_recorded_emulator_session_replays_identically(tmp_path) -> None:  # t
     replay = ReplayTransport(path)
     np.testing.assert_array_equal(procedure(replay), live)
     replay.assert_finished()
+
+
+@pytest.mark.tcp
+def test_the_driver_benchmark_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from nvmlab.drivers.benchmarks import main
+
+    assert main(["--queries", "5", "--points", "20", "--models", "keithley2636b"]) == 0
+    out = capsys.readouterr().out
+    assert "overhead" in out and "ratio" in out and "max |diff| 0.0e+00" in out
