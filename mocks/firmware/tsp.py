@@ -59,6 +59,7 @@ import functools
 import math
 import random
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -71,6 +72,13 @@ from .tsp_lexer import LuaSyntaxError
 DEFAULT_MAX_STEPS = 5_000_000
 #: Deepest nesting of Lua function calls before ``stack overflow``.
 DEFAULT_MAX_CALL_DEPTH = 100
+
+#: Python frames the evaluator needs: about 12 per Lua call plus expression nesting. Raised
+#: (never lowered) at import so ``max_call_depth`` Lua calls fit; anything deeper is caught
+#: as a TSP ``stack overflow`` error.
+_PYTHON_RECURSION_LIMIT = 6000
+if sys.getrecursionlimit() < _PYTHON_RECURSION_LIMIT:
+    sys.setrecursionlimit(_PYTHON_RECURSION_LIMIT)
 
 #: TSP error codes.
 SYNTAX_ERROR = -285

@@ -306,6 +306,9 @@ def test_step_budget_stops_infinite_loops() -> None:
 
 
 def test_recursion_is_bounded(lua: Lua) -> None:
+    depth = "local function d(n) if n == 0 then return 0 end return 1 + d(n - 1) end\n"
+    assert lua.one(depth + "print(d(99))") == "9.90000e+01"
+    assert "stack overflow (more than 100 nested calls)" in lua.error(depth + "d(100)")[1]
     code, msg = lua.error("local function r(n) return r(n + 1) + 1 end\nr(1)")
     assert code == -286
     assert "stack overflow" in msg
