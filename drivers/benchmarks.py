@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def query_overhead(queries: int = 300, model: str = "keithley2400") -> dict[str,
         with bench.serve_tcp() as tcp:
             resource = tcp.resources["smu"]
             rm = pyvisa.ResourceManager("@py")
-            raw = rm.open_resource(resource, read_termination="\n", write_termination="\n")
+            raw: Any = rm.open_resource(resource, read_termination="\n", write_termination="\n")
             raw.timeout = 5000
             transport = open_transport(resource, name="smu", timeout_s=5.0)
             driver = driver_cls(transport)
