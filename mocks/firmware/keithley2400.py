@@ -240,7 +240,7 @@ class Keithley2400Emulator(ScpiInstrument):
         self.add_choice(
             ":SOURce#1:SWEep:RANGing", "sour.swe.rang", ("BEST", "AUTO", "FIXed"), "BEST"
         )
-        self.add_choice(":SOURce#1:SWEep:DIRection", "sour.swe.dir", ("UP", "DOWn"), "UP")
+        self.add_choice(":SOURce#1:SWEep:DIRection", "sour.swe.dir", ("UP", "DOWN"), "UP")
         self.add_choice(":SOURce#1:SWEep:CABort", "sour.swe.cab", ("NEVer", "EARLy", "LATE"), "NEV")
         self.add_number(":SOURce#1:DELay", "sour.del", 0.0, 0.0, 999.9999,
                         on_change=lambda c, v: self.settings.__setitem__("sour.del.auto", False))  # fmt: skip
@@ -299,7 +299,7 @@ class Keithley2400Emulator(ScpiInstrument):
         self.add_choice(":FORMat:BORDer", "form.bord", ("NORMal", "SWAPped"), "NORM")
         self.add_choice(":FORMat:SREGister", "form.sreg", ("ASCii", "HEXadecimal", "OCTal", "BINary"),
                         "ASC")  # fmt: skip
-        self.add_choice(":FORMat:SOURce2", "form.sour2", ("ASCii", "HEXadecimal", "OCTal", "BINary"),
+        self.add_choice(":FORMat:SOURce#2", "form.sour2", ("ASCii", "HEXadecimal", "OCTal", "BINary"),
                         "ASC")  # fmt: skip
         # -- output ----------------------------------------------------------------------
         self.add_bool(
@@ -348,9 +348,9 @@ class Keithley2400Emulator(ScpiInstrument):
             lambda c: f"{(MAX_READINGS - len(self.trace)) * 40},{len(self.trace) * 40}",
         )
         self.add_choice(":TRACe:TSTamp:FORMat", "trac.tst", ("ABSolute", "DELTa"), "ABS")
-        self.add_choice(":CALCulate3:FORMat", "calc3.form", ("MEAN", "SDEViation", "MAXimum", "MINimum",
+        self.add_choice(":CALCulate#3:FORMat", "calc3.form", ("MEAN", "SDEViation", "MAXimum", "MINimum",
                                                              "PKPK"), "MEAN")  # fmt: skip
-        t.add(":CALCulate3:DATA", None, self._calc3_data)
+        t.add(":CALCulate#3:DATA", None, self._calc3_data)
         # -- system, display, route, status -------------------------------------------------
         self.add_bool(":SYSTem:BEEPer:STATe", "syst.beep", True)
         self.add_accepted(":SYSTem:BEEPer[:IMMediate]", n_max=2)
@@ -708,6 +708,8 @@ class Keithley2400Emulator(ScpiInstrument):
 
     def _calc3_data(self, call: Call) -> str:
         call.expect(0)
+        if call.suffix("CALC") != 3:
+            raise ScpiError(-113, f"{call.header}? is not emulated; only :CALC3 statistics are")
         if not self.trace:
             raise ScpiError(-230, ":CALC3:DATA? with an empty buffer")
         fields = [e for e in self.s["form.elem"] if e in ("VOLT", "CURR", "RES")]

@@ -187,7 +187,7 @@ class KeysightB2902AEmulator(ScpiInstrument):
                   lambda c, f=f: str(len(self._cs(c, "SOUR", f"list.{f}"))))  # fmt: skip
         t.add(f"{src}:SWEep:POINts", self._points_setter, self._points_query)
         self.add_choice(
-            f"{src}:SWEep:DIRection", lambda c: f"c{c.suffix('SOUR')}.swe.dir", ("UP", "DOWn"), "UP"
+            f"{src}:SWEep:DIRection", lambda c: f"c{c.suffix('SOUR')}.swe.dir", ("UP", "DOWN"), "UP"
         )
         self.add_choice(f"{src}:SWEep:SPACing", lambda c: f"c{c.suffix('SOUR')}.swe.spac",
                         ("LINear", "LOGarithmic"), "LIN")  # fmt: skip
