@@ -186,7 +186,9 @@ class EmulatedBench:
                 "resource": resources[role],
                 "timeout_s": timeout_s,
             }
-            if "::" in resources[role] and "nvmlab" not in resources[role].lower():  # TCP: pyvisa-py
+            if (
+                "::" in resources[role] and "nvmlab" not in resources[role].lower()
+            ):  # TCP: pyvisa-py
                 entry["backend"] = "@py"
             if role == "chamber":
                 entry["safe_setpoint_c"] = 25.0

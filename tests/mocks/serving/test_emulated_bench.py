@@ -151,3 +151,27 @@ def test_unknown_models_are_refused_with_the_allowed_names() -> None:
 
     with pytest.raises(ConfigError, match="allowed: keithley2400, keithley2636b"):
         emulator_class("keithley2401")
+
+
+def test_a_bench_file_chamber_alarm_is_seen_by_a_plain_client(tmp_path: Path) -> None:
+    from nvmlab.mocks.benchfile import load_bench_file
+
+    path = tmp_path / "bench.toml"
+    path.write_text(
+        "[bench]\nrows = 4\ncols = 4\n"
+        "[[faults.chamber]]\nkind = 'alarm'\nat_s = 600.0\nduration_s = 300.0\nmessage = 'HEATER'\n"
+    )
+    emulated = build_emulated_bench(load_bench_file(path))
+    port = serial.serial_for_url(emulated.serial_urls()["chamber"], timeout=1.0)
+
+    def alarms() -> bytes:
+        port.write(b"ALARM?\r\n")
+        return port.readline()
+
+    assert alarms() == b"0\r\n"
+    emulated.clock.sleep(700.0)
+    assert alarms().startswith(b"1,")  # alarm code 1 raised at 600 s
+    emulated.clock.sleep(300.0)
+    assert alarms() == b"0\r\n"  # cleared after its 300 s
+    port.close()
+    emulated.close()
