@@ -733,8 +733,8 @@ class KeysightB2902AEmulator(ScpiInstrument):
             for c in pulsed:
                 self._apply(c, self._base_level(c))
             for c in active:
-                if self.s[f"c{c}.func"] == "VOLT" and self.s[f"c{c}.shap"] == "DC":
-                    f = self.s[f"c{c}.func"]
+                f = self.s[f"c{c}.func"]
+                if self.s[f"c{c}.shap"] == "DC" and self.s[f"c{c}.{f}.mode"] == "FIX":
                     self.s[f"c{c}.{f}.lev"] = levels[c][k]  # DC output stays at the triggered level
                     if not self.s[f"c{c}.{f}.trig.explicit"]:
                         self.s[f"c{c}.{f}.trig"] = levels[c][k]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.scpi import (
     Call,
     ScpiError,
@@ -22,6 +20,8 @@ from nvmlab.mocks.firmware.scpi import (
     split_params,
     unquote,
 )
+
+from nvmlab.clock import VirtualClock
 
 
 class Supply(ScpiInstrument):
