@@ -768,7 +768,7 @@ class KeysightB2902AEmulator(ScpiInstrument):
     ) -> str:
         idx = [ELEMENTS.index(elem)] if elem else [ELEMENTS.index(e) for e in self.s["form.elem"]]
         n = max((len(rows[c]) for c in chans), default=0)
-        out = []
+        out: list[str] = []
         for k in range(n):
             for c in chans:
                 if k < len(rows[c]):
