@@ -352,26 +352,28 @@ class Keithley2636B(Instrument):
         ``n`` little-endian REAL32 / REAL64 values and the LF termination.
         """
         self.write(f"printbuffer(1, {points:d}, {readings})")
+        return self._read_buffer_reply(points, "printbuffer")
+
+    def _read_buffer_reply(self, points: int, what: str) -> np.ndarray:
+        """Read one ``printbuffer`` reply of ``points`` values in :attr:`data_format`."""
         if self.data_format == "ascii":
             reply = self.read()
             try:
                 values = np.array([float(x) for x in reply.split(",") if x.strip()])
             except ValueError as exc:
-                raise self.protocol_error(f"printbuffer: unparsable {reply[:80]!r}") from exc
+                raise self.protocol_error(f"{what}: unparsable {reply[:80]!r}") from exc
         else:
             size = 4 if self.data_format == "real32" else 8
             header = self.transport.read_raw(2)
             if header != b"#0":
-                raise self.protocol_error(
-                    f"printbuffer: expected binary header b'#0', got {header!r}"
-                )
+                raise self.protocol_error(f"{what}: expected binary header b'#0', got {header!r}")
             body = self.transport.read_raw(points * size)
             tail = self.transport.read_raw(len(self.transport.read_termination))
             if tail != self.transport.read_termination.encode():
-                raise self.protocol_error(f"printbuffer: expected the termination, got {tail!r}")
+                raise self.protocol_error(f"{what}: expected the termination, got {tail!r}")
             values = np.frombuffer(body, dtype="<f4" if size == 4 else "<f8").astype(float)
         if values.size != points:
-            raise self.protocol_error(f"printbuffer: expected {points} values, got {values.size}")
+            raise self.protocol_error(f"{what}: expected {points} values, got {values.size}")
         return values
 
     # -- scripts --------------------------------------------------------------------------
@@ -462,16 +464,7 @@ class Keithley2636B(Instrument):
         )
         with self.transport.timeout_at_least(self.transport.timeout_s + 1.5 * n * per_pulse):
             if read:
-                reply = self.read()
-                try:
-                    values = np.array([float(x) for x in reply.split(",") if x.strip()])
-                except ValueError as exc:
-                    raise self.protocol_error(f"pulse train: unparsable {reply[:80]!r}") from exc
-                if values.size != n:
-                    raise self.protocol_error(
-                        f"pulse train: expected {n} readings, got {values.size}"
-                    )
-                return values
+                return self._read_buffer_reply(n, "pulse train")
             done = int(self.parse_number(self.read(), "pulse train count"))
             if done != n:
                 raise self.protocol_error(f"pulse train: expected {n} pulses, got {done}")

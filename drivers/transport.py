@@ -351,10 +351,11 @@ class VisaTransport(Transport):
                 inst.timeout = old
 
     def _close_quietly(self) -> None:
-        for obj in (self._inst, self._rm):
-            if obj is not None:
-                with contextlib.suppress(Exception):
-                    obj.close()
+        # Close only this session: pyvisa shares one ResourceManager per VISA library, and
+        # closing it would end every other instrument's session on the same library.
+        if self._inst is not None:
+            with contextlib.suppress(Exception):
+                self._inst.close()
         self._inst = None
         self._rm = None
 

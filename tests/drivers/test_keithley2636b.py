@@ -252,7 +252,7 @@ def test_pulse_train_reply_with_a_wrong_count_is_a_protocol_error() -> None:
     script += [("nvmlab_pulse_train(smua, 1, 0.001, 0, 2, 0, true)", "1e-6")]
     with (
         expected_protocol(Keithley2636B, script) as smu,
-        pytest.raises(InstrumentProtocolError, match="expected 2 readings"),
+        pytest.raises(InstrumentProtocolError, match="expected 2 values"),
     ):
         smu.pulse_train("a", 1.0, 1e-3, 2)
 
@@ -272,3 +272,20 @@ def test_lua_literals() -> None:
     assert lua_literal([1, 0.5]) == "{1, 0.5}"
     with pytest.raises(ValueError):
         lua_literal(float("inf"))
+
+
+def test_pulse_train_readings_come_back_in_the_binary_format_in_force() -> None:
+    """After ``format.data = REAL32`` the pulse train's printbuffer reply is binary too."""
+    import struct
+
+    readings = [1e-6, 2e-6, 3e-6]
+    binary = b"#0" + struct.pack("<3f", *readings) + b"\n"
+    script: list = [("format.data = format.REAL32", None), ("format.byteorder = format.LITTLEENDIAN", None)]
+    script += [("loadscript nvmlab_pulses", None)]
+    script += [(line, None) for line in PULSE_TRAIN_SCRIPT.splitlines()]
+    script += [("endscript", None), ("nvmlab_pulses()", None)]
+    script += [("nvmlab_pulse_train(smua, 1, 0.001, 0, 3, 0, true)", binary)]
+    with expected_protocol(Keithley2636B, script) as smu:
+        smu.set_data_format("real32")
+        values = smu.pulse_train("a", 1.0, 1e-3, 3)
+    np.testing.assert_allclose(values, readings, rtol=1e-6)
