@@ -112,6 +112,8 @@ class Endpoint:
     returns ``(data, reason)`` with reason ``"term"`` (terminator read), ``"count"``
     (``count`` bytes read), ``"any"`` (see ``any_data``) or ``"timeout"`` (the timeout elapsed on the bench clock; the
     data is whatever arrived, possibly empty, and is consumed only if ``consume_partial``).
+    With an infinite timeout (``None``) and nothing that could ever arrive, the read gives
+    up at once with reason ``"timeout"`` instead of hanging the process.
     """
 
     def __init__(self, served: ServedBench, role: str) -> None:

@@ -112,13 +112,24 @@ def test_qcodes_keithley2636b(served_bench: tuple[EmulatedBench, TcpBench]) -> N
 
 
 @pytest.mark.parametrize("served_bench", [("keithley2400", "watlow-f4")], indirect=True)
-def test_pymodbus_rtu_client_on_the_watlow_f4(served_bench: tuple[EmulatedBench, TcpBench]) -> None:
+@pytest.mark.parametrize("client_kind", ["serial socket:// URL", "TCP with RTU framing"])
+def test_pymodbus_rtu_client_on_the_watlow_f4(
+    served_bench: tuple[EmulatedBench, TcpBench], client_kind: str
+) -> None:
     from pymodbus import FramerType
-    from pymodbus.client import ModbusTcpClient
+    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+    from pymodbus.pdu import ExceptionResponse
 
     _emulated, tcp = served_bench
-    port = int(tcp.serial_urls["chamber"].rsplit(":", 1)[1])
-    client = ModbusTcpClient("127.0.0.1", port=port, framer=FramerType.RTU, timeout=3, retries=1)
+    url = tcp.serial_urls["chamber"]
+    client: ModbusSerialClient | ModbusTcpClient
+    if client_kind == "serial socket:// URL":  # the F4 behind a serial-to-Ethernet bridge
+        client = ModbusSerialClient(port=url, baudrate=9600, timeout=3, retries=1)
+    else:
+        port = int(url.rsplit(":", 1)[1])
+        client = ModbusTcpClient(
+            "127.0.0.1", port=port, framer=FramerType.RTU, timeout=3, retries=1
+        )
     assert client.connect()
     try:
         pv = client.read_holding_registers(100, count=1, device_id=1)
@@ -128,7 +139,8 @@ def test_pymodbus_rtu_client_on_the_watlow_f4(served_bench: tuple[EmulatedBench,
         sp = client.read_holding_registers(300, count=1, device_id=1)
         assert sp.registers == [400]
         bad = client.read_holding_registers(9999, count=1, device_id=1)
-        assert bad.isError()  # a Modbus exception reply, not a timeout
+        # A Modbus exception reply (illegal data address), not a timeout.
+        assert isinstance(bad, ExceptionResponse) and bad.exception_code == 2
     finally:
         client.close()
 
