@@ -36,6 +36,7 @@ def _resistors() -> object:
 def query_overhead(queries: int = 300, model: str = "keithley2400") -> dict[str, float]:
     """Mean wall time (us) per ``*IDN?``: raw pyvisa vs the driver stack, same TCP server."""
     import pyvisa
+
     from nvmlab.drivers.transport import open_transport
     from nvmlab.instruments.station import DRIVERS
     from nvmlab.mocks.emulated import build_emulated_bench

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nvmlab.drivers.transport import Transport
-
 from nvmlab.errors import InstrumentProtocolError
 
 __all__ = [

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nvmlab.drivers.transport import Transport
-
 from nvmlab.errors import InstrumentProtocolError
 
 EspecMode = Literal["constant", "standby", "off"]

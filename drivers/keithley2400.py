@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from nvmlab.drivers.declarative import (
     Instrument,
     control,

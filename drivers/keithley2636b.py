@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from nvmlab.drivers.declarative import (
     Channel,
     Instrument,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from nvmlab.drivers.declarative import (
     Channel,
     Instrument,

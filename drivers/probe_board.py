@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nvmlab.drivers.transport import Transport
-
 from nvmlab.errors import InstrumentProtocolError
 
 LineKind = Literal["row", "col"]

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from nvmlab.drivers.transport import Transport
-
 from nvmlab.errors import (
     InstrumentError,
     InstrumentIOError,

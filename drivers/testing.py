@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from nvmlab.drivers.transport import Transport
-
 from nvmlab.errors import InstrumentError, InstrumentIOError
 
 __all__ = ["ScriptedTransport", "expected_protocol", "Exchange"]

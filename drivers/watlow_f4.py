@@ -30,8 +30,8 @@ import math
 from typing import Any
 
 import minimalmodbus
-from nvmlab.drivers.transport import Transport
 
+from nvmlab.drivers.transport import Transport
 from nvmlab.errors import InstrumentError, InstrumentProtocolError, InstrumentTimeout
 
 REG_MODEL = 0

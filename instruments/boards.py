@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+
 from nvmlab.drivers.probe_board import BoardConfiguration, ProbeBoard
 from nvmlab.instruments.roles import LineMode, UnselectedScheme
 from nvmlab.instruments.safety import SafetyLimits

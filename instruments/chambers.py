@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from nvmlab.instruments.safety import SafetyLimits
-
 from nvmlab.clock import Clock, WallClock
 from nvmlab.errors import InstrumentTimeout
+from nvmlab.instruments.safety import SafetyLimits
 
 #: Where an F4 chamber goes on standby when the station names no safe setpoint (C).
 DEFAULT_SAFE_SETPOINT_C = 25.0

@@ -87,10 +87,9 @@ def emulated_bench(
     request: pytest.FixtureRequest, nvmlab_bench_options: dict[str, Any]
 ) -> Iterator[EmulatedBench]:
     """An in-process emulated bench on a virtual clock (see the module documentation)."""
+    from nvmlab.clock import VirtualClock
     from nvmlab.mocks.benchfile import BenchConfig
     from nvmlab.mocks.emulated import build_emulated_bench
-
-    from nvmlab.clock import VirtualClock
 
     options = bench_options(request, nvmlab_bench_options)
     config = options.pop("config", None)

@@ -33,11 +33,15 @@ class SourceMeter(Protocol):
         """The instrument's identification string."""
         ...
 
-    def configure(self, *, current_limit_a: float, nplc: float = 1.0, channel: Channel = "a") -> None:
+    def configure(
+        self, *, current_limit_a: float, nplc: float = 1.0, channel: Channel = "a"
+    ) -> None:
         """Voltage source, current measure, compliance ``current_limit_a`` (A), integration ``nplc``."""
         ...
 
-    def set_voltage(self, volts: float, *, purpose: VoltagePurpose = "read", channel: Channel = "a") -> None:
+    def set_voltage(
+        self, volts: float, *, purpose: VoltagePurpose = "read", channel: Channel = "a"
+    ) -> None:
         """Set the source level (V); checked against the limit for ``purpose``."""
         ...
 
@@ -55,7 +59,14 @@ class SourceMeter(Protocol):
         """Source each voltage (V) in turn and return the currents (A), as one bulk operation."""
         ...
 
-    def pulse(self, volts: float, width_s: float, *, purpose: VoltagePurpose = "write", channel: Channel = "a") -> None:
+    def pulse(
+        self,
+        volts: float,
+        width_s: float,
+        *,
+        purpose: VoltagePurpose = "write",
+        channel: Channel = "a",
+    ) -> None:
         """One voltage pulse of ``width_s`` (s) from 0 V; the output returns to 0 V."""
         ...
 
@@ -117,7 +128,9 @@ class ArrayBoard(Protocol):
         """Route the SMU to device (row, col) (word line, bit line for eFlash)."""
         ...
 
-    def set_line(self, kind: Literal["row", "col"], index: int, mode: LineMode, volts: float = 0.0) -> None:
+    def set_line(
+        self, kind: Literal["row", "col"], index: int, mode: LineMode, volts: float = 0.0
+    ) -> None:
         """Set one line's state (a DAC voltage in V for ``mode="dac"``)."""
         ...
 
@@ -126,12 +139,20 @@ class ArrayBoard(Protocol):
         ...
 
     def write_pulse(
-        self, row: int, col: int, amplitude_v: float, width_s: float, *, scheme: UnselectedScheme = "v/2"
+        self,
+        row: int,
+        col: int,
+        amplitude_v: float,
+        width_s: float,
+        *,
+        scheme: UnselectedScheme = "v/2",
     ) -> None:
         """On-board write pulse; positive sets (programs), negative resets (erases)."""
         ...
 
-    def set_eflash_biases(self, *, control_gate_v: float, erase_gate_v: float, source_v: float) -> None:
+    def set_eflash_biases(
+        self, *, control_gate_v: float, erase_gate_v: float, source_v: float
+    ) -> None:
         """eFlash global biases (V)."""
         ...
 

@@ -33,9 +33,13 @@ class SafetyLimits:
     max_eflash_v: float = 12.0
 
     def max_voltage(self, purpose: VoltagePurpose) -> float:
-        return {"read": self.max_read_v, "write": self.max_write_v, "forming": self.max_forming_v}[purpose]
+        return {"read": self.max_read_v, "write": self.max_write_v, "forming": self.max_forming_v}[
+            purpose
+        ]
 
-    def check_voltage(self, volts: float, purpose: VoltagePurpose = "read", *, what: str = "voltage") -> float:
+    def check_voltage(
+        self, volts: float, purpose: VoltagePurpose = "read", *, what: str = "voltage"
+    ) -> float:
         """Return ``volts`` (V) if |volts| is within the cap for ``purpose``, else raise."""
         cap = self.max_voltage(purpose)
         _check_finite(volts, what)

@@ -20,13 +20,13 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+
 from nvmlab.drivers.keithley2400 import Keithley2400
 from nvmlab.drivers.keithley2636b import Keithley2636B, Keithley2636BChannel
 from nvmlab.drivers.keysight_b2902a import KeysightB2902A, KeysightB2902AChannel
+from nvmlab.errors import ConfigError, SafetyLimitError
 from nvmlab.instruments.roles import Channel, SourceMeter
 from nvmlab.instruments.safety import SafetyLimits, VoltagePurpose
-
-from nvmlab.errors import ConfigError, SafetyLimitError
 
 __all__ = [
     "Keithley2400SourceMeter",

@@ -54,10 +54,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from nvmlab.instruments.safety import SafetyLimits
-
 from nvmlab.clock import Clock, WallClock
 from nvmlab.errors import ConfigError, InstrumentError, NvmlabError
+from nvmlab.instruments.safety import SafetyLimits
 
 if sys.version_info >= (3, 11):
     import tomllib

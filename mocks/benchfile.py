@@ -49,10 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nvmlab.errors import ConfigError
 from nvmlab.mocks.serving.faults import FaultSpec
 from nvmlab.mocks.thermal import ThermalParams
-
-from nvmlab.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

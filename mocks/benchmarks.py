@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
 from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
 
 READ_V = 0.2

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nvmlab.clock import ScaledClock
+from nvmlab.errors import ConfigError
 from nvmlab.mocks.benchfile import (
     ARRAY_KINDS,
     CHAMBER_MODELS,
@@ -17,9 +19,6 @@ from nvmlab.mocks.benchfile import (
     BenchConfig,
     load_bench_file,
 )
-
-from nvmlab.clock import ScaledClock
-from nvmlab.errors import ConfigError
 
 DESCRIPTION = """\
 Serve an emulated bench (one physical world: chip, probe board, SMU, temperature chamber)

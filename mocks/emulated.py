@@ -26,6 +26,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from nvmlab.clock import Clock, VirtualClock
+from nvmlab.errors import ConfigError
 from nvmlab.mocks.benchfile import BenchConfig
 from nvmlab.mocks.firmware.base import EmulatedInstrument
 from nvmlab.mocks.physics.base import ArrayPhysics
@@ -36,9 +38,6 @@ from nvmlab.mocks.serving.tcp import TcpBench
 from nvmlab.mocks.serving.visa import NvmlabVisaLibrary, bench_resources
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
-
-from nvmlab.clock import Clock, VirtualClock
-from nvmlab.errors import ConfigError
 
 #: Emulator classes by model name, imported when first used ("module:Class").
 EMULATORS: dict[str, str] = {

@@ -138,11 +138,15 @@ class Bench:
             self.array.relax(elapsed, self.chip_temperature_c())
             self._last_relax_t = now
 
-    def solve(self, *, noise: bool = True, terminal_v: dict[str, float | None] | None = None) -> LineSolution:
+    def solve(
+        self, *, noise: bool = True, terminal_v: dict[str, float | None] | None = None
+    ) -> LineSolution:
         """Settle the network for the present routing and terminal voltages."""
         with self.lock:
             self._relax_to_now()
-            return self.array.solve(self.line_bias(terminal_v), self.chip_temperature_c(), noise=noise)
+            return self.array.solve(
+                self.line_bias(terminal_v), self.chip_temperature_c(), noise=noise
+            )
 
     def _terminal_currents(self, solution: LineSolution) -> dict[str, float]:
         currents = {t: 0.0 for t in TERMINALS}
@@ -162,9 +166,13 @@ class Bench:
         with self.lock:
             self.terminal_v[terminal] = None if volts is None else float(volts)
             if volts is not None:
-                self.max_applied_v[terminal] = max(self.max_applied_v.get(terminal, 0.0), abs(float(volts)))
+                self.max_applied_v[terminal] = max(
+                    self.max_applied_v.get(terminal, 0.0), abs(float(volts))
+                )
 
-    def source(self, terminal: str, volts: float, current_limit_a: float, *, noise: bool = True) -> TerminalReading:
+    def source(
+        self, terminal: str, volts: float, current_limit_a: float, *, noise: bool = True
+    ) -> TerminalReading:
         """Source ``volts`` (V) on ``terminal`` with a current limit (A) and measure.
 
         When the limit is exceeded the source is clamped: the voltage is lowered (by
@@ -183,7 +191,9 @@ class Bench:
                     mid = (lo + hi) / 2
                     tv = dict(self.terminal_v)
                     tv[terminal] = volts * mid
-                    i_mid = self._terminal_currents(self.solve(noise=False, terminal_v=tv)).get(terminal, 0.0)
+                    i_mid = self._terminal_currents(self.solve(noise=False, terminal_v=tv)).get(
+                        terminal, 0.0
+                    )
                     if abs(i_mid) > limit:
                         hi = mid
                     else:
@@ -193,7 +203,9 @@ class Bench:
                 amps = float(np.clip(amps, -limit, limit))
             self.max_applied_a[terminal] = max(self.max_applied_a.get(terminal, 0.0), abs(amps))
             v_actual = self.terminal_v[terminal]
-            return TerminalReading(float(v_actual if v_actual is not None else 0.0), float(amps), clamped)
+            return TerminalReading(
+                float(v_actual if v_actual is not None else 0.0), float(amps), clamped
+            )
 
     # -- time with bias held -----------------------------------------------------------
     def hold(self, duration_s: float) -> None:
@@ -209,7 +221,9 @@ class Bench:
             if changed:
                 self.save_state()
 
-    def board_pulse(self, row: int, col: int, amplitude_v: float, width_s: float, scheme: str) -> None:
+    def board_pulse(
+        self, row: int, col: int, amplitude_v: float, width_s: float, scheme: str
+    ) -> None:
         """An on-board write pulse on device (row, col) with the half-select ``scheme``.
 
         Positive amplitude raises a memristor's conductance (set; programs an eFlash cell),

@@ -51,6 +51,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from nvmlab.mocks.firmware.scpi import (
     NAN_READING,
     OVERFLOW_READING,

@@ -50,6 +50,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from nvmlab.mocks.firmware.scpi import (
     NAN_READING,
     Call,

@@ -47,9 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvmlab.mocks.firmware.base import LineInstrument
-
 from nvmlab.clock import Clock
+from nvmlab.mocks.firmware.base import LineInstrument
 
 #: Value reported for a field that was not measured (SCPI "not a number").
 NAN_READING = 9.91e37

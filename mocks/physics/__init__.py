@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from nvmlab.mocks.physics.base import ArrayPhysics
 
 from nvmlab.errors import ConfigError
+from nvmlab.mocks.physics.base import ArrayPhysics
 
 ARRAY_KINDS: tuple[str, ...] = ("memristor", "eflash", "resistor")
 #: Conductance (S) of every device of a resistor array unless the table sets ``conductance_s``.

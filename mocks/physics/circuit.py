@@ -20,6 +20,7 @@ array; there is deliberately no line-resistance parameter rather than one that i
 from __future__ import annotations
 
 import numpy as np
+
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 
 #: Convergence target on the largest KCL residual of any floating line (A).

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nvmlab.errors import ConfigError
 from nvmlab.mocks.physics.base import WRITE_SCHEMES, LineBias, LineSolution
 from nvmlab.mocks.physics.memristor import T_REF_C, arrhenius_factor, lognormal
 from nvmlab.mocks.physics.params import from_table, ranged, require_less, to_table
@@ -46,8 +48,6 @@ from nvmlab.mocks.physics.state import (
     rng_state_to_json,
     save_state_file,
 )
-
-from nvmlab.errors import ConfigError
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 #: Vth (V) at which the program / erase reference rates hold.

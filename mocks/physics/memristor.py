@@ -65,6 +65,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nvmlab.errors import ConfigError
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 from nvmlab.mocks.physics.circuit import solve_crossbar
 from nvmlab.mocks.physics.params import from_table, ranged, require_less, to_table
@@ -74,8 +76,6 @@ from nvmlab.mocks.physics.state import (
     rng_state_to_json,
     save_state_file,
 )
-
-from nvmlab.errors import ConfigError
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 T_REF_C = 25.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from nvmlab.mocks.firmware.base import EmulatedInstrument, LineInstrument
 
 from nvmlab.clock import Clock
+from nvmlab.mocks.firmware.base import EmulatedInstrument, LineInstrument
 
 #: Faults acting on replies.
 REPLY_FAULTS: tuple[str, ...] = ("late", "drop", "garble", "close")

@@ -31,13 +31,14 @@ import sys
 import urllib.parse
 from typing import Any
 
-from nvmlab.mocks.serving.registry import ConnectionLost, Endpoint, get_bench
 from serial.serialutil import (
     PortNotOpenError,
     SerialBase,
     SerialException,
     SerialTimeoutException,
 )
+
+from nvmlab.mocks.serving.registry import ConnectionLost, Endpoint, get_bench
 
 _URL = re.compile(r"^nvmlab://(?P<bench>[a-z0-9][a-z0-9-]*)/(?P<role>[a-z]+)/?$", re.I)
 

@@ -21,9 +21,8 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from nvmlab.mocks.firmware.base import EmulatedInstrument
-
 from nvmlab.clock import Clock
+from nvmlab.mocks.firmware.base import EmulatedInstrument
 
 #: Allowed bench ids: they appear in URLs and VISA resource names.
 BENCH_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

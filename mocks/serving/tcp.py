@@ -23,9 +23,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nvmlab.mocks.firmware.base import EmulatedInstrument
-
 from nvmlab.clock import WallClock
+from nvmlab.mocks.firmware.base import EmulatedInstrument
 
 #: Roles served as raw-socket VISA instruments; the others are serial instruments.
 SOCKET_ROLES: frozenset[str] = frozenset({"smu"})

@@ -31,6 +31,11 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from pyvisa import attributes, constants, rname
+from pyvisa.constants import ResourceAttribute, StatusCode
+from pyvisa.highlevel import VisaLibraryBase
+from pyvisa.typing import VISARMSession, VISASession
+
 from nvmlab.mocks.serving.registry import (
     ConnectionLost,
     Endpoint,
@@ -38,10 +43,6 @@ from nvmlab.mocks.serving.registry import (
     get_bench,
     registered_benches,
 )
-from pyvisa import attributes, constants, rname
-from pyvisa.constants import ResourceAttribute, StatusCode
-from pyvisa.highlevel import VisaLibraryBase
-from pyvisa.typing import VISARMSession, VISASession
 
 #: Library path prefix; the path names the bench the library lists.
 LIBRARY_PREFIX = "nvmlab-emulated:"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from nvmlab.drivers.espec import EspecChamber, EspecMonitor, EspecTemperature
 from nvmlab.drivers.testing import expected_protocol
-
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
 
 

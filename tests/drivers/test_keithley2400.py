@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nvmlab.drivers.keithley2400 import Keithley2400
 from nvmlab.drivers.testing import expected_protocol
-
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
 
 IDN = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,4107712,C32   Oct  4 2010 14:20:11/A02  /K/J"

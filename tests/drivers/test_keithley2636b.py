@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nvmlab.drivers.keithley2636b import PULSE_TRAIN_SCRIPT, Keithley2636B, lua_literal
 from nvmlab.drivers.testing import expected_protocol
-
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
 
 IDN = "Keithley Instruments Inc., Model 2636B, 4404321, 4.0.4"
@@ -280,7 +280,10 @@ def test_pulse_train_readings_come_back_in_the_binary_format_in_force() -> None:
 
     readings = [1e-6, 2e-6, 3e-6]
     binary = b"#0" + struct.pack("<3f", *readings) + b"\n"
-    script: list = [("format.data = format.REAL32", None), ("format.byteorder = format.LITTLEENDIAN", None)]
+    script: list = [
+        ("format.data = format.REAL32", None),
+        ("format.byteorder = format.LITTLEENDIAN", None),
+    ]
     script += [("loadscript nvmlab_pulses", None)]
     script += [(line, None) for line in PULSE_TRAIN_SCRIPT.splitlines()]
     script += [("endscript", None), ("nvmlab_pulses()", None)]

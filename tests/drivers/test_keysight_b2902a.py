@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nvmlab.drivers.keysight_b2902a import KeysightB2902A
 from nvmlab.drivers.testing import expected_protocol
-
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
 
 IDN = "Keysight Technologies,B2902A,MY51140123,3.4.2011.5100"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from nvmlab.drivers.probe_board import BoardConfiguration, BoardLimits, ProbeBoard
 from nvmlab.drivers.testing import expected_protocol
-
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
 
 

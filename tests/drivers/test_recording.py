@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from nvmlab.drivers.keithley2400 import Keithley2400
 from nvmlab.drivers.keithley2636b import Keithley2636B
 from nvmlab.drivers.recording import RecordingTransport, ReplayTransport
 from nvmlab.drivers.testing import Exchange, ScriptedTransport
 from nvmlab.drivers.transport import open_transport
-
 from nvmlab.errors import InstrumentTimeout, ReplayMismatch
 
 IV_SESSION: list[Exchange] = [

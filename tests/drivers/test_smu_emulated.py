@@ -11,17 +11,17 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+
 from nvmlab.drivers.keithley2400 import Keithley2400
 from nvmlab.drivers.keithley2636b import Keithley2636B
 from nvmlab.drivers.keysight_b2902a import KeysightB2902A
 from nvmlab.drivers.recording import RecordingTransport, ReplayTransport
 from nvmlab.drivers.transport import Transport, VisaTransport, open_transport
+from nvmlab.errors import SafetyLimitError
 from nvmlab.instruments.safety import SafetyLimits
 from nvmlab.instruments.sourcemeters import make_source_meter
 from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
 from nvmlab.mocks.physics.resistor import ResistorArray
-
-from nvmlab.errors import SafetyLimitError
 
 MODELS = {
     "keithley2400": ("keithley2400", Keithley2400),

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from nvmlab.drivers.transport import SerialTransport, VisaTransport, open_transport
 
+from nvmlab.drivers.transport import SerialTransport, VisaTransport, open_transport
 from nvmlab.errors import ConfigError, InstrumentIOError, InstrumentTimeout
 
 Handler = Callable[[str, int], "bytes | None"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+
 from nvmlab.drivers.testing import expected_protocol
 from nvmlab.drivers.watlow_f4 import WatlowF4
-
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
 
 

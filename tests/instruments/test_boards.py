@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nvmlab.drivers.probe_board import ProbeBoard
 from nvmlab.drivers.testing import expected_protocol
+from nvmlab.errors import SafetyLimitError
 from nvmlab.instruments.boards import make_array_board
 from nvmlab.instruments.roles import ArrayBoard
 from nvmlab.instruments.safety import SafetyLimits
-
-from nvmlab.errors import SafetyLimitError
 
 LIMITS = SafetyLimits(max_read_v=0.3, max_write_v=2.0, max_pulse_width_s=1e-2, max_eflash_v=10.0)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from nvmlab.drivers.espec import EspecChamber
 from nvmlab.drivers.testing import expected_protocol
+from nvmlab.errors import InstrumentProtocolError, SafetyLimitError
 from nvmlab.instruments.chambers import ChamberNotStable, make_chamber
 from nvmlab.instruments.roles import Chamber
 from nvmlab.instruments.safety import SafetyLimits
 from nvmlab.instruments.station import Station
-
-from nvmlab.errors import InstrumentProtocolError, SafetyLimitError
 
 CHAMBERS = pytest.mark.parametrize(
     "nvmlab_bench_options",

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+
+from nvmlab.errors import InstrumentIOError, SafetyLimitError
 from nvmlab.instruments.station import Station, StationError
 from nvmlab.mocks.benchfile import BenchConfig
 from nvmlab.mocks.serving.faults import FaultSpec
-
-from nvmlab.errors import InstrumentIOError, SafetyLimitError
 
 LIMITS = {"max_read_v": 0.3, "max_write_v": 2.0, "max_current_a": 1e-4, "max_temperature_c": 90.0}
 

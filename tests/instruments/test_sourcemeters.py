@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nvmlab.drivers.keithley2400 import Keithley2400
 from nvmlab.drivers.keithley2636b import Keithley2636B
 from nvmlab.drivers.keysight_b2902a import KeysightB2902A
 from nvmlab.drivers.testing import Exchange, ScriptedTransport
+from nvmlab.errors import ConfigError, InstrumentIOError, SafetyLimitError
 from nvmlab.instruments.roles import SourceMeter
 from nvmlab.instruments.safety import SafetyLimits
 from nvmlab.instruments.sourcemeters import make_source_meter
-
-from nvmlab.errors import ConfigError, InstrumentIOError, SafetyLimitError
 
 LIMITS = SafetyLimits(max_read_v=0.5, max_write_v=2.5, max_current_a=1e-3, max_pulse_width_s=0.1)
 DRIVERS = {

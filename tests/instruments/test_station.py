@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from nvmlab.instruments.roles import ArrayBoard, Chamber, SourceMeter
-from nvmlab.instruments.station import Station, StationError
 
 from nvmlab.errors import ConfigError
+from nvmlab.instruments.roles import ArrayBoard, Chamber, SourceMeter
+from nvmlab.instruments.station import Station, StationError
 
 
 def test_an_emulated_station_identifies_every_instrument(emulated_station) -> None:  # type: ignore[no-untyped-def]

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from nvmlab.mocks.emulated import build_emulated_bench
 
 from nvmlab.cli import main
+from nvmlab.mocks.emulated import build_emulated_bench
 
 NVMLAB = [sys.executable, "-P", "-c", "import sys; from nvmlab.cli import main; sys.exit(main())"]
 

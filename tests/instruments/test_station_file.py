@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from nvmlab.errors import ConfigError
 from nvmlab.instruments.safety import SafetyLimits
 from nvmlab.instruments.station import (
     StationConfig,
@@ -12,8 +14,6 @@ from nvmlab.instruments.station import (
     check_resource,
     load_station_file,
 )
-
-from nvmlab.errors import ConfigError
 
 GOOD_STATION = """
 [station]

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 import pytest
-from nvmlab.mocks.thermal import ThermalModel, ThermalParams
 
 from nvmlab.clock import VirtualClock
+from nvmlab.mocks.thermal import ThermalModel, ThermalParams
 
 RAMP_C_PER_MIN = 3.0
 CHIP_TAU_S = 120.0

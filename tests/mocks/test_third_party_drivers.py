@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 import serial
-from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
-from nvmlab.mocks.serving.tcp import TcpBench
 
 from nvmlab.clock import ScaledClock
+from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
+from nvmlab.mocks.serving.tcp import TcpBench
 
 pytestmark = pytest.mark.tcp
 

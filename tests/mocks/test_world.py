@@ -29,7 +29,9 @@ def route_row_to_a(bench: Bench, row: int) -> None:
     bench.rows_state[row].terminal = "A"
 
 
-def test_one_channel_read_with_grounded_lines_measures_the_whole_row(conductances: np.ndarray) -> None:
+def test_one_channel_read_with_grounded_lines_measures_the_whole_row(
+    conductances: np.ndarray,
+) -> None:
     bench = make_bench(conductances)
     route_row_to_a(bench, 2)
     reading = bench.source("A", 0.2, 1e-3)
@@ -47,7 +49,9 @@ def test_tracking_buffer_isolates_the_selected_device(conductances: np.ndarray) 
     assert reading.amps == pytest.approx(0.2 * conductances[1, 3], rel=1e-12)
 
 
-def test_two_channel_read_sees_the_device_current_on_the_column_terminal(conductances: np.ndarray) -> None:
+def test_two_channel_read_sees_the_device_current_on_the_column_terminal(
+    conductances: np.ndarray,
+) -> None:
     bench = make_bench(conductances)
     route_row_to_a(bench, 0)
     bench.cols_state[4].mode, bench.cols_state[4].terminal = "smu", "B"

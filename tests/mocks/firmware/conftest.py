@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from nvmlab.clock import VirtualClock
 from nvmlab.mocks.physics.resistor import ResistorArray
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
-
-from nvmlab.clock import VirtualClock
 
 #: Device (r, c) has conductance (10 + r * 8 + c) uS: every device is distinguishable.
 KNOWN_G_S = (10.0 + np.arange(64, dtype=float).reshape(8, 8)) * 1e-6

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.espec import EspecEmulator
 from nvmlab.mocks.physics.resistor import ResistorArray
 from nvmlab.mocks.thermal import ThermalModel, ThermalParams
 from nvmlab.mocks.world import Bench
-
-from nvmlab.clock import VirtualClock
 
 
 def make_chamber(noise_c: float = 0.0, **options: object) -> EspecEmulator:

@@ -8,6 +8,7 @@ leaves device (r, c) alone in the measured current: I = G * V.
 from __future__ import annotations
 
 import pytest
+
 from nvmlab.mocks.firmware.keithley2400 import NAN_READING, Keithley2400Emulator
 from nvmlab.mocks.world import Bench
 

@@ -12,14 +12,14 @@ import struct
 
 import numpy as np
 import pytest
+
+from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.keithley2636b import Keithley2636BEmulator
 from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.physics.base import ArrayPhysics
 from nvmlab.mocks.physics.resistor import ResistorArray
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
-
-from nvmlab.clock import VirtualClock
 
 ROWS, COLS = 8, 8
 ROW, COL = 2, 5

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.keysight_b2902a import KeysightB2902AEmulator
 from nvmlab.mocks.firmware.scpi import NAN_READING
 from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
-
-from nvmlab.clock import VirtualClock
 
 #: Row sums (S) of the conftest array: row r holds (10 + 8 r + c) uS, c = 0..7.
 G_ROW1 = sum(10 + 8 + c for c in range(8)) * 1e-6

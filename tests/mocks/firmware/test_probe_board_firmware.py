@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.probe_board import ProbeBoardEmulator
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 from nvmlab.mocks.physics.resistor import ResistorArray, solve_linear_crossbar
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
-
-from nvmlab.clock import VirtualClock
 
 ROWS, COLS = 8, 8
 V_READ = 0.2

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 
 import pytest
+
+from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.scpi import (
     Call,
     ScpiError,
@@ -20,8 +22,6 @@ from nvmlab.mocks.firmware.scpi import (
     split_params,
     unquote,
 )
-
-from nvmlab.clock import VirtualClock
 
 
 class Supply(ScpiInstrument):

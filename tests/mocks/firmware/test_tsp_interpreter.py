@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+
 from nvmlab.mocks.firmware.tsp import Interpreter, TspChunkError
 
 

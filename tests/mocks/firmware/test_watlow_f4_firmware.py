@@ -12,12 +12,12 @@ import struct
 import minimalmodbus
 import numpy as np
 import pytest
+
+from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.watlow_f4 import WatlowF4Emulator, crc16_modbus, with_crc
 from nvmlab.mocks.physics.resistor import ResistorArray
 from nvmlab.mocks.thermal import ThermalModel, ThermalParams
 from nvmlab.mocks.world import Bench
-
-from nvmlab.clock import VirtualClock
 
 
 def make_f4(noise_c: float = 0.0, **options: object) -> WatlowF4Emulator:

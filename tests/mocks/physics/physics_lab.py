@@ -6,6 +6,7 @@ sys.path; the name is unique in the suite)."""
 from __future__ import annotations
 
 import numpy as np
+
 from nvmlab.mocks.physics.base import ArrayPhysics, LineBias
 
 READ_V = 0.2

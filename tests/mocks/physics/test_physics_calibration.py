@@ -12,9 +12,10 @@ meaningless.
 from __future__ import annotations
 
 import numpy as np
+from physics_lab import read_conductance
+
 from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.physics.base import ArrayPhysics, scheme_bias
-from physics_lab import read_conductance
 
 RAMP_START_V = 0.5
 RAMP_STEP_V = 0.03  # fixed step: 50 steps over the 0.5 -> 2.0 V set ramp

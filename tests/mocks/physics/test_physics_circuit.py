@@ -7,11 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from physics_lab import read_conductance
+
 from nvmlab.mocks.physics.base import LineBias, scheme_bias
 from nvmlab.mocks.physics.circuit import solve_crossbar
 from nvmlab.mocks.physics.memristor import MemristorArray
 from nvmlab.mocks.physics.resistor import solve_linear_crossbar
-from physics_lab import read_conductance
 
 NAN = float("nan")
 

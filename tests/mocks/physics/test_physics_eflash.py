@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.physics.base import LineBias
 from nvmlab.mocks.physics.eflash import EflashArray, thermal_voltage_v

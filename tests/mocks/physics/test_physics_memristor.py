@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 import pytest
-from nvmlab.mocks.physics import create_array
-from nvmlab.mocks.physics.base import LineBias, scheme_bias
-from nvmlab.mocks.physics.memristor import MemristorArray, MemristorParams
 from physics_lab import conductance_map, read_conductance, read_row
 
 from nvmlab.errors import ConfigError
+from nvmlab.mocks.physics import create_array
+from nvmlab.mocks.physics.base import LineBias, scheme_bias
+from nvmlab.mocks.physics.memristor import MemristorArray, MemristorParams
 
 YEAR_S = 365.25 * 24 * 3600
 

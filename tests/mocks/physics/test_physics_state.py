@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from nvmlab.errors import ConfigError
 from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.physics.base import ArrayPhysics, LineBias, scheme_bias
 from nvmlab.mocks.physics.eflash import EflashArray
 from nvmlab.mocks.physics.memristor import MemristorArray
-
-from nvmlab.errors import ConfigError
 
 
 def used_memristor(seed: int = 1) -> MemristorArray:

@@ -10,10 +10,10 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-from nvmlab.mocks.firmware.base import LineInstrument
-from nvmlab.mocks.serving.registry import ServedBench, register_bench, unregister_bench
 
 from nvmlab.clock import VirtualClock
+from nvmlab.mocks.firmware.base import LineInstrument
+from nvmlab.mocks.serving.registry import ServedBench, register_bench, unregister_bench
 
 _ids = itertools.count(1)
 

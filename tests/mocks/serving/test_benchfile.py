@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nvmlab.mocks.benchfile import BenchConfig, load_bench_file
-from nvmlab.mocks.emulated import build_emulated_bench
 
 from nvmlab.errors import ConfigError
+from nvmlab.mocks.benchfile import BenchConfig, load_bench_file
+from nvmlab.mocks.emulated import build_emulated_bench
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import serial
+
 from nvmlab.mocks.emulated import build_emulated_bench, emulator_class
 from nvmlab.mocks.physics.resistor import ResistorArray
 

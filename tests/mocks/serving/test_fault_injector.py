@@ -4,10 +4,10 @@ and what the chamber faults do."""
 from __future__ import annotations
 
 import pytest
-from nvmlab.mocks.firmware.base import LineInstrument
-from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec, check_chamber_fault_support
 
 from nvmlab.clock import VirtualClock
+from nvmlab.mocks.firmware.base import LineInstrument
+from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec, check_chamber_fault_support
 
 
 def replies(inj: FaultInjector, n: int) -> list[bytes]:

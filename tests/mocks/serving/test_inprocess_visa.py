@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec
-from nvmlab.mocks.serving.registry import ServedBench
-from nvmlab.mocks.serving.visa import NvmlabVisaLibrary, resource_name
 from pyvisa import ResourceManager
 from pyvisa.constants import StatusCode
 from pyvisa.errors import VisaIOError
+
+from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec
+from nvmlab.mocks.serving.registry import ServedBench
+from nvmlab.mocks.serving.visa import NvmlabVisaLibrary, resource_name
 
 
 def open_smu(served: ServedBench, **kwargs: object):

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import time
 
-import nvmlab.mocks.serving.serial_url  # noqa: F401  (registers the scheme)
 import pytest
 import serial
-from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec
-from nvmlab.mocks.serving.registry import ServedBench
 from pyvisa import ResourceManager
 from pyvisa.constants import StatusCode
 from pyvisa.errors import VisaIOError
+
+import nvmlab.mocks.serving.serial_url  # noqa: F401  (registers the scheme)
+from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec
+from nvmlab.mocks.serving.registry import ServedBench
 
 
 def test_a_query_over_the_emulated_port_is_byte_exact(served: ServedBench) -> None:

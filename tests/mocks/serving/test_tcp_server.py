@@ -9,11 +9,12 @@ import time
 
 import pytest
 import serial
+from pyvisa import ResourceManager
+from pyvisa.errors import VisaIOError
+
 from nvmlab.mocks.firmware.base import LineInstrument
 from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec
 from nvmlab.mocks.serving.tcp import TcpBench
-from pyvisa import ResourceManager
-from pyvisa.errors import VisaIOError
 
 pytestmark = pytest.mark.tcp
 
