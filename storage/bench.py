@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
-from nvmlab.storage.database import open_database
-from nvmlab.storage.engine import mask_url
-from nvmlab.storage.ingest import COLUMNS, RecordWriter, ensure_chip, finish_run, start_run
-from nvmlab.storage.query import load_reads
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from nvmlab.errors import StorageError
+from nvmlab.storage.database import open_database
+from nvmlab.storage.engine import mask_url
+from nvmlab.storage.ingest import COLUMNS, RecordWriter, ensure_chip, finish_run, start_run
+from nvmlab.storage.query import load_reads
 
 #: PostgreSQL server used when no URL is given (the lab machine's test server).
 DEFAULT_PG_URL = os.environ.get(
@@ -82,6 +82,7 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
     base_run = start_run(db, "bench-baseline", chip_id=chip)
     for table in ("reads", "pulses"):
         names = COLUMNS[table]
+        records: list[tuple[object, ...]]
         if table == "reads":
             records = [
                 (base_run, None, chip, r, c, t, 0.2, i, i / 0.2, 25.0)

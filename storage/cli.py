@@ -12,10 +12,9 @@ import argparse
 import sys
 from typing import Any
 
+from nvmlab.errors import StorageError
 from nvmlab.storage.database import head_revision, open_database, upgrade_database
 from nvmlab.storage.engine import mask_url, parse_url, resolve_database_url
-
-from nvmlab.errors import StorageError
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from nvmlab.errors import StorageError
 from nvmlab.storage.engine import (
     create_engine_for,
     mask_text,
@@ -36,11 +41,6 @@ from nvmlab.storage.engine import (
     parse_url,
     sqlite_path,
 )
-from sqlalchemy import Connection, Engine, inspect
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
-from nvmlab.errors import StorageError
 
 log = logging.getLogger(__name__)
 

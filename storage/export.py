@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from nvmlab.errors import StorageError
 from nvmlab.storage.database import Database
 from nvmlab.storage.ingest import unit_attempts
 from nvmlab.storage.query import get_run, load_records, load_traces, run_chain
-
-from nvmlab.errors import StorageError
 
 FORMATS = ("csv", "parquet")
 EXPORTED_TABLES = (

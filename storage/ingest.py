@@ -55,6 +55,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection, func, insert, select, update
+
+from nvmlab import __version__
+from nvmlab.clock import Clock
+from nvmlab.errors import StorageError
 from nvmlab.storage.database import Database
 from nvmlab.storage.models import (
     ARRAY_KINDS,
@@ -74,11 +79,6 @@ from nvmlab.storage.models import (
     Unit,
     utcnow,
 )
-from sqlalchemy import Connection, func, insert, select, update
-
-from nvmlab import __version__
-from nvmlab.clock import Clock
-from nvmlab.errors import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from nvmlab.storage.database import Database
-from nvmlab.storage.ingest import COLUMNS, resume_chain
-from nvmlab.storage.models import Chip, Run, Trace, Unit
 from sqlalchemy import Float, Integer, SmallInteger, func, select
 from sqlalchemy.sql.type_api import TypeEngine
 
 from nvmlab.errors import StorageError
+from nvmlab.storage.database import Database
+from nvmlab.storage.ingest import COLUMNS, resume_chain
+from nvmlab.storage.models import Chip, Run, Trace, Unit
 
 #: Record tables readable with :func:`load_records` / :func:`fetch_arrays`.
 SCALAR_TABLES = ("pulses", "reads", "tuning_outcomes", "device_parameters", "chamber_log", "events")

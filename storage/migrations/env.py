@@ -11,6 +11,7 @@ Used in two ways:
 from __future__ import annotations
 
 from alembic import context
+
 from nvmlab.storage.engine import create_worker_engine, resolve_database_url
 from nvmlab.storage.models import Base
 

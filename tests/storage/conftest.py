@@ -12,18 +12,16 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from nvmlab.storage.engine import mask_url
 from sqlalchemy.engine import URL, make_url
 
+from nvmlab.storage.engine import mask_url
+
 PG_URL = os.environ.get("NVMLAB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-HERE = Path(__file__).resolve().parent
-PYTHON = sys.executable
 _schema_counter = itertools.count()
 
 

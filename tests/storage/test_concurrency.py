@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from conftest import HERE, PYTHON
+from sqlalchemy import func, select, text
+
 from nvmlab.storage import completed_units, load_pulses, open_database, resume_run
 from nvmlab.storage.ingest import unit_attempts
 from nvmlab.storage.models import Pulse, Read, Unit
-from sqlalchemy import func, select, text
 
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
 SCRIPT = str(HERE / "writer_proc.py")
 
 

@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy.engine import make_url
+
+from nvmlab.cli import main
+from nvmlab.errors import StorageError
 from nvmlab.storage import (
     RecordWriter,
     conductance_map,
@@ -23,10 +27,6 @@ from nvmlab.storage import (
     start_run,
 )
 from nvmlab.storage.engine import DEFAULT_DATABASE_URL, mask_text, mask_url
-from sqlalchemy.engine import make_url
-
-from nvmlab.cli import main
-from nvmlab.errors import StorageError
 
 SECRET = "s3cr3t-Pa55"
 
@@ -239,3 +239,18 @@ def test_cli_uses_nvmlab_db_when_no_option(monkeypatch, tmp_path: Path, capsys) 
     assert f"database {url} created at schema revision 0001" in capsys.readouterr().out
     assert main(["runs"]) == 0
     assert "no runs in" in capsys.readouterr().out
+
+
+def test_nulls_come_back_as_nan_minus_one_and_none(db, chip) -> None:
+    run = start_run(db, "nulls", chip_id=chip)
+    with RecordWriter(db, run, chip_id=chip, background=False) as w:
+        w.add_pulse(0, 0, 1.0, 1e-6, 1, None, t_s=1.0)  # no attempt, no scheme
+        w.add_pulse(0, 1, 1.0, 1e-6, -1, "V/3", t_s=2.0)
+        w.add_read(0, 0, 0.0, 0.0, temperature_c=None, t_s=3.0)  # 0 V: no conductance
+    schemes = fetch_arrays(db, "pulses", columns=["scheme"], run_id=run)["scheme"]
+    assert schemes.tolist() == [None, "V/3"]
+    pulses = fetch_arrays(db, "pulses", run_id=run)
+    assert pulses["attempt_id"].tolist() == [-1, -1] and pulses["polarity"].tolist() == [1, -1]
+    reads = load_reads(db, run)
+    assert np.isnan(reads.loc[0, "conductance_s"]) and np.isnan(reads.loc[0, "temperature_c"])
+    assert reads["attempt_id"].isna().all() and str(reads["attempt_id"].dtype) == "Int64"

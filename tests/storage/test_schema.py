@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, select, text
+
+from nvmlab.errors import StorageError
 from nvmlab.storage import (
     RecordWriter,
     ensure_chip,
@@ -24,9 +27,6 @@ from nvmlab.storage import (
 from nvmlab.storage.database import MIGRATIONS_DIR, head_revision
 from nvmlab.storage.engine import create_engine_for
 from nvmlab.storage.models import Base, Instrument, Run, Unit
-from sqlalchemy import create_engine, inspect, select, text
-
-from nvmlab.errors import StorageError
 
 ALL_TABLES = {
     "stations", "instruments", "chips", "runs", "units", "pulses", "reads", "traces",

@@ -5,6 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import func, select
+
+from nvmlab.clock import VirtualClock
+from nvmlab.errors import StorageError
 from nvmlab.storage import (
     RecordWriter,
     completed_units,
@@ -17,10 +21,6 @@ from nvmlab.storage import (
 )
 from nvmlab.storage.ingest import unit_attempts
 from nvmlab.storage.models import Pulse, Read, Run, Unit
-from sqlalchemy import func, select
-
-from nvmlab.clock import VirtualClock
-from nvmlab.errors import StorageError
 
 
 def _count(db, model, **where) -> int:
