@@ -44,9 +44,12 @@ Measured on the 2-core lab machine (``python -P -m nvmlab.storage.bench``), SQLi
 
 * reads, row per record, raw ``sqlite3.executemany``: about 930,000 rows/s without
   secondary index, 480,000 rows/s with the per-device index, 370,000 rows/s with the
-  per-device and per-run indexes; through the buffered writer (SQLAlchemy Core
-  executemany) the figures printed by the benchmark stay well above the 100,000 rows/s
-  goal. PostgreSQL: COPY reaches several 100,000 rows/s.
+  per-device and per-run indexes (plus foreign keys: 185,000-320,000 rows/s). Through the
+  buffered writer, one ``add_read`` call per record: 115,000-210,000 rows/s (goal
+  100,000). PostgreSQL, with the foreign keys and both indexes: COPY 77,000-91,000 rows/s,
+  the writer (COPY inside its batch transaction) 63,000-85,000 rows/s (goal 50,000);
+  foreign keys cost most there (COPY without them and without indexes: 445,000 rows/s),
+  and are kept for integrity.
 * Packing the same values into one blob per device would be faster to write but makes
   "all reads of device (chip, 3, 4) above 50 uS at 85 C" a full decode in Python, and
   pulses/reads arrive one at a time from write-verify loops (1 to 50 per device per
@@ -57,7 +60,8 @@ Hence **pulses and reads are stored row per record** (queryable per device throu
 **traces store arrays**: an I-V sweep or a noise series (10^3 - 10^6 samples) is always
 written and read whole, its samples are never selected individually, and one row per
 sample would multiply the table size by the sample count (a 10^5-sample noise trace is
-~4 ms as one row of float64 bytes versus ~0.25 s as 10^5 rows). Arrays are stored as
+~5 ms as one row of float64 bytes versus ~0.4 s as 10^5 rows on SQLite, 64 ms versus
+1.1 s on PostgreSQL). Arrays are stored as
 little-endian float64 bytes (``LargeBinary``), portable between SQLite and PostgreSQL and
 decoded with ``numpy.frombuffer`` without copying.
 
