@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nvmlab.mocks.physics.resistor import ResistorArray
 
 __all__ = ["main", "query_overhead", "iv_bulk_vs_per_point"]
 
@@ -26,7 +29,7 @@ MODELS = {
 }
 
 
-def _resistors() -> object:
+def _resistors() -> ResistorArray:
     """An 8 x 8 crossbar of 50 uS resistors (a known answer: I = 50e-6 * V)."""
     from nvmlab.mocks.physics.resistor import ResistorArray
 

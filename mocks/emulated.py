@@ -24,7 +24,7 @@ import inspect
 import itertools
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, cast
 
 from nvmlab.clock import Clock, VirtualClock
 from nvmlab.errors import ConfigError
@@ -81,12 +81,23 @@ def emulator_class(model: str) -> type[EmulatedInstrument]:
     return getattr(module, class_name)  # type: ignore[no-any-return]
 
 
+class _EmulatorFactory(Protocol):
+    """How every class in :data:`EMULATORS` is built: the shared Bench, then keyword options.
+
+    (The base :class:`EmulatedInstrument` takes a Clock; each concrete emulator takes the
+    Bench, which carries the clock.)
+    """
+
+    def __call__(self, bench: Bench, /, **options: Any) -> EmulatedInstrument: ...
+
+
 def _construct(model: str, bench: Bench, **options: Any) -> EmulatedInstrument:
     cls = emulator_class(model)
     params = inspect.signature(cls).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in options.items() if accepts_any or k in params}
-    return cls(bench, **kwargs)
+    factory = cast(_EmulatorFactory, cls)
+    return factory(bench, **kwargs)
 
 
 class EmulatedBench:

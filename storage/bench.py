@@ -96,19 +96,21 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
         if db.dialect == "sqlite":
             path = make_url(url).database
             assert path is not None
-            conn = sqlite3.connect(path, isolation_level=None)
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
+            conn_sqlite = sqlite3.connect(path, isolation_level=None)
+            conn_sqlite.execute("PRAGMA synchronous = FULL")
+            conn_sqlite.execute("PRAGMA foreign_keys = ON")
             sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
 
-            def raw(conn: sqlite3.Connection = conn, sql: str = sql, recs: list = records) -> None:
+            def raw(
+                conn: sqlite3.Connection = conn_sqlite, sql: str = sql, recs: list = records
+            ) -> None:
                 for k in range(0, len(recs), BATCH):
                     conn.execute("BEGIN IMMEDIATE")
                     conn.executemany(sql, recs[k : k + BATCH])
                     conn.execute("COMMIT")
 
             print(f"  {table:6s} baseline sqlite3.executemany : {_rate(rows, _timed(raw))}")
-            conn.close()
+            conn_sqlite.close()
         else:
             conninfo = (
                 make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -55,7 +55,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
 
 from nvmlab import __version__
 from nvmlab.clock import Clock
@@ -65,6 +65,7 @@ from nvmlab.storage.models import (
     ARRAY_KINDS,
     EVENT_LEVELS,
     RUN_STATUSES,
+    Base,
     ChamberLogEntry,
     Chip,
     DeviceParameter,
@@ -109,14 +110,20 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("run_id", "attempt_id", "t_s", "level", "source", "message", "details"),
 }  # fmt: skip
 
-_TABLES = {
-    "pulses": Pulse.__table__,
-    "reads": Read.__table__,
-    "traces": Trace.__table__,
-    "tuning_outcomes": TuningOutcome.__table__,
-    "device_parameters": DeviceParameter.__table__,
-    "chamber_log": ChamberLogEntry.__table__,
-    "events": Event.__table__,
+
+def _core_table(model: type[Base]) -> Table:
+    """``model``'s Core Table (the ORM stubs type ``model.__table__`` as a bare FromClause)."""
+    return Base.metadata.tables[model.__tablename__]
+
+
+_TABLES: dict[str, Table] = {
+    "pulses": _core_table(Pulse),
+    "reads": _core_table(Read),
+    "traces": _core_table(Trace),
+    "tuning_outcomes": _core_table(TuningOutcome),
+    "device_parameters": _core_table(DeviceParameter),
+    "chamber_log": _core_table(ChamberLogEntry),
+    "events": _core_table(Event),
 }
 #: Tables written through the engine's bulk path (driver executemany / COPY).
 BULK_TABLES = ("pulses", "reads")

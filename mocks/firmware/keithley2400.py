@@ -56,6 +56,7 @@ from nvmlab.mocks.firmware.scpi import (
     NAN_READING,
     OVERFLOW_READING,
     Call,
+    Handler,
     ScpiError,
     ScpiInstrument,
     format_reading,
@@ -265,8 +266,7 @@ class Keithley2400Emulator(ScpiInstrument):
             long = "CURRent" if f == "CURR" else "VOLTage"
             self.add_number(f"[:SENSe#1]:{long}[:DC]:PROTection[:LEVel]", f"sens.{f}.prot",
                             d[f"sens.{f}.prot"], -lim, lim)  # fmt: skip
-            t.add(f"[:SENSe#1]:{long}[:DC]:PROTection:TRIPped", None,
-                  lambda c, f=f: "1" if self.tripped[f] else "0")  # fmt: skip
+            t.add(f"[:SENSe#1]:{long}[:DC]:PROTection:TRIPped", None, self._tripped_query(f))
             self.add_choice(f"[:SENSe#1]:{long}[:DC]:PROTection:RSYNchronize", f"sens.{f}.rsyn",
                             ("ON", "OFF"), "OFF")  # fmt: skip
             t.add(f"[:SENSe#1]:{long}[:DC]:RANGe[:UPPer]", self._sense_range_setter(f, ranges),
@@ -286,8 +286,8 @@ class Keithley2400Emulator(ScpiInstrument):
         self.add_number("[:SENSe#1]:AVERage:COUNt", "sens.aver.coun", 10, 1, 100, integer=True)
         # -- configure / measure ---------------------------------------------------------
         for f, long in (("CURR", "CURRent[:DC]"), ("VOLT", "VOLTage[:DC]"), ("RES", "RESistance")):
-            t.add(f":CONFigure:{long}", lambda c, f=f: self._configure(c, f), None)
-            t.add(f":MEASure:{long}", None, lambda c, f=f: self._measure(c, f))
+            t.add(f":CONFigure:{long}", self._configure_setter(f), None)
+            t.add(f":MEASure:{long}", None, self._measure_query(f))
         t.add(":CONFigure", None, self._func_query)
         t.add(":MEASure", None, lambda c: self._measure(c, None))
         t.add(":READ", None, self._read)
@@ -391,7 +391,7 @@ class Keithley2400Emulator(ScpiInstrument):
             t.add(
                 f":STATus:{reg}:ENABle",
                 self._reg_setter(attr),
-                lambda c, a=attr: str(getattr(self, a)),
+                self._reg_query(attr),
             )
         t.add(":STATus:QUEue[:NEXT]", None, lambda c: self.errors.format(self.errors.pop()))
         t.add(":STATus:QUEue:CLEar", lambda c: self.errors.clear(), None)
@@ -623,6 +623,14 @@ class Keithley2400Emulator(ScpiInstrument):
     def _sense_range_query(self, f: str) -> Any:
         return lambda c: self.format_setting(self.s[f"sens.{f}.rang"])
 
+    def _tripped_query(self, f: str) -> Handler:
+        """``:SENS:<f>:PROT:TRIP?``: 1 if the ``f`` compliance tripped on the last reading."""
+
+        def query(call: Call) -> str:
+            return "1" if self.tripped[f] else "0"
+
+        return query
+
     # ------------------------------------------------------------------------------
     # Handlers: format, trigger, trace, system
     # ------------------------------------------------------------------------------
@@ -730,6 +738,14 @@ class Keithley2400Emulator(ScpiInstrument):
                 value = float(np.ptp(col))
             out.append(format_reading(value))
         return ",".join(out)
+
+    def _reg_query(self, attr: str) -> Handler:
+        """Query of the enable register held in attribute ``attr``."""
+
+        def query(call: Call) -> str:
+            return str(getattr(self, attr))
+
+        return query
 
     def _reg_setter(self, attr: str) -> Any:
         def handler(call: Call) -> None:
@@ -955,6 +971,22 @@ class Keithley2400Emulator(ScpiInstrument):
         if not self.s["sour.cle.auto"]:
             self.s["outp"] = True
             self._apply_output()
+
+    def _configure_setter(self, f: str) -> Handler:
+        """``:CONFigure:<f>`` handler (see :meth:`_configure`)."""
+
+        def handler(call: Call) -> None:
+            self._configure(call, f)
+
+        return handler
+
+    def _measure_query(self, f: str | None) -> Handler:
+        """``:MEASure:<f>?`` handler (see :meth:`_measure`)."""
+
+        def query(call: Call) -> str | None:
+            return self._measure(call, f)
+
+        return query
 
     def _measure(self, call: Call, f: str | None) -> str | None:
         call.expect(0)

@@ -47,6 +47,7 @@ on the bench (``bench.hold``), so pulses really stress the devices.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,7 @@ import numpy as np
 from nvmlab.mocks.firmware.scpi import (
     NAN_READING,
     Call,
+    Handler,
     ScpiError,
     ScpiInstrument,
     format_reading,
@@ -75,6 +77,15 @@ LIMITS = {"VOLT": 210.0, "CURR": 3.03}
 MAX_POINTS = 100_000
 STAT_COMPLIANCE = 1 << 3
 MIN_PULSE_WIDTH_S = 50e-6
+
+
+def _channel_key(node: str, name: str) -> Callable[[Call], str]:
+    """Settings key ``c<channel>.<name>``, the channel being the suffix given to ``node``."""
+
+    def key(call: Call) -> str:
+        return f"c{call.suffix(node)}.{name}"
+
+    return key
 
 
 class KeysightB2902AEmulator(ScpiInstrument):
@@ -166,15 +177,15 @@ class KeysightB2902AEmulator(ScpiInstrument):
                   self._level_query(f, False))  # fmt: skip
             t.add(f"{src}:{long}[:LEVel]:TRIGgered[:AMPLitude]", self._level_setter(f, True, unit),
                   self._level_query(f, True))  # fmt: skip
-            self.add_choice(f"{src}:{long}:MODE", lambda c, f=f: f"c{c.suffix('SOUR')}.{f}.mode",
+            self.add_choice(f"{src}:{long}:MODE", _channel_key("SOUR", f"{f}.mode"),
                             ("FIXed", "SWEep", "LIST"), "FIX")  # fmt: skip
-            self.add_number(f"{src}:{long}:RANGe", lambda c, f=f: f"c{c.suffix('SOUR')}.{f}.rang",
+            self.add_number(f"{src}:{long}:RANGe", _channel_key("SOUR", f"{f}.rang"),
                             lim, -lim, lim, units=(unit,))  # fmt: skip
-            self.add_bool(f"{src}:{long}:RANGe:AUTO", lambda c, f=f: f"c{c.suffix('SOUR')}.{f}.rang.auto",
+            self.add_bool(f"{src}:{long}:RANGe:AUTO", _channel_key("SOUR", f"{f}.rang.auto"),
                           True)  # fmt: skip
             for node in ("STARt", "STOP"):
                 key = node[:4].lower()
-                self.add_number(f"{src}:{long}:{node}", lambda c, f=f, k=key: f"c{c.suffix('SOUR')}.{f}.{k}",
+                self.add_number(f"{src}:{long}:{node}", _channel_key("SOUR", f"{f}.{key}"),
                                 0.0, -lim, lim, units=(unit,))  # fmt: skip
             t.add(f"{src}:{long}:STEP", self._step_setter(f, unit), self._step_query(f))
             t.add(f"{src}:{long}:CENTer", self._center_setter(f, unit), self._center_query(f))
@@ -184,8 +195,7 @@ class KeysightB2902AEmulator(ScpiInstrument):
                 f"{src}:LIST:{long}", self._list_setter(f, unit, append=False), self._list_query(f)
             )
             t.add(f"{src}:LIST:{long}:APPend", self._list_setter(f, unit, append=True), None)
-            t.add(f"{src}:LIST:{long}:POINts", None,
-                  lambda c, f=f: str(len(self._cs(c, "SOUR", f"list.{f}"))))  # fmt: skip
+            t.add(f"{src}:LIST:{long}:POINts", None, self._list_points_query(f))
         t.add(f"{src}:SWEep:POINts", self._points_setter, self._points_query)
         self.add_choice(
             f"{src}:SWEep:DIRection", lambda c: f"c{c.suffix('SOUR')}.swe.dir", ("UP", "DOWN"), "UP"
@@ -228,7 +238,7 @@ class KeysightB2902AEmulator(ScpiInstrument):
                 d[f"c{c}.sens.{f}.rang"] = lim
                 d[f"c{c}.sens.{f}.rang.auto"] = True
             self.add_number(f"{sens}:{long}[:DC]:PROTection[:LEVel][:BOTH]",
-                            lambda c, f=f: f"c{c.suffix('SENS')}.{f}.prot", default, -lim, lim,
+                            _channel_key("SENS", f"{f}.prot"), default, -lim, lim,
                             units=(unit,), on_change=self._reapply)  # fmt: skip
             t.add(f"{sens}:{long}[:DC]:PROTection:TRIPped", None,
                   lambda c: "1" if self.tripped[c.suffix("SENS")] else "0")  # fmt: skip
@@ -245,12 +255,11 @@ class KeysightB2902AEmulator(ScpiInstrument):
                 lambda c: f"c{c.suffix('SENS')}.nplc.auto",
                 False,
             )
-            self.add_number(f"{sens}:{long}[:DC]:RANGe[:UPPer]", lambda c, f=f: f"c{c.suffix('SENS')}.sens.{f}.rang",
+            self.add_number(f"{sens}:{long}[:DC]:RANGe[:UPPer]", _channel_key("SENS", f"sens.{f}.rang"),
                             lim, -lim, lim, units=(unit,),
-                            on_change=lambda c, v, f=f: self.s.__setitem__(
-                                f"c{c.suffix('SENS')}.sens.{f}.rang.auto", False))  # fmt: skip
+                            on_change=self._sense_range_fixed(f))  # fmt: skip
             self.add_bool(f"{sens}:{long}[:DC]:RANGe:AUTO",
-                          lambda c, f=f: f"c{c.suffix('SENS')}.sens.{f}.rang.auto", True)  # fmt: skip
+                          _channel_key("SENS", f"sens.{f}.rang.auto"), True)  # fmt: skip
         self.add_number(f"{sens}:RESistance:NPLCycles", lambda c: f"c{c.suffix('SENS')}.nplc", 0.1, 4e-4, 120.0,
                         check=self._check_nplc)  # fmt: skip
         # -- output ----------------------------------------------------------------------
@@ -276,13 +285,13 @@ class KeysightB2902AEmulator(ScpiInstrument):
         elems = (("", None), (":VOLTage", "VOLT"), (":CURRent", "CURR"), (":RESistance", "RES"))
         for node, elem in elems:
             t.add(f":MEASure[:SCALar]{node}[:DC]" if elem in ("VOLT", "CURR") else f":MEASure[:SCALar]{node}",
-                  None, lambda c, e=elem: self._measure(c, e))  # fmt: skip
+                  None, self._measure_query(elem))  # fmt: skip
         all_elems = (*elems, (":TIME", "TIME"), (":STATus", "STAT"), (":SOURce", "SOUR"))
         for node, elem in all_elems:
-            t.add(f":FETCh:ARRay{node}", None, lambda c, e=elem: self._fetch(c, e, array=True))
-            t.add(f":FETCh[:SCALar]{node}", None, lambda c, e=elem: self._fetch(c, e, array=False))
-            t.add(f":READ:ARRay{node}", None, lambda c, e=elem: self._read(c, e, array=True))
-            t.add(f":READ[:SCALar]{node}", None, lambda c, e=elem: self._read(c, e, array=False))
+            t.add(f":FETCh:ARRay{node}", None, self._fetch_query(elem, array=True))
+            t.add(f":FETCh[:SCALar]{node}", None, self._fetch_query(elem, array=False))
+            t.add(f":READ:ARRay{node}", None, self._read_query(elem, array=True))
+            t.add(f":READ[:SCALar]{node}", None, self._read_query(elem, array=False))
         for node in ("[:ALL]", ":ACQuire", ":TRANsient"):
             t.add(f":INITiate[:IMMediate]{node}", self._init, None)
             t.add(f":ABORt{node}", self._abort, None)
@@ -398,6 +407,22 @@ class KeysightB2902AEmulator(ScpiInstrument):
     # ------------------------------------------------------------------------------
     # Source handlers
     # ------------------------------------------------------------------------------
+    def _sense_range_fixed(self, f: str) -> Callable[[Call, float], None]:
+        """``on_change`` of ``:SENS:<f>:RANG``: setting a range turns auto-ranging off."""
+
+        def on_change(call: Call, value: float) -> None:
+            self.s[f"c{call.suffix('SENS')}.sens.{f}.rang.auto"] = False
+
+        return on_change
+
+    def _list_points_query(self, f: str) -> Handler:
+        """``:SOUR:LIST:<f>:POIN?``: number of points in the channel's ``f`` list."""
+
+        def query(call: Call) -> str:
+            return str(len(self._cs(call, "SOUR", f"list.{f}")))
+
+        return query
+
     def _level_setter(self, f: str, triggered: bool, unit: str) -> Any:
         lim = LIMITS[f]
 
@@ -793,6 +818,30 @@ class KeysightB2902AEmulator(ScpiInstrument):
         call.expect(0, 1)
         for c in self._channels(call, 0):
             self._armed.pop(c, None)
+
+    def _fetch_query(self, elem: str | None, *, array: bool) -> Handler:
+        """``:FETCh[:ARRay|:SCALar]<elem>?`` handler (see :meth:`_fetch`)."""
+
+        def query(call: Call) -> str:
+            return self._fetch(call, elem, array=array)
+
+        return query
+
+    def _read_query(self, elem: str | None, *, array: bool) -> Handler:
+        """``:READ[:ARRay|:SCALar]<elem>?`` handler (see :meth:`_read`)."""
+
+        def query(call: Call) -> str:
+            return self._read(call, elem, array=array)
+
+        return query
+
+    def _measure_query(self, elem: str | None) -> Handler:
+        """``:MEASure<elem>?`` handler (see :meth:`_measure`)."""
+
+        def query(call: Call) -> str:
+            return self._measure(call, elem)
+
+        return query
 
     def _fetch(self, call: Call, elem: str | None, *, array: bool) -> str:
         call.expect(0, 1)

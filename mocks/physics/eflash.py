@@ -32,6 +32,7 @@ cycle-to-cycle factor. Retention: a slow Arrhenius-accelerated charge loss.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,9 @@ class EflashParams:
     retention_activation_ev: float = ranged(1.1, 0.0, 3.0, "Arrhenius activation energy (eV)")
 
     @classmethod
-    def from_table(cls, table: dict[str, Any] | None, *, section: str = "eflash") -> EflashParams:
+    def from_table(
+        cls, table: Mapping[str, Any] | None, *, section: str = "eflash"
+    ) -> EflashParams:
         """Build from a bench-file table; ConfigError names any bad field and its range."""
         return from_table(cls, table, section=section)
 

@@ -60,6 +60,7 @@ Switching does not depend on temperature.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ class MemristorParams:
 
     @classmethod
     def from_table(
-        cls, table: dict[str, Any] | None, *, section: str = "memristor"
+        cls, table: Mapping[str, Any] | None, *, section: str = "memristor"
     ) -> MemristorParams:
         """Build from a bench-file table; ConfigError names any bad field and its range."""
         return from_table(cls, table, section=section)

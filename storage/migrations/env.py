@@ -11,6 +11,7 @@ Used in two ways:
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from nvmlab.storage.engine import create_worker_engine, resolve_database_url
 from nvmlab.storage.models import Base
@@ -19,11 +20,11 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",  # type: ignore[attr-defined]
+        render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
     with context.begin_transaction():
