@@ -40,9 +40,16 @@ __all__ = ["Keithley2636B", "Keithley2636BChannel", "PULSE_TRAIN_SCRIPT", "lua_l
 MAX_POINTS = 5000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-#: The pulse-train script: defines ``nvmlab_pulse_train`` on the instrument.
+#: The pulse-train script: defines ``nvmlab_pulse_train`` on the instrument. Its caps are
+#: parameters (globals set by :meth:`Keithley2636B.run_script` just before it runs), copied
+#: into locals when the function is defined, so later assignments to the globals change
+#: nothing; a call beyond the caps raises a TSP error (errorqueue) and sources nothing.
 PULSE_TRAIN_SCRIPT = """\
+local v_max, v_read_max, width_max = nvmlab_v_max, nvmlab_v_read_max, nvmlab_width_max
 function nvmlab_pulse_train(smu, v_pulse, width_s, gap_s, count, v_read, read)
+  if math.abs(v_pulse) > v_max or math.abs(v_read) > v_read_max or width_s > width_max then
+    error("nvmlab_pulse_train: beyond the caps it was uploaded with")
+  end
   smu.nvbuffer2.clear()
   smu.nvbuffer2.appendmode = 1
   for k = 1, count do
@@ -284,7 +291,7 @@ class Keithley2636B(Instrument):
         #: ``format.data`` as last set by this driver: "ascii", "real32" or "real64".
         self.data_format = "ascii"
         self._loaded_scripts: set[str] = set()
-        self._pulse_train_defined = False
+        self._pulse_train_caps: tuple[float, float, float] | None = None
 
     def channel(self, name: str) -> Keithley2636BChannel:
         """``"a"``/``"smua"`` or ``"b"``/``"smub"``."""
@@ -310,7 +317,7 @@ class Keithley2636B(Instrument):
         """``reset()``: both channels to defaults, outputs off, scripts kept."""
         self.write("reset()")
         self.data_format = "ascii"
-        self._pulse_train_defined = False
+        self._pulse_train_caps = None
 
     def clear(self) -> None:
         """``errorqueue.clear()``."""
@@ -437,26 +444,41 @@ class Keithley2636B(Instrument):
         v_read: float = 0.0,
         read: bool = True,
         gap_s: float = 0.0,
+        v_max: float = 202.0,
+        v_read_max: float = 202.0,
+        width_max_s: float = 10.0,
     ) -> np.ndarray:
         """``count`` pulses at ``v_pulse`` (V) of ``width_s`` (s), each followed by a read.
 
-        The loop runs on the instrument (script :data:`PULSE_TRAIN_SCRIPT`, uploaded and
-        run once per session): after each pulse the level returns to ``v_read`` (V), one
-        current is measured into ``nvbuffer2`` when ``read`` is true, then ``gap_s`` (s)
-        passes. Returns the currents (A) read after each pulse (empty when ``read`` is
-        false). The output must be on; the level ends at 0 V.
+        The loop runs on the instrument (script :data:`PULSE_TRAIN_SCRIPT`, uploaded once
+        per session): after each pulse the level returns to ``v_read`` (V), one current is
+        measured into ``nvbuffer2`` when ``read`` is true, then ``gap_s`` (s) passes.
+        Returns the currents (A) read after each pulse (empty when ``read`` is false). The
+        output must be on; the level ends at 0 V.
+
+        Caps: ``v_max`` (|V| of a pulse), ``v_read_max`` (|V| of the read level) and
+        ``width_max_s`` (s) are the script's parameters. They are checked here, every
+        argument is checked against them before anything is sent, and they are set on the
+        instrument when the function is (re)defined, which happens whenever they change; the
+        instrument refuses a call beyond them too.
         """
         smu = channel if isinstance(channel, Keithley2636BChannel) else self.channel(channel)
-        v = strict_range(-202.0, 202.0)(v_pulse, "Keithley2636B.pulse_train v_pulse")
-        vr = strict_range(-202.0, 202.0)(v_read, "Keithley2636B.pulse_train v_read")
-        w = strict_range(1e-5, 10.0)(width_s, "Keithley2636B.pulse_train width_s")
+        caps = (
+            strict_range(0.0, 202.0)(v_max, "Keithley2636B.pulse_train v_max"),
+            strict_range(0.0, 202.0)(v_read_max, "Keithley2636B.pulse_train v_read_max"),
+            strict_range(1e-5, 10.0)(width_max_s, "Keithley2636B.pulse_train width_max_s"),
+        )
+        v = strict_range(-caps[0], caps[0])(v_pulse, "Keithley2636B.pulse_train v_pulse")
+        vr = strict_range(-caps[1], caps[1])(v_read, "Keithley2636B.pulse_train v_read")
+        w = strict_range(1e-5, caps[2])(width_s, "Keithley2636B.pulse_train width_s")
         g = strict_range(0.0, 10.0)(gap_s, "Keithley2636B.pulse_train gap_s")
         n = int(strict_range(1, MAX_POINTS)(count, "Keithley2636B.pulse_train count"))
-        if not self._pulse_train_defined:
+        if self._pulse_train_caps != caps:
             if PULSE_TRAIN_SCRIPT_NAME not in self._loaded_scripts:
                 self.load_script(PULSE_TRAIN_SCRIPT_NAME, PULSE_TRAIN_SCRIPT)
-            self.run_script(PULSE_TRAIN_SCRIPT_NAME)
-            self._pulse_train_defined = True
+            names = ("nvmlab_v_max", "nvmlab_v_read_max", "nvmlab_width_max")
+            self.run_script(PULSE_TRAIN_SCRIPT_NAME, dict(zip(names, caps, strict=True)))
+            self._pulse_train_caps = caps
         per_pulse = w + g + (smu._nplc_hint / self.line_frequency_hz if read else 0.0) + 1e-3
         self.write(
             "nvmlab_pulse_train("

@@ -70,6 +70,21 @@ class SourceMeter(Protocol):
         """One voltage pulse of ``width_s`` (s) from 0 V; the output returns to 0 V."""
         ...
 
+    def pulse_train(
+        self,
+        volts: float,
+        width_s: float,
+        count: int,
+        *,
+        v_read: float = 0.0,
+        purpose: VoltagePurpose = "write",
+        channel: Channel = "a",
+    ) -> np.ndarray:
+        """``count`` pulses of ``volts`` (V) lasting ``width_s`` (s), each followed by one
+        current reading (A) at ``v_read`` (V); returns the ``count`` currents. The output
+        ends at 0 V (off again if it was off)."""
+        ...
+
     def safe_state(self) -> None:
         """Source 0 V and switch every output off."""
         ...

@@ -58,8 +58,9 @@ class SafetyLimits:
         return float(volts)
 
     def check_current_limit(self, amps: float, *, what: str = "compliance current") -> float:
+        """Return ``amps`` (A, a magnitude: > 0) if it is within ``max_current_a``, else raise."""
         _check_finite(amps, what)
-        if not 0 < abs(amps) <= self.max_current_a:
+        if not 0 < amps <= self.max_current_a:
             raise SafetyLimitError(
                 f"{what} {amps:g} A is outside (0, {self.max_current_a:g}] A allowed by the station; nothing was sent"
             )

@@ -8,8 +8,14 @@ Compliance: until :meth:`configure` has been called for a channel, the first com
 sources anything on it first programs the compliance to the station's ``max_current_a``,
 so an instrument's power-on compliance (100 mA on a 2636B) never applies to a device.
 
-Outputs: :meth:`list_sweep` and :meth:`pulse` switch an output that is off on for the
-operation and off again afterwards; an output that was on stays on (at 0 V after a pulse).
+Outputs: :meth:`list_sweep`, :meth:`pulse` and :meth:`pulse_train` switch an output that
+is off on for the operation and off again afterwards; an output that was on stays on (at
+0 V after a pulse).
+
+Pulse trains: the 2636B runs the whole train as an uploaded TSP script whose caps (|V| of
+the pulses and of the read level, the longest width) are the station's limits, passed as
+the script's parameters after being checked; the 2400 and B2902A make one pulse and one
+reading per round trip.
 
 Units: V, A, s.
 """
@@ -27,6 +33,9 @@ from nvmlab.drivers.keysight_b2902a import KeysightB2902A, KeysightB2902AChannel
 from nvmlab.errors import ConfigError, SafetyLimitError
 from nvmlab.instruments.roles import Channel, SourceMeter
 from nvmlab.instruments.safety import SafetyLimits, VoltagePurpose
+
+#: Most pulses one :meth:`SourceMeter.pulse_train` call makes.
+MAX_TRAIN = 5000
 
 __all__ = [
     "Keithley2400SourceMeter",
@@ -151,6 +160,41 @@ class _SourceMeterBase(ABC):
         self._pulse(ch, level, width, was_on=self._output_on.get(ch, False))
         self._levels[ch] = 0.0
 
+    def pulse_train(
+        self,
+        volts: float,
+        width_s: float,
+        count: int,
+        *,
+        v_read: float = 0.0,
+        purpose: VoltagePurpose = "write",
+        channel: Channel = "a",
+    ) -> np.ndarray:
+        """``count`` pulses of ``volts`` (V), ``width_s`` (s), each followed by one reading
+        (A) at ``v_read`` (V, checked against the read limit); returns the currents.
+
+        The output is switched on for the train if it was off, and off again after; it
+        ends at 0 V either way.
+        """
+        ch = self._channel(channel)
+        level = self.limits.check_voltage(volts, purpose, what="pulse amplitude")
+        read_level = self.limits.check_voltage(v_read, "read", what="read level")
+        width = self.limits.check_pulse_width(width_s)
+        self._check_pulse_supported(width)
+        if isinstance(count, bool) or int(count) != count or not 1 <= count <= MAX_TRAIN:
+            raise ValueError(f"pulse train count {count!r}: allowed 1..{MAX_TRAIN} pulses")
+        self._ensure_compliance(ch)
+        was_on = self._output_on.get(ch, False)
+        if not was_on:
+            self._switch_on(ch)
+        try:
+            amps = self._pulse_train(ch, level, width, int(count), read_level, purpose)
+        finally:
+            self._levels[ch] = 0.0
+            if not was_on:
+                self._set_output(ch, False)
+        return np.asarray(amps, dtype=float)
+
     def safe_state(self) -> None:
         """Source 0 V and switch every output off; keeps going past errors, raises the first."""
         first: BaseException | None = None
@@ -169,30 +213,52 @@ class _SourceMeterBase(ABC):
         if first is not None:
             raise first
 
-    # -- per model ------------------------------------------------------------------------
+    # -- per model: the defaults fit a driver (or channel) with the 2400 / B2902A names -----
     def _check_pulse_supported(self, width_s: float) -> None:  # noqa: B027 - optional hook
         """Raise (before any I/O) when the model cannot make a pulse this short."""
 
     @abstractmethod
-    def _configure(self, ch: str, limit_a: float, nplc: float) -> None: ...
+    def _smu(self, ch: str) -> Any:
+        """The driver object commanding channel ``ch`` (the driver or one of its channels)."""
 
-    @abstractmethod
-    def _apply_compliance(self, ch: str, limit_a: float) -> None: ...
+    def _configure(self, ch: str, limit_a: float, nplc: float) -> None:
+        self._smu(ch).configure_voltage_source(compliance_a=limit_a, nplc=nplc)
 
-    @abstractmethod
-    def _set_level(self, ch: str, volts: float) -> None: ...
+    def _apply_compliance(self, ch: str, limit_a: float) -> None:
+        self._smu(ch).compliance_current = limit_a
 
-    @abstractmethod
-    def _set_output(self, ch: str, on: bool) -> None: ...
+    def _set_level(self, ch: str, volts: float) -> None:
+        self._smu(ch).source_voltage = volts
 
-    @abstractmethod
-    def _measure(self, ch: str) -> float: ...
+    def _set_output(self, ch: str, on: bool) -> None:
+        self._smu(ch).output_enabled = on
 
-    @abstractmethod
-    def _sweep(self, ch: str, levels: np.ndarray) -> np.ndarray: ...
+    def _measure(self, ch: str) -> float:
+        return float(self._smu(ch).measure_current())
+
+    def _sweep(self, ch: str, levels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._smu(ch).list_sweep(levels)[1])
 
     @abstractmethod
     def _pulse(self, ch: str, volts: float, width_s: float, *, was_on: bool) -> None: ...
+
+    def _pulse_train(
+        self,
+        ch: str,
+        volts: float,
+        width_s: float,
+        count: int,
+        v_read: float,
+        purpose: VoltagePurpose,
+    ) -> np.ndarray:
+        """One pulse and one reading per round trip (the output is on, at 0 V)."""
+        amps = np.empty(count)
+        for k in range(count):
+            self._pulse(ch, volts, width_s, was_on=True)
+            self._set_level(ch, v_read)
+            amps[k] = self._measure(ch)
+        self._set_level(ch, 0.0)
+        return amps
 
 
 class Keithley2400SourceMeter(_SourceMeterBase):
@@ -205,23 +271,8 @@ class Keithley2400SourceMeter(_SourceMeterBase):
     channels = ("a",)
     driver: Keithley2400
 
-    def _configure(self, ch: str, limit_a: float, nplc: float) -> None:
-        self.driver.configure_voltage_source(compliance_a=limit_a, nplc=nplc)
-
-    def _apply_compliance(self, ch: str, limit_a: float) -> None:
-        self.driver.compliance_current = limit_a
-
-    def _set_level(self, ch: str, volts: float) -> None:
-        self.driver.source_voltage = volts
-
-    def _set_output(self, ch: str, on: bool) -> None:
-        self.driver.output_enabled = on
-
-    def _measure(self, ch: str) -> float:
-        return self.driver.measure_current()
-
-    def _sweep(self, ch: str, levels: np.ndarray) -> np.ndarray:
-        return self.driver.list_sweep(levels)[1]
+    def _smu(self, ch: str) -> Keithley2400:
+        return self.driver
 
     def _pulse(self, ch: str, volts: float, width_s: float, *, was_on: bool) -> None:
         # Source auto-clear switches the output on for the pulse and off after it.
@@ -235,7 +286,8 @@ class Keithley2400SourceMeter(_SourceMeterBase):
 class Keithley2636BSourceMeter(_SourceMeterBase):
     """SourceMeter role on a Keithley 2636B: ``"a"`` is smua, ``"b"`` is smub.
 
-    Pulses are timed on the instrument (one Lua chunk, no bus round trip inside the pulse).
+    Pulses are timed on the instrument (one Lua chunk, no bus round trip inside the pulse);
+    a pulse train runs as a script whose caps are the station's limits.
     """
 
     channels = ("a", "b")
@@ -257,18 +309,6 @@ class Keithley2636BSourceMeter(_SourceMeterBase):
     def _apply_compliance(self, ch: str, limit_a: float) -> None:
         self._smu(ch).current_limit = limit_a
 
-    def _set_level(self, ch: str, volts: float) -> None:
-        self._smu(ch).source_voltage = volts
-
-    def _set_output(self, ch: str, on: bool) -> None:
-        self._smu(ch).output_enabled = on
-
-    def _measure(self, ch: str) -> float:
-        return self._smu(ch).measure_current()
-
-    def _sweep(self, ch: str, levels: np.ndarray) -> np.ndarray:
-        return self._smu(ch).list_sweep(levels)[1]
-
     def _pulse(self, ch: str, volts: float, width_s: float, *, was_on: bool) -> None:
         smu = self._smu(ch)
         smu.source_voltage = 0.0
@@ -279,6 +319,27 @@ class Keithley2636BSourceMeter(_SourceMeterBase):
         finally:
             if not was_on:
                 smu.output_enabled = False
+
+    def _pulse_train(
+        self,
+        ch: str,
+        volts: float,
+        width_s: float,
+        count: int,
+        v_read: float,
+        purpose: VoltagePurpose,
+    ) -> np.ndarray:
+        """The whole train in one script call; its caps are the station's limits."""
+        return self.driver.pulse_train(
+            self._smu(ch),
+            volts,
+            width_s,
+            count,
+            v_read=v_read,
+            v_max=self.limits.max_voltage(purpose),
+            v_read_max=self.limits.max_read_v,
+            width_max_s=self.limits.max_pulse_width_s,
+        )
 
 
 class KeysightB2902ASourceMeter(_SourceMeterBase):
@@ -298,24 +359,6 @@ class KeysightB2902ASourceMeter(_SourceMeterBase):
             raise SafetyLimitError(
                 f"pulse width {width_s:g} s is below the B2902A's 50 us minimum; nothing was sent"
             )
-
-    def _configure(self, ch: str, limit_a: float, nplc: float) -> None:
-        self._smu(ch).configure_voltage_source(compliance_a=limit_a, nplc=nplc)
-
-    def _apply_compliance(self, ch: str, limit_a: float) -> None:
-        self._smu(ch).compliance_current = limit_a
-
-    def _set_level(self, ch: str, volts: float) -> None:
-        self._smu(ch).source_voltage = volts
-
-    def _set_output(self, ch: str, on: bool) -> None:
-        self._smu(ch).output_enabled = on
-
-    def _measure(self, ch: str) -> float:
-        return self._smu(ch).measure_current()
-
-    def _sweep(self, ch: str, levels: np.ndarray) -> np.ndarray:
-        return self._smu(ch).list_sweep(levels)[1]
 
     def _pulse(self, ch: str, volts: float, width_s: float, *, was_on: bool) -> None:
         smu = self._smu(ch)

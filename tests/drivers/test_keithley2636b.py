@@ -229,13 +229,27 @@ def test_script_names_must_be_lua_identifiers() -> None:
             smu.load_script("ok", "print(1)\nendscript\nprint(2)")
 
 
-def test_pulse_train_uploads_once_and_runs_on_the_instrument() -> None:
-    upload = [("loadscript nvmlab_pulses", None)]
+def pulse_train_upload(v_max: str = "202", v_read_max: str = "202", width_max: str = "10") -> list:
+    """The exchanges that upload the pulse-train script and define it with these caps."""
+    upload: list = [("loadscript nvmlab_pulses", None)]
     upload += [(line, None) for line in PULSE_TRAIN_SCRIPT.splitlines()]
-    upload += [("endscript", None), ("nvmlab_pulses()", None)]
+    upload.append(("endscript", None))
+    return upload + pulse_train_define(v_max, v_read_max, width_max)
+
+
+def pulse_train_define(v_max: str, v_read_max: str, width_max: str) -> list:
+    return [
+        (f"nvmlab_v_max = {v_max}", None),
+        (f"nvmlab_v_read_max = {v_read_max}", None),
+        (f"nvmlab_width_max = {width_max}", None),
+        ("nvmlab_pulses()", None),
+    ]
+
+
+def test_pulse_train_uploads_once_and_runs_on_the_instrument() -> None:
     call1 = "nvmlab_pulse_train(smub, 1.5, 0.0001, 0, 3, 0.1, true)"
     call2 = "nvmlab_pulse_train(smub, -1, 0.0001, 0.001, 2, 0, false)"
-    script = upload + [
+    script = pulse_train_upload() + [
         (call1, "1.0e-06, 2.0e-06, 3.0e-06"),
         (call2, "2.00000e+00"),
     ]
@@ -245,10 +259,40 @@ def test_pulse_train_uploads_once_and_runs_on_the_instrument() -> None:
         assert smu.pulse_train(smu.smub, -1.0, 1e-4, 2, read=False, gap_s=1e-3).size == 0
 
 
+def test_the_pulse_train_script_carries_its_caps_and_is_redefined_when_they_change() -> None:
+    """The caps go up as the script's parameters; new caps redefine it, no second upload."""
+    script = pulse_train_upload("2.5", "0.5", "0.1")
+    script += [("nvmlab_pulse_train(smua, 2, 0.001, 0, 1, 0.2, true)", "1e-6")]
+    script += [("nvmlab_pulse_train(smua, -2.5, 0.001, 0, 1, 0, true)", "2e-6")]
+    script += pulse_train_define("3", "0.5", "0.1")
+    script += [("nvmlab_pulse_train(smua, 3, 0.001, 0, 1, 0, true)", "3e-6")]
+    caps = {"v_read_max": 0.5, "width_max_s": 0.1}
+    with expected_protocol(Keithley2636B, script) as smu:
+        assert smu.pulse_train("a", 2.0, 1e-3, 1, v_read=0.2, v_max=2.5, **caps)[0] == 1e-6
+        assert smu.pulse_train("a", -2.5, 1e-3, 1, v_max=2.5, **caps)[0] == 2e-6
+        assert smu.pulse_train("a", 3.0, 1e-3, 1, v_max=3.0, **caps)[0] == 3e-6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"v_pulse": 2.6}, r"v_pulse: 2.6 is outside the allowed range -2.5..2.5"),
+        ({"v_read": -0.6}, r"v_read: -0.6 is outside the allowed range -0.5..0.5"),
+        ({"width_s": 0.2}, r"width_s: 0.2 is outside the allowed range 1e-05..0.1"),
+        ({"v_max": 300.0}, r"v_max: 300.0 is outside the allowed range 0..202"),
+    ],
+)
+def test_a_pulse_train_beyond_its_caps_sends_nothing(kwargs: dict, message: str) -> None:
+    args = {"v_pulse": 1.0, "width_s": 1e-3, "v_max": 2.5, "v_read_max": 0.5, "width_max_s": 0.1}
+    args.update(kwargs)
+    with expected_protocol(Keithley2636B, []) as smu:
+        with pytest.raises(ValueError, match=message):
+            smu.pulse_train("a", count=3, **args)
+        assert smu.transport.sent == []
+
+
 def test_pulse_train_reply_with_a_wrong_count_is_a_protocol_error() -> None:
-    script = [("loadscript nvmlab_pulses", None)]
-    script += [(line, None) for line in PULSE_TRAIN_SCRIPT.splitlines()]
-    script += [("endscript", None), ("nvmlab_pulses()", None)]
+    script = pulse_train_upload()
     script += [("nvmlab_pulse_train(smua, 1, 0.001, 0, 2, 0, true)", "1e-6")]
     with (
         expected_protocol(Keithley2636B, script) as smu,
@@ -284,9 +328,7 @@ def test_pulse_train_readings_come_back_in_the_binary_format_in_force() -> None:
         ("format.data = format.REAL32", None),
         ("format.byteorder = format.LITTLEENDIAN", None),
     ]
-    script += [("loadscript nvmlab_pulses", None)]
-    script += [(line, None) for line in PULSE_TRAIN_SCRIPT.splitlines()]
-    script += [("endscript", None), ("nvmlab_pulses()", None)]
+    script += pulse_train_upload()
     script += [("nvmlab_pulse_train(smua, 1, 0.001, 0, 3, 0, true)", binary)]
     with expected_protocol(Keithley2636B, script) as smu:
         smu.set_data_format("real32")
