@@ -22,7 +22,9 @@ Units: V, A, s.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -84,6 +86,29 @@ class _SourceMeterBase(ABC):
             self._levels[channel] = 0.0
         self._set_output(channel, True)
 
+    @contextlib.contextmanager
+    def _output_for_operation(self, channel: str) -> Iterator[None]:
+        """Switch an output that is off on for one operation and off again after it.
+
+        When the operation fails and switching off fails too, the operation's error is the
+        one raised (the switch-off failure is added to it as a note), so the first cause is
+        never masked; the station's safe state deals with the output then.
+        """
+        was_on = self._output_on.get(channel, False)
+        if not was_on:
+            self._switch_on(channel)
+        try:
+            yield
+        except BaseException as exc:
+            if not was_on:
+                try:
+                    self._set_output(channel, False)
+                except Exception as cleanup:  # noqa: BLE001 - reported on the first error
+                    exc.add_note(f"switching the output off afterwards failed too: {cleanup}")
+            raise
+        if not was_on:
+            self._set_output(channel, False)
+
     def _ensure_compliance(self, channel: str) -> None:
         if channel not in self._configured:
             self._apply_compliance(channel, self.limits.max_current_a)
@@ -133,14 +158,8 @@ class _SourceMeterBase(ABC):
         ch = self._channel(channel)
         levels = self._check_sweep(volts, purpose)
         self._ensure_compliance(ch)
-        was_on = self._output_on.get(ch, False)
-        if not was_on:
-            self._switch_on(ch)
-        try:
+        with self._output_for_operation(ch):
             amps = self._sweep(ch, levels)
-        finally:
-            if not was_on:
-                self._set_output(ch, False)
         return np.asarray(amps, dtype=float)
 
     def pulse(
@@ -184,15 +203,9 @@ class _SourceMeterBase(ABC):
         if isinstance(count, bool) or int(count) != count or not 1 <= count <= MAX_TRAIN:
             raise ValueError(f"pulse train count {count!r}: allowed 1..{MAX_TRAIN} pulses")
         self._ensure_compliance(ch)
-        was_on = self._output_on.get(ch, False)
-        if not was_on:
-            self._switch_on(ch)
-        try:
+        with self._output_for_operation(ch):
+            self._levels[ch] = 0.0  # the train ends at 0 V, or is at an unknown level
             amps = self._pulse_train(ch, level, width, int(count), read_level, purpose)
-        finally:
-            self._levels[ch] = 0.0
-            if not was_on:
-                self._set_output(ch, False)
         return np.asarray(amps, dtype=float)
 
     def safe_state(self) -> None:

@@ -54,7 +54,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from nvmlab.clock import Clock, WallClock
+from nvmlab.clock import Clock, VirtualClock, WallClock
 from nvmlab.errors import ConfigError, InstrumentError, NvmlabError
 from nvmlab.instruments.safety import SafetyLimits
 
@@ -608,7 +608,13 @@ class Station:
         clock: times chamber stabilization and soaks (the wall clock by default; the emulated
             bench's virtual clock in-process).
         record_to: a directory; each instrument's exchanges are recorded to
-            ``<role>.jsonl`` there (see :mod:`nvmlab.drivers.recording`).
+            ``<role>.jsonl`` there (see :mod:`nvmlab.drivers.recording`), one session per
+            directory (an earlier transcript of the same role is replaced).
+        replay_from: a directory recorded with ``record_to``: every instrument is served
+            from its transcript instead of being opened (no instrument, no emulator); a
+            command that differs from the recorded one raises
+            :class:`~nvmlab.errors.ReplayMismatch` naming the transcript line. The clock
+            defaults to a virtual clock, so waits cost no time.
     """
 
     def __init__(
@@ -618,18 +624,26 @@ class Station:
         visa_library: Any = None,
         clock: Clock | None = None,
         record_to: str | Path | None = None,
+        replay_from: str | Path | None = None,
     ) -> None:
         self.config = (
             config if isinstance(config, StationConfig) else StationConfig.from_dict(config)
         )
+        if record_to is not None and replay_from is not None:
+            raise ConfigError("record_to and replay_from exclude each other; give one")
         self.visa_library = visa_library
-        self.clock: Clock = clock if clock is not None else WallClock()
+        self.replay_from = Path(replay_from) if replay_from is not None else None
+        if clock is None:
+            clock = VirtualClock() if self.replay_from is not None else WallClock()
+        self.clock: Clock = clock
         self.record_to = Path(record_to) if record_to is not None else None
         self.transports: dict[str, Any] = {}
         self.drivers: dict[str, Any] = {}
         self.roles: dict[str, Any] = {}
         self.identities: dict[str, str] = {}
         self.statuses: dict[str, InstrumentStatus] = {}
+        #: Replay only: the first transcript left unfinished at :meth:`close`, else None.
+        self.replay_leftover: NvmlabError | None = None
 
     @classmethod
     def from_file(
@@ -639,10 +653,15 @@ class Station:
         visa_library: Any = None,
         clock: Clock | None = None,
         record_to: str | Path | None = None,
+        replay_from: str | Path | None = None,
     ) -> Station:
         """A station from a station file (validated; see :func:`load_station_file`)."""
         return cls(
-            load_station_file(path), visa_library=visa_library, clock=clock, record_to=record_to
+            load_station_file(path),
+            visa_library=visa_library,
+            clock=clock,
+            record_to=record_to,
+            replay_from=replay_from,
         )
 
     # -- properties -----------------------------------------------------------------------
@@ -695,34 +714,37 @@ class Station:
         for key in _SERIAL_OPTION_KEYS:
             if key in instrument.options:
                 serial_options[key] = instrument.options[key]
-        kwargs: dict[str, Any] = {
-            "name": f"{instrument.model} [{instrument.role}]",
-            "timeout_s": instrument.timeout_s,
-            "read_termination": instrument.options.get(
-                "read_termination", defaults.get("read_termination", "\n")
-            ),
-            "write_termination": instrument.options.get(
-                "write_termination", defaults.get("write_termination", "\n")
-            ),
-            "visa_library": self.visa_library
-            if self.visa_library is not None
-            else instrument.backend,
-            "serial_options": serial_options,
+        name = f"{instrument.model} [{instrument.role}]"
+        terminations = {
+            key: instrument.options.get(key, defaults.get(key, "\n"))
+            for key in ("read_termination", "write_termination")
         }
+        transcript = f"{instrument.role}.jsonl"
+        if self.replay_from is not None:
+            from nvmlab.drivers.recording import ReplayTransport
+
+            path = self.replay_from / transcript
+            if not path.is_file():
+                raise ConfigError(
+                    f"no transcript {path} to replay the {instrument.role}; record one with "
+                    "record_to= first",
+                    field=f"instruments.{instrument.role}",
+                )
+            return ReplayTransport(path, name=name, **terminations)
+        record_to = None
         if self.record_to is not None:
             self.record_to.mkdir(parents=True, exist_ok=True)
-            kwargs["record_to"] = self.record_to / f"{instrument.role}.jsonl"
-        if is_visa_resource(instrument.resource) and "://" in instrument.resource:
-            # 'ASRLsocket://...::INSTR' and 'ASRLnvmlab://...::INSTR' are VISA resources
-            # even though they contain a URL: open them through pyvisa explicitly.
-            from nvmlab.drivers.recording import RecordingTransport
-            from nvmlab.drivers.transport import VisaTransport
-
-            record_to = kwargs.pop("record_to", None)
-            kwargs.pop("serial_options")
-            transport: Any = VisaTransport(instrument.resource, **kwargs)
-            return RecordingTransport(transport, record_to) if record_to is not None else transport
-        return open_transport(instrument.resource, **kwargs)
+            record_to = self.record_to / transcript
+            record_to.unlink(missing_ok=True)
+        return open_transport(
+            instrument.resource,
+            name=name,
+            timeout_s=instrument.timeout_s,
+            visa_library=self.visa_library if self.visa_library is not None else instrument.backend,
+            serial_options=serial_options,
+            record_to=record_to,
+            **terminations,
+        )
 
     def _make_role(self, instrument: InstrumentConfig, driver: Any) -> Any:
         if instrument.role == "smu":
@@ -826,9 +848,20 @@ class Station:
     def close(self, *, safe: bool = True) -> list[str]:
         """Apply the safe state (unless ``safe=False``) and close every transport.
 
-        Returns the safe-state failures (see :meth:`safe_state`).
+        Returns the safe-state failures (see :meth:`safe_state`). When replaying, a
+        transcript holding more than the session replayed is kept in
+        :attr:`replay_leftover` (a :class:`~nvmlab.errors.ReplayMismatch` naming its line;
+        raised by ``with`` on an otherwise clean exit).
         """
         failures = self.safe_state() if safe else []
+        if self.replay_from is not None:
+            self.replay_leftover = None
+            for transport in self.transports.values():
+                try:
+                    transport.assert_finished()
+                except NvmlabError as exc:
+                    self.replay_leftover = exc
+                    break
         for transport in self.transports.values():
             with contextlib.suppress(Exception):
                 transport.close()
@@ -850,6 +883,8 @@ class Station:
     ) -> None:
         failures = self.close(safe=True)
         if not failures:
+            if exc is None and self.replay_leftover is not None:
+                raise self.replay_leftover
             return
         message = f"station '{self.name}': the safe state was NOT reached for: " + " | ".join(
             failures
