@@ -96,9 +96,11 @@ def test_a_changed_command_stops_the_replay_naming_the_transcript_line(tmp_path:
 
 def test_a_session_that_stops_early_diverges_at_its_safe_state(tmp_path: Path) -> None:
     data, _ = record(tmp_path, "keithley2400", "espec")
-    with pytest.raises(StationError, match=r"smu .*NOT SAFE: .*transcript line 3: expected"):
-        with Station(data, replay_from=tmp_path) as station:
-            station.chamber.set_setpoint(40.0)
+    with (
+        pytest.raises(StationError, match=r"smu .*NOT SAFE: .*transcript line 3: expected"),
+        Station(data, replay_from=tmp_path) as station,
+    ):
+        station.chamber.set_setpoint(40.0)
 
 
 def test_a_transcript_longer_than_the_session_is_reported(tmp_path: Path) -> None:
