@@ -228,7 +228,7 @@ def build_emulated_bench(
     config: BenchConfig | None = None,
     *,
     clock: Clock | None = None,
-    array: ArrayPhysics | None = None,
+    array: ArrayPhysics | str | None = None,
     bench_id: str | None = None,
     **overrides: Any,
 ) -> EmulatedBench:
@@ -237,9 +237,13 @@ def build_emulated_bench(
 
     ``overrides`` replace config fields (``rows=16``, ``seed=3``, ``smu_model="keithley2636b"``,
     ``chamber_model="watlow-f4"``, ``array="eflash"`` ...). ``clock`` defaults to a
-    :class:`~nvmlab.clock.VirtualClock`. ``array`` supplies a ready-made chip (e.g. a
-    ``ResistorArray`` with known conductances) instead of one built from the config.
+    :class:`~nvmlab.clock.VirtualClock`. ``array`` is either a kind (``"memristor"``,
+    ``"eflash"``: a config override like the others) or a ready-made chip (e.g. a
+    ``ResistorArray`` with known conductances) used instead of one built from the config.
     """
+    if isinstance(array, str):
+        overrides["array"] = array
+        array = None
     config = config if config is not None else BenchConfig()
     if overrides:
         config = config.with_overrides(**overrides)

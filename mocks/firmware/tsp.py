@@ -50,7 +50,11 @@ before a runtime error stays printed (as on the instrument). Each chunk may exec
 ``max_steps`` statements / loop iterations (default :data:`DEFAULT_MAX_STEPS`, a few seconds
 of host CPU; the real instrument would hang on an infinite loop, the emulator reports
 -286 ``... step budget of N exceeded``) and nest at most ``max_call_depth`` Lua calls
-(default :data:`DEFAULT_MAX_CALL_DEPTH`, then ``stack overflow``).
+(default :data:`DEFAULT_MAX_CALL_DEPTH`, then ``stack overflow``). No string may grow
+beyond :data:`MAX_STRING_CHARS` characters (``..``, ``string.rep``, ``table.concat``):
+the instrument's Lua heap is a few megabytes, so a longer one is Lua's ``not enough
+memory`` error. ``string.format`` widths and precisions have at most two digits, as in
+Lua 5.0 (``invalid format (width or precision too long)``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ from .tsp_lexer import LuaSyntaxError
 DEFAULT_MAX_STEPS = 5_000_000
 #: Deepest nesting of Lua function calls before ``stack overflow``.
 DEFAULT_MAX_CALL_DEPTH = 100
+#: Longest string a chunk may build (characters) before Lua's ``not enough memory``.
+MAX_STRING_CHARS = 4 * 1024 * 1024
 
 #: Python frames the evaluator needs: about 12 per Lua call plus expression nesting. Raised
 #: (never lowered) at import so ``max_call_depth`` Lua calls fit; anything deeper is caught
@@ -424,6 +430,18 @@ def _arg_str(fname: str, v: Any, n: int = 1) -> str:
     if t is float or t is int:
         return fmt_number(float(v))
     raise LuaError(f"bad argument #{n} to `{fname}' (string expected, got {lua_type(v)})")
+
+
+def _check_length(chars: int) -> None:
+    """Refuse a string of ``chars`` characters longer than :data:`MAX_STRING_CHARS`."""
+    if chars > MAX_STRING_CHARS:
+        raise LuaError("not enough memory")
+
+
+def _string_rep(x: Any, n: Any) -> str:
+    text, count = _arg_str("rep", x), max(0, _arg_int("rep", n, 2))
+    _check_length(len(text) * count)
+    return text * count
 
 
 def _arg_table(fname: str, v: Any, n: int = 1) -> LuaTable:
@@ -1107,6 +1125,7 @@ class Interpreter:
                 parts.append(fmt_number(float(v)))
             else:
                 raise self._type_error("concatenate", sub, v, scope)
+        _check_length(len(parts[0]) + len(parts[1]))
         return parts[0] + parts[1]
 
     @staticmethod
@@ -1267,7 +1286,7 @@ class Interpreter:
             ("sub", self._string_sub),
             ("upper", lambda x: _arg_str("upper", x).upper()),
             ("lower", lambda x: _arg_str("lower", x).lower()),
-            ("rep", lambda x, n: _arg_str("rep", x) * max(0, _arg_int("rep", n, 2))),
+            ("rep", _string_rep),
             ("byte", self._string_byte),
             (
                 "char",
@@ -1505,12 +1524,17 @@ class Interpreter:
             j = i
             while j < n and text[j] in "-+ #0":
                 j += 1
+            digits = 0
             while j < n and text[j].isdigit():
-                j += 1
+                j, digits = j + 1, digits + 1
             if j < n and text[j] == ".":
                 j += 1
+                precision = 0
                 while j < n and text[j].isdigit():
-                    j += 1
+                    j, precision = j + 1, precision + 1
+                digits = max(digits, precision)
+            if digits > 2:
+                raise LuaError("invalid format (width or precision too long)")
             if j >= n:
                 raise LuaError("invalid option to `format'")
             conv = text[j]
@@ -1584,7 +1608,9 @@ class Interpreter:
                 raise LuaError(
                     f"bad argument to `concat' (table contains a {lua_type(v)} at index {k})"
                 )
-        return _arg_str("concat", "" if sep is None else sep, 2).join(parts)
+        separator = _arg_str("concat", "" if sep is None else sep, 2)
+        _check_length(sum(map(len, parts)) + len(separator) * max(0, len(parts) - 1))
+        return separator.join(parts)
 
     def _table_sort(self, t: Any = None, comp: Any = None) -> None:
         tab = _arg_table("sort", t)

@@ -10,7 +10,12 @@ import struct
 
 import pytest
 
-from nvmlab.mocks.firmware.tsp import Interpreter, TspChunkError
+from nvmlab.mocks.firmware.tsp import (
+    DEFAULT_MAX_STEPS,
+    MAX_STRING_CHARS,
+    Interpreter,
+    TspChunkError,
+)
 
 
 class Lua:
@@ -377,3 +382,42 @@ def test_unsupported_features_are_errors_not_crashes(lua: Lua) -> None:
         with pytest.raises(TspChunkError) as info:
             lua.interp.run(src)
         assert info.value.code in (-285, -286), src
+
+
+def test_runaway_strings_are_lua_memory_errors_not_host_exhaustion() -> None:
+    """The instrument's Lua heap is a few megabytes: a doubling string, a huge string.rep or
+    table.concat is Lua's ``not enough memory``, raised before the host allocates it."""
+    lua = Lua(max_steps=DEFAULT_MAX_STEPS)
+    for src in (
+        "s = 'a' for i = 1, 40 do s = s .. s end",
+        "s = string.rep('ab', 1e9)",
+        "t = {} for i = 1, 5 do t[i] = string.rep('x', 1e6) end s = table.concat(t, ',')",
+    ):
+        assert lua.error(src) == (-286, "TSP Runtime error at line 1: not enough memory"), src
+    # The limit is the documented one, and strings up to it still work.
+    assert lua.one(f"print(#string.rep('x', {MAX_STRING_CHARS}))") == (
+        f"{float(MAX_STRING_CHARS):.5e}"
+    )
+    assert lua.error(f"s = string.rep('x', {MAX_STRING_CHARS}) .. 'y'")[1].endswith(
+        "not enough memory"
+    )
+
+
+def test_format_widths_have_at_most_two_digits_as_in_lua_5_0(lua: Lua) -> None:
+    assert lua.one("print(string.format('%5.2f|%-4s|%02d', 3.14159, 'x', 7))") == " 3.14|x   |07"
+    for spec in ("%100d", "%.100f", "%999999999s"):
+        assert lua.error(f"print(string.format('{spec}', 1))") == (
+            -286,
+            "TSP Runtime error at line 1: invalid format (width or precision too long)",
+        ), spec
+
+
+def test_deeply_nested_input_is_a_syntax_error(lua: Lua) -> None:
+    for src in (
+        "print(" + "(" * 5000 + "1" + ")" * 5001,
+        "x = " + "{" * 3000 + "}" * 3000,
+        "if true then " * 3000 + "end " * 3000,
+    ):
+        code, message = lua.error(src)
+        assert code == -285 and "too many syntax levels" in message
+    assert lua.one("print(" + "(" * 100 + "1" + ")" * 101) == "1.00000e+00"
