@@ -7,6 +7,7 @@ timeout (never a hang); the error names the instrument and the resource.
 # ruff: noqa: SIM117  (the server outlives the transport: assertions follow the inner block)
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -255,3 +256,113 @@ def test_retries_are_bounded() -> None:
 def test_a_resource_that_is_neither_visa_nor_serial_is_a_config_error(resource: str) -> None:
     with pytest.raises(ConfigError, match="neither a VISA resource"):
         open_transport(resource)
+
+
+# -- every link type: silence is a timeout within the timeout, a closed link reconnects ------
+def _resource(kind: str, port: int) -> str:
+    return {
+        "visa-socket": f"TCPIP::127.0.0.1::{port}::SOCKET",
+        "visa-asrlsocket": f"ASRLsocket://127.0.0.1:{port}::INSTR",
+        "serial-socket": f"socket://127.0.0.1:{port}",
+    }[kind]
+
+
+LINKS = ["visa-socket", "visa-asrlsocket", "serial-socket"]
+
+
+@pytest.mark.parametrize("kind", LINKS)
+def test_a_silent_instrument_times_out_within_the_timeout_on_every_link(kind: str) -> None:
+    with line_server(silent) as server:
+        resource = _resource(kind, server.port)
+        with open_transport(resource, name="chamber", timeout_s=0.3) as t:
+            assert isinstance(t, VisaTransport if kind.startswith("visa") else SerialTransport)
+            start = time.monotonic()
+            with pytest.raises(
+                InstrumentTimeout, match=r"chamber.*no (complete )?reply within 0.3 s"
+            ):
+                t.query("TEMP?")
+            elapsed = time.monotonic() - start
+    assert 0.25 < elapsed < 1.3, elapsed
+    assert server.received == ["TEMP?"]
+
+
+@pytest.mark.parametrize("kind", LINKS)
+def test_after_the_instrument_closed_the_link_reconnect_brings_it_back(kind: str) -> None:
+    with line_server(echo_idn, close_after=2) as server:
+        t = open_transport(_resource(kind, server.port), name="smu", timeout_s=0.3)
+        assert t.query("*IDN?") == "NVMLAB,ECHO,0,1.0"
+        with pytest.raises((InstrumentIOError, InstrumentTimeout)):
+            t.query("*IDN?")  # the instrument closes the link instead of answering
+        server.close_after = None
+        t.reconnect()
+        assert t.query("*IDN?") == "NVMLAB,ECHO,0,1.0"
+        assert server.connections == 2
+        t.close()
+
+
+@pytest.mark.parametrize(
+    "resource",
+    ["ASRL/dev/ttyUSB0::INSTR", "ASRL3::INSTR", "ASRLsocket://127.0.0.1:7000::INSTR"],
+)
+def test_asrl_resource_strings_are_visa_even_with_a_url_inside(resource: str) -> None:
+    from nvmlab.drivers.transport import is_serial_url, is_visa_resource
+
+    assert is_visa_resource(resource) and not is_serial_url(resource)
+
+
+def test_an_asrl_url_resource_is_opened_by_pyvisa_not_pyserial() -> None:
+    # Nothing listens: the error comes from pyvisa-py and names the VISA backend.
+    resource = f"ASRLsocket://127.0.0.1:{_closed_port()}::INSTR"
+    with pytest.raises(InstrumentIOError, match="cannot open VISA resource with backend @py"):
+        open_transport(resource, name="chamber", timeout_s=0.2)
+    with line_server(echo_idn) as server:
+        with open_transport(f"ASRLsocket://127.0.0.1:{server.port}::INSTR", timeout_s=0.5) as t:
+            assert isinstance(t, VisaTransport)
+            assert t.query("*IDN?") == "NVMLAB,ECHO,0,1.0"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_closing_one_visa_session_leaves_the_others_on_the_same_library_open() -> None:
+    with line_server(echo_idn) as first, line_server(echo_idn) as second:
+        a = open_transport(f"TCPIP::127.0.0.1::{first.port}::SOCKET", name="smu", timeout_s=0.5)
+        b = open_transport(f"TCPIP::127.0.0.1::{second.port}::SOCKET", name="smu2", timeout_s=0.5)
+        a.close()
+        assert b.query("*IDN?") == "NVMLAB,ECHO,0,1.0"
+        a.reconnect()
+        assert a.query("*IDN?") == "NVMLAB,ECHO,0,1.0"
+        b.close()
+        assert a.query("*IDN?") == "NVMLAB,ECHO,0,1.0"
+        a.close()
+
+
+@pytest.mark.parametrize("role", ["smu", "chamber"])
+@pytest.mark.parametrize("stack", ["visa", "serial"])
+def test_a_silent_in_process_instrument_times_out_too(role: str, stack: str) -> None:
+    """The in-process bench (pyvisa library, nvmlab:// URLs) never hangs a caller either."""
+    from nvmlab.mocks.benchfile import BenchConfig
+    from nvmlab.mocks.emulated import build_emulated_bench
+    from nvmlab.mocks.serving.faults import FaultSpec
+
+    config = BenchConfig(rows=8, cols=8, faults={role: [FaultSpec("drop", every=1)]})
+    bench = build_emulated_bench(config)
+    try:
+        if stack == "visa":
+            resource = bench.resources()[role]
+            t = open_transport(
+                resource, name=role, timeout_s=0.3, visa_library=bench.visa_library()
+            )
+        else:
+            resource = bench.serial_urls()[role]
+            t = open_transport(resource, name=role, timeout_s=0.3)
+        with t:
+            start = time.monotonic()
+            with pytest.raises(InstrumentTimeout, match=rf"{role} \({re.escape(resource)}\)"):
+                t.query("*IDN?" if role == "smu" else "TEMP?")
+            assert time.monotonic() - start < 1.3
+    finally:
+        bench.close()
