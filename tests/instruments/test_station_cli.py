@@ -162,3 +162,44 @@ def test_station_check_against_nvmlab_emulate_in_other_processes(tmp_path: Path)
         except subprocess.TimeoutExpired:
             emulator.kill()
             emulator.wait()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            '[limits]\nmax_current_a = -1e-3\n[instruments.smu]\ndriver = "keithley2400"\n'
+            'resource = "GPIB0::24::INSTR"\n',
+            "limits.max_current_a: -0.001 A is outside the sane range (0, 1] A",
+        ),
+        (
+            '[limits]\nmax_pulse_width_s = 3600\n[instruments.smu]\ndriver = "keithley2400"\n'
+            'resource = "GPIB0::24::INSTR"\n',
+            "limits.max_pulse_width_s: 3600 s is outside the sane range (0, 10] s",
+        ),
+        (
+            '[instruments.board]\ndriver = "probe_board"\nresource = "socket://bench-pc"\n',
+            "instruments.board.resource: 'socket://bench-pc' needs 'socket://HOST:PORT'",
+        ),
+        (
+            '[instruments.chamber]\ndriver = "espec"\nresource = "COM3"\nsafe_setpoint_c = 400\n',
+            "instruments.chamber.safe_setpoint_c: 400 C is outside",
+        ),
+    ],
+)
+def test_bad_limits_and_resources_exit_2_naming_file_field_and_allowed(
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+    body: str,
+    expected: str,
+) -> None:
+    path = tmp_path / "bench.toml"
+    path.write_text(body)
+    assert main(["station", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bench.toml" in err and expected in err, err
+
+
+def test_a_missing_station_file_exits_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["station", "check", str(tmp_path / "nowhere.toml")]) == 2
+    assert "nowhere.toml" in capsys.readouterr().err
