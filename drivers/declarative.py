@@ -23,11 +23,15 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from nvmlab.drivers.transport import Transport
 from nvmlab.errors import InstrumentProtocolError
 
 __all__ = [
     "Instrument",
+    "ScpiInstrument",
+    "check_line_frequency",
     "Channel",
     "control",
     "measurement",
@@ -135,8 +139,63 @@ class Instrument(_CommandOwner):
             message, instrument=self.transport.name, resource=self.transport.resource
         )
 
+    def parse_numbers(self, reply: str, expected: int | None = None) -> np.ndarray:
+        """Comma-separated numbers (``+1.0E-05,2e-6``) as a float array; ``expected`` counts."""
+        try:
+            values = np.array([float(x) for x in reply.split(",") if x.strip()], dtype=float)
+        except ValueError as exc:
+            raise self.protocol_error(f"unparsable readings {reply[:80]!r}: {exc}") from exc
+        if expected is not None and values.size != expected:
+            raise self.protocol_error(f"expected {expected} values, got {values.size}")
+        return values
+
+    def errors(self, max_errors: int = 50) -> list[tuple[int, str]]:
+        """The instrument's error queue, emptied: [(code, text)] (per model)."""
+        raise NotImplementedError
+
+    def check_errors(self) -> None:
+        """Raise :class:`~nvmlab.errors.InstrumentProtocolError` with the instrument's errors."""
+        found = self.errors()
+        if found:
+            text = "; ".join(f"{code},{message!r}" for code, message in found)
+            raise self.protocol_error(f"the instrument reported error(s): {text}")
+
     def close(self) -> None:
         self.transport.close()
+
+
+class ScpiInstrument(Instrument):
+    """An IEEE 488.2 / SCPI instrument: ``*RST``, ``*CLS`` and the ``:SYST:ERR?`` queue."""
+
+    def reset(self) -> None:
+        """``*RST``: the instrument's defaults, outputs off."""
+        self.write("*RST")
+
+    def clear(self) -> None:
+        """``*CLS``: clear the error queue and the status registers."""
+        self.write("*CLS")
+
+    def errors(self, max_errors: int = 50) -> list[tuple[int, str]]:
+        """Read the error queue (``:SYST:ERR?`` until ``0,"No error"``): [(code, text)]."""
+        found: list[tuple[int, str]] = []
+        for _ in range(max_errors):
+            reply = self.ask(":SYST:ERR?")
+            code_text, _, message = reply.partition(",")
+            try:
+                code = int(code_text)
+            except ValueError:
+                raise self.protocol_error(f"unreadable error-queue entry {reply!r}") from None
+            if code == 0:
+                return found
+            found.append((code, message.strip().strip('"')))
+        return found
+
+
+def check_line_frequency(hz: float) -> float:
+    """The mains frequency (Hz) an SMU integrates over: 50 or 60."""
+    if hz not in (50.0, 60.0):
+        raise ValueError(f"line_frequency_hz must be 50 or 60 Hz, got {hz!r}")
+    return float(hz)
 
 
 class Channel(_CommandOwner):

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from nvmlab.drivers.declarative import (
-    Instrument,
+    ScpiInstrument,
+    check_line_frequency,
     control,
     measurement,
     parse_bool,
@@ -48,7 +49,7 @@ def _on_off(value: Any) -> str:
     return "ON" if value else "OFF"
 
 
-class Keithley2400(Instrument):
+class Keithley2400(ScpiInstrument):
     """A Keithley 2400 over any :class:`~nvmlab.drivers.transport.Transport` (no I/O here).
 
     ``line_frequency_hz`` (50 or 60 Hz) is used only to estimate how long a sweep takes,
@@ -63,9 +64,7 @@ class Keithley2400(Instrument):
 
     def __init__(self, transport: Any, *, line_frequency_hz: float = 60.0) -> None:
         super().__init__(transport)
-        if line_frequency_hz not in (50.0, 60.0):
-            raise ValueError(f"line_frequency_hz must be 50 or 60 Hz, got {line_frequency_hz!r}")
-        self.line_frequency_hz = float(line_frequency_hz)
+        self.line_frequency_hz = check_line_frequency(line_frequency_hz)
         #: Fields returned per reading, as last set by :meth:`set_data_elements` / :meth:`reset`.
         self.elements: tuple[str, ...] = ELEMENTS
         #: Last NPLC and source delay (s) this driver set; used to size sweep timeouts.
@@ -79,36 +78,10 @@ class Keithley2400(Instrument):
 
     def reset(self) -> None:
         """``*RST``: defaults (compliance 105 uA, output off, all five reading fields)."""
-        self.write("*RST")
+        super().reset()
         self.elements = ELEMENTS
         self._nplc_hint = 1.0
         self._delay_hint_s = 0.0
-
-    def clear(self) -> None:
-        """``*CLS``: clear the error queue and the status registers."""
-        self.write("*CLS")
-
-    def errors(self, max_errors: int = 50) -> list[tuple[int, str]]:
-        """Read the error queue (``:SYST:ERR?`` until ``0,"No error"``): [(code, text)]."""
-        found: list[tuple[int, str]] = []
-        for _ in range(max_errors):
-            reply = self.ask(":SYST:ERR?")
-            code_text, _, message = reply.partition(",")
-            try:
-                code = int(code_text)
-            except ValueError:
-                raise self.protocol_error(f"unreadable error-queue entry {reply!r}") from None
-            if code == 0:
-                return found
-            found.append((code, message.strip().strip('"')))
-        return found
-
-    def check_errors(self) -> None:
-        """Raise :class:`~nvmlab.errors.InstrumentProtocolError` with the instrument's errors."""
-        found = self.errors()
-        if found:
-            text = "; ".join(f"{code},{message!r}" for code, message in found)
-            raise self.protocol_error(f"the instrument reported error(s): {text}")
 
     # -- source ---------------------------------------------------------------------------
     source_function = control(
@@ -239,10 +212,7 @@ class Keithley2400(Instrument):
 
     # -- readings -------------------------------------------------------------------------
     def _parse_readings(self, reply: str, points: int | None = None) -> np.ndarray:
-        try:
-            values = np.array([float(x) for x in reply.split(",") if x.strip()], dtype=float)
-        except ValueError as exc:
-            raise self.protocol_error(f"unparsable readings {reply[:80]!r}: {exc}") from exc
+        values = self.parse_numbers(reply)
         width = len(self.elements)
         if values.size % width or (points is not None and values.size != points * width):
             expected = f"{points} x {width}" if points is not None else f"a multiple of {width}"

@@ -27,6 +27,7 @@ import numpy as np
 from nvmlab.drivers.declarative import (
     Channel,
     Instrument,
+    check_line_frequency,
     control,
     measurement,
     parse_float,
@@ -283,9 +284,7 @@ class Keithley2636B(Instrument):
 
     def __init__(self, transport: Any, *, line_frequency_hz: float = 60.0) -> None:
         super().__init__(transport)
-        if line_frequency_hz not in (50.0, 60.0):
-            raise ValueError(f"line_frequency_hz must be 50 or 60 Hz, got {line_frequency_hz!r}")
-        self.line_frequency_hz = float(line_frequency_hz)
+        self.line_frequency_hz = check_line_frequency(line_frequency_hz)
         self.smua = Keithley2636BChannel(self, "smua")
         self.smub = Keithley2636BChannel(self, "smub")
         #: ``format.data`` as last set by this driver: "ascii", "real32" or "real64".
@@ -335,13 +334,6 @@ class Keithley2636B(Instrument):
             found.append((code, message))
         return found
 
-    def check_errors(self) -> None:
-        """Raise :class:`~nvmlab.errors.InstrumentProtocolError` with the instrument's errors."""
-        found = self.errors()
-        if found:
-            text = "; ".join(f"{code},{message!r}" for code, message in found)
-            raise self.protocol_error(f"the instrument reported error(s): {text}")
-
     # -- buffers --------------------------------------------------------------------------
     def set_data_format(self, data_format: str) -> None:
         """``format.data``: ``"ascii"``, ``"real32"`` or ``"real64"`` (little-endian)."""
@@ -365,11 +357,7 @@ class Keithley2636B(Instrument):
     def _read_buffer_reply(self, points: int, what: str) -> np.ndarray:
         """Read one ``printbuffer`` reply of ``points`` values in :attr:`data_format`."""
         if self.data_format == "ascii":
-            reply = self.read()
-            try:
-                values = np.array([float(x) for x in reply.split(",") if x.strip()])
-            except ValueError as exc:
-                raise self.protocol_error(f"{what}: unparsable {reply[:80]!r}") from exc
+            values = self.parse_numbers(self.read())
         else:
             size = 4 if self.data_format == "real32" else 8
             header = self.transport.read_raw(2)

@@ -22,7 +22,8 @@ import numpy as np
 
 from nvmlab.drivers.declarative import (
     Channel,
-    Instrument,
+    ScpiInstrument,
+    check_line_frequency,
     control,
     measurement,
     parse_bool,
@@ -247,7 +248,7 @@ class KeysightB2902AChannel(Channel):
             self.write(cls.source_shape.format_command(self, "dc"))
 
 
-class KeysightB2902A(Instrument):
+class KeysightB2902A(ScpiInstrument):
     """A Keysight B2902A over any :class:`~nvmlab.drivers.transport.Transport` (no I/O here)."""
 
     transport_defaults: dict[str, Any] = {
@@ -258,9 +259,7 @@ class KeysightB2902A(Instrument):
 
     def __init__(self, transport: Any, *, line_frequency_hz: float = 60.0) -> None:
         super().__init__(transport)
-        if line_frequency_hz not in (50.0, 60.0):
-            raise ValueError(f"line_frequency_hz must be 50 or 60 Hz, got {line_frequency_hz!r}")
-        self.line_frequency_hz = float(line_frequency_hz)
+        self.line_frequency_hz = check_line_frequency(line_frequency_hz)
         self.ch1 = KeysightB2902AChannel(self, "1")
         self.ch2 = KeysightB2902AChannel(self, "2")
 
@@ -276,45 +275,6 @@ class KeysightB2902A(Instrument):
     identity = measurement(
         "*IDN?", "Identification: ``Keysight Technologies,B2902A,<serial>,<firmware>``.", cast=str
     )
-
-    def reset(self) -> None:
-        """``*RST``: both channels to defaults, outputs off."""
-        self.write("*RST")
-
-    def clear(self) -> None:
-        """``*CLS``: clear the error queue and status."""
-        self.write("*CLS")
-
-    def errors(self, max_errors: int = 50) -> list[tuple[int, str]]:
-        """Read the error queue (``:SYST:ERR?`` until ``+0,"No error"``): [(code, text)]."""
-        found: list[tuple[int, str]] = []
-        for _ in range(max_errors):
-            reply = self.ask(":SYST:ERR?")
-            code_text, _, message = reply.partition(",")
-            try:
-                code = int(code_text)
-            except ValueError:
-                raise self.protocol_error(f"unreadable error-queue entry {reply!r}") from None
-            if code == 0:
-                return found
-            found.append((code, message.strip().strip('"')))
-        return found
-
-    def check_errors(self) -> None:
-        """Raise :class:`~nvmlab.errors.InstrumentProtocolError` with the instrument's errors."""
-        found = self.errors()
-        if found:
-            text = "; ".join(f"{code},{message!r}" for code, message in found)
-            raise self.protocol_error(f"the instrument reported error(s): {text}")
-
-    def parse_numbers(self, reply: str, expected: int | None = None) -> np.ndarray:
-        try:
-            values = np.array([float(x) for x in reply.split(",") if x.strip()], dtype=float)
-        except ValueError as exc:
-            raise self.protocol_error(f"unparsable readings {reply[:80]!r}: {exc}") from exc
-        if expected is not None and values.size != expected:
-            raise self.protocol_error(f"expected {expected} values, got {values.size}")
-        return values
 
     def measure_currents(self) -> tuple[float, float]:
         """``:MEAS:CURR? (@1,2)``: both channels' currents (A) from one query."""
