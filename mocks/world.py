@@ -31,6 +31,7 @@ import numpy as np
 
 from nvmlab.clock import Clock
 from nvmlab.mocks.physics.base import ArrayPhysics, LineBias, LineSolution, scheme_bias
+from nvmlab.mocks.physics.state import remove_stale_temporaries
 from nvmlab.mocks.thermal import ThermalModel
 
 LineMode = Literal["gnd", "float", "dac", "smu", "track"]
@@ -89,8 +90,10 @@ class Bench:
         self.max_applied_a: dict[str, float] = {t: 0.0 for t in TERMINALS}
         self._last_relax_t = clock.now()
         self.lock = threading.RLock()
-        if self.state_file is not None and self.state_file.exists():
-            self.array.load_state(self.state_file)
+        if self.state_file is not None:
+            remove_stale_temporaries(self.state_file)
+            if self.state_file.exists():
+                self.array.load_state(self.state_file)
 
     # -- temperatures ---------------------------------------------------------------
     def chip_temperature_c(self) -> float:

@@ -5,7 +5,9 @@ document (``meta``: the kind, the geometry, the parameters, the noise generator'
 It is written to a temporary file in the same directory, flushed and fsynced, then
 renamed over the old file with :func:`os.replace`, so a process killed at any instant
 leaves either the old or the new state on disk, never a mixture. The directory entry is
-fsynced too where the platform allows it.
+fsynced too where the platform allows it. A process killed between creating the temporary
+file and renaming it leaves that temporary behind; :func:`remove_stale_temporaries` (run
+when a bench opens its state file) deletes such leftovers.
 """
 
 from __future__ import annotations
@@ -24,13 +26,31 @@ from nvmlab.errors import ConfigError
 _META_KEY = "__meta_json__"
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path: Path | str) -> list[Path]:
+    """Delete temporaries of :func:`save_state_file` for ``path`` left by a killed process.
+
+    Returns the files removed. Only one process may use a state file at a time."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    removed = []
+    for candidate in directory.glob(f"{_temporary_prefix(path)}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
 def save_state_file(path: Path | str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write ``arrays`` and the JSON-serialisable ``meta`` to ``path`` atomically."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     payload: dict[str, Any] = dict(arrays)
     payload[_META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)

@@ -71,7 +71,11 @@ def nvmlab_emulate(*args: str, stop_signal: int = signal.SIGINT) -> Iterator[Emu
         emulator = Emulator(proc, resources)
         yield emulator
         proc.send_signal(stop_signal)
-        assert proc.wait(timeout=20) == 0, proc.stderr.read()  # type: ignore[union-attr]
+        code = proc.wait(timeout=20)
+        if stop_signal == signal.SIGKILL:
+            assert code == -signal.SIGKILL
+        else:
+            assert code == 0, proc.stderr.read()  # type: ignore[union-attr]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -220,3 +224,72 @@ def test_bad_options_fail_with_a_message_naming_the_allowed_values() -> None:
     assert result.returncode == 1
     assert "device 8,0 is outside the 8 x 8 array" in result.stderr
     assert "allowed rows 0..7" in result.stderr
+
+
+class PlainBench:
+    """Board (pyserial, socket://) and Keithley 2400 (pyvisa-py) of a served bench."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.rm = pyvisa.ResourceManager("@py")
+        self.smu = self.rm.open_resource(
+            emu.resources["smu"], read_termination="\n", write_termination="\n", timeout=5000
+        )
+        self.smu.write(
+            f":SOUR:FUNC VOLT;:SOUR:VOLT {READ_V};:SENS:CURR:PROT 1e-3;:FORM:ELEM CURR;"
+            ":TRIG:COUN 10;:OUTP ON"
+        )
+        self.board = serial.serial_for_url(emu.serial_url("board"), timeout=5.0)
+        assert self.ask("READ:SCHEME TRACK") == "OK"
+
+    def ask(self, command: str) -> str:
+        self.board.write(command.encode("ascii") + b"\n")
+        return self.board.readline().decode("ascii").strip()
+
+    def conductance_s(self, row: int, col: int) -> float:
+        """Device (row, col) alone (tracking scheme), 10 readings averaged (S)."""
+        assert self.ask(f"SEL {row},{col}") == "OK"
+        amps = [float(x) for x in self.smu.query(":READ?").split(",")]
+        return sum(amps) / len(amps) / READ_V
+
+    def close(self) -> None:
+        self.board.close()
+        self.smu.close()
+        self.rm.close()
+
+
+def test_the_chip_is_as_it_was_left_after_kill_9(tmp_path: Path) -> None:
+    """Write pulses through the served board, SIGKILL the emulator, restart it on the same
+    state file: the devices read what they read before the kill (within read noise). A kill
+    in the middle of a burst of writes leaves a state file that still loads."""
+    state = tmp_path / "chip.npz"
+    args = ["--rows", str(ROWS), "--cols", str(COLS), "--seed", str(SEED)]
+    args += ["--state-file", str(state)]
+    pulses = {(1, 2): 1.4, (6, 4): -1.6}  # one set, one reset (V), 1 ms, V/3 scheme
+    with nvmlab_emulate(*args, stop_signal=signal.SIGKILL) as emu:
+        lab = PlainBench(emu)
+        before = {d: lab.conductance_s(*d) for d in pulses}
+        for (row, col), volts in pulses.items():
+            for _ in range(3):
+                assert lab.ask(f"PULSE {row},{col},{volts},1e-3,V3") == "OK"
+        written = {d: lab.conductance_s(*d) for d in pulses}
+        lab.close()
+    assert written[(1, 2)] > 1.05 * before[(1, 2)]  # the pulses really changed the chip
+    assert written[(6, 4)] < 0.95 * before[(6, 4)]
+    assert [p.name for p in tmp_path.iterdir()] == ["chip.npz"]
+
+    with nvmlab_emulate(*args, stop_signal=signal.SIGKILL) as emu:
+        lab = PlainBench(emu)
+        for d, g in written.items():
+            assert lab.conductance_s(*d) == pytest.approx(g, rel=0.01), d
+        # A burst of writes (each one rewrites the state file), killed half-way.
+        lab.board.write(b"".join(b"PULSE 3,3,1.2,1e-3,V3\n" for _ in range(200)))
+        for _ in range(40):
+            assert lab.board.readline() == b"OK\n"
+        lab.close()
+
+    # Whatever instant the kill hit, the state file is a whole one: it loads and serves.
+    with nvmlab_emulate(*args) as emu:
+        lab = PlainBench(emu)
+        assert lab.conductance_s(1, 2) == pytest.approx(written[(1, 2)], rel=0.01)
+        lab.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["chip.npz"]  # no stale temporary files

@@ -86,6 +86,25 @@ def test_saving_replaces_the_file_atomically_and_a_failed_write_keeps_the_old_st
     assert [p.name for p in tmp_path.iterdir()] == ["chip.npz"]
 
 
+def test_a_bench_opening_its_state_file_removes_temporaries_of_a_killed_writer(
+    tmp_path: Path,
+) -> None:
+    from nvmlab.clock import VirtualClock
+    from nvmlab.mocks.thermal import ThermalModel
+    from nvmlab.mocks.world import Bench
+
+    path = tmp_path / "chip.npz"
+    chip = used_memristor()
+    chip.save_state(path)
+    # What a process killed between writing the temporary and renaming it leaves behind.
+    (tmp_path / ".chip.npz.k1ll3d.tmp").write_bytes(b"half a state file")
+    (tmp_path / ".other.npz.x.tmp").write_bytes(b"not ours")
+    clock = VirtualClock()
+    bench = Bench(MemristorArray(8, 8, seed=99), clock, ThermalModel(clock), state_file=path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npz.x.tmp", "chip.npz"]
+    assert_same_truth(bench.ground_truth(), chip.ground_truth())
+
+
 def test_a_state_file_of_another_chip_is_refused_with_its_name(tmp_path: Path) -> None:
     used_memristor().save_state(tmp_path / "chip.npz")
     with pytest.raises(ConfigError, match=r"chip\.npz.*memristor array of 8 x 8.*16 x 16"):
