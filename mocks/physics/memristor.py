@@ -48,8 +48,8 @@ Model, per device (i, j):
 
 Calibration (devices.md's anchor): with ``switching_slope_v`` = 0.05 V the conventional
 fixed-ramp protocol (V/2, 0.5 -> 2.0 / 2.2 V ramps in 30 mV steps, 1.1 ms pulses, a read
-after each) needs a median of 46-54 pulses to reach 2 % of a 10-100 uS target on the
-default 64 x 64 bench (seeds 0-5; 20 mV steps give 64-76); see
+after each) needs a median of 45-55 pulses to reach 2 % of a 10-100 uS target on the
+default 64 x 64 bench (seeds 0-5; 20 mV steps give 58-71, 50 mV steps 35-57); see
 ``tests/mocks/physics/test_physics_calibration.py``.
 
 Device parameters are drawn from ``np.random.default_rng(seed)`` (same seed, same chip);
