@@ -223,11 +223,16 @@ class VisaTransport(Transport):
         resource: str,
         *,
         visa_library: str | pyvisa.highlevel.VisaLibraryBase = "@py",
+        serial_options: dict[str, Any] | None = None,
         open_now: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource=resource, **kwargs)
         self.visa_library = visa_library
+        #: ``baudrate``, ``bytesize``, ``parity`` ("N", "E", "O"), ``stopbits``: applied to a
+        #: local serial port (``ASRL3::INSTR``, ``ASRL/dev/ttyUSB0::INSTR``) as VISA
+        #: attributes; a serial URL behind ``ASRL`` (``ASRLsocket://``) has no line settings.
+        self.serial_options = dict(serial_options or {})
         self._rm: Any = None
         self._inst: Any = None
         self.tcp_nodelay = False
@@ -256,6 +261,33 @@ class VisaTransport(Transport):
                 f"cannot open VISA resource with backend {self._backend_name()}: {exc}",
             ) from exc
         self.tcp_nodelay = self._set_tcp_nodelay()
+        try:
+            self._apply_serial_options(self._inst)
+        except Exception as exc:
+            self._close_quietly()
+            raise self.error(
+                InstrumentIOError, f"cannot set serial options {self.serial_options}: {exc}"
+            ) from exc
+
+    def _apply_serial_options(self, inst: Any) -> None:
+        """Set baud rate, data bits, parity and stop bits on a local ASRL port."""
+        text = self.resource.strip().upper()
+        if not text.startswith("ASRL") or "://" in text or not self.serial_options:
+            return
+        from pyvisa import constants
+
+        parities = {"N": constants.Parity.none, "E": constants.Parity.even}
+        parities["O"] = constants.Parity.odd
+        stop_bits = {1: constants.StopBits.one, 2: constants.StopBits.two}
+        options = self.serial_options
+        if "baudrate" in options:
+            inst.baud_rate = int(options["baudrate"])
+        if "bytesize" in options:
+            inst.data_bits = int(options["bytesize"])
+        if "parity" in options:
+            inst.parity = parities[str(options["parity"]).upper()]
+        if "stopbits" in options:
+            inst.stop_bits = stop_bits[int(options["stopbits"])]
 
     def _backend_name(self) -> str:
         lib = self.visa_library
@@ -524,7 +556,9 @@ def open_transport(
         timeout_s: read timeout (s).
         read_termination / write_termination: message terminators.
         visa_library: pyvisa backend string or VisaLibraryBase instance (VISA only).
-        serial_options: keyword arguments for ``serial.serial_for_url`` (serial only).
+        serial_options: ``baudrate``, ``bytesize``, ``parity``, ``stopbits`` (and any other
+            ``serial.serial_for_url`` keyword for pyserial); on VISA only for a local
+            ``ASRL`` port, as VISA attributes.
         record_to: when given, wrap the transport in a
             :class:`~nvmlab.drivers.recording.RecordingTransport` writing this JSON-lines file.
         query_retries: extra attempts for idempotent queries after a timeout.
@@ -545,7 +579,9 @@ def open_transport(
     )
     transport: Transport
     if is_visa_resource(resource):
-        transport = VisaTransport(resource, visa_library=visa_library, **common)
+        transport = VisaTransport(
+            resource, visa_library=visa_library, serial_options=serial_options, **common
+        )
     elif is_serial_url(resource):
         transport = SerialTransport(resource, serial_options=serial_options, **common)
     else:

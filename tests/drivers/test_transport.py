@@ -366,3 +366,30 @@ def test_a_silent_in_process_instrument_times_out_too(role: str, stack: str) -> 
             assert time.monotonic() - start < 1.3
     finally:
         bench.close()
+
+
+class _FakeAsrlSession:
+    """Records the VISA serial attributes a transport sets."""
+
+    baud_rate = 9600
+    data_bits = 8
+    parity = None
+    stop_bits = None
+
+
+@pytest.mark.parametrize(
+    ("resource", "applied"),
+    [("ASRL/dev/ttyUSB0::INSTR", True), ("ASRL3::INSTR", True), ("ASRLsocket://h:1::INSTR", False)],
+)
+def test_serial_options_reach_a_local_visa_serial_port(resource: str, applied: bool) -> None:
+    from pyvisa import constants
+
+    options = {"baudrate": 115200, "bytesize": 7, "parity": "E", "stopbits": 2}
+    t = VisaTransport(resource, serial_options=options, open_now=False)
+    session = _FakeAsrlSession()
+    t._apply_serial_options(session)
+    got = (session.baud_rate, session.data_bits, session.parity, session.stop_bits)
+    if applied:
+        assert got == (115200, 7, constants.Parity.even, constants.StopBits.two)
+    else:
+        assert got == (9600, 8, None, None)
