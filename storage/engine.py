@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import urllib.parse
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -39,7 +40,11 @@ SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Seconds to wait for a PostgreSQL server before reporting it unreachable.
 PG_CONNECT_TIMEOUT_S = 10
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
+# The password runs to the LAST "@" of the URL token: an unencoded "@" inside a password
+# ("u:se@cret@host") must not leave its tail ("cret") visible.
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*:)(?P<pw>[^\s'\"]*)@"
+)
 _MASK = "***"
 
 
@@ -62,9 +67,12 @@ def mask_url(url: str | URL) -> str:
     if isinstance(url, URL):
         return url.render_as_string(hide_password=True)
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return mask_text(str(url))
+    if parsed.host and "@" in parsed.host:  # "u:se@cret@host": the parse split the password
+        return mask_text(str(url))
+    return parsed.render_as_string(hide_password=True)
 
 
 def mask_text(text: str, *urls: str | URL) -> str:
@@ -86,6 +94,8 @@ def _password_of(url: str | URL) -> str | None:
         parsed = url if isinstance(url, URL) else make_url(url)
     except (ArgumentError, ValueError):
         return None
+    if parsed.host and "@" in parsed.host:  # mis-split password: the URL pattern masks it
+        return None
     return parsed.password if parsed.password else None
 
 
@@ -99,6 +109,11 @@ def parse_url(url: str) -> URL:
             "sqlite:///path/to/file.sqlite or postgresql+psycopg://user@host:port/database"
         ) from None
     backend = parsed.get_backend_name()
+    if parsed.host and "@" in parsed.host:
+        raise StorageError(
+            f"invalid database URL {mask_url(url)!r}: the user or password holds a literal "
+            "'@'; percent-encode it as %40 (postgresql+psycopg://user:p%40ss@host/db)"
+        )
     if backend not in ("sqlite", "postgresql"):
         raise StorageError(
             f"unsupported database {mask_url(parsed)!r}: nvmlab stores results in SQLite "
@@ -114,12 +129,6 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-def is_sqlite(url: str | URL) -> bool:
-    """True when the URL names a SQLite database."""
-    parsed = url if isinstance(url, URL) else make_url(url)
-    return parsed.get_backend_name() == "sqlite"
-
-
 def sqlite_path(url: str | URL) -> str | None:
     """The file path of a SQLite URL (``None`` for in-memory databases)."""
     parsed = url if isinstance(url, URL) else make_url(url)
@@ -131,11 +140,52 @@ def sqlite_path(url: str | URL) -> str | None:
     return database
 
 
+def sqlite_file_uri(path: str, **query: str) -> str:
+    """The SQLite ``file:`` URI of ``path`` (absolute, percent-encoded) with ``query``."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    return f"{uri}?{urllib.parse.urlencode(query)}" if query else uri
+
+
+def sqlite_read_only_uri(path: str) -> str | None:
+    """A read-only ``file:`` URI for a SQLite file this process cannot write, else ``None``.
+
+    A file we may not write (permissions, read-only mount) is opened with ``mode=ro``: reads
+    work, every write fails with "attempt to write a readonly database". A WAL database
+    also needs its ``-shm`` index; when that does not exist and cannot be created (the
+    directory is read-only too: an archive on a read-only share) and no ``-wal`` file
+    exists (so the main file holds every committed transaction), SQLite can read it only
+    with ``immutable=1``, which nvmlab then adds.
+    """
+    if not os.path.exists(path) or os.access(path, os.W_OK):
+        return None
+    query = {"mode": "ro"}
+    directory = os.path.dirname(os.path.abspath(path))
+    if (
+        _sqlite_header_is_wal(path)
+        and not os.path.exists(path + "-wal")
+        and not os.path.exists(path + "-shm")
+        and not os.access(directory, os.W_OK)
+    ):
+        query["immutable"] = "1"
+    return sqlite_file_uri(path, **query)
+
+
+def _sqlite_header_is_wal(path: str) -> bool:
+    # Bytes 18-19 of a SQLite file are the read/write format versions: 2 means WAL.
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18] == 2
+
+
 def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
     """Create the SQLAlchemy engine for ``url`` with nvmlab's settings.
 
     SQLite: WAL, foreign keys, ``synchronous=FULL``, busy timeout
-    (:data:`SQLITE_BUSY_TIMEOUT_S`), ``BEGIN IMMEDIATE`` for transactions.
+    (:data:`SQLITE_BUSY_TIMEOUT_S`), ``BEGIN IMMEDIATE`` for transactions; a file this
+    process may not write is opened read-only (:func:`sqlite_read_only_uri`).
     PostgreSQL: psycopg 3, pre-ping, connect timeout (:data:`PG_CONNECT_TIMEOUT_S`).
     Extra keyword arguments go to :func:`sqlalchemy.create_engine`.
     """
@@ -144,7 +194,13 @@ def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
         connect_args.setdefault("check_same_thread", False)
-        if (parsed.database or "").startswith("file:"):
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            read_only = sqlite_read_only_uri(database)
+            if read_only is not None:
+                parsed = parsed.set(database=read_only)
+                database = read_only
+        if database.startswith("file:"):
             parsed = parsed.update_query_dict({"uri": "true"})
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine)
