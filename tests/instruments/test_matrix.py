@@ -125,6 +125,8 @@ def test_each_driver_works_through_its_role_on_each_way_to_the_bench(
     try:
         with one_instrument_station(bench, role, where, stack) as station:
             assert station.identities[role].startswith(identity)
+            protocol = {"smu": SourceMeter, "chamber": Chamber, "board": ArrayBoard}[role]
+            assert isinstance(station.roles[role], protocol)
             exercise = {"smu": exercise_smu, "chamber": exercise_chamber, "board": exercise_board}
             exercise[role](station.roles[role], bench)
     finally:
