@@ -34,23 +34,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nvmlab.errors import ConfigError
 from nvmlab.mocks.physics.base import WRITE_SCHEMES, LineBias, LineSolution
-from nvmlab.mocks.physics.memristor import T_REF_C, arrhenius_factor, lognormal
-from nvmlab.mocks.physics.params import from_table, ranged, require_less, to_table
-from nvmlab.mocks.physics.state import (
-    load_state_file,
-    rng_from_json,
-    rng_state_to_json,
-    save_state_file,
+from nvmlab.mocks.physics.memristor import (
+    BOLTZMANN_EV_PER_K,
+    T_REF_C,
+    arrhenius_factor,
+    lognormal,
 )
+from nvmlab.mocks.physics.params import from_table, ranged, require_less
+from nvmlab.mocks.physics.state import ChipState
 
-BOLTZMANN_EV_PER_K = 8.617333262e-5
 #: Vth (V) at which the program / erase reference rates hold.
 VTH_REF_V = 2.5
 #: Pulse widths (s) of the program and erase reference steps.
@@ -169,10 +167,12 @@ _FIXED = (
 _STATE = ("vth_v", "vth_prog_v", "age_s", "relaxing")
 
 
-class EflashArray:
+class EflashArray(ChipState):
     """A NOR flash array; implements :class:`~nvmlab.mocks.physics.base.ArrayPhysics`."""
 
     kind = "eflash"
+    state_arrays = (*_FIXED, *_STATE)
+    params_class = EflashParams
 
     def __init__(
         self, rows: int, cols: int, *, seed: int = 0, params: EflashParams | None = None
@@ -409,28 +409,3 @@ class EflashArray:
         truth = {"vth_v": self.vth_v.copy(), "cell_current_a": self.read_current_a()}
         truth.update({name: getattr(self, name).copy() for name in _FIXED})
         return truth
-
-    def save_state(self, path: Path) -> None:
-        """Write every parameter and state array atomically (see :mod:`.state`)."""
-        arrays = {name: getattr(self, name) for name in (*_FIXED, *_STATE)}
-        meta = {
-            "kind": self.kind,
-            "rows": self.rows,
-            "cols": self.cols,
-            "seed": self.seed,
-            "params": to_table(self.params),
-            "noise_rng": rng_state_to_json(self._noise),
-        }
-        save_state_file(path, arrays, meta)
-
-    def load_state(self, path: Path) -> None:
-        """Restore exactly the array written by :meth:`save_state` (no seed needed)."""
-        arrays, meta = load_state_file(path, kind=self.kind, rows=self.rows, cols=self.cols)
-        missing = [n for n in (*_FIXED, *_STATE) if n not in arrays]
-        if missing:
-            raise ConfigError(f"state file lacks arrays {', '.join(missing)}", file=str(path))
-        self.params = EflashParams(**meta["params"])
-        self.seed = int(meta["seed"])
-        for name in (*_FIXED, *_STATE):
-            setattr(self, name, np.array(arrays[name]))
-        self._noise = rng_from_json(meta["noise_rng"])

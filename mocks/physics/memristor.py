@@ -62,7 +62,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,13 +69,8 @@ import numpy as np
 from nvmlab.errors import ConfigError
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 from nvmlab.mocks.physics.circuit import solve_crossbar
-from nvmlab.mocks.physics.params import from_table, ranged, require_less, to_table
-from nvmlab.mocks.physics.state import (
-    load_state_file,
-    rng_from_json,
-    rng_state_to_json,
-    save_state_file,
-)
+from nvmlab.mocks.physics.params import from_table, ranged, require_less
+from nvmlab.mocks.physics.state import ChipState
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 T_REF_C = 25.0
@@ -247,10 +241,12 @@ _FIXED = (
 _STATE = ("g_prog_s", "age_s", "relax_sign", "formed", "rtn_high", "g_s")
 
 
-class MemristorArray:
+class MemristorArray(ChipState):
     """A passive memristor crossbar; implements :class:`~nvmlab.mocks.physics.base.ArrayPhysics`."""
 
     kind = "memristor"
+    state_arrays = (*_FIXED, *_STATE)
+    params_class = MemristorParams
 
     def __init__(
         self, rows: int, cols: int, *, seed: int = 0, params: MemristorParams | None = None
@@ -479,29 +475,6 @@ class MemristorArray:
             "forming_voltage_v": self.forming_voltage_v.copy(),
         }
 
-    # -- state file ---------------------------------------------------------------------
-    def save_state(self, path: Path) -> None:
-        """Write every parameter and state array atomically (see :mod:`.state`)."""
-        arrays = {name: getattr(self, name) for name in (*_FIXED, *_STATE)}
-        meta = {
-            "kind": self.kind,
-            "rows": self.rows,
-            "cols": self.cols,
-            "seed": self.seed,
-            "params": to_table(self.params),
-            "noise_rng": rng_state_to_json(self._noise),
-        }
-        save_state_file(path, arrays, meta)
-
-    def load_state(self, path: Path) -> None:
-        """Restore exactly the chip written by :meth:`save_state` (no seed needed)."""
-        arrays, meta = load_state_file(path, kind=self.kind, rows=self.rows, cols=self.cols)
-        missing = [n for n in (*_FIXED, *_STATE) if n not in arrays]
-        if missing:
-            raise ConfigError(f"state file lacks arrays {', '.join(missing)}", file=str(path))
-        self.params = MemristorParams(**meta["params"])
-        self.seed = int(meta["seed"])
-        for name in (*_FIXED, *_STATE):
-            setattr(self, name, np.array(arrays[name]))
-        self._noise = rng_from_json(meta["noise_rng"])
+    # -- state file (save_state / load_state: ChipState) -------------------------------
+    def _state_loaded(self) -> None:
         self._refresh_limits()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nvmlab.mocks.physics.base import LineBias, LineSolution
+from nvmlab.mocks.physics.state import load_state_file, save_state_file
 
 
 def solve_linear_crossbar(g: np.ndarray, bias: LineBias) -> LineSolution:
@@ -78,11 +79,14 @@ class ResistorArray:
         return {"conductance_s": self.g.copy()}
 
     def save_state(self, path: Path) -> None:
-        tmp = Path(f"{path}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, conductance_s=self.g)
-        tmp.replace(path)
+        """Write the conductances atomically (:func:`~.state.save_state_file`)."""
+        save_state_file(
+            path,
+            {"conductance_s": self.g},
+            {"kind": self.kind, "rows": self.rows, "cols": self.cols},
+        )
 
     def load_state(self, path: Path) -> None:
-        with np.load(path) as data:
-            self.g = np.array(data["conductance_s"])
+        """Restore the conductances written by :meth:`save_state` (same size only)."""
+        arrays, _ = load_state_file(path, kind=self.kind, rows=self.rows, cols=self.cols)
+        self.g = np.array(arrays["conductance_s"], dtype=float)

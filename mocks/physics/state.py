@@ -17,11 +17,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from nvmlab.errors import ConfigError
+from nvmlab.mocks.physics.params import to_table
 
 _META_KEY = "__meta_json__"
 
@@ -106,3 +107,52 @@ def rng_from_json(state: dict[str, Any]) -> np.random.Generator:
     bit_gen = getattr(np.random, state["bit_generator"])()
     bit_gen.state = state
     return np.random.Generator(bit_gen)
+
+
+class ChipState:
+    """``save_state`` / ``load_state`` of :class:`~nvmlab.mocks.physics.base.ArrayPhysics`
+    for an array whose whole chip is a set of named per-device numpy arrays.
+
+    A subclass names those arrays in ``state_arrays`` (fixed parameters and state alike)
+    and its parameter dataclass in ``params_class``; it keeps ``kind``, ``rows``, ``cols``,
+    ``seed``, ``params`` and its noise generator ``_noise``. The file also holds the
+    parameters and the noise generator's state, so a restored chip continues exactly.
+    """
+
+    state_arrays: ClassVar[tuple[str, ...]] = ()
+    params_class: ClassVar[type]
+    kind: str
+    rows: int
+    cols: int
+    seed: int
+    params: Any
+    _noise: np.random.Generator
+
+    def save_state(self, path: Path) -> None:
+        """Write every parameter and state array atomically (see :func:`save_state_file`)."""
+        arrays = {name: getattr(self, name) for name in self.state_arrays}
+        meta = {
+            "kind": self.kind,
+            "rows": self.rows,
+            "cols": self.cols,
+            "seed": self.seed,
+            "params": to_table(self.params),
+            "noise_rng": rng_state_to_json(self._noise),
+        }
+        save_state_file(path, arrays, meta)
+
+    def load_state(self, path: Path) -> None:
+        """Restore exactly the chip written by :meth:`save_state` (no seed needed)."""
+        arrays, meta = load_state_file(path, kind=self.kind, rows=self.rows, cols=self.cols)
+        missing = [n for n in self.state_arrays if n not in arrays]
+        if missing:
+            raise ConfigError(f"state file lacks arrays {', '.join(missing)}", file=str(path))
+        self.params = self.params_class(**meta["params"])
+        self.seed = int(meta["seed"])
+        for name in self.state_arrays:
+            setattr(self, name, np.array(arrays[name]))
+        self._noise = rng_from_json(meta["noise_rng"])
+        self._state_loaded()
+
+    def _state_loaded(self) -> None:
+        """Hook: recompute whatever the array caches from its state (default: nothing)."""
