@@ -14,8 +14,22 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 from nvmlab.clock import Clock
+
+if TYPE_CHECKING:
+    from nvmlab.mocks.thermal import ThermalModel
+
+#: Mains frequencies (Hz) an SMU's integration time (NPLC) can refer to.
+LINE_FREQUENCIES_HZ = (50.0, 60.0)
+
+
+def line_frequency(hz: float) -> float:
+    """Check an SMU's mains frequency (Hz): ValueError unless 50 or 60."""
+    if float(hz) not in LINE_FREQUENCIES_HZ:
+        raise ValueError(f"line_frequency_hz must be 50 or 60 Hz, got {hz!r}")
+    return float(hz)
 
 
 class EmulatedInstrument(ABC):
@@ -108,3 +122,39 @@ class LineInstrument(EmulatedInstrument):
     @abstractmethod
     def handle_line(self, line: str) -> str | None:
         """Execute one received line; return the reply text or ``None``."""
+
+
+class ChamberFaults:
+    """Fault injection shared by the chamber emulators (used by the fault injector).
+
+    An injected alarm or a broken sensor stops regulation; each controller reports it its
+    own way (Espec ``ALARM?``, Watlow alarm registers). The chamber class provides
+    ``thermal``, ``_lock`` and :meth:`_sync_thermal` (apply the regulation state).
+    """
+
+    injected_alarm: str | None = None
+    sensor_fault: bool = False
+    thermal: ThermalModel
+    _lock: threading.RLock
+
+    def inject_alarm(self, message: str) -> None:
+        """Raise a chamber alarm: regulation stops until :meth:`clear_alarm`."""
+        with self._lock:
+            self.injected_alarm = str(message) or "alarm"
+            self._sync_thermal()
+
+    def clear_alarm(self) -> None:
+        """Clear an injected alarm; regulation resumes."""
+        with self._lock:
+            self.injected_alarm = None
+            self._sync_thermal()
+
+    def inject_sensor_fault(self, on: bool) -> None:
+        """Break (``True``) or repair (``False``) the chamber's temperature sensor."""
+        with self._lock:
+            self.sensor_fault = bool(on)
+            self.thermal.sensor_fault = bool(on)
+            self._sync_thermal()
+
+    def _sync_thermal(self) -> None:
+        raise NotImplementedError

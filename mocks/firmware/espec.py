@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 
-from nvmlab.mocks.firmware.base import LineInstrument
+from nvmlab.mocks.firmware.base import ChamberFaults, LineInstrument
 from nvmlab.mocks.world import Bench
 
 ALARM_INJECTED = 1
@@ -68,7 +68,7 @@ _TEMP_FIELD = re.compile(rf"^([SHLC])({_NUMBER})$", re.IGNORECASE)
 MODES = ("OFF", "STANDBY", "CONSTANT")
 
 
-class EspecEmulator(LineInstrument):
+class EspecEmulator(ChamberFaults, LineInstrument):
     """An Espec chamber (P300-style controller) driving the bench's thermal model."""
 
     model = "espec"
@@ -101,26 +101,6 @@ class EspecEmulator(LineInstrument):
         self.injected_alarm: str | None = None
         self.sensor_fault = False
         self._sync_thermal()
-
-    # -- fault injection ---------------------------------------------------------------------
-    def inject_alarm(self, message: str) -> None:
-        """Raise a chamber alarm (code 1): operation stops until :meth:`clear_alarm`."""
-        with self._lock:
-            self.injected_alarm = str(message) or "alarm"
-            self._sync_thermal()
-
-    def clear_alarm(self) -> None:
-        """Clear an injected alarm; regulation resumes in the selected mode."""
-        with self._lock:
-            self.injected_alarm = None
-            self._sync_thermal()
-
-    def inject_sensor_fault(self, on: bool) -> None:
-        """Break (``True``) or repair (``False``) the chamber's temperature sensor."""
-        with self._lock:
-            self.sensor_fault = bool(on)
-            self.thermal.sensor_fault = bool(on)
-            self._sync_thermal()
 
     # -- state ------------------------------------------------------------------------------
     def _stopped_by_alarm(self) -> bool:

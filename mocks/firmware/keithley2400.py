@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from nvmlab.mocks.firmware.base import line_frequency
 from nvmlab.mocks.firmware.scpi import (
     NAN_READING,
     OVERFLOW_READING,
@@ -122,10 +123,8 @@ class Keithley2400Emulator(ScpiInstrument):
         serial: str = "4107712",
         firmware: str = "C30   Mar 17 2006 09:29:29/A02  /K/J",
     ) -> None:
-        if line_frequency_hz not in (50.0, 60.0):
-            raise ValueError(f"line_frequency_hz {line_frequency_hz!r}; allowed 50 or 60")
         self.bench = bench
-        self.line_frequency_hz = float(line_frequency_hz)
+        self.line_frequency_hz = line_frequency(line_frequency_hz)
         self.identity = f"KEITHLEY INSTRUMENTS INC.,MODEL 2400,{serial},{firmware}"
         self._time_origin = bench.clock.now()
         self._last: list[list[float]] = []  # readings of the last acquisition

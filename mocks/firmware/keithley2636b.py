@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nvmlab.mocks.firmware.base import LineInstrument
+from nvmlab.mocks.firmware.base import LineInstrument, line_frequency
 from nvmlab.mocks.firmware.tsp import (
     DEFAULT_MAX_STEPS,
     RUNTIME_ERROR,
@@ -772,10 +772,8 @@ class Keithley2636BEmulator(LineInstrument):
         max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
         super().__init__(bench.clock, query_latency_s=query_latency_s)
-        if line_frequency_hz not in (50.0, 60.0):
-            raise ValueError(f"line_frequency_hz must be 50 or 60 Hz, got {line_frequency_hz!r}")
         self.bench = bench
-        self.line_frequency_hz = float(line_frequency_hz)
+        self.line_frequency_hz = line_frequency(line_frequency_hz)
         self.serial = str(serial)
         self.firmware = str(firmware)
         self.measure_overhead_s = float(measure_overhead_s)

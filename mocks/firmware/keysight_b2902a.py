@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from nvmlab.mocks.firmware.base import line_frequency
 from nvmlab.mocks.firmware.scpi import (
     NAN_READING,
     Call,
@@ -105,10 +106,8 @@ class KeysightB2902AEmulator(ScpiInstrument):
         serial: str = "MY51141234",
         firmware: str = "3.4.2011.5100",
     ) -> None:
-        if line_frequency_hz not in (50.0, 60.0):
-            raise ValueError(f"line_frequency_hz {line_frequency_hz!r}; allowed 50 or 60")
         self.bench = bench
-        self.line_frequency_hz = float(line_frequency_hz)
+        self.line_frequency_hz = line_frequency(line_frequency_hz)
         self.identity = f"Keysight Technologies,B2902A,{serial},{firmware}"
         self._time_origin = bench.clock.now()
         self.results: dict[int, list[list[float]]] = {c: [] for c in CHANNELS}

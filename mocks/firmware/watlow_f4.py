@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import struct
 
-from nvmlab.mocks.firmware.base import EmulatedInstrument
+from nvmlab.mocks.firmware.base import ChamberFaults, EmulatedInstrument
 from nvmlab.mocks.world import Bench
 
 ILLEGAL_FUNCTION = 0x01
@@ -112,7 +112,7 @@ def _units_to_c(value: float, units: int) -> float:
     return value if units == 1 else (value - 32.0) * 5.0 / 9.0
 
 
-class WatlowF4Emulator(EmulatedInstrument):
+class WatlowF4Emulator(ChamberFaults, EmulatedInstrument):
     """A Watlow F4 controller on Modbus RTU driving the bench's thermal model."""
 
     model = "watlow_f4"
@@ -143,25 +143,6 @@ class WatlowF4Emulator(EmulatedInstrument):
         self.sensor_fault = False
         self._in = bytearray()
         self._sync_thermal()
-
-    # -- fault injection -------------------------------------------------------------------
-    def inject_alarm(self, message: str) -> None:
-        """Trip the limit controller: alarm 1 active, heating/cooling off."""
-        with self._lock:
-            self.injected_alarm = str(message) or "alarm"
-            self._sync_thermal()
-
-    def clear_alarm(self) -> None:
-        with self._lock:
-            self.injected_alarm = None
-            self._sync_thermal()
-
-    def inject_sensor_fault(self, on: bool) -> None:
-        """Open (``True``) or repair (``False``) the input 1 sensor."""
-        with self._lock:
-            self.sensor_fault = bool(on)
-            self.thermal.sensor_fault = bool(on)
-            self._sync_thermal()
 
     def _sync_thermal(self) -> None:
         self.thermal.advance()
