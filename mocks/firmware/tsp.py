@@ -698,10 +698,6 @@ class Interpreter:
             ) from None
         return r if isinstance(r, list) else []
 
-    def call_function(self, fn: Any, args: list[Any]) -> list[Any]:
-        """Call a Lua value from Python (scripts, ``pcall``), errors as :class:`LuaError`."""
-        return self.call(fn, args, None)
-
     @staticmethod
     def _runtime_message(exc: LuaError, block: ast.Block) -> str:
         line = exc.line if exc.line is not None else block.line
