@@ -141,7 +141,9 @@ def register(subparsers: Any) -> None:
         type=_select,
         metavar="R,C",
         help="pre-route the board so SMU channel A (2400; smua; B2902A channel 1) reads device "
-        "(row R, column C) alone: unselected columns track the SMU, unselected rows grounded",
+        "(row R, column C) alone: unselected columns track the SMU, unselected rows grounded; "
+        "on an eFlash array also the read biases (CG 2.5 V, word line 1.5 V): source the "
+        "bit-line voltage (1 V) on channel A",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"

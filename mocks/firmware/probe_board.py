@@ -280,8 +280,11 @@ class ProbeBoardEmulator(LineInstrument):
         """Apply the read routing for device (row, col) without a command.
 
         ``scheme``: ``"track"`` (default: SMU terminal A reads the device alone),
-        ``"gnd"``/``"ground"`` or ``"float"``. Used by ``nvmlab emulate --select R,C``.
-        Raises ValueError for an index or scheme the board does not have.
+        ``"gnd"``/``"ground"`` or ``"float"``. On an eFlash board the read biases of the
+        array (control gate, selected word line; source at 0 V) are applied too, so that
+        sourcing the bit-line read voltage on terminal A reads the cell. Used by
+        ``nvmlab emulate --select R,C``. Raises ValueError for an index or scheme the board
+        does not have.
         """
         key = {"track": "TRACK", "gnd": "GND", "ground": "GND", "float": "FLOAT"}.get(
             str(scheme).lower()
@@ -295,6 +298,11 @@ class ProbeBoardEmulator(LineInstrument):
             )
         with self.bench.lock:
             self.read_scheme = key
+            if self.is_eflash:
+                params = getattr(self.bench.array, "params", None)
+                self.bench.control_gate_v = float(getattr(params, "read_control_gate_v", 2.5))
+                self.bench.source_v = 0.0
+                self.word_line_v = float(getattr(params, "read_word_line_v", self._default_wl_v))
             self._apply_selection(int(row), int(col))
 
     # -- commands ---------------------------------------------------------------------------

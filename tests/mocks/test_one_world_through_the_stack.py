@@ -166,6 +166,17 @@ def test_eflash_program_and_erase_pulses_move_one_cell_the_right_way(open_lab: A
     assert neighbours < 0.01 < 0.3 < erased / programmed - 1
 
 
+def test_preselecting_an_eflash_cell_lets_any_smu_software_read_it(open_lab: Any) -> None:
+    """``nvmlab emulate --array eflash --select R,C``: routing and read biases are applied,
+    the client only sources the bit-line voltage on channel A."""
+    lab: Lab = open_lab(array="eflash", rows=6, cols=6, seed=1)
+    lab.emulated.preselect(1, 2)
+    assert lab.ask_board("EFLASH?") == "2.5000,0.0000,0.0000,1.5000"
+    lab.smu.write(":SOUR:VOLT 1.0;:SENS:CURR:PROT 1e-4;:FORM:ELEM CURR;:OUTP ON")
+    truth = lab.emulated.ground_truth()["cell_current_a"]
+    assert float(lab.smu.query(":READ?")) == pytest.approx(truth[1, 2], rel=0.03)
+
+
 def test_the_erase_gate_reaches_only_the_selected_word_line(open_lab: Any) -> None:
     """EFLASH:EG held high during a read erases the cells of the word line that is on
     (the selected one) and no other row."""
