@@ -17,24 +17,31 @@ DataFrames; float columns use NaN for NULL; text columns are object arrays.
 from __future__ import annotations
 
 import io
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Float, Integer, SmallInteger, func, select
 from sqlalchemy.sql.type_api import TypeEngine
 
 from nvmlab.errors import StorageError
 from nvmlab.storage.database import Database
+from nvmlab.storage.engine import sqlite_file_uri, sqlite_path
 from nvmlab.storage.ingest import COLUMNS, resume_chain
 from nvmlab.storage.models import Chip, Run, Trace, Unit
+from nvmlab.storage.sqlite_arrow import ArrowReadError, read_arrow
 
 #: Record tables readable with :func:`load_records` / :func:`fetch_arrays`.
 SCALAR_TABLES = ("pulses", "reads", "tuning_outcomes", "device_parameters", "chamber_log", "events")
 _FILTERS = ("run_id", "attempt_id", "chip_id", "row", "col")
+#: SQLite results of at least this many rows are read by the ADBC child process (about
+#: 0.2 s to start, then ~3x faster per row than sqlite3); smaller ones through sqlite3.
+ARROW_MIN_ROWS = 100_000
 
 
 def _kind(column_type: TypeEngine[Any]) -> str:
@@ -137,9 +144,41 @@ def fetch_arrays(
     }
 
 
+def _sqlite_reader_uri(db: Database) -> str | None:
+    """A read-only ``file:`` URI of the database file for the Arrow reader (None: in memory)."""
+    database = db.engine.url.database or ""
+    if database.startswith("file:"):
+        head, _, query = database.partition("?")
+        params = dict(urllib.parse.parse_qsl(query))
+        if params.get("mode") == "memory" or head in ("file:", "file::memory:"):
+            return None
+        params["mode"] = "ro"
+        return f"{head}?{urllib.parse.urlencode(params)}"
+    path = sqlite_path(db.engine.url)
+    return sqlite_file_uri(path, mode="ro") if path is not None else None
+
+
 def _fetch_sqlite(
     db: Database, sql: str, names: list[str], kinds: list[tuple[str, bool]]
 ) -> dict[str, np.ndarray]:
+    """Large results through the ADBC reader (:mod:`nvmlab.storage.sqlite_arrow`), small
+    ones (and in-memory databases) through ``sqlite3``, which has no process to start."""
+    uri = _sqlite_reader_uri(db)
+    if uri is not None:
+        tail = sql[sql.index(" FROM ") : sql.index(" ORDER BY ")]
+        with db.read_connection() as conn:
+            count = conn.exec_driver_sql(f"SELECT count(*){tail}").scalar_one()
+        if count >= ARROW_MIN_ROWS:
+            try:
+                return _arrays_from_arrow(read_arrow(uri, sql), names, kinds)
+            except ArrowReadError as exc:
+                raise StorageError(f"cannot read {db.display_url}: {exc}") from None
+            except pa.ArrowInvalid as exc:  # e.g. text written into a REAL column by hand
+                numeric = [n for n, (k, _) in zip(names, kinds, strict=True) if k != "o"]
+                raise StorageError(
+                    f"cannot read {db.display_url}: a column holds values of the wrong "
+                    f"type ({exc}); columns {numeric} must hold numbers"
+                ) from None
     with db.read_connection() as conn:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -166,6 +205,23 @@ def _fetch_sqlite(
             out[name] = np.ascontiguousarray(values, dtype=np.int64)
         else:
             out[name] = np.ascontiguousarray(column, dtype=object)
+    return out
+
+
+def _arrays_from_arrow(
+    table: pa.Table, names: list[str], kinds: list[tuple[str, bool]]
+) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, (kind, _nullable) in zip(names, kinds, strict=True):
+        column = table.column(name)
+        if kind == "f":
+            out[name] = pc.cast(column, pa.float64()).to_numpy()  # NULL -> NaN
+        elif kind == "i":
+            out[name] = pc.fill_null(pc.cast(column, pa.int64()), -1).to_numpy()
+        else:
+            out[name] = np.asarray(
+                pc.cast(column, pa.string()).to_numpy(zero_copy_only=False), dtype=object
+            )
     return out
 
 
