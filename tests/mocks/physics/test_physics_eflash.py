@@ -63,6 +63,28 @@ def test_current_rises_with_temperature_and_most_at_low_current() -> None:
     assert rise.ravel()[low] > rise.ravel()[high]
 
 
+def test_threshold_shift_extracted_from_currents_is_each_cells_temperature_coefficient() -> None:
+    """Lab extraction: invert the weak-inversion law at 25 C and 85 C for each low-current
+    cell, I / I0 = ln^2(1 + exp((V_cg - Vth(T)) / (2 n kT/q))), and compare the Vth shift
+    per kelvin with the coefficient the cell was given (about -1.5 mV/K, 10 % spread)."""
+    array = EflashArray(8, 8, seed=2)
+    truth = array.ground_truth()
+    cg = array.params.read_control_gate_v
+
+    def vth_at(temperature_c: float) -> np.ndarray:
+        i = array.solve(array.read_bias(), temperature_c, noise=False).device_i
+        x = 2.0 * np.log(np.expm1(np.sqrt(i / truth["i0_a"])))
+        return cg - x * truth["slope_factor"] * thermal_voltage_v(temperature_c)
+
+    low = array.read_current_a() < 100e-9  # weak inversion, far from the select-gate limit
+    assert low.sum() > 20
+    slope = (vth_at(85.0) - vth_at(25.0)) / 60.0
+    coeff = truth["vth_temp_coeff_v_per_k"]
+    np.testing.assert_allclose(slope[low], coeff[low], rtol=0.02)
+    assert np.mean(coeff) == pytest.approx(-1.5e-3, rel=0.05)
+    assert 0.05 < np.std(coeff) / abs(np.mean(coeff)) < 0.15  # the device spread
+
+
 def test_program_raises_and_erase_lowers_vth_of_the_selected_cell_only() -> None:
     array = EflashArray(6, 6, seed=3)
     before = array.ground_truth()["vth_v"]
