@@ -85,7 +85,12 @@ def load_state_file(
             arrays = {k: np.array(data[k]) for k in data.files if k != _META_KEY}
             meta = json.loads(bytes(data[_META_KEY]).decode("utf-8"))
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"cannot read chip state file: {exc}", file=str(path)) from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a state file"
+        raise ConfigError(
+            f"cannot read chip state file: {reason}; delete it or pass another --state-file "
+            "(a new chip is then drawn from the seed)",
+            file=str(path),
+        ) from exc
     found = (meta.get("kind"), meta.get("rows"), meta.get("cols"))
     if found != (kind, rows, cols):
         raise ConfigError(
