@@ -9,12 +9,37 @@ on one line and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import traceback
+from collections.abc import Callable
 from typing import Any
 
-from nvmlab.errors import StorageError
+from nvmlab.errors import NvmlabError, StorageError
 from nvmlab.storage.database import head_revision, open_database, upgrade_database
-from nvmlab.storage.engine import mask_url, parse_url, resolve_database_url
+from nvmlab.storage.engine import mask_text, mask_url, parse_url, resolve_database_url
+
+
+def _masked(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``handler``; an unexpected exception (a bug, a driver surprise) is shown as its
+    traceback with every password masked, then as one StorageError line (exit 1)."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (NvmlabError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown masked, then reported
+            url = _url(args)
+            trace = "".join(traceback.format_exception(exc))
+            print(mask_text(trace, url), file=sys.stderr, end="")
+            raise StorageError(
+                f"unexpected {type(exc).__name__} on database {mask_url(url)} (traceback "
+                "above, passwords masked); please report it"
+            ) from None
+
+    return run
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
@@ -121,19 +146,19 @@ def register(subparsers: Any) -> None:
         "upgrade", help="create the schema in an empty database or upgrade it to this version"
     )
     _db_option(upgrade)
-    upgrade.set_defaults(handler=_cmd_db_upgrade)
+    upgrade.set_defaults(handler=_masked(_cmd_db_upgrade))
     current = db_sub.add_parser("current", help="check that the schema is at this version")
     _db_option(current)
-    current.set_defaults(handler=_cmd_db_current)
+    current.set_defaults(handler=_masked(_cmd_db_current))
     db.set_defaults(handler=lambda _args: (db.print_help(sys.stderr), 2)[1])
 
     runs = subparsers.add_parser("runs", help="list stored runs with their status")
     _db_option(runs)
-    runs.set_defaults(handler=_cmd_runs)
+    runs.set_defaults(handler=_masked(_cmd_runs))
 
     export = subparsers.add_parser("export", help="export one run to CSV or Parquet files")
     export.add_argument("run", metavar="RUN", help="run id (see 'nvmlab runs')")
     export.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
     export.add_argument("--out", required=True, metavar="DIR", help="output directory")
     _db_option(export)
-    export.set_defaults(handler=_cmd_export)
+    export.set_defaults(handler=_masked(_cmd_export))

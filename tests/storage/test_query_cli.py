@@ -254,3 +254,42 @@ def test_nulls_come_back_as_nan_minus_one_and_none(db, chip) -> None:
     reads = load_reads(db, run)
     assert np.isnan(reads.loc[0, "conductance_s"]) and np.isnan(reads.loc[0, "temperature_c"])
     assert reads["attempt_id"].isna().all() and str(reads["attempt_id"].dtype) == "Int64"
+
+
+UNREACHABLE = f"postgresql+psycopg://lab:{SECRET}@127.0.0.1:1/results"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["runs"], ["export", "1", "--out", "OUT"], ["db", "current"], ["db", "upgrade"]],
+)
+def test_an_unexpected_error_shows_a_masked_traceback(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path
+) -> None:
+    """A bug or a driver surprise (not a StorageError) while opening a real, unreachable
+    server: the traceback is shown for the bug report, with the password masked."""
+    import nvmlab.storage.database as database
+
+    def buggy_engine(url, **kwargs):
+        raise RuntimeError(f"driver broke on {UNREACHABLE} (password {SECRET!r})")
+
+    monkeypatch.setattr(database, "create_engine_for", buggy_engine)
+    argv = [str(tmp_path) if a == "OUT" else a for a in command]
+    assert main([*argv, "--db", UNREACHABLE]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "buggy_engine" in err
+    assert "driver broke on postgresql+psycopg://lab:***@127.0.0.1:1/results" in err
+    assert err.rstrip().splitlines()[-1] == (
+        "nvmlab: error: unexpected RuntimeError on database "
+        "postgresql+psycopg://lab:***@127.0.0.1:1/results (traceback above, passwords "
+        "masked); please report it"
+    )
+    assert SECRET not in err
+
+
+def test_a_password_with_a_literal_at_sign_is_refused_and_masked(capsys) -> None:
+    url = "postgresql+psycopg://lab:pa@ss-tail@127.0.0.1:1/results"
+    assert main(["runs", "--db", url]) == 1
+    err = capsys.readouterr().err
+    assert "percent-encode it as %40" in err and "lab:***@127.0.0.1:1/results" in err
+    assert "pa@ss" not in err and "ss-tail" not in err
