@@ -15,7 +15,9 @@ and dropped afterwards) it prints:
   ``pulses`` table queryable per device through its ``(chip_id, row, col)`` index;
 * the number of rows stored per device and the time of one per-device query;
 * loading a run of ``--rows`` read records into a DataFrame through the fast path
-  (:func:`~nvmlab.storage.query.load_reads`) versus ``pandas.read_sql`` on the same query;
+  (:func:`~nvmlab.storage.query.load_reads`: on SQLite the ADBC reader in a child
+  process, :mod:`nvmlab.storage.sqlite_arrow`), on SQLite the same load through
+  ``sqlite3`` (fetchall + numpy), and ``pandas.read_sql`` on the same query;
 * a trace of 100,000 samples stored as one row of arrays versus one row per sample.
 
 Goals (2-core machine): >= 100,000 rows/s SQLite, >= 50,000 rows/s PostgreSQL, 1 M-row
@@ -40,6 +42,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from nvmlab.errors import StorageError
+from nvmlab.storage import query
 from nvmlab.storage.database import open_database
 from nvmlab.storage.engine import mask_url
 from nvmlab.storage.ingest import COLUMNS, RecordWriter, ensure_chip, finish_run, start_run
@@ -194,14 +197,23 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
     fast_s = _timed(lambda: load_reads(db, run))
     frame = load_reads(db, run)
     assert len(frame) == rows, (len(frame), rows)
+    paths = f"fast path {fast_s:.2f} s"
+    if db.dialect == "sqlite":
+        # The same load forced through sqlite3 (what runs below query.ARROW_MIN_ROWS).
+        threshold, query.ARROW_MIN_ROWS = query.ARROW_MIN_ROWS, rows + 1
+        try:
+            plain_s = _timed(lambda: load_reads(db, run))
+        finally:
+            query.ARROW_MIN_ROWS = threshold
+        via = "ADBC child" if rows >= threshold else "sqlite3"
+        paths = f"fast path ({via}) {fast_s:.2f} s, sqlite3 fetchall + numpy {plain_s:.2f} s"
     sql = f"SELECT * FROM reads WHERE run_id = {int(run)} ORDER BY id"
     start = time.perf_counter()
     with db.read_connection() as conn:
         slow = pd.read_sql(text(sql), conn)
     slow_s = time.perf_counter() - start
     assert len(slow) == rows
-    print(f"  load {rows:,} reads -> DataFrame: fast path {fast_s:.2f} s, "
-          f"pandas.read_sql {slow_s:.2f} s")  # fmt: skip
+    print(f"  load {rows:,} reads -> DataFrame: {paths}, pandas.read_sql {slow_s:.2f} s")
 
     # --- a long trace as arrays versus one row per sample -------------------------------
     n = 100_000
