@@ -422,7 +422,9 @@ class ProbeBoardEmulator(LineInstrument):
         row = self._index("PULSE row", params[0], self.rows)
         col = self._index("PULSE col", params[1], self.cols)
         vmax = self.limits.pulse_abs_v
-        amplitude = self._number("PULSE amplitude_v", params[2], -vmax, vmax, "V")
+        # eFlash: a program pulse (positive) drives the source line, within its range.
+        vhigh = self.limits.source_v[1] if self.limits.source_v is not None else vmax
+        amplitude = self._number("PULSE amplitude_v", params[2], -vmax, vhigh, "V")
         width = self._number("PULSE width_s", params[3], *self.limits.width_s, "s")
         scheme = self.write_scheme
         if len(params) == 5:

@@ -14,6 +14,7 @@ import pytest
 
 from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.probe_board import ProbeBoardEmulator
+from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 from nvmlab.mocks.physics.resistor import ResistorArray, solve_linear_crossbar
 from nvmlab.mocks.thermal import ThermalModel
@@ -334,9 +335,14 @@ def test_eflash_pulse_lets_the_array_choose_the_bias(eflash_board: ProbeBoardEmu
     assert ask(eflash_board, "PULSE 1,3,-10,1e-3,V3") == b"OK\n"
     assert array.pulse_bias_calls == [(1, 3, -10.0, "v/3")]
     assert array.stresses[-1][0].erase_gate_v == 10.0
-    assert ask(eflash_board, "PULSE 1,3,12.5,1e-3") == (
-        b'ERR 4,"PULSE amplitude_v: 12.5 V out of range -12..12 V"\n'
+    assert ask(eflash_board, "PULSE 1,3,-12.5,1e-3") == (
+        b'ERR 4,"PULSE amplitude_v: -12.5 V out of range -12..6 V"\n'
     )
+    # A program pulse drives the source line: no more than its 6 V range.
+    assert ask(eflash_board, "PULSE 1,3,6.5,1e-6") == (
+        b'ERR 4,"PULSE amplitude_v: 6.5 V out of range -12..6 V"\n'
+    )
+    assert len(array.pulse_bias_calls) == 1
 
 
 # -- errors: every one replies ERR and changes nothing ------------------------------------
@@ -449,14 +455,8 @@ def test_random_bytes_never_crash_the_board_and_every_line_gets_one_reply(
     assert ask(board, "*IDN?").startswith(b"NVMLAB,PROBE-BOARD")
 
 
-def test_the_documented_examples_are_what_the_board_answers(conductances: np.ndarray) -> None:
-    """Replay the memristor transcript of docs/probe-board.md byte for byte."""
-    clock = VirtualClock()
-    bench = Bench(RecordingArray(conductances, kind="memristor"), clock, ThermalModel(clock))
-    board = ProbeBoardEmulator(bench)
-    doc = Path(__file__).resolve().parents[3] / "docs" / "probe-board.md"
-    text = doc.read_text()
-    block = text.split("## Byte-exact examples")[1].split("```")[1]
+def replay(board: ProbeBoardEmulator, block: str) -> int:
+    """Send every ``>`` line of a documented transcript; check the ``<`` reply byte for byte."""
     sent: str | None = None
     exchanges = 0
     for line in block.splitlines():
@@ -466,4 +466,16 @@ def test_the_documented_examples_are_what_the_board_answers(conductances: np.nda
             expected = line[2:].removesuffix("\\n").encode() + b"\n"
             assert ask(board, sent) == expected, sent
             exchanges += 1
-    assert exchanges >= 25
+    return exchanges
+
+
+def test_the_documented_examples_are_what_the_board_answers(conductances: np.ndarray) -> None:
+    """Replay the memristor and eFlash transcripts of docs/probe-board.md byte for byte."""
+    doc = Path(__file__).resolve().parents[3] / "docs" / "probe-board.md"
+    blocks = doc.read_text().split("## Byte-exact examples")[1].split("```")
+    memristor_block, eflash_block = blocks[1], blocks[3]
+    clock = VirtualClock()
+    bench = Bench(RecordingArray(conductances, kind="memristor"), clock, ThermalModel(clock))
+    assert replay(ProbeBoardEmulator(bench), memristor_block) >= 25
+    eflash = Bench(create_array("eflash", 8, 8, seed=0), clock, ThermalModel(clock))
+    assert replay(ProbeBoardEmulator(eflash), eflash_block) >= 7
