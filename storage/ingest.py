@@ -23,7 +23,14 @@ and the attempt is marked ``interrupted`` (KeyboardInterrupt, SystemExit) or ``f
 If the process dies (kill -9), the attempt stays ``running``; :func:`resume_run` marks it
 ``interrupted`` and starts a new run linked by ``resumes_run_id``, and
 :func:`completed_units` on the new run lists exactly the units completed anywhere in the
-chain, so no unit is redone or stored twice.
+chain, so no unit is redone or stored twice. :meth:`RecordWriter.unit` refuses a key that
+already has a completed attempt in the chain (checked in the transaction that opens the
+attempt, and again in the one that completes it, so a second copy of a job racing for the
+same unit keeps its measured records under an attempt marked ``failed``); a run can be
+resumed only once, so a chain never branches. On SQLite the write transactions are
+serialized (``BEGIN IMMEDIATE``), which makes these checks exact; on PostgreSQL two
+completions committing at the same instant are not yet excluded by a database constraint
+(that needs a schema revision: a chain id on ``units`` and a partial unique index).
 
 The buffered writer
 -------------------
@@ -325,6 +332,12 @@ def resume_run(db: Database, run_id: int, **overrides: Any) -> int:
     """
     with db.errors(f"resume run {run_id}"), db.engine.begin() as conn:
         old = _require_run(conn, db, run_id)
+        later = conn.execute(select(Run.id).where(Run.resumes_run_id == run_id)).scalar()
+        if later is not None:
+            raise StorageError(
+                f"run {run_id} was already resumed by run {later}; resume the newest run of "
+                "the chain instead (a chain never branches)"
+            )
         conn.execute(
             update(Unit)
             .where(Unit.run_id == run_id, Unit.status == "running")
@@ -379,6 +392,20 @@ def _optional(value: float | None) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def _refuse_completed(conn: Connection, chain: Sequence[int], key: str) -> None:
+    """Raise if unit ``key`` already has a completed attempt in the resume ``chain``."""
+    done = conn.execute(
+        select(Unit.run_id, Unit.attempt).where(
+            Unit.run_id.in_(chain), Unit.unit_key == key, Unit.status == "completed"
+        )
+    ).first()
+    if done is not None:
+        raise StorageError(
+            f"unit {key!r} was already completed (run {done.run_id}, attempt {done.attempt}); "
+            "a unit is completed once per resume chain: skip the keys completed_units() returns"
+        )
 
 
 class UnitAttempt:
@@ -805,6 +832,7 @@ class RecordWriter:
         self._check_error()
         chip = self.chip_id if chip_id is None else chip_id
         with self._db_lock, self.db.errors(f"start unit {key!r}"), self.db.engine.begin() as conn:
+            _refuse_completed(conn, self._chain, key)
             previous = conn.execute(
                 select(func.max(Unit.attempt)).where(
                     Unit.run_id.in_(self._chain), Unit.unit_key == key
@@ -842,11 +870,23 @@ class RecordWriter:
             "result": handle.result,
         }
 
+        duplicate: list[str] = []
+
         def mark(conn: Connection) -> None:
+            if status == "completed":
+                # Another process on this resume chain may have completed the unit since it
+                # started: keep this attempt's records (really measured) but mark it failed.
+                try:
+                    _refuse_completed(conn, self._chain, handle.key)
+                except StorageError as exc:
+                    duplicate.append(str(exc))
+                    values.update(status="failed", message=str(exc))
             conn.execute(update(Unit).where(Unit.id == handle.id).values(**values))
 
         self._flush(extra=mark, action=f"commit unit {handle.key!r} as {status}")
-        handle.status = status
+        handle.status = str(values["status"])
+        if duplicate:
+            raise StorageError(duplicate[0])
 
     # ------------------------------------------------------------------ flushing
 

@@ -185,3 +185,39 @@ def test_records_only_go_to_a_running_run(db, chip) -> None:
         StorageError, match="final status 'done'; allowed: completed, failed, aborted"
     ):
         finish_run(db, run, "done")
+
+
+def test_a_unit_is_completed_once_per_resume_chain(db, chip) -> None:
+    run = start_run(db, "tune", chip_id=chip)
+    with RecordWriter(db, run, chip_id=chip, background=False) as w:
+        with w.unit("tune:0,0"):
+            w.add_pulse(0, 0, 1.0, 1e-6)
+        refused = r"unit 'tune:0,0' was already completed \(run"
+        with pytest.raises(StorageError, match=refused), w.unit("tune:0,0"):
+            w.add_pulse(0, 0, 1.0, 1e-6)  # never reached: refused before any record
+    assert _count(db, Unit, unit_key="tune:0,0") == 1 and _count(db, Pulse, run_id=run) == 1
+
+    resumed = resume_run(db, run)
+    with pytest.raises(StorageError, match=f"run {run} was already resumed by run {resumed}"):
+        resume_run(db, run)  # a second resumer would branch the chain
+    first = RecordWriter(db, resumed, chip_id=chip, background=False)
+    with (
+        pytest.raises(StorageError, match="'tune:0,0' was already completed"),
+        first.unit("tune:0,0"),
+    ):
+        pass
+    # Two writers on the chain race for one unit (two copies of a job started by mistake):
+    # the second to finish keeps its measured pulse but its attempt is marked failed.
+    second = RecordWriter(db, resumed, chip_id=chip, background=False)
+    raced = "'tune:0,1' was already completed"
+    with pytest.raises(StorageError, match=raced), first.unit("tune:0,1") as slow:
+        first.add_pulse(0, 1, 1.1, 1e-6)
+        with second.unit("tune:0,1"):
+            second.add_pulse(0, 1, 1.2, 1e-6)
+    assert slow.status == "failed"
+    attempts = [(a["attempt"], a["status"]) for a in unit_attempts(db, resumed)
+                if a["unit_key"] == "tune:0,1"]  # fmt: skip
+    assert sorted(attempts) == [(1, "failed"), (2, "completed")]
+    assert sorted(load_pulses(db, resumed)["amplitude_v"]) == [1.1, 1.2]
+    first.close()
+    second.close()
