@@ -28,9 +28,11 @@ already has a completed attempt in the chain (checked in the transaction that op
 attempt, and again in the one that completes it, so a second copy of a job racing for the
 same unit keeps its measured records under an attempt marked ``failed``); a run can be
 resumed only once, so a chain never branches. On SQLite the write transactions are
-serialized (``BEGIN IMMEDIATE``), which makes these checks exact; on PostgreSQL two
-completions committing at the same instant are not yet excluded by a database constraint
-(that needs a schema revision: a chain id on ``units`` and a partial unique index).
+serialized (``BEGIN IMMEDIATE``), which makes these checks exact; on both engines the
+database itself refuses a second completed attempt per (``chain_run_id``, ``unit_key``)
+(a partial unique index) and a second run resuming the same run (unique
+``resumes_run_id``), so two PostgreSQL transactions completing the same unit at the same
+instant cannot both commit: the second fails with a StorageError.
 
 The buffered writer
 -------------------
@@ -63,6 +65,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Table, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from nvmlab import __version__
 from nvmlab.clock import Clock
@@ -159,27 +162,34 @@ def ensure_chip(
         raise StorageError(f"chip {name!r}: array_kind {array_kind!r}; allowed: {ARRAY_KINDS}")
     if n_rows <= 0 or n_cols <= 0:
         raise StorageError(f"chip {name!r}: size {n_rows} x {n_cols}; rows and cols must be > 0")
+    query = select(Chip.id, Chip.array_kind, Chip.n_rows, Chip.n_cols).where(Chip.name == name)
+    new_chip = insert(Chip).values(
+        name=name, array_kind=array_kind, n_rows=n_rows, n_cols=n_cols,
+        lot=lot, wafer=wafer, die=die, notes=notes, created_at=utcnow(),
+    ).returning(Chip.id)  # fmt: skip
     with db.errors(f"record chip {name!r}"), db.engine.begin() as conn:
-        row = conn.execute(
-            select(Chip.id, Chip.array_kind, Chip.n_rows, Chip.n_cols).where(Chip.name == name)
-        ).first()
-        if row is not None:
-            if (row.array_kind, row.n_rows, row.n_cols) != (array_kind, n_rows, n_cols):
-                raise StorageError(
-                    f"chip {name!r} is stored as {row.array_kind} {row.n_rows} x {row.n_cols}, "
-                    f"not {array_kind} {n_rows} x {n_cols}; use another chip name"
-                )
-            return int(row.id)
-        return int(
-            conn.execute(
-                insert(Chip)
-                .values(
-                    name=name, array_kind=array_kind, n_rows=n_rows, n_cols=n_cols,
-                    lot=lot, wafer=wafer, die=die, notes=notes, created_at=utcnow(),
-                )
-                .returning(Chip.id)
-            ).scalar_one()
-        )  # fmt: skip
+        row = conn.execute(query).first()
+        if row is None:
+            created = _insert_unless_exists(conn, new_chip)
+            if created is not None:
+                return created
+            row = conn.execute(query).one()  # another process recorded it meanwhile
+        if (row.array_kind, row.n_rows, row.n_cols) != (array_kind, n_rows, n_cols):
+            raise StorageError(
+                f"chip {name!r} is stored as {row.array_kind} {row.n_rows} x {row.n_cols}, "
+                f"not {array_kind} {n_rows} x {n_cols}; use another chip name"
+            )
+        return int(row.id)
+
+
+def _insert_unless_exists(conn: Connection, statement: Any) -> int | None:
+    """Run an ``INSERT ... RETURNING id`` in a savepoint; ``None`` if a unique key already
+    exists (another process inserted the same name between our SELECT and INSERT)."""
+    try:
+        with conn.begin_nested():
+            return int(conn.execute(statement).scalar_one())
+    except IntegrityError:
+        return None
 
 
 def ensure_station(
@@ -198,13 +208,17 @@ def ensure_station(
     """
     allowed = {"manufacturer", "model", "serial", "firmware", "resource"}
     with db.errors(f"record station {name!r}"), db.engine.begin() as conn:
-        station_id = conn.execute(select(Station.id).where(Station.name == name)).scalar()
+        query = select(Station.id).where(Station.name == name)
+        station_id = conn.execute(query).scalar()
         if station_id is None:
-            station_id = conn.execute(
+            station_id = _insert_unless_exists(
+                conn,
                 insert(Station)
                 .values(name=name, host=host, notes=notes, created_at=utcnow())
-                .returning(Station.id)
-            ).scalar_one()
+                .returning(Station.id),
+            )
+            if station_id is None:  # recorded by another process meanwhile
+                station_id = conn.execute(query).scalar_one()
         for role, identity in (instruments or {}).items():
             unknown = set(identity) - allowed
             if unknown:
@@ -626,7 +640,15 @@ class RecordWriter:
         if len(lengths) != 1:
             raise StorageError(f"{table}: columns of different lengths {sorted(lengths)}")
         n = lengths.pop()
-        chip = int(columns["chip_id"][0]) if "chip_id" in columns and n else self.chip_id
+        chip = self.chip_id
+        if "chip_id" in columns and n:
+            chips = set(np.unique(np.asarray(columns["chip_id"], dtype=np.int64)).tolist())
+            if len(chips) != 1:
+                raise StorageError(
+                    f"{table}: records of chips {sorted(chips)} in one add_records call; "
+                    "allowed: one chip per call (rows and cols are checked against its size)"
+                )
+            chip = chips.pop()
         rows = np.asarray(columns["row"], dtype=np.int64)
         cols = np.asarray(columns["col"], dtype=np.int64)
         if chip is not None and n:
@@ -842,7 +864,8 @@ class RecordWriter:
             attempt_id = conn.execute(
                 insert(Unit)
                 .values(
-                    run_id=self.run_id, unit_key=key, kind=kind, attempt=attempt,
+                    run_id=self.run_id, chain_run_id=self._chain[-1], unit_key=key, kind=kind,
+                    attempt=attempt,
                     status="running", chip_id=chip, row=row, col=col, started_at=utcnow(),
                 )
                 .returning(Unit.id)

@@ -20,7 +20,8 @@ Tables
     (atomically, with the records it still had buffered), ``interrupted`` when the process
     died or was stopped inside it (records already flushed are kept, tagged with this
     attempt), or ``failed``. A resumed run redoes every unit with no completed attempt in
-    the resume chain.
+    the resume chain; ``chain_run_id`` (the chain's first run) and a partial unique index
+    let the database hold at most one completed attempt per unit key and chain.
 ``pulses``, ``reads``
     Row per record, per device: pulse amplitude (V), width (s), polarity (+1/-1), bias
     scheme; read voltage (V), current (A), conductance (S), temperature (C), time (s).
@@ -91,6 +92,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -187,7 +189,10 @@ class Run(Base):
     host: Mapped[str | None] = mapped_column(String(200))
     nvmlab_version: Mapped[str | None] = mapped_column(String(50))
     seed: Mapped[int | None] = mapped_column(BigInteger)
-    resumes_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    #: The run this one resumes; unique, so a resume chain never branches.
+    resumes_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id"), index=True, unique=True
+    )
     message: Mapped[str | None] = mapped_column(Text)
 
 
@@ -199,10 +204,21 @@ class Unit(Base):
         CheckConstraint(_in("status", UNIT_STATUSES), name="status"),
         UniqueConstraint("run_id", "unit_key", "attempt"),
         Index("ix_units_run_id_status", "run_id", "status"),
+        # One completed attempt per unit key and resume chain, enforced by the database.
+        Index(
+            "uq_units_chain_completed",
+            "chain_run_id",
+            "unit_key",
+            unique=True,
+            sqlite_where=text("status = 'completed'"),
+            postgresql_where=text("status = 'completed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    #: The first run of ``run_id``'s resume chain (the chain's identity).
+    chain_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     unit_key: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str | None] = mapped_column(String(100))
     attempt: Mapped[int] = mapped_column(Integer, default=1)

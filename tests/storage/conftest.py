@@ -85,3 +85,49 @@ def chip(db: object) -> int:
     from nvmlab.storage import ensure_chip
 
     return ensure_chip(db, "W07-D12", array_kind="memristor", n_rows=16, n_cols=16, lot="L42")  # type: ignore[arg-type]
+
+
+def _at_first_revision(url: str) -> dict[str, int]:
+    """Create the schema of revision 0001 (the first nvmlab release) at ``url`` and store a
+    resume chain in it as that release did (no ``units.chain_run_id`` yet): run 1, resumed
+    by run 2; unit ``a`` completed in run 1, ``b`` interrupted in run 1 then completed in
+    run 2. Returns the run ids."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from nvmlab.storage.database import _alembic_config
+    from nvmlab.storage.engine import create_worker_engine
+
+    engine = create_worker_engine(url)
+    try:
+        with engine.begin() as conn:
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            insert_run = text(
+                "INSERT INTO runs (id, kind, status, config, started_at, resumes_run_id) "
+                "VALUES (:id, 'tune', :status, '{}', CURRENT_TIMESTAMP, :resumes)"
+            )
+            conn.execute(insert_run, {"id": 1, "status": "aborted", "resumes": None})
+            conn.execute(insert_run, {"id": 2, "status": "completed", "resumes": 1})
+            insert_unit = text(
+                "INSERT INTO units (run_id, unit_key, attempt, status, started_at) "
+                "VALUES (:run, :key, :attempt, :status, CURRENT_TIMESTAMP)"
+            )
+            for run, key, attempt, status in (
+                (1, "a", 1, "completed"),
+                (1, "b", 1, "interrupted"),
+                (2, "b", 2, "completed"),
+            ):
+                conn.execute(
+                    insert_unit, {"run": run, "key": key, "attempt": attempt, "status": status}
+                )
+    finally:
+        engine.dispose()
+    return {"root": 1, "resumed": 2}
+
+
+@pytest.fixture
+def at_first_revision():
+    """Function creating a revision-0001 database with a resume chain (see above)."""
+    return _at_first_revision

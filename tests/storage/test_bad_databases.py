@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from nvmlab.cli import main
 from nvmlab.storage import RecordWriter, ensure_chip, finish_run, open_database, start_run
-from nvmlab.storage.database import MIGRATIONS_DIR
+from nvmlab.storage.database import head_revision
 
 NOBODY = 65534
 NVMLAB = [sys.executable, "-P", "-m", "nvmlab.cli"]
@@ -111,21 +111,6 @@ def test_a_read_only_archive_is_read_and_never_written(archive_dir: Path) -> Non
     assert sorted(p.name for p in archive_dir.iterdir()) == ["2025-retention.sqlite", "export"]
 
 
-def _later_migrations(tmp_path: Path) -> Path:
-    """The shipped migrations plus a revision 0002, as a later nvmlab would ship them."""
-    scripts = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "v0002_run_tags.py").write_text(
-        "import sqlalchemy as sa\nfrom alembic import op\n\n"
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n'
-        "def upgrade():\n"
-        '    op.create_table("run_tags", sa.Column("id", sa.Integer, primary_key=True))\n\n'
-        "def downgrade():\n"
-        '    op.drop_table("run_tags")\n'
-    )
-    return scripts
-
-
 COMMANDS = [
     ["runs"],
     ["export", "1", "--out", "OUT"],
@@ -138,27 +123,24 @@ COMMANDS = [
     "command", COMMANDS, ids=lambda c: c[0] + (f" {c[1]}" if c[0] == "db" else "")
 )
 def test_every_command_asks_to_upgrade_an_older_database(
-    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    command: list[str], tmp_path: Path, at_first_revision, capsys
 ) -> None:
-    """This nvmlab ships revision 0002; the lab's file is still at 0001."""
-    import nvmlab.storage.database as database
-
+    """The lab's file is still at revision 0001 (nvmlab's first release)."""
     path = tmp_path / "lab.sqlite"
     url = f"sqlite:///{path}"
-    _store_one_run(url)
+    at_first_revision(url)
     digest = _digest(path)
-    monkeypatch.setattr(database, "MIGRATIONS_DIR", _later_migrations(tmp_path))
     argv = [str(tmp_path / "out") if a == "OUT" else a for a in command]
     assert main([*argv, "--db", url]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"nvmlab: error: database {url} is at schema revision 0001, this nvmlab needs 0002; "
-        f"run 'nvmlab db upgrade --db {url}'"
+        f"nvmlab: error: database {url} is at schema revision 0001, this nvmlab needs "
+        f"{head_revision()}; run 'nvmlab db upgrade --db {url}'"
     ]
     assert _digest(path) == digest and not (tmp_path / "out").exists()
     # Doing what the message says makes the command work again.
     assert main(["db", "upgrade", "--db", url]) == 0
-    assert "upgraded from schema revision 0001 to 0002" in capsys.readouterr().out
+    assert f"upgraded from schema revision 0001 to {head_revision()}" in capsys.readouterr().out
     assert main([*argv, "--db", url]) == 0
 
 

@@ -110,3 +110,36 @@ def test_writer_killed_mid_batch_leaves_a_consistent_database(db) -> None:
     assert [a["status"] for a in last] == ["interrupted"]
     reopened = open_database(url)  # the database opens normally after the crash
     reopened.close()
+
+
+def test_two_processes_recording_the_same_chip_get_the_same_id(db) -> None:
+    """Another station records chip 'W9-D1' between our look-up and our insert (held open
+    here in a second transaction): ensure_chip waits for it and returns its id."""
+    import threading
+
+    from sqlalchemy import insert
+
+    from nvmlab.storage import ensure_chip
+    from nvmlab.storage.models import Chip, utcnow
+
+    other = db.engine.connect()
+    other.begin()
+    theirs = other.execute(
+        insert(Chip)
+        .values(name="W9-D1", array_kind="eflash", n_rows=8, n_cols=8, created_at=utcnow())
+        .returning(Chip.id)
+    ).scalar_one()
+    ours: list[int] = []
+    thread = threading.Thread(
+        target=lambda: ours.append(
+            ensure_chip(db, "W9-D1", array_kind="eflash", n_rows=8, n_cols=8)
+        )
+    )
+    thread.start()
+    time.sleep(0.3)  # our insert now waits on their uncommitted row (or lock)
+    other.commit()
+    other.close()
+    thread.join(timeout=30)
+    assert ours == [theirs]
+    with db.read_connection() as conn:
+        assert conn.execute(select(func.count()).select_from(Chip)).scalar_one() == 1

@@ -26,6 +26,7 @@ from nvmlab.storage import (
     resolve_database_url,
     start_run,
 )
+from nvmlab.storage.database import head_revision
 from nvmlab.storage.engine import DEFAULT_DATABASE_URL, mask_text, mask_url
 
 SECRET = "s3cr3t-Pa55"
@@ -236,7 +237,7 @@ def test_cli_uses_nvmlab_db_when_no_option(monkeypatch, tmp_path: Path, capsys) 
     url = f"sqlite:///{tmp_path / 'env.sqlite'}"
     monkeypatch.setenv("NVMLAB_DB", url)
     assert main(["db", "upgrade"]) == 0
-    assert f"database {url} created at schema revision 0001" in capsys.readouterr().out
+    assert f"database {url} created at schema revision {head_revision()}" in capsys.readouterr().out
     assert main(["runs"]) == 0
     assert "no runs in" in capsys.readouterr().out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,11 @@ from nvmlab.storage import (
     load_records,
     load_traces,
     open_database,
+    resume_run,
     start_run,
     upgrade_database,
 )
-from nvmlab.storage.database import MIGRATIONS_DIR, head_revision
+from nvmlab.storage.database import head_revision
 from nvmlab.storage.engine import create_engine_for
 from nvmlab.storage.models import Base, Instrument, Run, Unit
 
@@ -170,42 +170,44 @@ def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path: Path
     db.close()
 
 
-def _script_dir_with_next_revision(tmp_path: Path) -> Path:
-    """A copy of the shipped migrations plus a revision 0002 (a later nvmlab version)."""
-    scripts = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "v0002_run_tags.py").write_text(
-        '"""Add run tags."""\n'
-        "import sqlalchemy as sa\nfrom alembic import op\n\n"
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
-        "def upgrade():\n"
-        '    op.create_table("run_tags", sa.Column("id", sa.Integer, primary_key=True),'
-        ' sa.Column("tag", sa.String(50)))\n\n\n'
-        "def downgrade():\n"
-        '    op.drop_table("run_tags")\n'
-    )
-    return scripts
-
-
-def test_older_revision_asks_for_upgrade_then_upgrades(empty_url: str, tmp_path: Path) -> None:
-    db = open_database(empty_url)  # created at 0001, the shipped head
-    run = start_run(db, "kept")
-    db.close()
-    newer = _script_dir_with_next_revision(tmp_path)
+def test_older_revision_asks_for_upgrade_then_upgrades(empty_url: str, at_first_revision) -> None:
+    """A database of nvmlab's first release (revision 0001) holding a resume chain."""
+    runs = at_first_revision(empty_url)
     with pytest.raises(StorageError) as info:
-        open_database(empty_url, script_location=newer)
+        open_database(empty_url)
     message = str(info.value)
-    assert "schema revision 0001" in message and "needs 0002" in message
+    assert f"schema revision 0001, this nvmlab needs {head_revision()}" in message
     assert "nvmlab db upgrade --db" in message
-    assert upgrade_database(empty_url, script_location=newer) == ("0001", "0002")
-    db = open_database(empty_url, script_location=newer)
+    assert upgrade_database(empty_url) == ("0001", head_revision())
+    db = open_database(empty_url)
     with db.read_connection() as conn:
-        assert conn.execute(select(Run.kind).where(Run.id == run)).scalar() == "kept"
-        assert "run_tags" in inspect(conn).get_table_names()
+        kept = conn.execute(select(Unit.run_id, Unit.unit_key, Unit.status, Unit.chain_run_id))
+        assert sorted(kept) == [
+            (runs["root"], "a", "completed", runs["root"]),
+            (runs["root"], "b", "interrupted", runs["root"]),
+            (runs["resumed"], "b", "completed", runs["root"]),  # chain filled in from runs
+        ]
+    # The upgraded database enforces what 0002 adds: one completed attempt per chain.
+    twice = "uq_units_chain_completed|UNIQUE constraint"
+    with (
+        pytest.raises(StorageError, match=twice),
+        db.errors("complete unit b twice"),
+        db.engine.begin() as conn,
+    ):
+        conn.execute(
+            text(
+                "INSERT INTO units (run_id, chain_run_id, unit_key, attempt, status, "
+                "started_at) VALUES (2, 1, 'b', 3, 'completed', CURRENT_TIMESTAMP)"
+            )
+        )
+    with pytest.raises(StorageError, match="was already resumed by run 2"):
+        resume_run(db, runs["root"])
+    # The database meets an nvmlab older than its schema.
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9001'"))
     db.close()
-    # This nvmlab (head 0001) now meets a database from the future.
     with pytest.raises(
-        StorageError, match=r"revision 0002, newer than this nvmlab.*upgrade nvmlab"
+        StorageError, match=r"revision 9001, newer than this nvmlab.*upgrade nvmlab"
     ):
         open_database(empty_url)
 

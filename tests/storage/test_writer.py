@@ -170,6 +170,9 @@ def test_bad_records_are_refused_when_added_and_nothing_else_is_lost(db, chip) -
             w.add_read(16, 0, 0.2, 1e-6)
         with pytest.raises(StorageError, match="event level 'panic'"):
             w.add_event("panic", "x")
+        with pytest.raises(StorageError, match=r"chips \[.*\] in one add_records call"):
+            w.add_records("reads", {"chip_id": [chip, chip + 1], "row": [0, 15], "col": [0, 15],
+                                    "voltage_v": [0.2, 0.2], "current_a": [1e-6, 1e-6]})  # fmt: skip
         w.add_read(1, 1, 0.2, 1e-6)
     assert _count(db, Pulse, run_id=run) == 1 and _count(db, Read, run_id=run) == 1
 
