@@ -230,3 +230,31 @@ def test_foreign_or_empty_databases_give_a_clear_message(empty_url: str) -> None
         StorageError, match="holds tables but no nvmlab schema revision; run 'nvmlab db upgrade"
     ):
         open_database(empty_url)
+
+
+def test_downgrade_to_0001_and_back_keeps_every_record(db, chip) -> None:
+    """0002 rebuilds no table (a SQLite rebuild of units would cascade-delete records)."""
+    from alembic import command
+
+    from nvmlab.storage.database import _alembic_config
+    from nvmlab.storage.ingest import unit_attempts
+
+    run = start_run(db, "tune", chip_id=chip)
+    with RecordWriter(db, run, chip_id=chip, background=False) as w, w.unit("tune:1,1"):
+        w.add_pulse(1, 1, 1.0, 1e-6)
+        w.add_read(1, 1, 0.2, 1e-6)
+
+    def migrate(target: str) -> None:
+        with db.engine.begin() as conn:
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            (command.downgrade if target == "0001" else command.upgrade)(config, target)
+
+    migrate("0001")
+    migrate("head")
+    with db.read_connection() as conn:
+        for table in ("pulses", "reads", "units"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 1
+    assert [(a["unit_key"], a["chain_run_id"]) for a in unit_attempts(db, run)] == [
+        ("tune:1,1", run)
+    ]

@@ -28,13 +28,17 @@ COMPLETED = sa.text("status = 'completed'")
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        # SQLite adds a column with an inline REFERENCES clause; alembic's add_column
-        # would need a batch rebuild of the table for the foreign key.
-        op.execute(
-            "ALTER TABLE units ADD COLUMN chain_run_id INTEGER "
-            "CONSTRAINT fk_units_chain_run_id_runs REFERENCES runs (id)"
-        )
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        # SQLite adds a column with an inline REFERENCES clause (alembic's add_column would
+        # need a batch rebuild of the table for the foreign key). A database downgraded
+        # to 0001 kept the column: it is reused.
+        columns = {column["name"] for column in sa.inspect(bind).get_columns("units")}
+        if "chain_run_id" not in columns:
+            op.execute(
+                "ALTER TABLE units ADD COLUMN chain_run_id INTEGER "
+                "CONSTRAINT fk_units_chain_run_id_runs REFERENCES runs (id)"
+            )
     else:
         op.add_column("units", sa.Column("chain_run_id", sa.BigInteger(), nullable=True))
         op.create_foreign_key(
@@ -63,5 +67,9 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_runs_resumes_run_id"), table_name="runs")
     op.create_index(op.f("ix_runs_resumes_run_id"), "runs", ["resumes_run_id"], unique=False)
     op.drop_index("uq_units_chain_completed", table_name="units")
-    with op.batch_alter_table("units") as batch:
-        batch.drop_column("chain_run_id")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint(op.f("fk_units_chain_run_id_runs"), "units", type_="foreignkey")
+        op.drop_column("units", "chain_run_id")
+    # SQLite keeps the (nullable, unused by 0001) column: dropping a column with a foreign
+    # key needs a table rebuild, and rebuilding ``units`` with foreign keys on would
+    # cascade-delete every record that names an attempt.
