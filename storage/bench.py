@@ -11,8 +11,10 @@ and dropped afterwards) it prints:
   :class:`~nvmlab.storage.ingest.RecordWriter` one ``add_read`` / ``add_pulse`` call per
   record (the measurement-loop path) and through ``add_records`` (arrays), beside a plain
   baseline measured in the same run on the same schema (raw ``sqlite3.executemany``;
-  psycopg ``COPY`` and ``executemany``). Every row counted is a row of the ``reads`` /
-  ``pulses`` table queryable per device through its ``(chip_id, row, col)`` index;
+  psycopg ``COPY`` and ``executemany``), each measured into an emptied table (inserts
+  slow down as a table grows, so the order of the measurements must not favour one).
+  Every row counted is a row of the ``reads`` / ``pulses`` table queryable per device
+  through its ``(chip_id, row, col)`` index;
 * the number of rows stored per device and the time of one per-device query;
 * loading a run of ``--rows`` read records into a DataFrame through the fast path
   (:func:`~nvmlab.storage.query.load_reads`: on SQLite the ADBC reader in a child
@@ -43,7 +45,7 @@ from sqlalchemy.engine import URL, make_url
 
 from nvmlab.errors import StorageError
 from nvmlab.storage import query
-from nvmlab.storage.database import open_database
+from nvmlab.storage.database import Database, open_database
 from nvmlab.storage.engine import mask_url
 from nvmlab.storage.ingest import COLUMNS, RecordWriter, ensure_chip, finish_run, start_run
 from nvmlab.storage.query import load_reads
@@ -64,6 +66,15 @@ def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _empty(db: Database, table: str) -> None:
+    """Empty ``table`` before a measurement: inserts slow down as the table and its indexes
+    grow (a second 1,000,000 rows go in ~20 % slower on SQLite), so every rate printed is
+    measured from the same empty table, baseline and writer alike."""
+    statement = f"DELETE FROM {table}" if db.dialect == "sqlite" else f"TRUNCATE {table}"
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(statement)
 
 
 def _device_columns(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +123,7 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
                     conn.executemany(sql, recs[k : k + BATCH])
                     conn.execute("COMMIT")
 
+            _empty(db, table)
             print(f"  {table:6s} baseline sqlite3.executemany : {_rate(rows, _timed(raw))}")
             conn_sqlite.close()
         else:
@@ -132,6 +144,7 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
                             cp.write_row(rec)
                     conn.commit()
 
+            _empty(db, table)
             print(f"  {table:6s} baseline psycopg COPY         : {_rate(rows, _timed(copy))}")
             n_many = min(rows, 100_000)
             sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(names))})"
@@ -144,6 +157,7 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
                         cur.executemany(stmt, recs[k : k + BATCH])
                     conn.commit()
 
+            _empty(db, table)
             print(f"  {table:6s} baseline psycopg executemany  : {_rate(n_many, _timed(many))}")
             conn_pg.close()
     finish_run(db, base_run, "completed")
@@ -163,7 +177,9 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
             add_pulse(r, c, 1.2, 1e-6, 1, "V/2", t_s=t)
         writer.flush()
 
+    _empty(db, "reads")
     print(f"  reads  RecordWriter.add_read      : {_rate(rows, _timed(per_record_reads))}")
+    _empty(db, "pulses")
     print(f"  pulses RecordWriter.add_pulse     : {_rate(rows, _timed(per_record_pulses))}")
     writer.close()
     finish_run(db, run, "completed")
@@ -177,6 +193,7 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
                                       "amplitude_v": amps, "width_s": np.full(rows, 1e-6)})  # fmt: skip
         writer.flush()
 
+    _empty(db, "pulses")
     print(f"  pulses RecordWriter.add_records   : {_rate(rows, _timed(bulk_pulses))}")
     writer.close()
     finish_run(db, run_bulk, "completed")

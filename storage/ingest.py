@@ -42,8 +42,8 @@ when ``batch_rows`` rows are pending. One flush is one transaction: either the w
 is stored or none of it (a process killed mid-batch leaves the previous batches intact).
 Pulses and reads go in through the fastest path measured per engine: SQLite
 ``executemany`` on the driver cursor (SQLAlchemy ``exec_driver_sql``), PostgreSQL
-``COPY ... FROM STDIN`` on the same connection and transaction (Core ``executemany``
-measured about 48,000 rows/s there, COPY 80,000+ with the foreign keys and indexes);
+``COPY ... FROM STDIN`` on the same connection and transaction (the benchmark prints
+psycopg ``executemany`` at about 41,000-45,000 rows/s there, COPY at 63,000-67,000);
 the low-volume tables (traces, outcomes, parameters, chamber log, events) use Core
 ``insert()`` executemany. The measurement loop blocks only when the database falls
 ``max_pending_rows`` behind, or at a unit boundary (one short commit).

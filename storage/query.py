@@ -4,12 +4,16 @@ Large record sets (a 64 x 64 array tuned with ~15 pulses and reads per device is
 100,000+ rows; a characterization run reaches millions) are loaded through a fast path
 that bypasses ORM objects and ``pandas.read_sql``:
 
-* SQLite: the driver cursor's ``fetchall`` and one ``numpy.array`` per column;
-* PostgreSQL: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` parsed by ``pyarrow.csv``
-  (PostgreSQL prints float8 with round-trip precision, so no value changes).
+* SQLite, :data:`ARROW_MIN_ROWS` rows or more: the ADBC SQLite driver in a child process
+  (:mod:`nvmlab.storage.sqlite_arrow`, which says why not in this process), Arrow columns
+  to numpy; fewer rows (and in-memory databases): the ``sqlite3`` cursor's ``fetchall``
+  and one ``numpy.array`` conversion of the whole result;
+* PostgreSQL: numeric columns by ``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` decoded
+  by numpy, text columns by a CSV ``COPY`` parsed by ``pyarrow.csv``, both in one
+  REPEATABLE READ snapshot.
 
-The benchmark (``python -P -m nvmlab.storage.bench``) prints both paths side by side for a
-1,000,000-record run. Integer columns that may be NULL (``attempt_id``) come back as
+The benchmark (``python -P -m nvmlab.storage.bench``) prints these paths beside
+``pandas.read_sql`` for a 1,000,000-record run. Integer columns that may be NULL (``attempt_id``) come back as
 ``int64`` with ``-1`` for NULL in numpy arrays and as pandas ``Int64`` (nullable) in
 DataFrames; float columns use NaN for NULL; text columns are object arrays.
 """
@@ -174,10 +178,10 @@ def _fetch_sqlite(
             except ArrowReadError as exc:
                 raise StorageError(f"cannot read {db.display_url}: {exc}") from None
             except pa.ArrowInvalid as exc:  # e.g. text written into a REAL column by hand
-                numeric = [n for n, (k, _) in zip(names, kinds, strict=True) if k != "o"]
+                numbers = [n for n, (k, _) in zip(names, kinds, strict=True) if k != "o"]
                 raise StorageError(
                     f"cannot read {db.display_url}: a column holds values of the wrong "
-                    f"type ({exc}); columns {numeric} must hold numbers"
+                    f"type ({exc}); columns {numbers} must hold numbers"
                 ) from None
     with db.read_connection() as conn:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
