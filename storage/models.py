@@ -40,29 +40,33 @@ Tables
 
 Row-per-record or arrays, by measured cost
 ------------------------------------------
-Measured on the 2-core lab machine (``python -P -m nvmlab.storage.bench``), SQLite WAL,
-``synchronous=FULL``, one transaction per 50,000 rows:
+Figures printed by ``python -P -m nvmlab.storage.bench`` (1,000,000 records per table,
+SQLite WAL with ``synchronous=FULL``, batches of 50,000, every rate from an emptied table,
+with the per-device and per-run indexes and the foreign keys), on the 2-core lab machine
+shared with other jobs, three runs:
 
-* reads, row per record, raw ``sqlite3.executemany``: about 930,000 rows/s without
-  secondary index, 480,000 rows/s with the per-device index, 370,000 rows/s with the
-  per-device and per-run indexes (plus foreign keys: 185,000-320,000 rows/s). Through the
-  buffered writer, one ``add_read`` call per record: 115,000-210,000 rows/s (goal
-  100,000). PostgreSQL, with the foreign keys and both indexes: COPY 77,000-91,000 rows/s,
-  the writer (COPY inside its batch transaction) 63,000-85,000 rows/s (goal 50,000);
-  foreign keys cost most there (COPY without them and without indexes: 445,000 rows/s),
-  and are kept for integrity.
-* Packing the same values into one blob per device would be faster to write but makes
-  "all reads of device (chip, 3, 4) above 50 uS at 85 C" a full decode in Python, and
-  pulses/reads arrive one at a time from write-verify loops (1 to 50 per device per
-  attempt), so blobs would need read-modify-write on every flush.
+* SQLite: plain ``sqlite3.executemany`` 158,000-182,000 rows/s; the buffered writer, one
+  ``add_read`` / ``add_pulse`` call per record, 121,000-126,000 rows/s, ``add_records``
+  (arrays) 145,000 rows/s (goal 100,000). PostgreSQL: psycopg ``COPY`` 71,000-81,000
+  rows/s, ``executemany`` 40,000-49,000; the writer (COPY inside its batch transaction)
+  71,000-77,000 rows/s (goal 50,000).
+* Each of those rows is one record queryable per device: the 245 reads of device (3, 4)
+  among 1,000,000 come back in 4-19 ms through ``ix_reads_device``. Packing the same
+  values into one blob per device would be faster to write but makes "all reads of
+  device (chip, 3, 4) above 50 uS at 85 C" a full decode in Python, and pulses/reads
+  arrive one at a time from write-verify loops (1 to 50 per device per attempt), so
+  blobs would need read-modify-write on every flush.
+* Loading a 1,000,000-read run into a DataFrame: SQLite 1.37-1.48 s (ADBC reader in a
+  child process; ``sqlite3`` fetchall 2.6-3.0 s), PostgreSQL 1.5-1.6 s (binary COPY);
+  ``pandas.read_sql`` 5.1-6.3 s and 4.8-5.9 s.
 
 Hence **pulses and reads are stored row per record** (queryable per device through the
 ``(chip_id, row, col)`` index and per run through ``(run_id, attempt_id)``), while
 **traces store arrays**: an I-V sweep or a noise series (10^3 - 10^6 samples) is always
 written and read whole, its samples are never selected individually, and one row per
 sample would multiply the table size by the sample count (a 10^5-sample noise trace is
-~5 ms as one row of float64 bytes versus ~0.4 s as 10^5 rows on SQLite, 64 ms versus
-1.1 s on PostgreSQL). Arrays are stored as
+7-8 ms as one row of float64 bytes versus 0.48 s as 10^5 rows on SQLite, 64-72 ms versus
+1.15-1.24 s on PostgreSQL). Arrays are stored as
 little-endian float64 bytes (``LargeBinary``), portable between SQLite and PostgreSQL and
 decoded with ``numpy.frombuffer`` without copying.
 
@@ -232,7 +236,21 @@ class Unit(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
-class Pulse(Base):
+class DeviceRecord:
+    """Columns of every per-device record: the run, the attempt (unit) that produced it,
+    and the device ``(chip_id, row, col)``; ``sort_order`` keeps them first, as in the tables."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True, sort_order=-1)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), sort_order=-1)
+    attempt_id: Mapped[int | None] = mapped_column(
+        ForeignKey("units.id", ondelete="CASCADE"), sort_order=-1
+    )
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"), sort_order=-1)
+    row: Mapped[int] = mapped_column(Integer, sort_order=-1)
+    col: Mapped[int] = mapped_column(Integer, sort_order=-1)
+
+
+class Pulse(DeviceRecord, Base):
     """One programming pulse applied to one device (row per record)."""
 
     __tablename__ = "pulses"
@@ -242,12 +260,6 @@ class Pulse(Base):
         Index("ix_pulses_run", "run_id", "attempt_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
-    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
-    row: Mapped[int] = mapped_column(Integer)
-    col: Mapped[int] = mapped_column(Integer)
     t_s: Mapped[float] = mapped_column(Float)
     amplitude_v: Mapped[float] = mapped_column(Float)
     width_s: Mapped[float] = mapped_column(Float)
@@ -255,7 +267,7 @@ class Pulse(Base):
     scheme: Mapped[str | None] = mapped_column(String(20))
 
 
-class Read(Base):
+class Read(DeviceRecord, Base):
     """One read of one device (row per record)."""
 
     __tablename__ = "reads"
@@ -264,12 +276,6 @@ class Read(Base):
         Index("ix_reads_run", "run_id", "attempt_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
-    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
-    row: Mapped[int] = mapped_column(Integer)
-    col: Mapped[int] = mapped_column(Integer)
     t_s: Mapped[float] = mapped_column(Float)
     voltage_v: Mapped[float] = mapped_column(Float)
     current_a: Mapped[float] = mapped_column(Float)
@@ -277,7 +283,7 @@ class Read(Base):
     temperature_c: Mapped[float | None] = mapped_column(Float)
 
 
-class Trace(Base):
+class Trace(DeviceRecord, Base):
     """A sweep or time series on one device, samples stored as float64 arrays."""
 
     __tablename__ = "traces"
@@ -286,12 +292,6 @@ class Trace(Base):
         Index("ix_traces_run", "run_id", "attempt_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
-    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
-    row: Mapped[int] = mapped_column(Integer)
-    col: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(50))
     t_s: Mapped[float] = mapped_column(Float)
     n_samples: Mapped[int] = mapped_column(Integer)
@@ -303,19 +303,13 @@ class Trace(Base):
     meta: Mapped[dict[str, Any] | None]
 
 
-class TuningOutcome(Base):
+class TuningOutcome(DeviceRecord, Base):
     __tablename__ = "tuning_outcomes"
     __table_args__ = (
         Index("ix_tuning_outcomes_device", "chip_id", "row", "col"),
         Index("ix_tuning_outcomes_run", "run_id", "attempt_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
-    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
-    row: Mapped[int] = mapped_column(Integer)
-    col: Mapped[int] = mapped_column(Integer)
     target_s: Mapped[float] = mapped_column(Float)
     final_s: Mapped[float | None] = mapped_column(Float)
     error_rel: Mapped[float | None] = mapped_column(Float)
@@ -324,7 +318,7 @@ class TuningOutcome(Base):
     algorithm: Mapped[str | None] = mapped_column(String(100))
 
 
-class DeviceParameter(Base):
+class DeviceParameter(DeviceRecord, Base):
     """A derived per-device parameter (threshold, temperature coefficient, noise, defect)."""
 
     __tablename__ = "device_parameters"
@@ -333,12 +327,6 @@ class DeviceParameter(Base):
         Index("ix_device_parameters_run", "run_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
-    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id"))
-    row: Mapped[int] = mapped_column(Integer)
-    col: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(100))
     value: Mapped[float | None] = mapped_column(Float)
     text_value: Mapped[str | None] = mapped_column(String(200))
