@@ -43,7 +43,8 @@ Row-per-record or arrays, by measured cost
 Figures printed by ``python -P -m nvmlab.storage.bench`` (1,000,000 records per table,
 SQLite WAL with ``synchronous=FULL``, batches of 50,000, every rate from an emptied table,
 with the per-device and per-run indexes and the foreign keys), on the 2-core lab machine
-shared with other jobs, three runs:
+shared with other jobs, three runs (the writer rates from the last one, the first to
+measure every rate from an emptied table):
 
 * SQLite: plain ``sqlite3.executemany`` 158,000-182,000 rows/s; the buffered writer, one
   ``add_read`` / ``add_pulse`` call per record, 121,000-126,000 rows/s, ``add_records``
