@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from nvmlab import __version__
 from nvmlab.errors import NvmlabError
+from nvmlab.masking import mask_passwords
 
 #: Modules that provide ``register(subparsers)``; a missing one is simply not offered.
 SUBCOMMAND_MODULES = (
@@ -56,11 +58,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except NvmlabError as exc:
-        print(f"nvmlab: error: {exc}", file=sys.stderr)
+        print(f"nvmlab: error: {mask_passwords(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nvmlab: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: show it, with every password masked
+        trace = "".join(traceback.format_exception(exc))
+        print(mask_passwords(trace), file=sys.stderr, end="")
+        print(
+            f"nvmlab: error: unexpected {type(exc).__name__} (traceback above, passwords "
+            "masked); please report it",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

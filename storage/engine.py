@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import urllib.parse
 from typing import Any
 
@@ -30,6 +29,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from nvmlab.errors import StorageError
+from nvmlab.masking import mask_passwords
 
 #: The database used when neither ``--db``, ``NVMLAB_DB`` nor a job/station file names one.
 DEFAULT_DATABASE_URL = "sqlite:///./nvmlab.sqlite"
@@ -42,10 +42,6 @@ PG_CONNECT_TIMEOUT_S = 10
 
 # The password runs to the LAST "@" of the URL token: an unencoded "@" inside a password
 # ("u:se@cret@host") must not leave its tail ("cret") visible.
-_PASSWORD_IN_URL = re.compile(
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*:)(?P<pw>[^\s'\"]*)@"
-)
-_MASK = "***"
 
 
 def resolve_database_url(cli_db: str | None, file_db: str | None) -> str:
@@ -81,12 +77,7 @@ def mask_text(text: str, *urls: str | URL) -> str:
     Masks ``scheme://user:password@`` patterns and, in addition, every literal occurrence of
     the passwords of ``urls`` (a driver may echo a password outside URL syntax).
     """
-    masked = _PASSWORD_IN_URL.sub(lambda m: f"{m.group('head')}{_MASK}@", text)
-    for url in urls:
-        password = _password_of(url)
-        if password:
-            masked = masked.replace(password, _MASK)
-    return masked
+    return mask_passwords(text, (pw for pw in map(_password_of, urls) if pw))
 
 
 def _password_of(url: str | URL) -> str | None:
