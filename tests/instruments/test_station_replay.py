@@ -109,9 +109,12 @@ def test_a_transcript_longer_than_the_session_is_reported(tmp_path: Path) -> Non
     lines = chamber.read_text().splitlines()
     chamber.write_text("\n".join([*lines, lines[0]]) + "\n")  # one more TYPE? after the end
     station = Station(data, replay_from=tmp_path)
-    with pytest.raises(
-        ReplayMismatch, match=rf"line {len(lines) + 1}: session ended before a write"
-    ), station:
+    with (
+        pytest.raises(
+            ReplayMismatch, match=rf"line {len(lines) + 1}: session ended before a write"
+        ),
+        station,
+    ):
         procedure(station)
     assert station.replay_leftover is not None
 
