@@ -36,11 +36,21 @@ def chamber_station(emulated_bench):  # type: ignore[no-untyped-def]
 
 @CHAMBERS
 def test_heating_to_85_c_settles_then_soaks_in_virtual_time(
-    chamber_station, emulated_bench
+    chamber_station, emulated_bench, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     chamber = chamber_station.chamber
     assert isinstance(chamber, Chamber)
-    wall_start, start = time.monotonic(), emulated_bench.clock.now()
+    # Virtual time, not wall time: the 40 minutes of ramp, polls and soak pass without one
+    # real sleep (a time.sleep anywhere in the stack fails the test at once; no wall-clock
+    # threshold that a loaded machine could break).
+    real_sleeps: list[float] = []
+
+    def no_real_sleep(seconds: float) -> None:
+        real_sleeps.append(seconds)
+        raise AssertionError(f"time.sleep({seconds}) during a virtual-time soak")
+
+    monkeypatch.setattr(time, "sleep", no_real_sleep)
+    start = emulated_bench.clock.now()
     chamber.set_setpoint(85.0)
     assert chamber.setpoint() == pytest.approx(85.0)
     final = chamber.wait_until_stable(
@@ -52,7 +62,7 @@ def test_heating_to_85_c_settles_then_soaks_in_virtual_time(
     assert elapsed >= 20 * 60 + 40 + 600
     assert elapsed < 3 * 3600
     assert emulated_bench.bench.thermal.air_c == pytest.approx(85.0, abs=0.3)
-    assert time.monotonic() - wall_start < 10.0
+    assert real_sleeps == [], f"real sleeps of {real_sleeps} s during a virtual-time soak"
 
 
 @CHAMBERS
