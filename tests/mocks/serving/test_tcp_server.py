@@ -53,20 +53,31 @@ def test_pyvisa_py_and_pyserial_clients_talk_to_the_served_instruments(
 
 
 def test_a_write_then_query_loop_has_no_delayed_ack_stall(echo: LineInstrument) -> None:
-    """A set-then-read loop: ~40 ms per point without TCP_QUICKACK/NODELAY on the server."""
+    """A set-then-read loop: ~40 ms per point without TCP_QUICKACK/NODELAY on the server.
+
+    The stall is not a slowness that a loaded machine could imitate: with it, EVERY point
+    takes >= 40 ms (the kernel's delayed-ACK timer). So the check is on the fastest of 30
+    points (a single fast point proves there is no stall), not on a mean that load inflates;
+    the figures themselves belong to ``nvmlab bench``."""
     with TcpBench({"smu": echo}) as tcp:
         rm = ResourceManager("@py")
         smu = rm.open_resource(tcp.resources["smu"], read_termination="\n", write_termination="\n")
         smu.query("*IDN?")
-        n = 30
-        t0 = time.perf_counter()
-        for i in range(n):
+        server = tcp.servers["smu"]
+        with server._conns_lock:
+            conns = list(server._conns)
+        assert len(conns) == 1
+        assert conns[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        per_point = []
+        for i in range(30):
+            t0 = time.perf_counter()
             smu.write(f"SET {i}")
             assert smu.query(f"ECHO {i}") == str(i)
-        per_point = (time.perf_counter() - t0) / n
+            per_point.append(time.perf_counter() - t0)
         smu.close()
         rm.close()
-    assert per_point < 0.02, f"{per_point * 1e3:.1f} ms per set+query point"
+    fastest = min(per_point)
+    assert fastest < 0.02, f"fastest set+query point {fastest * 1e3:.1f} ms: a delayed-ACK stall"
 
 
 def test_a_new_connection_resets_partial_input(echo: LineInstrument) -> None:
