@@ -49,9 +49,14 @@ def tune_conventional(array: ArrayPhysics, row: int, col: int, target_s: float) 
 
 def test_conventional_ramp_needs_about_fifty_pulses_on_the_default_bench() -> None:
     array = create_array("memristor", 64, 64, seed=0)  # the default bench
+    # 60 devices, fixed seeds (chip and choice): deterministic, and enough that the median is
+    # not luck. The pulse counts spread with an inter-quartile range of about 40 pulses
+    # (sigma ~ IQR / 1.35 ~ 30), so the median of 60 has a sampling error of about
+    # 1.25 x 30 / sqrt(60) ~ 5 pulses: a median near 50 sits > 4 such errors inside the
+    # published 25-100 window, and an emulator needing 5 or 500 pulses cannot pass.
     rng = np.random.default_rng(7)
     functional = np.argwhere(array.ground_truth()["defect"] == 0)
-    devices = functional[rng.choice(len(functional), 30, replace=False)]
+    devices = functional[rng.choice(len(functional), 60, replace=False)]
     targets = np.exp(rng.uniform(np.log(10e-6), np.log(100e-6), len(devices)))
 
     counts = [
@@ -65,10 +70,10 @@ def test_conventional_ramp_needs_about_fifty_pulses_on_the_default_bench() -> No
         f"quartiles {np.percentile(converged, 25):.0f}-{np.percentile(converged, 75):.0f}"
     )
 
-    assert len(converged) >= 29, f"only {len(converged)} of 30 devices converged"
+    assert len(converged) >= 58, f"only {len(converged)} of 60 devices converged"
     assert 25 <= median <= 100, f"median {median} pulses is outside the published 25-100"
     # A device that needs no pulse was already in tolerance; that must stay the exception.
-    assert sum(n == 0 for n in converged) <= 2
+    assert sum(n == 0 for n in converged) <= 4
     # The tuned devices really sit within 2 % of their targets (checked against the truth).
     truth = array.ground_truth()["conductance_s"]
     final = truth[devices[:, 0], devices[:, 1]]
