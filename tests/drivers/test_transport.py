@@ -171,6 +171,9 @@ def test_visa_socket_query_sets_tcp_nodelay() -> None:
         with open_transport(resource, name="smu", timeout_s=1.0) as t:
             assert isinstance(t, VisaTransport)
             assert t.tcp_nodelay
+            # the option is really set on pyvisa-py's socket, not only reported as set
+            sock = t._inst.visalib.sessions[t._inst.session].interface
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
             assert t.query("*IDN?") == "NVMLAB,ECHO,0,1.0"
 
 
