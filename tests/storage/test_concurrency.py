@@ -136,7 +136,22 @@ def test_two_processes_recording_the_same_chip_get_the_same_id(db) -> None:
         )
     )
     thread.start()
-    time.sleep(0.3)  # our insert now waits on their uncommitted row (or lock)
+    if db.dialect == "postgresql":
+        # Commit only once our insert really waits on their uncommitted row: the race path
+        # (our look-up missed, our insert conflicts) is exercised, not left to a sleep.
+        deadline = time.monotonic() + 60  # liveness only
+        while time.monotonic() < deadline:
+            with db.engine.connect() as probe:
+                waiting = probe.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                         " AND wait_event_type = 'Lock'")
+                ).scalar_one()  # fmt: skip
+            if waiting:
+                break
+            time.sleep(0.01)
+        assert waiting == 1, "our ensure_chip never waited on their uncommitted chip"
+    else:
+        time.sleep(0.3)  # SQLite: our transaction waits for their write lock
     other.commit()
     other.close()
     thread.join(timeout=30)
