@@ -17,6 +17,7 @@ whole stack the way a lab script would:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Any
@@ -33,6 +34,7 @@ def _shade_map(conductance_s: np.ndarray, g_max_s: float) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from nvmlab.errors import ConfigError
     from nvmlab.instruments.station import Station
     from nvmlab.mocks.emulated import build_emulated_bench
     from nvmlab.storage.database import open_database
@@ -46,67 +48,99 @@ def run_demo(args: argparse.Namespace) -> int:
     )
 
     read_v: float = args.read_voltage
+    if not (math.isfinite(read_v) and read_v != 0):
+        raise ConfigError(
+            f"value {read_v!r} V is not allowed; a conductance is current / voltage, so give "
+            "a finite, non-zero read voltage within the station's read limit (e.g. 0.2)",
+            field="--read-voltage",
+        )
     emulated = build_emulated_bench(
         rows=args.rows, cols=args.cols, seed=args.seed, smu_model=args.smu
     )
     clock = emulated.clock
-    db_url = resolve_database_url(args.db, None)
-    db = open_database(db_url, create=True)
-    print(f"database: {db.display_url}")
     station_config = emulated.station_dict()
-    chip_name = f"emulated-memristor-{args.rows}x{args.cols}-seed{args.seed}"
-    chip_id = ensure_chip(db, chip_name, array_kind="memristor", n_rows=args.rows, n_cols=args.cols)
-    station_id = ensure_station(db, "emulated-bench")
-    run_config: dict[str, Any] = {
-        "procedure": "conductance map",
-        "read_voltage_v": read_v,
-        "nplc": args.nplc,
-        "scheme": "track",
-        "smu": args.smu,
-        "rows": args.rows,
-        "cols": args.cols,
-    }
-    run_id = start_run(
-        db,
-        "conductance-map",
-        config=run_config,
-        chip_id=chip_id,
-        station_id=station_id,
-        seed=args.seed,
-    )
-    print(f"run {run_id}: reading {args.rows} x {args.cols} devices at {read_v:g} V ({args.smu})")
-
     measured = np.full((args.rows, args.cols), np.nan)
-    wall_start = time.perf_counter()
-    instrument_start = clock.now()
     status = "failed"
-    writer = RecordWriter(db, run_id, chip_id=chip_id, clock=clock)
+    run_id: int | None = None
     try:
         with Station(station_config, visa_library=emulated.visa_library(), clock=clock) as station:
+            smu, board = station.smu, station.board
+            # Every setting is checked before the database is touched: a refused value leaves
+            # no run behind.
+            station.limits.check_voltage(read_v, what="--read-voltage")
+            station.limits.check_current_limit(args.compliance, what="--compliance")
+            try:
+                smu.configure(current_limit_a=args.compliance, nplc=args.nplc)
+            except ValueError as exc:  # the SMU model's own range (drivers raise ValueError)
+                option = "--nplc" if "nplc" in str(exc).lower() else "--compliance"
+                raise ConfigError(f"{exc} ({args.smu})", field=option) from None
+            smu.set_voltage(0.0)
+
+            db_url = resolve_database_url(args.db, None)
+            db = open_database(db_url, create=True)
+            print(f"database: {db.display_url}")
+            chip_name = f"emulated-memristor-{args.rows}x{args.cols}-seed{args.seed}"
+            chip_id = ensure_chip(
+                db, chip_name, array_kind="memristor", n_rows=args.rows, n_cols=args.cols
+            )
+            station_id = ensure_station(db, "emulated-bench")
+            run_config: dict[str, Any] = {
+                "procedure": "conductance map",
+                "read_voltage_v": read_v,
+                "nplc": args.nplc,
+                "scheme": "track",
+                "smu": args.smu,
+                "rows": args.rows,
+                "cols": args.cols,
+            }
+            run_id = start_run(
+                db,
+                "conductance-map",
+                config=run_config,
+                chip_id=chip_id,
+                station_id=station_id,
+                seed=args.seed,
+            )
+            print(
+                f"run {run_id}: reading {args.rows} x {args.cols} devices at {read_v:g} V "
+                f"({args.smu})"
+            )
             for role, identity in station.identities.items():
                 print(f"  {role:8s} {identity}")
-            smu, board = station.smu, station.board
-            smu.configure(current_limit_a=args.compliance, nplc=args.nplc)
-            smu.set_voltage(0.0)
-            smu.output(True)
-            for r in range(args.rows):
-                with writer.unit(f"row-{r}", kind="conductance-map-row", row=r):
-                    for c in range(args.cols):
-                        board.select(r, c, unselected="track")
-                        smu.set_voltage(read_v)
-                        current_a = smu.measure_current()
-                        smu.set_voltage(0.0)
-                        measured[r, c] = current_a / read_v
-                        writer.add_read(r, c, read_v, current_a)
-                if (r + 1) % max(1, args.rows // 8) == 0 or r + 1 == args.rows:
-                    print(f"  row {r + 1}/{args.rows} read", flush=True)
-        status = "completed"
+
+            wall_start = time.perf_counter()
+            instrument_start = clock.now()
+            writer = RecordWriter(db, run_id, chip_id=chip_id, clock=clock)
+            try:
+                smu.output(True)
+                for r in range(args.rows):
+                    with writer.unit(f"row-{r}", kind="conductance-map-row", row=r):
+                        for c in range(args.cols):
+                            board.select(r, c, unselected="track")
+                            smu.set_voltage(read_v)
+                            current_a = smu.measure_current()
+                            smu.set_voltage(0.0)
+                            measured[r, c] = current_a / read_v
+                            writer.add_read(r, c, read_v, current_a)
+                    if (r + 1) % max(1, args.rows // 8) == 0 or r + 1 == args.rows:
+                        print(f"  row {r + 1}/{args.rows} read", flush=True)
+                status = "completed"
+            except KeyboardInterrupt:
+                status = "aborted"
+                raise
+            finally:
+                writer.close()
+                finish_run(db, run_id, status)
+                if status != "completed":
+                    db.close()
     except KeyboardInterrupt:
-        status = "aborted"
+        if run_id is not None:  # the station applied its safe state leaving its block
+            print(
+                f"interrupted: run {run_id} stored as aborted with the rows completed so far; "
+                "SMU output off, board lines grounded",
+                file=sys.stderr,
+            )
         raise
-    finally:
-        writer.close()
-        finish_run(db, run_id, status)
 
     wall_s = time.perf_counter() - wall_start
     instrument_s = clock.now() - instrument_start
@@ -136,22 +170,53 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_DESCRIPTION = """\
+Build the emulated bench in-process (a memristor crossbar behind the chosen SMU, an Espec
+chamber and the probe board), open a station on it through the real drivers and pyvisa,
+read every device alone (tracking scheme) and store the reads in the results database,
+one unit per row (SQLite ./nvmlab.sqlite unless --db or NVMLAB_DB say otherwise). Prints
+the map and its error against the chip's ground truth. A 64 x 64 map takes about 10 s.
+"""
+
+DEMO_EPILOG = """\
+Every setting is checked (station limits: |read voltage| <= 0.5 V, compliance <= 1 mA; the
+SMU model's NPLC range) before anything is stored: a refused value leaves no run behind.
+Ctrl-C stops the map: the run is stored as 'aborted' with the rows completed so far, the
+SMU output is switched off and the board lines grounded.
+
+exit status:
+  0    the map was read and stored (run status 'completed')
+  1    a setting, the database or an instrument failed (one line names it)
+  2    a command-line option is malformed
+  130  interrupted with Ctrl-C (run status 'aborted')
+
+examples:
+  nvmlab demo
+  nvmlab demo --rows 16 --cols 16 --smu keithley2636b --db sqlite:///demo.sqlite
+  nvmlab demo --read-voltage 0.1 --nplc 1 --db postgresql+psycopg://postgres@127.0.0.1/test
+  nvmlab runs; nvmlab export 1 --out exported/      # then look at what was stored
+
+units: volts (V), amperes (A), power-line cycles (NPLC).
+"""
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="read and store the conductance map of an emulated 64 x 64 crossbar",
-        description=(
-            "Build the emulated bench in-process, open a station on it through the real "
-            "drivers and pyvisa, read every device of the crossbar alone (tracking scheme) "
-            "and store the reads in the results database (SQLite ./nvmlab.sqlite unless "
-            "--db or NVMLAB_DB say otherwise). Prints the map and its error against the "
-            "chip's ground truth."
-        ),
-        epilog="example: nvmlab demo --rows 16 --cols 16 --smu keithley2636b --db sqlite:///demo.sqlite",
+        description=DEMO_DESCRIPTION,
+        epilog=DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rows", type=int, default=64, help="array rows (default 64)")
-    parser.add_argument("--cols", type=int, default=64, help="array columns (default 64)")
-    parser.add_argument("--seed", type=int, default=0, help="chip seed (default 0)")
+    parser.add_argument(
+        "--rows", type=int, default=64, metavar="N", help="array rows, 1..4096 (default 64)"
+    )
+    parser.add_argument(
+        "--cols", type=int, default=64, metavar="N", help="array columns, 1..4096 (default 64)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="chip seed, >= 0 (default 0)"
+    )
     parser.add_argument(
         "--smu",
         default="keithley2400",
@@ -159,19 +224,33 @@ def register(subparsers: Any) -> None:
         help="emulated SMU model (default keithley2400)",
     )
     parser.add_argument(
-        "--read-voltage", type=float, default=0.2, help="read voltage in V (default 0.2)"
+        "--read-voltage",
+        type=float,
+        default=0.2,
+        metavar="V",
+        help="read voltage in V, non-zero, |V| <= 0.5 (default 0.2)",
     )
     parser.add_argument(
         "--nplc",
         type=float,
         default=0.1,
-        help="integration time in power-line cycles (default 0.1)",
+        metavar="NPLC",
+        help="integration time in power-line cycles (default 0.1; allowed 0.01..10 on the "
+        "2400, 0.001..25 on the 2636B, 0.0004..100 on the B2902A)",
     )
     parser.add_argument(
-        "--compliance", type=float, default=1e-4, help="SMU current limit in A (default 1e-4)"
+        "--compliance",
+        type=float,
+        default=1e-4,
+        metavar="A",
+        help="SMU current limit in A, up to 1e-3 (default 1e-4)",
     )
     parser.add_argument(
-        "--db", default=None, help="database URL (default: $NVMLAB_DB or sqlite:///./nvmlab.sqlite)"
+        "--db",
+        default=None,
+        metavar="URL",
+        help="results database: sqlite:///path.sqlite or postgresql+psycopg://user@host/db "
+        "(default: $NVMLAB_DB, else sqlite:///./nvmlab.sqlite)",
     )
     parser.set_defaults(handler=run_demo)
 
