@@ -30,7 +30,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, inspect
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from nvmlab.errors import StorageError
@@ -75,10 +75,23 @@ def describe_db_error(exc: BaseException, url: str | URL, action: str) -> Storag
             "stored or changed. Use a writable file or pass --db URL"
         )
     if "unable to open database file" in low:
+        folder = _sqlite_folder(url)
+        if folder is not None:
+            return StorageError(
+                f"cannot {action}: {shown} names the folder {folder}, not a database file; "
+                f"allowed: a file such as sqlite:///{folder.as_posix().rstrip('/')}/nvmlab.sqlite"
+            )
         return StorageError(
             f"cannot {action}: cannot open SQLite database {shown} ({detail}); check that "
             "the directory exists and is writable"
         )
+    if "file is not a database" in low:
+        return StorageError(
+            f"cannot {action}: {shown} is not an SQLite database ({detail}); nothing was "
+            "changed. Pass the results database file, or a new file name to create one"
+        )
+    if "does not exist" in low and 'database "' in low:
+        return StorageError(f"cannot {action}: {detail} (URL {shown}); create it first")
     if (
         isinstance(exc, DBAPIError)
         and exc.connection_invalidated
@@ -94,6 +107,18 @@ def describe_db_error(exc: BaseException, url: str | URL, action: str) -> Storag
     if "does not exist" in low and "database" in low:
         return StorageError(f"cannot {action}: {detail} (URL {shown}); create it first")
     return StorageError(f"cannot {action} on database {shown}: {detail}")
+
+
+def _sqlite_folder(url: str | URL) -> Path | None:
+    """The folder an SQLite URL names instead of a file, else None."""
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ValueError, TypeError):
+        return None
+    if not parsed.drivername.startswith("sqlite") or not parsed.database:
+        return None
+    path = Path(parsed.database)
+    return path if path.is_dir() else None
 
 
 @contextlib.contextmanager
