@@ -5,6 +5,7 @@ A technician describes a bench once, in a TOML *station file*::
     [station]
     name = "probe-station-2"
     # database = "sqlite:///nvmlab.sqlite"     # optional
+    # time_scale = 60.0   # optional: an accelerated emulated bench (emulated s per wall s)
 
     [limits]                   # SafetyLimits fields (V, A, s, C), all optional
     max_read_v = 0.5
@@ -54,7 +55,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from nvmlab.clock import Clock, VirtualClock, WallClock
+from nvmlab.clock import Clock, ScaledClock, VirtualClock, WallClock
 from nvmlab.errors import ConfigError, InstrumentError, NvmlabError
 from nvmlab.instruments.safety import SafetyLimits
 
@@ -256,6 +257,9 @@ class StationConfig:
     database: str | None = None
     #: where it came from, for messages ("station.toml" or "<dict>")
     source: str = "<dict>"
+    #: emulated seconds per wall second of the bench (1 for real instruments; an
+    #: accelerated ``nvmlab emulate --time-scale X`` writes X): times chamber waits and soaks
+    time_scale: float = 1.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> StationConfig:
@@ -370,14 +374,21 @@ class _Validator:
             raise StationFileError(self.source, [("file", "must be a TOML table")])
         self.unknown_keys(data, ["station", "limits", "instruments"], "")
         header = self.table(data, "station", "station")
-        self.unknown_keys(header, ["name", "database"], "station")
+        self.unknown_keys(header, ["name", "database", "time_scale"], "station")
         name = self.string(header, "name", "station") or Path(self.source).stem or "station"
         database = self.string(header, "database", "station")
+        time_scale = self.number(header, "time_scale", "station", "emulated s per wall s")
+        if time_scale is not None and not time_scale > 0:
+            self.problem(
+                "station.time_scale",
+                f"must be > 0 (emulated s per wall s; 1 for real instruments), got {time_scale!r}",
+            )
+            time_scale = None
         limits = self.limits(self.table(data, "limits", "limits"))
         instruments = self.instruments(self.table(data, "instruments", "instruments"), limits)
         if self.problems:
             raise StationFileError(self.source, self.problems)
-        return StationConfig(name, instruments, limits, database, self.source)
+        return StationConfig(name, instruments, limits, database, self.source, time_scale or 1.0)
 
     def limits(self, table: Mapping[str, Any]) -> SafetyLimits:
         """The limits from the file; invalid entries are reported and left at their default
@@ -605,8 +616,9 @@ class Station:
         config: a validated :class:`StationConfig` or the content of a station file (dict).
         visa_library: overrides every instrument's VISA backend (``"@py"``, ``"@ivi"``, or a
             :class:`pyvisa.highlevel.VisaLibraryBase` such as the in-process emulated bench).
-        clock: times chamber stabilization and soaks (the wall clock by default; the emulated
-            bench's virtual clock in-process).
+        clock: times chamber stabilization and soaks (by default the wall clock, sped up by
+            the file's ``[station] time_scale`` for an accelerated emulated bench; the
+            emulated bench's virtual clock in-process).
         record_to: a directory; each instrument's exchanges are recorded to
             ``<role>.jsonl`` there (see :mod:`nvmlab.drivers.recording`), one session per
             directory (an earlier transcript of the same role is replaced).
@@ -634,7 +646,12 @@ class Station:
         self.visa_library = visa_library
         self.replay_from = Path(replay_from) if replay_from is not None else None
         if clock is None:
-            clock = VirtualClock() if self.replay_from is not None else WallClock()
+            if self.replay_from is not None:
+                clock = VirtualClock()
+            elif self.config.time_scale != 1.0:
+                clock = ScaledClock(self.config.time_scale)
+            else:
+                clock = WallClock()
         self.clock: Clock = clock
         self.record_to = Path(record_to) if record_to is not None else None
         self.transports: dict[str, Any] = {}

@@ -191,6 +191,15 @@ def toml_dumps(data: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _station_file(emulated: Any, resources: Mapping[str, str], config: BenchConfig) -> Any:
+    """The station file's content; an accelerated bench tells its clients its time scale,
+    so their chamber waits and soaks run on the emulated time too."""
+    data = emulated.station_dict(resources)
+    if config.time_scale != 1.0:
+        data["station"]["time_scale"] = config.time_scale
+    return data
+
+
 def run(args: argparse.Namespace) -> int:
     from nvmlab.mocks.emulated import build_emulated_bench
 
@@ -214,6 +223,17 @@ def run(args: argparse.Namespace) -> int:
                 field="--select",
             )
     emulated = build_emulated_bench(config, clock=ScaledClock(config.time_scale))
+    try:
+        # Written once now: an unwritable state file is refused before anything is served
+        # (the chip state is rewritten after every write pulse and when the emulator stops).
+        emulated.bench.save_state()
+    except OSError as exc:
+        emulated.close()
+        raise ConfigError(
+            f"cannot write the chip state file {str(config.state_file)!r}: "
+            f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
+            field="--state-file" if args.state_file is not None else "bench.state_file",
+        ) from None
     if args.select is not None:
         emulated.preselect(*args.select)
 
@@ -222,16 +242,32 @@ def run(args: argparse.Namespace) -> int:
     def _on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
+    try:
+        tcp_bench = emulated.serve_tcp(host=args.host, port_base=args.port_base)
+    except OSError as exc:
+        emulated.close()
+        raise ConfigError(
+            f"{exc}; allowed: a free --port-base (0 picks free ports) on an address of this "
+            "machine (--host, default 127.0.0.1)",
+            field="--host/--port-base",
+        ) from None
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with emulated.serve_tcp(host=args.host, port_base=args.port_base) as tcp:
+        with tcp_bench as tcp:
             if args.station_out is not None:
                 station_resources = {**tcp.resources, **tcp.serial_urls}
-                args.station_out.write_text(
-                    "# Station file for the bench served by 'nvmlab emulate' "
-                    f"(seed {config.seed}, {config.rows} x {config.cols} {config.array}).\n"
-                    + toml_dumps(emulated.station_dict(station_resources))
-                )
+                try:
+                    args.station_out.write_text(
+                        "# Station file for the bench served by 'nvmlab emulate' "
+                        f"(seed {config.seed}, {config.rows} x {config.cols} {config.array}).\n"
+                        + toml_dumps(_station_file(emulated, station_resources, config))
+                    )
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot write the station file {str(args.station_out)!r}: "
+                        f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
+                        field="--station-out",
+                    ) from None
             for role, resource in tcp.resources.items():
                 print(f"{role} {resource}")
             sys.stdout.flush()

@@ -258,7 +258,11 @@ def build_emulated_bench(
         except ConfigError as exc:
             if config.source is None or exc.file:
                 raise
-            raise ConfigError(str(exc), file=config.source, field=None) from None
+            # In a bench file the device parameters live in [physics], whatever the kind.
+            text = str(exc)
+            if text.startswith(f"{config.array}."):
+                text = "physics." + text[len(config.array) + 1 :]
+            raise ConfigError(text, file=config.source, field=None) from None
     thermal = ThermalModel(clock, config.thermal_params(), seed=config.seed)
     bench = Bench(array, clock, thermal, state_file=config.state_file)
     models = {"smu": config.smu.model, "chamber": config.chamber.model, "board": "probe-board"}
