@@ -138,27 +138,138 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+_RAW = argparse.RawDescriptionHelpFormatter
+
+_DB_URLS = """\
+database URL: --db, else $NVMLAB_DB, else sqlite:///./nvmlab.sqlite (in the current folder).
+  sqlite:///results.sqlite                 a file relative to the current folder
+  sqlite:////data/lab/results.sqlite       an absolute path (four slashes)
+  postgresql+psycopg://user:pw@host:5432/db  the shared lab database (the password is
+                                           never printed)"""
+
+_EXIT = """\
+exit status:
+  0  done
+  1  the database could not be used (one line says why: unreachable server, missing file,
+     wrong schema revision, read-only, unknown run, unwritable output folder)
+  2  a command-line option is malformed"""
+
+DB_UPGRADE_EPILOG = f"""\
+Creates the tables in an empty database (a new SQLite file is created) or applies the
+missing migrations to an older one; records are kept. Running it again does nothing.
+
+{_DB_URLS}
+
+{_EXIT}
+
+examples:
+  nvmlab db upgrade
+  nvmlab db upgrade --db postgresql+psycopg://postgres@127.0.0.1/test
+"""
+
+DB_CURRENT_EPILOG = f"""\
+Prints the schema revision and exits 0 when the database is at this nvmlab's revision;
+exits 1 naming both revisions when it is older (run 'nvmlab db upgrade') or newer
+(upgrade nvmlab). Changes nothing.
+
+{_DB_URLS}
+
+{_EXIT}
+
+example:
+  NVMLAB_DB=sqlite:///results.sqlite nvmlab db current
+"""
+
+RUNS_EPILOG = f"""\
+One row per run, newest first: id, kind, status (running, completed, failed, aborted),
+chip, start and end (UTC), units done (completed units), interrupted (units
+that did not complete), resumes (the run this one resumed). Changes nothing.
+
+{_DB_URLS}
+
+{_EXIT}
+
+examples:
+  nvmlab runs
+  nvmlab runs --db postgresql+psycopg://postgres@127.0.0.1/test
+"""
+
+EXPORT_EPILOG = f"""\
+Writes DIR/run-<RUN>/ (created if needed; an earlier export there in the same format is
+replaced):
+  run.json                 the run: kind, status, configuration, seed, resume chain
+  units.<ext>              every unit attempt (key, attempt, status, result)
+  reads, pulses, tuning_outcomes, device_parameters, chamber_log, events, traces .<ext>
+                           one row per record; units in the column names (amplitude_v,
+                           width_s, current_a, conductance_s, temperature_c)
+Each file appears complete or not at all. The database is only read.
+
+{_DB_URLS}
+
+{_EXIT}
+
+examples:
+  nvmlab export 1 --out exported/                      # CSV in exported/run-1/
+  nvmlab export 7 --format parquet --out /data/runs --db postgresql+psycopg://lab@db/nvm
+"""
+
+
 def register(subparsers: Any) -> None:
     """Add ``db``, ``runs`` and ``export`` to the ``nvmlab`` command line."""
-    db = subparsers.add_parser("db", help="create or upgrade the results database schema")
+    db = subparsers.add_parser(
+        "db",
+        help="create or upgrade the results database schema",
+        description="Manage the results database schema (SQLite or PostgreSQL).",
+        epilog="examples:\n  nvmlab db upgrade\n  nvmlab db current --db sqlite:///results.sqlite",
+        formatter_class=_RAW,
+    )
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
     upgrade = db_sub.add_parser(
-        "upgrade", help="create the schema in an empty database or upgrade it to this version"
+        "upgrade",
+        help="create the schema in an empty database or upgrade it to this version",
+        description="Create the results database schema, or upgrade it to this nvmlab's revision.",
+        epilog=DB_UPGRADE_EPILOG,
+        formatter_class=_RAW,
     )
     _db_option(upgrade)
     upgrade.set_defaults(handler=_masked(_cmd_db_upgrade))
-    current = db_sub.add_parser("current", help="check that the schema is at this version")
+    current = db_sub.add_parser(
+        "current",
+        help="check that the schema is at this version",
+        description="Check that the results database is at this nvmlab's schema revision.",
+        epilog=DB_CURRENT_EPILOG,
+        formatter_class=_RAW,
+    )
     _db_option(current)
     current.set_defaults(handler=_masked(_cmd_db_current))
     db.set_defaults(handler=lambda _args: (db.print_help(sys.stderr), 2)[1])
 
-    runs = subparsers.add_parser("runs", help="list stored runs with their status")
+    runs = subparsers.add_parser(
+        "runs",
+        help="list stored runs with their status",
+        description="List the runs stored in the results database with their status.",
+        epilog=RUNS_EPILOG,
+        formatter_class=_RAW,
+    )
     _db_option(runs)
     runs.set_defaults(handler=_masked(_cmd_runs))
 
-    export = subparsers.add_parser("export", help="export one run to CSV or Parquet files")
+    export = subparsers.add_parser(
+        "export",
+        help="export one run to CSV or Parquet files",
+        description="Export one run (its configuration and every record) to CSV or Parquet files.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=_RAW,
+    )
     export.add_argument("run", metavar="RUN", help="run id (see 'nvmlab runs')")
-    export.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
-    export.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    export.add_argument(
+        "--format",
+        choices=("csv", "parquet"),
+        default="csv",
+        help="file format (default csv)",
+    )
+    export.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder; the run goes in DIR/run-RUN"
+    )
     _db_option(export)
     export.set_defaults(handler=_masked(_cmd_export))
