@@ -56,6 +56,12 @@ then, from any Python (no nvmlab needed):
       "TCPIP::127.0.0.1::PORT::SOCKET", read_termination="\\n", write_termination="\\n")
   smu.write(":SOUR:VOLT 0.2;:OUTP ON"); print(smu.query(":READ?"))   # volts in, amperes out
 
+exit status:
+  0  stopped by Ctrl-C (SIGINT) or SIGTERM; the chip state file is saved
+  1  a setting, bench file, state or station file, address or port was refused (one line
+     names it and what is allowed); nothing was served
+  2  a command-line option is malformed
+
 units: volts (V), amperes (A), seconds (s), degrees Celsius (C).
 """
 

@@ -29,6 +29,21 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+BENCH_EPILOG = """\
+The storage benchmarks use the PostgreSQL server named by $NVMLAB_TEST_PG_URL (default
+postgresql+psycopg://postgres@127.0.0.1:5432/test), where they create a scratch database
+and drop it, and scratch SQLite files; no results database is touched. Rates are in
+operations (or rows) per wall second; instrument time is the emulated instruments' own.
+
+exit status: 0 when every benchmark ran, 1 when one failed (its error is printed).
+
+examples:
+  nvmlab bench                          # every layer (several minutes)
+  nvmlab bench --only mocks             # the emulated bench only
+  nvmlab bench --only drivers --only storage
+"""
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
@@ -40,6 +55,8 @@ def register(subparsers: Any) -> None:
             "sweeps against per-point queries, database ingest rates on SQLite and "
             "PostgreSQL and 1 M-row loads. Figures are printed, not asserted."
         ),
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--only",

@@ -155,8 +155,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"median {np.median(measured) * 1e6:.1f} uS, 5-95 % range "
         f"{np.percentile(measured, 5) * 1e6:.1f} - {np.percentile(measured, 95) * 1e6:.1f} uS; "
-        f"{int((measured < 2e-6).sum())} devices read < 2 uS (stuck off), "
-        f"{int((measured > 250e-6).sum())} read > 250 uS (stuck on)"
+        f"devices read < 2 uS (stuck off): {int((measured < 2e-6).sum())}, "
+        f"> 250 uS (stuck on): {int((measured > 250e-6).sum())}"
     )
     print(
         f"against the chip's ground truth: median |error| {np.median(rel_err[functional]) * 100:.2f} % "
