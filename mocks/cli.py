@@ -50,11 +50,12 @@ examples:
   nvmlab emulate --bench examples/bench-memristor.toml --port-base 5025
       settings from a bench file (command-line values override it); ports 5025, 5026, 5027
 
-then, from any Python (no nvmlab needed):
+then, from any Python (no nvmlab needed), with the default Keithley 2400:
   import pyvisa
   smu = pyvisa.ResourceManager("@py").open_resource(
       "TCPIP::127.0.0.1::PORT::SOCKET", read_termination="\\n", write_termination="\\n")
-  smu.write(":SOUR:VOLT 0.2;:OUTP ON"); print(smu.query(":READ?"))   # volts in, amperes out
+  smu.write(":SOUR:VOLT 0.2;:FORM:ELEM CURR;:OUTP ON")   # source 0.2 V, report the current
+  print(float(smu.query(":READ?")) / 0.2, "S")           # conductance of device --select R,C
 
 exit status:
   0  stopped by Ctrl-C (SIGINT) or SIGTERM; the chip state file is saved
