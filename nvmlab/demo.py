@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from typing import Any
@@ -33,7 +34,21 @@ def _shade_map(conductance_s: np.ndarray, g_max_s: float) -> list[str]:
     return ["".join(SHADES[int(round(v))] for v in row) for row in levels]
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    """The demo; SIGTERM (a scheduler or ``kill``) stops it like Ctrl-C: run aborted,
+    outputs off."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _run_demo(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     from nvmlab.errors import ConfigError
     from nvmlab.instruments.station import Station
     from nvmlab.mocks.emulated import build_emulated_bench
@@ -181,14 +196,14 @@ the map and its error against the chip's ground truth. A 64 x 64 map takes about
 DEMO_EPILOG = """\
 Every setting is checked (station limits: |read voltage| <= 0.5 V, compliance <= 1 mA; the
 SMU model's NPLC range) before anything is stored: a refused value leaves no run behind.
-Ctrl-C stops the map: the run is stored as 'aborted' with the rows completed so far, the
-SMU output is switched off and the board lines grounded.
+Ctrl-C (or SIGTERM) stops the map: the run is stored as 'aborted' with the rows completed
+so far, the SMU output is switched off and the board lines grounded.
 
 exit status:
   0    the map was read and stored (run status 'completed')
   1    a setting, the database or an instrument failed (one line names it)
   2    a command-line option is malformed
-  130  interrupted with Ctrl-C (run status 'aborted')
+  130  interrupted with Ctrl-C or SIGTERM (run status 'aborted')
 
 examples:
   nvmlab demo

@@ -43,8 +43,9 @@ def test_a_refused_setting_is_one_line_and_stores_no_run(
     assert not database.exists()  # nothing was created, let alone a failed run
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_of_the_demo_process_stores_an_aborted_run_with_the_rows_read(
-    tmp_path: Path,
+    tmp_path: Path, stop: signal.Signals
 ) -> None:
     database = tmp_path / "demo.sqlite"
     url = f"sqlite:///{database}"
@@ -59,7 +60,7 @@ def test_ctrl_c_of_the_demo_process_stores_an_aborted_run_with_the_rows_read(
     for line in proc.stdout:  # wait until a few rows are stored, then press Ctrl-C
         if "row 16/64 read" in line:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
