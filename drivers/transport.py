@@ -31,6 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -402,6 +403,14 @@ class VisaTransport(Transport):
 # --------------------------------------------------------------------------------------
 # pyserial
 # --------------------------------------------------------------------------------------
+@dataclass
+class _ReadWait:
+    """How long one read has waited: a wall-clock deadline and the port's empty slices (s)."""
+
+    deadline: float
+    waited_s: float = 0.0
+
+
 class SerialTransport(Transport):
     """A pyserial port opened with :func:`serial.serial_for_url` (any URL it knows).
 
@@ -468,7 +477,7 @@ class SerialTransport(Transport):
         self.last_command = message
         self.write_raw((message + self.write_termination).encode(self.encoding))
 
-    def _fill(self, deadline: float, doing: str) -> None:
+    def _fill(self, wait: _ReadWait, doing: str) -> None:
         """Read whatever arrives next (at most one poll slice) into the buffer."""
         port = self._serial()
         try:
@@ -478,7 +487,12 @@ class SerialTransport(Transport):
             raise self._io_error(exc, doing) from exc
         if chunk:
             self._buffer += chunk
-        elif time.monotonic() >= deadline:
+            return
+        # An empty read waited one poll slice on the port's own clock (the wall clock for a
+        # real port, the bench's virtual clock for an in-process nvmlab:// port), so the
+        # timeout is counted in slices as well as on the wall clock: whichever ends first.
+        wait.waited_s += port.timeout if port.timeout else 0.0
+        if wait.waited_s >= self.timeout_s or time.monotonic() >= wait.deadline:
             got = f"; got {bytes(self._buffer[:60])!r} so far" if self._buffer else ""
             raise self.error(
                 InstrumentTimeout,
@@ -489,7 +503,7 @@ class SerialTransport(Transport):
 
     def read(self) -> str:
         term = self.read_termination.encode(self.encoding)
-        deadline = time.monotonic() + self.timeout_s
+        wait = _ReadWait(time.monotonic() + self.timeout_s)
         while True:
             idx = self._buffer.find(term) if term else -1
             if idx >= 0:
@@ -503,12 +517,12 @@ class SerialTransport(Transport):
                     raise self.error(
                         InstrumentProtocolError, f"undecodable reply {raw[:60]!r}: {exc}"
                     ) from exc
-            self._fill(deadline, "reading a reply")
+            self._fill(wait, "reading a reply")
 
     def read_raw(self, size: int) -> bytes:
-        deadline = time.monotonic() + self.timeout_s
+        wait = _ReadWait(time.monotonic() + self.timeout_s)
         while len(self._buffer) < size:
-            self._fill(deadline, f"reading {size} raw bytes")
+            self._fill(wait, f"reading {size} raw bytes")
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
