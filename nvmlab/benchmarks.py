@@ -38,7 +38,7 @@ operations (or rows) per wall second; instrument time is the emulated instrument
 exit status: 0 when every benchmark ran, 1 when one failed (its error is printed).
 
 examples:
-  nvmlab bench                          # every layer (several minutes)
+  nvmlab bench                          # every layer (about 3 minutes)
   nvmlab bench --only mocks             # the emulated bench only
   nvmlab bench --only drivers --only storage
 """
