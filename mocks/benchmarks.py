@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
+from nvmlab.mocks.physics import solver_benchmark
 
 READ_V = 0.2
 SMU_MODELS = ("keithley2400", "keithley2636b", "keysight-b2902a")
@@ -287,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nSingle query round trip (median wall time):")
     for label, seconds in round_trips(args.round_trips):
         print(f"  {label:58s} {1e6 * seconds:9.1f} us")
+
+    print()
+    solver_benchmark.main(["--size", str(args.rows)])
 
     wall_total = time.perf_counter() - wall0
     print(

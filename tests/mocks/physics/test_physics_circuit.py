@@ -7,9 +7,9 @@ import re
 
 import numpy as np
 import pytest
-import solver_benchmark
 from physics_lab import read_conductance
 
+from nvmlab.mocks.physics import solver_benchmark
 from nvmlab.mocks.physics.base import LineBias, scheme_bias
 from nvmlab.mocks.physics.circuit import solve_crossbar
 from nvmlab.mocks.physics.memristor import MemristorArray

@@ -1,7 +1,7 @@
 """Solver benchmark of the default 64 x 64 bench: figures printed, never asserted.
 
 Speed targets are checked by reading these figures, not by timed unit tests (they flake on
-shared machines). Run: ``.venv/bin/python -P tests/mocks/physics/solver_benchmark.py``.
+shared machines). Part of ``nvmlab bench --only mocks``; alone: ``python -P -m nvmlab.mocks.physics.solver_benchmark``.
 The targets the bench was designed for are printed beside each figure.
 """
 
