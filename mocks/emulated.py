@@ -202,6 +202,8 @@ class EmulatedBench:
                 entry["backend"] = "@py"
             if role == "chamber":
                 entry["safe_setpoint_c"] = 25.0
+                if self.models[role] == "watlow-f4" and self.config.chamber.address != 1:
+                    entry["options"] = {"address": self.config.chamber.address}
             instruments[role] = entry
         return {"station": {"name": name}, "instruments": instruments}
 
