@@ -46,7 +46,7 @@ from nvmlab.mocks.physics.memristor import (
     arrhenius_factor,
     lognormal,
 )
-from nvmlab.mocks.physics.params import from_table, ranged, require_less
+from nvmlab.mocks.physics.params import from_table, ranged, require_initial_range_within
 from nvmlab.mocks.physics.state import ChipState
 
 #: Vth (V) at which the program / erase reference rates hold.
@@ -129,22 +129,13 @@ class EflashParams:
 
     def check(self, section: str = "eflash") -> None:
         """Cross-field checks (ConfigError)."""
-        require_less(section, "vth_min_v", self.vth_min_v, "vth_max_v", self.vth_max_v)
-        require_less(
+        require_initial_range_within(
+            self,
             section,
-            "initial_vth_min_v",
-            self.initial_vth_min_v,
-            "initial_vth_max_v",
-            self.initial_vth_max_v + 1e-12,
+            ("initial_vth_min_v", "initial_vth_max_v"),
+            ("vth_min_v", "vth_max_v"),
+            "the threshold window",
         )
-        for name in ("initial_vth_min_v", "initial_vth_max_v"):
-            value = getattr(self, name)
-            if not self.vth_min_v <= value <= self.vth_max_v:
-                raise ConfigError(
-                    f"value {value!r} is out of range; allowed vth_min_v = {self.vth_min_v:g} "
-                    f"to vth_max_v = {self.vth_max_v:g}",
-                    field=f"{section}.{name}",
-                )
 
 
 def thermal_voltage_v(temperature_c: float) -> float:

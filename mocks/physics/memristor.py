@@ -69,7 +69,12 @@ import numpy as np
 from nvmlab.errors import ConfigError
 from nvmlab.mocks.physics.base import LineBias, LineSolution
 from nvmlab.mocks.physics.circuit import solve_crossbar
-from nvmlab.mocks.physics.params import from_table, ranged, require_less
+from nvmlab.mocks.physics.params import (
+    from_table,
+    ranged,
+    require_initial_range_within,
+    require_less,
+)
 from nvmlab.mocks.physics.state import ChipState
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
@@ -145,22 +150,13 @@ class MemristorParams:
 
     def check(self, section: str = "memristor") -> None:
         """Cross-field checks (ConfigError)."""
-        require_less(section, "g_min_s", self.g_min_s, "g_max_s", self.g_max_s)
-        require_less(
+        require_initial_range_within(
+            self,
             section,
-            "initial_conductance_min_s",
-            self.initial_conductance_min_s,
-            "initial_conductance_max_s",
-            self.initial_conductance_max_s + 1e-30,
+            ("initial_conductance_min_s", "initial_conductance_max_s"),
+            ("g_min_s", "g_max_s"),
+            "the switching window",
         )
-        for name in ("initial_conductance_min_s", "initial_conductance_max_s"):
-            value = getattr(self, name)
-            if not self.g_min_s <= value <= self.g_max_s:
-                raise ConfigError(
-                    f"value {value!r} is outside the switching window; allowed "
-                    f"g_min_s = {self.g_min_s:g} to g_max_s = {self.g_max_s:g}",
-                    field=f"{section}.{name}",
-                )
         require_less(
             section,
             "rtn_amplitude_min_rel",

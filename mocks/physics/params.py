@@ -70,6 +70,30 @@ def require_less(section: str, low_name: str, low: float, high_name: str, high: 
         )
 
 
+def require_initial_range_within(
+    params: Any, section: str, initial: tuple[str, str], window: tuple[str, str], what: str
+) -> None:
+    """Raise ConfigError unless the initial-state range ``initial`` (min, max field names)
+    is ordered and lies inside the window ``window`` (min, max field names)."""
+    lo_name, hi_name = initial
+    wlo_name, whi_name = window
+    wlo, whi = getattr(params, wlo_name), getattr(params, whi_name)
+    require_less(section, wlo_name, wlo, whi_name, whi)
+    lo, hi = getattr(params, lo_name), getattr(params, hi_name)
+    if not lo <= hi:  # equal bounds are allowed: every device starts in the same state
+        raise ConfigError(
+            f"value {lo!r} must not exceed {hi_name} = {hi!r}", field=f"{section}.{lo_name}"
+        )
+    for name in initial:
+        value = getattr(params, name)
+        if not wlo <= value <= whi:
+            raise ConfigError(
+                f"value {value!r} is outside {what}; allowed {wlo_name} = {wlo:g} "
+                f"to {whi_name} = {whi:g}",
+                field=f"{section}.{name}",
+            )
+
+
 def to_table(obj: Any) -> dict[str, Any]:
     """The parameters as a plain dict (the inverse of :func:`from_table`)."""
     return dataclasses.asdict(obj)
