@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from nvmlab.models import models_of_kind, spelled
+
 #: Characters from low to high conductance for the printed map.
 SHADES = " .:-=+*#%@"
 
@@ -235,7 +237,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--smu",
         default="keithley2400",
-        choices=["keithley2400", "keithley2636b", "keysight-b2902a"],
+        type=spelled,
+        choices=models_of_kind("smu"),
         help="emulated SMU model (default keithley2400)",
     )
     parser.add_argument(

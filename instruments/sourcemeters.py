@@ -35,6 +35,7 @@ from nvmlab.drivers.keysight_b2902a import KeysightB2902A, KeysightB2902AChannel
 from nvmlab.errors import ConfigError, SafetyLimitError
 from nvmlab.instruments.roles import Channel, SourceMeter
 from nvmlab.instruments.safety import SafetyLimits, VoltagePurpose
+from nvmlab.models import spelled
 
 #: Most pulses one :meth:`SourceMeter.pulse_train` call makes.
 MAX_TRAIN = 5000
@@ -385,6 +386,8 @@ class KeysightB2902ASourceMeter(_SourceMeterBase):
                 smu.output_enabled = False
 
 
+#: SMU model -> (driver class, role class); tests/test_models.py checks it against the
+#: instrument registry (nvmlab.models), which names the same classes.
 SOURCE_METERS: dict[str, tuple[type, type[_SourceMeterBase]]] = {
     "keithley2400": (Keithley2400, Keithley2400SourceMeter),
     "keithley2636b": (Keithley2636B, Keithley2636BSourceMeter),
@@ -398,7 +401,7 @@ def make_source_meter(driver_name: str, driver: Any, limits: SafetyLimits) -> So
     ``driver_name`` is one of ``"keithley2400"``, ``"keithley2636b"``, ``"keysight_b2902a"``.
     """
     try:
-        driver_cls, role_cls = SOURCE_METERS[driver_name]
+        driver_cls, role_cls = SOURCE_METERS[spelled(driver_name)]
     except KeyError:
         raise ConfigError(
             f"unknown SMU driver {driver_name!r}; allowed {sorted(SOURCE_METERS)}", field="driver"

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, cast
 from nvmlab.clock import Clock, ScaledClock, VirtualClock, WallClock
 from nvmlab.errors import ConfigError, InstrumentError, NvmlabError
 from nvmlab.instruments.safety import SafetyLimits
+from nvmlab.models import MODELS, InstrumentModel, spelled
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,40 +93,15 @@ class DriverSpec:
         return cast(type, getattr(importlib.import_module(self.module), self.class_name))
 
 
-DRIVERS: dict[str, DriverSpec] = {
-    spec.name: spec
-    for spec in (
-        DriverSpec(
-            "keithley2400", "smu", "nvmlab.drivers.keithley2400", "Keithley2400", "Keithley 2400"
-        ),
-        DriverSpec(
-            "keithley2636b",
-            "smu",
-            "nvmlab.drivers.keithley2636b",
-            "Keithley2636B",
-            "Keithley 2636B",
-        ),
-        DriverSpec(
-            "keysight_b2902a",
-            "smu",
-            "nvmlab.drivers.keysight_b2902a",
-            "KeysightB2902A",
-            "Keysight B2902A",
-        ),
-        DriverSpec("espec", "chamber", "nvmlab.drivers.espec", "EspecChamber", "Espec chamber"),
-        DriverSpec(
-            "watlow_f4",
-            "chamber",
-            "nvmlab.drivers.watlow_f4",
-            "WatlowF4",
-            "Watlow F4 chamber",
-            {"address": int, "baudrate": int},
-        ),
-        DriverSpec(
-            "probe_board", "board", "nvmlab.drivers.probe_board", "ProbeBoard", "probe board"
-        ),
+def _spec(model: InstrumentModel) -> DriverSpec:
+    module, _, class_name = model.driver.partition(":")
+    return DriverSpec(
+        model.name, model.kind, module, class_name, model.title, dict(model.driver_options)
     )
-}
+
+
+#: Drivers a station file may name, from the instrument registry (:mod:`nvmlab.models`).
+DRIVERS: dict[str, DriverSpec] = {name: _spec(model) for name, model in MODELS.items()}
 
 #: ``options`` keys every driver accepts: they override the driver's transport defaults.
 TRANSPORT_OPTIONS: dict[str, type] = {
@@ -456,7 +432,9 @@ class _Validator:
 
         driver = self.string(section, "driver", where, required=True)
         if driver is not None:
-            spec = DRIVERS.get(driver)
+            spec = DRIVERS.get(spelled(driver))
+            if spec is not None:
+                driver = spec.name  # the canonical spelling (keysight-b2902a is accepted)
             if spec is None:
                 self.problem(
                     f"{where}.driver",

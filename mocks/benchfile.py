@@ -18,14 +18,14 @@ Example (every section and key optional; defaults shown)::
     ramp_rate_c_per_s = 0.05
 
     [smu]
-    model = "keithley2400"   # keithley2400 | keithley2636b | keysight-b2902a
+    model = "keithley2400"   # keithley2400 | keithley2636b | keysight_b2902a
     query_latency_s = 0.0    # per message turnaround (s)
     line_frequency_hz = 60.0 # 50 or 60: 1 PLC = 20 ms or 16.7 ms
 
     [chamber]
-    model = "espec"          # espec | watlow-f4
+    model = "espec"          # espec | watlow_f4
     query_latency_s = 0.0
-    address = 1              # Modbus address (watlow-f4)
+    address = 1              # Modbus address (watlow_f4)
 
     [board]
     query_latency_s = 0.0
@@ -52,6 +52,7 @@ from typing import Any
 from nvmlab.errors import ConfigError
 from nvmlab.mocks.serving.faults import FaultSpec
 from nvmlab.mocks.thermal import ThermalParams
+from nvmlab.models import canonical_model, models_of_kind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,8 +60,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ARRAY_KINDS: tuple[str, ...] = ("memristor", "eflash", "resistor")
-SMU_MODELS: tuple[str, ...] = ("keithley2400", "keithley2636b", "keysight-b2902a")
-CHAMBER_MODELS: tuple[str, ...] = ("espec", "watlow-f4")
+#: Canonical model names (the instrument registry, nvmlab.models); the hyphenated
+#: spelling (``keysight-b2902a``) is accepted on input.
+SMU_MODELS: tuple[str, ...] = models_of_kind("smu")
+CHAMBER_MODELS: tuple[str, ...] = models_of_kind("chamber")
 ROLES: tuple[str, ...] = ("smu", "chamber", "board")
 LINE_FREQUENCIES_HZ: tuple[float, ...] = (50.0, 60.0)
 MAX_LINES = 4096
@@ -122,7 +125,12 @@ class BenchConfig:
             if value is None:
                 continue
             if key in ("smu_model", "chamber_model"):
-                data[key.split("_")[0]]["model"] = value
+                role = key.split("_")[0]
+                try:
+                    value = canonical_model(value, "smu" if role == "smu" else "chamber")
+                except ValueError as exc:
+                    raise ConfigError(str(exc), field=f"{role}.model") from None
+                data[role]["model"] = value
             elif key in ("seed", "array", "rows", "cols", "time_scale", "state_file"):
                 data["bench"][key] = str(value) if key == "state_file" else value
             else:
@@ -208,6 +216,16 @@ class _Parser:
                     f"{name}.{key}",
                     f"unknown setting {key!r}; allowed in [{name}]: {', '.join(allowed)}",
                 )
+
+    def model(
+        self, table: Mapping[str, Any], name: str, default: str, choices: tuple[str, ...]
+    ) -> str:
+        """An instrument model name, either spelling, returned canonical (underscores)."""
+        value = self.number(table, name, "model", default, str)
+        spelled = str(value).strip().lower().replace("-", "_")
+        if spelled in choices:
+            return spelled
+        return self.number(table, name, "model", default, str, choices=choices)  # type: ignore[no-any-return]
 
     def number(
         self,
@@ -316,7 +334,7 @@ class _Parser:
         smu = self.table(data, "smu")
         self.check_keys(smu, "smu", ["model", "query_latency_s", "line_frequency_hz"])
         cfg.smu = SmuConfig(
-            model=self.number(smu, "smu", "model", "keithley2400", str, choices=SMU_MODELS),
+            model=self.model(smu, "smu", "keithley2400", SMU_MODELS),
             query_latency_s=self.number(
                 smu, "smu", "query_latency_s", 0.0, float, low=0.0, high=10.0
             ),
@@ -328,7 +346,7 @@ class _Parser:
         chamber = self.table(data, "chamber")
         self.check_keys(chamber, "chamber", ["model", "query_latency_s", "address"])
         cfg.chamber = ChamberConfig(
-            model=self.number(chamber, "chamber", "model", "espec", str, choices=CHAMBER_MODELS),
+            model=self.model(chamber, "chamber", "espec", CHAMBER_MODELS),
             query_latency_s=self.number(
                 chamber, "chamber", "query_latency_s", 0.0, float, low=0.0, high=10.0
             ),

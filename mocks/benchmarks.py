@@ -25,7 +25,7 @@ from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
 from nvmlab.mocks.physics import solver_benchmark
 
 READ_V = 0.2
-SMU_MODELS = ("keithley2400", "keithley2636b", "keysight-b2902a")
+SMU_MODELS = ("keithley2400", "keithley2636b", "keysight_b2902a")
 
 #: Per model: commands to source READ_V on channel A at 0.01 NPLC, and the single-read query.
 SMU_SETUP: dict[str, tuple[list[str], str]] = {
@@ -43,7 +43,7 @@ SMU_SETUP: dict[str, tuple[list[str], str]] = {
         ],
         "print(smua.measure.i())",
     ),
-    "keysight-b2902a": (
+    "keysight_b2902a": (
         [
             ":SOUR1:FUNC:MODE VOLT;:SOUR1:VOLT 0.2;:SENS1:CURR:PROT 1e-3",
             ":SENS1:CURR:NPLC 0.01;:OUTP1 ON",

@@ -19,6 +19,7 @@ from nvmlab.mocks.benchfile import (
     BenchConfig,
     load_bench_file,
 )
+from nvmlab.models import spelled
 
 DESCRIPTION = """\
 Serve an emulated bench (one physical world: chip, probe board, SMU, temperature chamber)
@@ -44,7 +45,7 @@ EPILOG = """\
 examples:
   nvmlab emulate
       64 x 64 memristor crossbar, Keithley 2400, Espec chamber, ephemeral ports
-  nvmlab emulate --smu keithley2636b --chamber watlow-f4 --rows 16 --cols 16 --seed 7
+  nvmlab emulate --smu keithley2636b --chamber watlow_f4 --rows 16 --cols 16 --seed 7
   nvmlab emulate --select 3,5 --time-scale 60 --station-out station.toml
       SMU channel A reads device (row 3, column 5) alone; 1 wall s = 60 s of chamber time
   nvmlab emulate --bench examples/bench-memristor.toml --port-base 5025
@@ -113,8 +114,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--bench", metavar="FILE", type=Path, help="bench file (TOML) with every setting"
     )
-    parser.add_argument("--smu", choices=SMU_MODELS, help="SMU model (default keithley2400)")
-    parser.add_argument("--chamber", choices=CHAMBER_MODELS, help="chamber model (default espec)")
+    parser.add_argument(
+        "--smu", type=spelled, choices=SMU_MODELS, help="SMU model (default keithley2400)"
+    )
+    parser.add_argument(
+        "--chamber", type=spelled, choices=CHAMBER_MODELS, help="chamber model (default espec)"
+    )
     parser.add_argument("--array", choices=ARRAY_KINDS, help="chip type (default memristor)")
     parser.add_argument(
         "--rows", type=int, metavar="N", help="array rows / word lines (default 64)"

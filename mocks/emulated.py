@@ -38,25 +38,12 @@ from nvmlab.mocks.serving.tcp import TcpBench
 from nvmlab.mocks.serving.visa import NvmlabVisaLibrary, bench_resources
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
+from nvmlab.models import MODELS, canonical_model
 
-#: Emulator classes by model name, imported when first used ("module:Class").
-EMULATORS: dict[str, str] = {
-    "keithley2400": "nvmlab.mocks.firmware.keithley2400:Keithley2400Emulator",
-    "keithley2636b": "nvmlab.mocks.firmware.keithley2636b:Keithley2636BEmulator",
-    "keysight-b2902a": "nvmlab.mocks.firmware.keysight_b2902a:KeysightB2902AEmulator",
-    "espec": "nvmlab.mocks.firmware.espec:EspecEmulator",
-    "watlow-f4": "nvmlab.mocks.firmware.watlow_f4:WatlowF4Emulator",
-    "probe-board": "nvmlab.mocks.firmware.probe_board:ProbeBoardEmulator",
-}
-#: Station-file driver name for each emulated model.
-DRIVER_NAMES: dict[str, str] = {
-    "keithley2400": "keithley2400",
-    "keithley2636b": "keithley2636b",
-    "keysight-b2902a": "keysight_b2902a",
-    "espec": "espec",
-    "watlow-f4": "watlow_f4",
-    "probe-board": "probe_board",
-}
+#: Emulator classes by canonical model name ("module:Class"), read from the registry.
+EMULATORS: dict[str, str] = {name: m.emulator for name, m in MODELS.items()}
+#: Station-file driver name for each emulated model (the canonical name itself).
+DRIVER_NAMES: dict[str, str] = {name: name for name in MODELS}
 
 _bench_numbers = itertools.count(1)
 
@@ -64,11 +51,9 @@ _bench_numbers = itertools.count(1)
 def emulator_class(model: str) -> type[EmulatedInstrument]:
     """The emulator class for ``model``; ConfigError if unknown or not installed."""
     try:
-        target = EMULATORS[model]
-    except KeyError:
-        raise ConfigError(
-            f"unknown instrument model {model!r}; allowed: {', '.join(EMULATORS)}"
-        ) from None
+        target = EMULATORS[canonical_model(model)]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -202,7 +187,7 @@ class EmulatedBench:
                 entry["backend"] = "@py"
             if role == "chamber":
                 entry["safe_setpoint_c"] = 25.0
-                if self.models[role] == "watlow-f4" and self.config.chamber.address != 1:
+                if self.models[role] == "watlow_f4" and self.config.chamber.address != 1:
                     entry["options"] = {"address": self.config.chamber.address}
             instruments[role] = entry
         return {"station": {"name": name}, "instruments": instruments}
@@ -238,7 +223,7 @@ def build_emulated_bench(
     Keithley 2400, Espec chamber, seed 0).
 
     ``overrides`` replace config fields (``rows=16``, ``seed=3``, ``smu_model="keithley2636b"``,
-    ``chamber_model="watlow-f4"``, ``array="eflash"`` ...). ``clock`` defaults to a
+    ``chamber_model="watlow_f4"``, ``array="eflash"`` ...). ``clock`` defaults to a
     :class:`~nvmlab.clock.VirtualClock`. ``array`` is either a kind (``"memristor"``,
     ``"eflash"``: a config override like the others) or a ready-made chip (e.g. a
     ``ResistorArray`` with known conductances) used instead of one built from the config.
@@ -267,7 +252,7 @@ def build_emulated_bench(
             raise ConfigError(text, file=config.source, field=None) from None
     thermal = ThermalModel(clock, config.thermal_params(), seed=config.seed)
     bench = Bench(array, clock, thermal, state_file=config.state_file)
-    models = {"smu": config.smu.model, "chamber": config.chamber.model, "board": "probe-board"}
+    models = {"smu": config.smu.model, "chamber": config.chamber.model, "board": "probe_board"}
     firmware = {
         "smu": _construct(
             config.smu.model,
@@ -279,9 +264,9 @@ def build_emulated_bench(
             config.chamber.model,
             bench,
             query_latency_s=config.chamber.query_latency_s,
-            **({"address": config.chamber.address} if config.chamber.model == "watlow-f4" else {}),
+            **({"address": config.chamber.address} if config.chamber.model == "watlow_f4" else {}),
         ),
-        "board": _construct("probe-board", bench, query_latency_s=config.board.query_latency_s),
+        "board": _construct("probe_board", bench, query_latency_s=config.board.query_latency_s),
     }
     if bench_id is None:
         bench_id = f"bench{os.getpid()}-{next(_bench_numbers)}"

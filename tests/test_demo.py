@@ -10,7 +10,7 @@ from nvmlab.cli import main
 from nvmlab.storage.database import open_database
 
 
-@pytest.mark.parametrize("smu", ["keithley2400", "keithley2636b", "keysight-b2902a"])
+@pytest.mark.parametrize("smu", ["keithley2400", "keithley2636b", "keysight_b2902a"])
 def test_demo_reads_every_device_and_stores_the_map(tmp_path, capsys, smu: str) -> None:
     url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
     assert (

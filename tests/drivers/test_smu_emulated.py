@@ -26,7 +26,7 @@ from nvmlab.mocks.physics.resistor import ResistorArray
 MODELS = {
     "keithley2400": ("keithley2400", Keithley2400),
     "keithley2636b": ("keithley2636b", Keithley2636B),
-    "keysight-b2902a": ("keysight_b2902a", KeysightB2902A),
+    "keysight_b2902a": ("keysight_b2902a", KeysightB2902A),
 }
 ROWS = COLS = 8
 ROW, COL = 2, 5
@@ -149,7 +149,7 @@ def test_2400_staircase_and_buffer_against_the_emulator() -> None:
 
 def test_b2902a_reads_both_channels_from_one_query() -> None:
     with (
-        emulated("keysight-b2902a") as bench,
+        emulated("keysight_b2902a") as bench,
         smu_transport(bench, "in-process", KeysightB2902A) as t,
     ):
         smu = KeysightB2902A(t)
@@ -192,7 +192,7 @@ def test_a_recorded_emulator_session_replays_identically(tmp_path) -> None:  # t
 
 @pytest.mark.tcp
 def test_the_driver_benchmark_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
-    from nvmlab.drivers.benchmarks import main
+    from nvmlab.benchmarks.drivers import main
 
     assert main(["--queries", "5", "--points", "20", "--models", "keithley2636b"]) == 0
     out = capsys.readouterr().out

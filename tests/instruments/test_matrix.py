@@ -27,10 +27,10 @@ G_SELECTED_S = 50e-6
 DRIVERS = {
     "keithley2400": ("smu", "keithley2400", "KEITHLEY INSTRUMENTS INC.,MODEL 2400"),
     "keithley2636b": ("smu", "keithley2636b", "Keithley Instruments Inc., Model 2636B"),
-    "keysight_b2902a": ("smu", "keysight-b2902a", "Keysight Technologies,B2902A"),
+    "keysight_b2902a": ("smu", "keysight_b2902a", "Keysight Technologies,B2902A"),
     "espec": ("chamber", "espec", "ESPEC"),
-    "watlow_f4": ("chamber", "watlow-f4", "Watlow F4 model"),
-    "probe_board": ("board", "probe-board", "NVMLAB,PROBE-BOARD"),
+    "watlow_f4": ("chamber", "watlow_f4", "Watlow F4 model"),
+    "probe_board": ("board", "probe_board", "NVMLAB,PROBE-BOARD"),
 }
 #: How the instrument is reached: (where, I/O stack).
 WAYS = {

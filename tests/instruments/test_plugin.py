@@ -66,7 +66,7 @@ def test_importing_the_plugin_stays_light() -> None:
     import sys
 
     code = (
-        "import sys, nvmlab.instruments.pytest_plugin; "
+        "import sys, nvmlab.testing; "
         "heavy = [m for m in ('numpy', 'pyvisa', 'serial', 'nvmlab.mocks', 'nvmlab.drivers') if m in sys.modules]; "
         "print(','.join(heavy))"
     )

@@ -32,8 +32,8 @@ LIMITS = {
     "max_temperature_c": 90.0,
     "max_eflash_v": 10.0,
 }
-SMUS = ["keithley2400", "keithley2636b", "keysight-b2902a"]
-CHAMBERS = ["espec", "watlow-f4"]
+SMUS = ["keithley2400", "keithley2636b", "keysight_b2902a"]
+CHAMBERS = ["espec", "watlow_f4"]
 
 
 #: A fault that never fires: it makes the bench wrap every instrument in a fault injector,
@@ -212,7 +212,7 @@ def transcript(directory: Path, role: str) -> list[str]:
 def test_no_over_limit_request_reaches_a_wire_or_the_chip(
     make_bench: Callable[..., EmulatedBench], tmp_path: Path, smu: str
 ) -> None:
-    bench = make_bench(smu, "watlow-f4" if smu == "keithley2636b" else "espec")
+    bench = make_bench(smu, "watlow_f4" if smu == "keithley2636b" else "espec")
     tried: list[str] = []
     with open_station(bench, record_to=tmp_path) as station:
         drive_everything(station)

@@ -99,7 +99,7 @@ def test_an_unreachable_instrument_is_a_failed_row_and_exit_1(tmp_path: Path, ca
 
 
 def test_every_instrument_served_over_tcp_answers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    emulated = build_emulated_bench(rows=8, cols=8, chamber_model="watlow-f4")
+    emulated = build_emulated_bench(rows=8, cols=8, chamber_model="watlow_f4")
     try:
         with emulated.serve_tcp() as tcp:
             data = emulated.station_dict(tcp.resources)

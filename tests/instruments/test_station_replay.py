@@ -21,7 +21,7 @@ from nvmlab.mocks.emulated import build_emulated_bench
 
 BENCHES = pytest.mark.parametrize(
     ("smu", "chamber"),
-    [("keithley2400", "espec"), ("keithley2636b", "watlow-f4"), ("keysight-b2902a", "espec")],
+    [("keithley2400", "espec"), ("keithley2636b", "watlow_f4"), ("keysight_b2902a", "espec")],
 )
 
 

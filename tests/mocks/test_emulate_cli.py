@@ -114,7 +114,7 @@ SMU_SESSIONS = {
         ],
         "print(smua.measure.i())",
     ),
-    "keysight-b2902a": (
+    "keysight_b2902a": (
         "Keysight Technologies,B2902A",
         [":SOUR1:FUNC:MODE VOLT", f":SOUR1:VOLT {READ_V}", ":SENS1:CURR:PROT 1e-3", ":OUTP1 ON"],
         ":MEAS:CURR? (@1)",

@@ -238,7 +238,7 @@ SMU_READS = {
         "smua.source.output = smua.OUTPUT_ON",
         "print(smua.measure.i())",
     ),
-    "keysight-b2902a": (
+    "keysight_b2902a": (
         [":SOUR1:FUNC:MODE VOLT", f":SOUR1:VOLT {READ_V}", ":SENS1:CURR:PROT 1e-3"],
         ":OUTP1 ON",
         ":MEAS:CURR? (@1)",

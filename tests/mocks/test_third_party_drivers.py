@@ -111,7 +111,7 @@ def test_qcodes_keithley2636b(served_bench: tuple[EmulatedBench, TcpBench]) -> N
     assert amps == pytest.approx(selected_current_a(emulated), rel=0.05)
 
 
-@pytest.mark.parametrize("served_bench", [("keithley2400", "watlow-f4")], indirect=True)
+@pytest.mark.parametrize("served_bench", [("keithley2400", "watlow_f4")], indirect=True)
 @pytest.mark.parametrize("client_kind", ["serial socket:// URL", "TCP with RTU framing"])
 def test_pymodbus_rtu_client_on_the_watlow_f4(
     served_bench: tuple[EmulatedBench, TcpBench], client_kind: str
@@ -145,7 +145,7 @@ def test_pymodbus_rtu_client_on_the_watlow_f4(
         client.close()
 
 
-@pytest.mark.parametrize("served_bench", [("keithley2400", "watlow-f4")], indirect=True)
+@pytest.mark.parametrize("served_bench", [("keithley2400", "watlow_f4")], indirect=True)
 def test_minimalmodbus_over_a_socket_url(served_bench: tuple[EmulatedBench, TcpBench]) -> None:
     import minimalmodbus
 

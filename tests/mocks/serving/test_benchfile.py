@@ -44,7 +44,7 @@ model = "keithley2636b"
 query_latency_s = 0.002
 line_frequency_hz = 50
 [chamber]
-model = "watlow-f4"
+model = "watlow_f4"
 address = 3
 [board]
 query_latency_s = 0.001
@@ -75,7 +75,7 @@ def test_command_line_values_override_the_file() -> None:
     new = config.with_overrides(seed=4, rows=8, smu_model="keithley2400", time_scale=None)
     assert (new.seed, new.rows, new.cols, new.smu.model) == (4, 8, 16, "keithley2400")
     assert new.time_scale == config.time_scale  # None = not given on the command line
-    assert new.chamber.model == "watlow-f4"
+    assert new.chamber.model == "watlow_f4"
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_command_line_values_override_the_file() -> None:
         ),
         ("[bench]\ntime_scale = 0", "bench.time_scale", ["value 0.0 is out of range", "above 0.0"]),
         ("[bench]\narray = 'pcm'", "bench.array", ["value 'pcm'", "allowed: memristor, eflash"]),
-        ("[smu]\nmodel = 'k2401'", "smu.model", ["value 'k2401'", "keysight-b2902a"]),
+        ("[smu]\nmodel = 'k2401'", "smu.model", ["value 'k2401'", "keysight_b2902a"]),
         (
             "[smu]\nline_frequency_hz = 55",
             "smu.line_frequency_hz",

@@ -12,7 +12,7 @@ def test_the_benchmark_prints_every_figure(capsys: pytest.CaptureFixture[str]) -
     assert benchmarks.main(args) == 0
     out = capsys.readouterr().out
     assert "Full 4 x 4 array read" in out
-    for model in ("keithley2400", "keithley2636b", "keysight-b2902a"):
+    for model in ("keithley2400", "keithley2636b", "keysight_b2902a"):
         assert out.count(model) == 3  # array read, per-point queries, on-instrument loop
     assert "TSP script loop + printbuffer" in out and "failed" not in out
     assert "loopback TCP, pyvisa-py raw socket" in out

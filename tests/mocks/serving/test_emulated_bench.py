@@ -18,12 +18,12 @@ from nvmlab.mocks.physics.resistor import ResistorArray
 SMU_IDN = {
     "keithley2400": "KEITHLEY INSTRUMENTS INC.,MODEL 2400",
     "keithley2636b": "Keithley Instruments Inc., Model 2636B",
-    "keysight-b2902a": "Keysight Technologies,B2902A",
+    "keysight_b2902a": "Keysight Technologies,B2902A",
 }
 DRIVERS = {
     "keithley2400": "keithley2400",
     "keithley2636b": "keithley2636b",
-    "keysight-b2902a": "keysight_b2902a",
+    "keysight_b2902a": "keysight_b2902a",
 }
 
 
@@ -63,7 +63,7 @@ def test_the_espec_chamber_follows_its_setpoint_on_the_virtual_clock() -> None:
 def test_the_watlow_f4_over_the_nvmlab_serial_url() -> None:
     import minimalmodbus
 
-    emulated = build_emulated_bench(rows=4, cols=4, chamber_model="watlow-f4")
+    emulated = build_emulated_bench(rows=4, cols=4, chamber_model="watlow_f4")
     port = serial.serial_for_url(emulated.serial_urls()["chamber"], timeout=1.0)
     f4 = minimalmodbus.Instrument(port, 1)
     f4.write_register(300, 85.0, 1, signed=True)

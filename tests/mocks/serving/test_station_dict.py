@@ -9,7 +9,7 @@ from nvmlab.mocks.emulated import build_emulated_bench
 
 def test_a_watlow_at_a_non_default_modbus_address_is_reachable_from_the_station_file() -> None:
     config = BenchConfig.from_dict(
-        {"bench": {"rows": 4, "cols": 4}, "chamber": {"model": "watlow-f4", "address": 7}}
+        {"bench": {"rows": 4, "cols": 4}, "chamber": {"model": "watlow_f4", "address": 7}}
     )
     emulated = build_emulated_bench(config)
     try:

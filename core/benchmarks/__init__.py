@@ -14,7 +14,7 @@ from typing import Any
 #: Layer name -> module with ``main(argv) -> int``.
 BENCHMARKS = {
     "mocks": "nvmlab.mocks.benchmarks",
-    "drivers": "nvmlab.drivers.benchmarks",
+    "drivers": "nvmlab.benchmarks.drivers",
     "storage": "nvmlab.storage.bench",
 }
 

@@ -1,4 +1,4 @@
-"""Driver-stack benchmarks, printed (not asserted): ``python -m nvmlab.drivers.benchmarks``.
+"""Driver-stack benchmarks, printed (not asserted): ``python -m nvmlab.benchmarks.drivers``.
 
 1. Per-query overhead: the same ``*IDN?`` through raw pyvisa-py and through the driver
    stack (driver descriptor -> Transport -> pyvisa-py), over loopback TCP against the
@@ -17,16 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nvmlab.models import get_model, models_of_kind, spelled
+
 if TYPE_CHECKING:
     from nvmlab.mocks.physics.resistor import ResistorArray
 
 __all__ = ["main", "query_overhead", "iv_bulk_vs_per_point"]
 
-MODELS = {
-    "keithley2400": "keithley2400",
-    "keithley2636b": "keithley2636b",
-    "keysight-b2902a": "keysight_b2902a",
-}
+MODELS = models_of_kind("smu")
 
 
 def _resistors() -> ResistorArray:
@@ -41,10 +39,9 @@ def query_overhead(queries: int = 300, model: str = "keithley2400") -> dict[str,
     import pyvisa
 
     from nvmlab.drivers.transport import open_transport
-    from nvmlab.instruments.station import DRIVERS
     from nvmlab.mocks.emulated import build_emulated_bench
 
-    driver_cls = DRIVERS[MODELS[model]].load()
+    driver_cls = get_model(model).load_driver()
     bench = build_emulated_bench(smu_model=model, rows=8, cols=8, array=_resistors())
     try:
         with bench.serve_tcp() as tcp:
@@ -86,7 +83,6 @@ def iv_bulk_vs_per_point(
     from nvmlab.drivers.transport import open_transport
     from nvmlab.instruments.safety import SafetyLimits
     from nvmlab.instruments.sourcemeters import make_source_meter
-    from nvmlab.instruments.station import DRIVERS
     from nvmlab.mocks.benchfile import BenchConfig
     from nvmlab.mocks.emulated import build_emulated_bench
 
@@ -94,8 +90,8 @@ def iv_bulk_vs_per_point(
     config.smu.query_latency_s = query_latency_s
     bench = build_emulated_bench(config, array=_resistors())
     volts = np.linspace(-0.2, 0.2, points)
-    driver_name = MODELS[model]
-    driver_cls = DRIVERS[driver_name].load()
+    driver_name = get_model(model).name
+    driver_cls = get_model(driver_name).load_driver()
     try:
         bench.preselect(2, 3)
         with bench.serve_tcp() as tcp:
@@ -144,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}"
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [spelled(m) for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; allowed {list(MODELS)}")

@@ -53,11 +53,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _model_name(value: str) -> str:
-    """Station-file driver names (``watlow_f4``) to emulator model names (``watlow-f4``)."""
-    return str(value).replace("_", "-")
-
-
 def bench_options(request: pytest.FixtureRequest, base: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then ``base`` (the options fixture), then the closest ``nvmlab_bench`` marker."""
     options = {**DEFAULT_BENCH, **base}
@@ -96,9 +91,9 @@ def emulated_bench(
     overrides: dict[str, Any] = {}
     for key, value in options.items():
         if key == "smu":
-            overrides["smu_model"] = _model_name(value)
+            overrides["smu_model"] = value
         elif key == "chamber":
-            overrides["chamber_model"] = _model_name(value)
+            overrides["chamber_model"] = value
         else:
             overrides[key] = value
     # Overrides go through the config (build_emulated_bench's own ``array`` argument is a
