@@ -1,34 +1,44 @@
-# nvmlab developer commands. Each target creates .venv and installs what it needs.
+# nvmlab developer commands. Each target creates .venv and installs what it needs:
+# `make demo` only nvmlab and its runtime dependencies, the other targets the test extras.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.nvmlab-installed
+RUN_STAMP  := $(VENV)/.nvmlab-runtime
+TEST_STAMP := $(VENV)/.nvmlab-test
+STRICT := --config-settings editable_mode=strict
 
 .PHONY: demo test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
-	touch $(STAMP)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e . $(STRICT)
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(STRICT)
+	touch $(TEST_STAMP) $(RUN_STAMP)
 
 ## Run the main job on the emulated bench with the SQLite default.
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/nvmlab demo
 
 ## Run the test suite (needs the PostgreSQL server of the lab machine, see README).
-test: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+## Reinstalls first: the strict editable install must learn about new modules.
+test: $(TEST_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(STRICT)
 	$(BIN)/pytest
 
 ## ruff and mypy over the whole tree.
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(STRICT)
 	cd /tmp && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p nvmlab
 
 ## Benchmarks (print figures; not part of the test suite).
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/nvmlab bench
 
 clean:

@@ -70,3 +70,74 @@ def test_test_module_names_are_unique() -> None:
             clashes.append(f"{seen[path.name]} and {path}")
         seen[path.name] = path
     assert not clashes, "rename one of: " + "; ".join(clashes)
+
+
+#: Imports that must work wherever a script or a prompt is started.
+_PROBE = (
+    "import nvmlab, nvmlab.instruments, nvmlab.mocks.physics, nvmlab.storage, nvmlab.models; "
+    "print(nvmlab.__file__)"
+)
+
+
+def _import_from(cwd: Path, env: dict[str, str] | None = None) -> str:
+    import os
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"from {cwd}: {result.stderr.strip().splitlines()[-1:]}"
+    return result.stdout.strip()
+
+
+def test_import_works_from_the_checkout_root_and_elsewhere_editable(tmp_path: Path) -> None:
+    """The strict editable install (the Makefile's): same package from any folder."""
+    from_root = _import_from(ROOT)
+    from_elsewhere = _import_from(tmp_path)
+    assert from_root == from_elsewhere
+
+
+def test_import_works_from_the_checkout_root_and_elsewhere_plain_install(tmp_path: Path) -> None:
+    """A plain (non-editable) ``pip install .``: the checkout's folders never hide it."""
+    import subprocess
+
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    env = {"PYTHONPATH": str(target)}
+    expected = str(target / "nvmlab" / "__init__.py")
+    assert _import_from(ROOT, env) == expected
+    assert _import_from(tmp_path, env) == expected
+
+
+def test_make_demo_installs_the_runtime_dependencies_only() -> None:
+    import shutil
+    import subprocess
+
+    make = shutil.which("make")
+    assert make is not None, "make is needed to run the README's commands"
+    dry = subprocess.run(
+        [make, "-n", "-B", "demo"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    installs = [line for line in dry.splitlines() if "pip install" in line and " -e " in line]
+    assert installs, dry
+    assert all("[test]" not in line for line in installs), installs
