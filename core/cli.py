@@ -49,13 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
     try:
+        # Loading the subcommands imports numpy, pyvisa, SQLAlchemy ...: a Ctrl-C there is
+        # an interruption like any other, not a traceback.
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help()
+            return 2
         return int(handler(args) or 0)
     except NvmlabError as exc:
         print(f"nvmlab: error: {mask_passwords(str(exc))}", file=sys.stderr)

@@ -64,3 +64,44 @@ def _parser_with(handler):
         return parser
 
     return build
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys) -> None:
+    """A Ctrl-C during start-up (the subcommand modules import numpy, pyvisa ...)."""
+
+    def interrupted_build_parser():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_build_parser)
+    assert cli.main(["runs"]) == 130
+    err = capsys.readouterr().err
+    assert err == "nvmlab: interrupted\n"
+
+
+def test_ctrl_c_at_random_moments_of_start_up_never_shows_a_traceback() -> None:
+    """The installed ``nvmlab`` command, interrupted 80-400 ms after it starts (8 tries)."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(7)
+    from pathlib import Path
+
+    command = Path(sys.executable).with_name("nvmlab")
+    assert command.exists(), command
+    for _ in range(8):
+        proc = subprocess.Popen(
+            [str(command), "emulate", "--help"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        time.sleep(rng.uniform(0.08, 0.4))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)

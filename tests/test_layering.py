@@ -31,7 +31,7 @@ CORE = {
     "nvmlab.steps",
 }
 #: Layers on top of everything: they may import anything.
-TOP = {"jobs", "cli", "demo", "benchmarks", "testing"}
+TOP = {"jobs", "cli", "entry", "demo", "benchmarks", "testing"}
 #: Layer -> the other layers it may import (besides itself and the core).
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
