@@ -6,9 +6,10 @@ Follows the 2400 Series SourceMeter User's Manual (sections 16-18, appendix B):
   auto range, ``:MODE FIX|SWE|LIST``, staircase sweeps (``:STAR :STOP :STEP :CENT :SPAN``,
   ``:SOUR:SWE:POIN`` <= 2500, ``:SPAC LIN|LOG``, ``:RANG``, ``:DIR UP|DOWN``), list sweeps
   (``:SOUR:LIST:VOLT|CURR v1,...``), ``:SOUR:DEL[:AUTO]``, ``:SOUR:CLE[:IMM]``,
-  ``:SOUR:CLE:AUTO`` (auto output-off). Sourcing current is supported: the voltage that
-  drives the requested current through the routed lines is solved for, with the voltage
-  compliance ``:SENS:VOLT:PROT``.
+  ``:SOUR:CLE:AUTO`` (auto output-off). Sourcing current is supported: the bench
+  (:meth:`~nvmlab.mocks.world.Bench.source_current`) finds the voltage that drives the
+  requested current through the routed lines, within the voltage compliance
+  ``:SENS:VOLT:PROT``.
 - Sense: ``:SENS:FUNC 'CURR'`` (also ``"VOLT"``, ``'RES'``; quotes optional here),
   ``:SENS:FUNC:CONC``, ``:SENS:FUNC:ON|OFF[:ALL]``, ``:SENS:FUNC:STAT?``,
   ``:SENS:CURR|VOLT:PROT[:LEV]`` (compliance; after ``*RST`` 105 uA / 21 V),
@@ -64,7 +65,6 @@ from nvmlab.mocks.firmware.scpi import (
     parse_bool,
     parse_choice,
     parse_number,
-    source_current,
     split_top_level,
     unquote,
 )
@@ -794,9 +794,9 @@ class Keithley2400Emulator(ScpiInstrument):
         bits = SW_COMPLIANCE
         if not self.s["sens.VOLT.rang.auto"] and self.s["sens.VOLT.rang"] < abs(limit):
             limit, bits = self.s["sens.VOLT.rang"], SW_RANGE_COMPLIANCE
-        volts, amps, comp = source_current(self.bench, self.terminal, level, limit)
-        self.tripped["VOLT"] = comp
-        return volts, amps, bits if comp else 0
+        r = self.bench.source_current(self.terminal, level, limit)
+        self.tripped["VOLT"] = r.in_compliance
+        return r.volts, r.amps, bits if r.in_compliance else 0
 
     def _source_levels(self, n: int) -> list[float]:
         func = self.s["sour.func"]

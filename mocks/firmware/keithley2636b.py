@@ -12,10 +12,10 @@ LF-terminated message. Errors go to the TSP error queue (-285 syntax, -286 runti
 Channels: ``smua`` drives bench terminal ``"A"``, ``smub`` terminal ``"B"``. Output off
 follows ``smuX.source.offmode``: ``OUTPUT_NORMAL`` / ``OUTPUT_ZERO`` hold the terminal at
 0 V (current limited to ``offlimiti``, as the real normal output-off state),
-``OUTPUT_HIGH_Z`` disconnects it (``bench.set_terminal(t, None)``). Voltage sourcing uses
-``bench.source`` (compliance clamps the voltage, ``smuX.source.compliance`` reads true);
-current sourcing finds the voltage that drives the requested current (bisection on the
-circuit) within ``limitv``.
+``OUTPUT_HIGH_Z`` disconnects it (``bench.set_terminal(t, None)``). Sourcing is the
+bench's (:meth:`~nvmlab.mocks.world.Bench.source` with ``limiti``,
+:meth:`~nvmlab.mocks.world.Bench.source_current` within ``limitv``); in compliance
+``smuX.source.compliance`` reads true.
 
 Time: each reading holds the bias for ``nplc / localnode.linefreq`` plus the measure
 delay plus a firmware overhead (``measure_overhead_s``, default 120 us, fitted so that a
@@ -489,42 +489,6 @@ class SmuChannel(TspObject):
         t.values["autoclear"] = 0.0
 
     # -- physics --------------------------------------------------------------------------------
-    def _terminal_current(self, volts: float) -> float:
-        """Noise-free current (A) out of this terminal if it sat at ``volts`` (V)."""
-        tv = dict(self.bench.terminal_v)
-        tv[self.terminal] = volts
-        sol = self.bench.solve(noise=False, terminal_v=tv)
-        amps = 0.0
-        for lines, line_i in (
-            (self.bench.rows_state, sol.row_i),
-            (self.bench.cols_state, sol.col_i),
-        ):
-            for state, i in zip(lines, line_i, strict=True):
-                if state.mode == "smu" and state.terminal == self.terminal:
-                    amps += float(i)
-        return amps
-
-    def _source_current(self, amps: float, limitv: float) -> TerminalReading:
-        bench = self.bench
-        with bench.lock:
-            i_lo, i_hi = self._terminal_current(-limitv), self._terminal_current(limitv)
-            if amps >= i_hi:
-                volts, clamped = limitv, amps > i_hi
-            elif amps <= i_lo:
-                volts, clamped = -limitv, amps < i_lo
-            else:
-                lo, hi = -limitv, limitv
-                for _ in range(50):
-                    mid = (lo + hi) / 2
-                    if self._terminal_current(mid) < amps:
-                        lo = mid
-                    else:
-                        hi = mid
-                volts, clamped = (lo + hi) / 2, False
-            bench.set_terminal(self.terminal, volts)
-            measured = bench.terminal_currents().get(self.terminal, 0.0)
-            return TerminalReading(volts, measured, clamped)
-
     def _apply(self, level: float | None = None, func: int | None = None) -> TerminalReading:
         """Put the source state on the terminal and read it (no time passes)."""
         bench = self.bench
@@ -548,7 +512,7 @@ class SmuChannel(TspObject):
         limitv = self.limitv
         if level is not None and self.t_source_limitv > 0:
             limitv = self.t_source_limitv
-        reading = self._source_current(amps, limitv)
+        reading = bench.source_current(self.terminal, amps, limitv)
         self.compliance = reading.in_compliance
         self.compliance_kind = 1 if reading.in_compliance else 0
         return reading

@@ -14,7 +14,8 @@ Commands (B2900 SCPI Command Reference):
   ``:STAR :STOP :STEP :CENT :SPAN :POIN``, ``:SOUR[n]:SWE:POIN|DIR|SPAC|STA|RANG``,
   ``:SOUR[n]:LIST:VOLT|CURR v1,...`` (``:POIN?``, ``:APP``), ``:SOUR[n]:PULS:WIDT``
   (50 us to 2 s, 1 us resolution) and ``:PULS:DEL`` (0 to 99999.9 s). Sourcing current
-  solves for the voltage under the voltage compliance.
+  is the bench's (:meth:`~nvmlab.mocks.world.Bench.source_current`): the voltage that
+  drives it, under the voltage compliance.
 - Sense: ``:SENS[n]:FUNC[:ON] "VOLT","CURR","RES"``, ``:FUNC:OFF``, ``:FUNC:ALL``,
   ``:FUNC:OFF:ALL``, ``:SENS[n]:CURR|VOLT[:DC]:PROT[:LEV][:BOTH]`` (compliance; after
   ``*RST`` 100 uA / 2 V), ``:PROT:TRIP?``, ``:NPLC`` / ``:APER`` (linked through the line
@@ -65,7 +66,6 @@ from nvmlab.mocks.firmware.scpi import (
     parse_channel_list,
     parse_choice,
     parse_number,
-    source_current,
     split_top_level,
     unquote,
 )
@@ -657,7 +657,8 @@ class KeysightB2902AEmulator(ScpiInstrument):
             r = self.bench.source(term, level, abs(self.s[f"c{c}.CURR.prot"]))
             volts, amps, comp = r.volts, r.amps, r.in_compliance
         else:
-            volts, amps, comp = source_current(self.bench, term, level, self.s[f"c{c}.VOLT.prot"])
+            r = self.bench.source_current(term, level, self.s[f"c{c}.VOLT.prot"])
+            volts, amps, comp = r.volts, r.amps, r.in_compliance
         self.tripped[c] = comp
         return volts, amps, comp
 
