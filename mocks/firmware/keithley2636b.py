@@ -43,10 +43,10 @@ from nvmlab.mocks.firmware.tsp import (
     Interpreter,
     LuaError,
     LuaTable,
+    Namespace,
     Scope,
     TspChunkError,
     TspObject,
-    _Namespace,
     lua_type,
     to_number,
     to_str,
@@ -265,7 +265,7 @@ class SmuChannel(TspObject):
         self.const("nvbuffer2", self.nvbuffer2)
         self.source = TspObject(f"{name}.source")
         self.measure = TspObject(f"{name}.measure")
-        self.trigger = _Namespace(f"{name}.trigger")
+        self.trigger = Namespace(f"{name}.trigger")
         self.const("source", self.source)
         self.const("measure", self.measure)
         self.const("trigger", self.trigger)
@@ -414,13 +414,13 @@ class SmuChannel(TspObject):
         self._bind(m, "autozero", "m_autozero", lambda n, v: _choice(n, v, (0, 1, 2)))
         m.const(
             "filter",
-            _Namespace(
+            Namespace(
                 f"{self.tsp_name}.measure.filter", {"count": 1.0, "enable": 0.0, "type": 1.0}
             ),
         )
         m.const(
             "rel",
-            _Namespace(
+            Namespace(
                 f"{self.tsp_name}.measure.rel",
                 {"enablei": 0.0, "enablev": 0.0, "leveli": 0.0, "levelv": 0.0},
             ),
@@ -435,7 +435,7 @@ class SmuChannel(TspObject):
     def _build_trigger(self) -> None:
         t = self.trigger
         name = self.tsp_name
-        src = _Namespace(f"{name}.trigger.source")
+        src = Namespace(f"{name}.trigger.source")
         src.method("listv", lambda tab=None: self._set_sweep(1, self._list_arg("listv", tab)))
         src.method("listi", lambda tab=None: self._set_sweep(0, self._list_arg("listi", tab)))
         src.method("linearv", lambda a=None, b=None, n=None: self._set_sweep(1, _linear(a, b, n)))
@@ -449,19 +449,19 @@ class SmuChannel(TspObject):
         self._bind(src, "action", "t_source_action", lambda n, v: _choice(n, v, (0, 1)))
         self._bind(src, "limitv", "t_source_limitv", lambda n, v: _num(n, v, 0.0, MAX_V))
         self._bind(src, "limiti", "t_source_limiti", lambda n, v: _num(n, v, 0.0, MAX_I))
-        meas = _Namespace(f"{name}.trigger.measure")
+        meas = Namespace(f"{name}.trigger.measure")
         self._bind(meas, "action", "t_measure_action", lambda n, v: _choice(n, v, (0, 1, 2)))
         for kind in ("i", "v", "r", "p"):
             meas.method(kind, self._trigger_measure_fn(kind))
         meas.method(
             "iv", lambda ibuf=None, vbuf=None: self._set_trigger_measure("iv", [ibuf, vbuf])
         )
-        arm = _Namespace(f"{name}.trigger.arm")
+        arm = Namespace(f"{name}.trigger.arm")
         self._bind(arm, "count", "t_arm_count", lambda n, v: int(_num(n, v, 0, 1e6)))
-        endpulse = _Namespace(f"{name}.trigger.endpulse")
+        endpulse = Namespace(f"{name}.trigger.endpulse")
         self._bind(endpulse, "action", "t_endpulse_action", lambda n, v: _choice(n, v, (0, 1)))
         self._bind(endpulse, "stimulus", "t_endpulse_stimulus", lambda n, v: _num(n, v))
-        endsweep = _Namespace(f"{name}.trigger.endsweep")
+        endsweep = Namespace(f"{name}.trigger.endsweep")
         self._bind(endsweep, "action", "t_endsweep_action", lambda n, v: _choice(n, v, (0, 1)))
         for key, ns in (
             ("source", src),
@@ -752,7 +752,7 @@ class Keithley2636BEmulator(LineInstrument):
         self.showerrors = 0
         self.smua = SmuChannel(self, "smua", "A")
         self.smub = SmuChannel(self, "smub", "B")
-        self.trigger_timers: list[_Namespace] = []
+        self.trigger_timers: list[Namespace] = []
         self._install_globals()
 
     # -- globals ----------------------------------------------------------------------------------
@@ -762,7 +762,7 @@ class Keithley2636BEmulator(LineInstrument):
         it.set_global("smub", self.smub)
         it.set_global("reset", Builtin("reset", self.reset))
 
-        localnode = _Namespace("localnode")
+        localnode = Namespace("localnode")
         localnode.const("model", "2636B")
         localnode.const("serialno", self.serial)
         localnode.const("revision", self.firmware)
@@ -784,22 +784,22 @@ class Keithley2636BEmulator(LineInstrument):
         it.set_global("localnode", localnode)
         it.set_global("node", LuaTable([localnode]))
 
-        display = _Namespace(
+        display = Namespace(
             "display", {"SMUA": 0.0, "SMUB": 1.0, "SMUA_SMUB": 2.0, "USER": 3.0, "screen": 0.0}
         )
         for name in ("clear", "settext", "setcursor", "sendkey", "loadmenu", "prompt"):
             display.method(name, lambda *a: None)
         display.method("getcursor", lambda *a: (1.0, 1.0))
         for sub in ("smua", "smub"):
-            display.values[sub] = _Namespace(
-                f"display.{sub}", {"measure": _Namespace(f"display.{sub}.measure", {"func": 1.0})}
+            display.values[sub] = Namespace(
+                f"display.{sub}", {"measure": Namespace(f"display.{sub}.measure", {"func": 1.0})}
             )
         it.set_global("display", display)
 
-        measurement = _Namespace("status.measurement")
-        instrument = _Namespace("status.measurement.instrument")
+        measurement = Namespace("status.measurement")
+        instrument = Namespace("status.measurement.instrument")
         for smu in (self.smua, self.smub):
-            ns = _Namespace(f"status.measurement.instrument.{smu.tsp_name}")
+            ns = Namespace(f"status.measurement.instrument.{smu.tsp_name}")
             ns.attr("condition", smu._status_byte)
             ns.attr("event", smu._status_byte)
             instrument.values[smu.tsp_name] = ns
@@ -808,19 +808,19 @@ class Keithley2636BEmulator(LineInstrument):
         )
         measurement.values["instrument"] = instrument
         measurement.attr("condition", lambda: 0.0)
-        status = _Namespace("status", {"condition": 0.0})
+        status = Namespace("status", {"condition": 0.0})
         status.values["measurement"] = measurement
         status.method("reset", lambda *a: None)
         it.set_global("status", status)
 
-        tsplink = _Namespace("tsplink", {"state": "offline", "node": 1.0})
+        tsplink = Namespace("tsplink", {"state": "offline", "node": 1.0})
         tsplink.method("reset", lambda *a: 0.0)
         it.set_global("tsplink", tsplink)
 
-        trigger = _Namespace("trigger")
+        trigger = Namespace("trigger")
         timers = LuaTable()
         for n in range(1, 9):
-            timer = _Namespace(
+            timer = Namespace(
                 f"trigger.timer[{n}]",
                 {
                     "delay": 10e-6,
@@ -838,11 +838,11 @@ class Keithley2636BEmulator(LineInstrument):
         trigger.method("wait", lambda *a: True)
         it.set_global("trigger", trigger)
 
-        script_ns = _Namespace("script")
+        script_ns = Namespace("script")
         script_ns.method("new", self._script_new)
         script_ns.method("newautorun", self._script_new)
         script_ns.method("delete", self._script_delete)
-        script_ns.values["user"] = _Namespace("script.user", {"scripts": LuaTable()})
+        script_ns.values["user"] = Namespace("script.user", {"scripts": LuaTable()})
         it.set_global("script", script_ns)
         self._script_ns = script_ns
 
