@@ -34,7 +34,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from nvmlab.mocks.firmware.base import LineInstrument, line_frequency
+from nvmlab.mocks.firmware.smu_ranges import KEITHLEY_2636B
 from nvmlab.mocks.firmware.tsp import (
     DEFAULT_MAX_STEPS,
     RUNTIME_ERROR,
@@ -403,7 +406,7 @@ class SmuChannel(TspObject):
         self._bind(m, "nplc", "nplc", rng(0.001, 25.0))
         self._bind(m, "autorangei", "m_autorangei", onoff)
         self._bind(m, "autorangev", "m_autorangev", onoff)
-        self._bind(m, "rangei", "m_rangei", rng(0.0, MAX_I))
+        self._bind(m, "rangei", "m_rangei", self._set_rangei)
         self._bind(m, "rangev", "m_rangev", rng(0.0, MAX_V))
         self._bind(m, "lowrangei", "m_lowrangei", rng(0.0, MAX_I))
         self._bind(m, "lowrangev", "m_lowrangev", rng(0.0, MAX_V))
@@ -498,13 +501,13 @@ class SmuChannel(TspObject):
             if self.offmode == 2 or self.output == 2:
                 bench.set_terminal(self.terminal, None)
                 return TerminalReading(0.0, 0.0, False)
-            return bench.source(self.terminal, 0.0, self.offlimiti)
+            return bench.source(self.terminal, 0.0, self.offlimiti, nplc=self.nplc)
         if func == 1:
             volts = self.levelv if level is None else level
             limit = self.limiti
             if level is not None and self.t_source_limiti > 0:
                 limit = self.t_source_limiti
-            reading = bench.source(self.terminal, volts, limit)
+            reading = bench.source(self.terminal, volts, limit, nplc=self.nplc)
             self.compliance = reading.in_compliance
             self.compliance_kind = 2 if reading.in_compliance else 0
             return reading
@@ -512,7 +515,7 @@ class SmuChannel(TspObject):
         limitv = self.limitv
         if level is not None and self.t_source_limitv > 0:
             limitv = self.t_source_limitv
-        reading = bench.source_current(self.terminal, amps, limitv)
+        reading = bench.source_current(self.terminal, amps, limitv, nplc=self.nplc)
         self.compliance = reading.in_compliance
         self.compliance_kind = 1 if reading.in_compliance else 0
         return reading
@@ -528,9 +531,7 @@ class SmuChannel(TspObject):
     def _value(self, kind: str, reading: TerminalReading) -> float:
         v, i = reading.volts, reading.amps
         if kind == "i":
-            if self.m_autorangei == 0 and abs(i) > 1.01 * self.m_rangei > 0:
-                return OVERFLOW
-            return i
+            return self._current_reading(i)
         if kind == "v":
             if self.m_autorangev == 0 and abs(v) > 1.01 * self.m_rangev > 0:
                 return OVERFLOW
@@ -538,6 +539,25 @@ class SmuChannel(TspObject):
         if kind == "r":
             return OVERFLOW if i == 0 else v / i
         return v * i
+
+    def _current_reading(self, amps: float) -> float:
+        """The current (A) this channel reports for ``amps``: on the range auto-range
+        settles on (not below ``measure.lowrangei``; ``measure.rangei`` then reads it) or
+        the fixed ``measure.rangei``, with that range's noise floor and resolution
+        (:mod:`.smu_ranges`); above a fixed range it is :data:`OVERFLOW`."""
+        if self.m_autorangei:
+            rng = KEITHLEY_2636B.auto(amps, lowest_a=self.m_lowrangei)
+            self.m_rangei = rng.nominal_a
+        else:
+            rng = KEITHLEY_2636B.fixed(self.m_rangei)
+        value = KEITHLEY_2636B.read(amps, rng, self.nplc, self.inst.noise)
+        return OVERFLOW if value is None else value
+
+    def _set_rangei(self, name: str, value: Any) -> float:
+        """``measure.rangei = x``: the lowest range holding ``x``; auto-range turns off."""
+        x = _num(name, value, 0.0, MAX_I)
+        self.m_autorangei = 0
+        return KEITHLEY_2636B.fixed(x).nominal_a
 
     def _status_byte(self) -> float:
         return float(self.compliance_kind)
@@ -734,9 +754,12 @@ class Keithley2636BEmulator(LineInstrument):
         measure_overhead_s: float = 120e-6,
         sweep_overhead_s: float = 70e-6,
         max_steps: int = DEFAULT_MAX_STEPS,
+        noise_seed: int = 0,
     ) -> None:
         super().__init__(bench.clock, query_latency_s=query_latency_s)
         self.bench = bench
+        #: The instrument's own reading noise (:mod:`.smu_ranges`), seeded for repeatability.
+        self.noise = np.random.default_rng(noise_seed)
         self.line_frequency_hz = line_frequency(line_frequency_hz)
         self.serial = str(serial)
         self.firmware = str(firmware)
