@@ -38,6 +38,12 @@ Follows the 2400 Series SourceMeter User's Manual (sections 16-18, appendix B):
   with OUTPUT off" (``:READ?``/``:INIT`` with the output off and auto output-off
   disabled; the query then sends no reply, as on the instrument).
 
+Current readings: ranges 1 uA to 1 A (named 1.05 uA ... 1.05 A), auto-range or the fixed
+``:SENS:CURR:RANG``, the range's resolution and noise floor at the configured NPLC (times
+the repeat filter's count), as :mod:`.smu_ranges` models them; a fixed range below the
+compliance is range compliance (the reading stops at full scale, status bit 16). The NPLC
+also reaches the chip's read noise (``Bench.source(..., nplc=...)``).
+
 Timing: every reading holds the bias on the bench for the source delay (manual, or 1 ms
 auto delay), the trigger delay and the integration time ``nplc / line_frequency`` (times
 the filter count), through ``bench.hold``, so the shared clock advances and the devices

@@ -17,10 +17,16 @@ bench's (:meth:`~nvmlab.mocks.world.Bench.source` with ``limiti``,
 :meth:`~nvmlab.mocks.world.Bench.source_current` within ``limitv``); in compliance
 ``smuX.source.compliance`` reads true.
 
+Current readings: ranges 100 pA to 1.5 A, ``measure.autorangei`` (not below
+``measure.lowrangei``) or the fixed ``measure.rangei`` (setting it turns auto-range off and
+rounds up to a range), each range's resolution and noise floor at ``measure.nplc``
+(:mod:`.smu_ranges`); above a fixed range a reading is :data:`OVERFLOW`. The NPLC also
+reaches the chip's read noise.
+
 Time: each reading holds the bias for ``nplc / localnode.linefreq`` plus the measure
-delay plus a firmware overhead (``measure_overhead_s``, default 120 us, fitted so that a
-script loop to memory at 0.01 NPLC / 60 Hz gives ~3400 readings/s as in the 2600B spec
-sheet; sweep-engine points use ``sweep_overhead_s``, default 70 us, ~4200 readings/s).
+delay plus a firmware overhead (``measure_overhead_s``, fitted to the 2600B spec sheet's
+script-to-memory reading rate at 0.01 NPLC; sweep-engine points use ``sweep_overhead_s``,
+fitted to its sweep reading rate; both are constructor arguments).
 ``delay()`` and source delays hold the bias too. ``DELAY_AUTO`` measure delay is modelled
 as 0 s. Sweeps (``smuX.trigger``) run synchronously point by point inside
 ``trigger.initiate()``; ``waitcomplete()`` returns at once. With ``endpulse.action =

@@ -36,6 +36,10 @@ Commands (B2900 SCPI Command Reference):
   ``:TRAC[n]:POIN`` (up to 100,000 per channel), ``:TRAC[n]:FEED SENS``,
   ``:TRAC[n]:FEED:CONT NEXT|NEV``, ``:TRAC[n]:DATA?``, ``:TRAC[n]:CLE``,
   ``:TRAC[n]:POIN:ACT?``.
+- Current readings: ranges 100 nA to 3 A (no 10 nA range on the B2901A / B2902A),
+  auto-range or the fixed ``:SENS:CURR:RANG`` (rounded up to a range), each range's
+  resolution and noise floor at the channel's NPLC (:mod:`.smu_ranges`); above a fixed
+  range a reading is +9.9E+37. The NPLC also reaches the chip's read noise.
 - Status field of a reading (emulator convention, not from the manual): bit 3 is set when
   the point was in compliance.
 

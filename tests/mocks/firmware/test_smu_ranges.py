@@ -25,6 +25,7 @@ from nvmlab.mocks.firmware.smu_ranges import (
     KEYSIGHT_B2902A,
     CurrentRange,
 )
+from nvmlab.mocks.physics.base import LineBias, LineSolution
 from nvmlab.mocks.physics.resistor import ResistorArray
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
@@ -183,3 +184,51 @@ def test_range_tables_are_ordered_and_fixed_ranges_round_up() -> None:
     assert KEITHLEY_2636B.fixed(2e-9).nominal_a == 10e-9
     with pytest.raises(ValueError, match="above the highest range"):
         KEITHLEY_2400.fixed(2.0)
+
+
+# --- the configured NPLC reaches the array (its read noise's instrument part) -------------
+
+
+class NplcRecorder(ResistorArray):
+    """Records the ``nplc`` of every noisy solve (a measurement)."""
+
+    def __init__(self, g: np.ndarray) -> None:
+        super().__init__(g)
+        self.nplc: list[float] = []
+
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
+        if noise:
+            self.nplc.append(nplc)
+        return super().solve(bias, temperature_c, noise=noise, nplc=nplc)
+
+
+def recording_bench() -> tuple[Bench, NplcRecorder]:
+    clock = VirtualClock()
+    array = NplcRecorder(np.array([[G_SMALL_S, G_LARGE_S]]))
+    bench = Bench(array, clock, ThermalModel(clock))
+    bench.ground_all()
+    bench.rows_state[0].mode, bench.rows_state[0].terminal = "smu", "A"
+    return bench, array
+
+
+def test_every_smu_passes_its_nplc_to_the_array() -> None:
+    bench, array = recording_bench()
+    smu_2400 = Keithley2400Emulator(bench)
+    ask_2400(smu_2400, ":SENS:CURR:NPLC 0.05;:SOUR:VOLT 0.1;:OUTP ON;:FORM:ELEM CURR")
+    ask_2400(smu_2400, ":READ?")
+    assert array.nplc[-1] == 0.05
+    ask_2400(smu_2400, ":SENS:AVER:COUN 4;:SENS:AVER ON;:READ?")  # repeat filter: 4 x 0.05
+    assert array.nplc[-1] == pytest.approx(0.2)
+    ask_2400(smu_2400, ":OUTP OFF")
+
+    bench, array = recording_bench()
+    smu_2636b = Keithley2636BEmulator(bench)
+    run_2636b(smu_2636b, "smua.measure.nplc = 2.5 smua.source.output = 1 x = smua.measure.i()")
+    assert array.nplc[-1] == 2.5
+
+    bench, array = recording_bench()
+    smu_b2902a = KeysightB2902AEmulator(bench)
+    ask_b2902a(smu_b2902a, ":SENS:CURR:NPLC 7;:SOUR:VOLT 0.1;:MEAS:CURR?")
+    assert array.nplc[-1] == 7.0
