@@ -62,7 +62,7 @@ from nvmlab.mocks.firmware.tsp import (
 )
 from nvmlab.mocks.world import Bench, TerminalReading
 
-#: Reading returned for an overrange measurement (fixed range exceeded).
+#: Reading returned for an overrange measurement (above 102 % of a fixed range).
 OVERFLOW = 9.91e37
 #: Largest source voltage (V) and current (A) of the 2636B.
 MAX_V = 202.0

@@ -19,18 +19,18 @@ model      range (A)   resolution (A)  source
            10 m        100 n
            100 m       1 u
            1           10 u
-2636B      100 p       1 f             Keithley Series 2600B Specifications, 2634B /
-           1 n         10 f            2635B / 2636B current measurement accuracy table
-           10 n        100 f           (from memory of that table, not re-checked here:
-           100 n       1 p             confirm against the datasheet)
-           1 u         10 p
-           10 u        100 p
-           100 u       1 n
-           1 m         10 n
-           10 m        100 n
-           100 m       1 u
-           1           10 u
-           1.5         10 u
+2636B      100 p       100 a           Keithley Series 2600B datasheet, "Current
+           1 n         1 f             measurement accuracy": 6 1/2 digits, resolution
+           10 n        10 f            1e-6 of the range (the 2601B / 2602B table, whose
+           100 n       100 f           ranges 100 nA .. 1 A the 2636B shares; the 2636B's
+           1 u         1 p             low ranges continue the same digits down to its
+           10 u        10 p            0.1 fA on 100 pA)
+           100 u       100 p
+           1 m         1 n
+           10 m        10 n
+           100 m       100 n
+           1           1 u
+           1.5         1 u
 B2902A     100 n       100 f           Keysight B2900A Series Data Sheet, "Current
            1 u         1 p             measurement specifications"; the 10 nA range is
            10 u        10 p            B2911A / B2912A only (footnote 1 of that table)
@@ -46,8 +46,10 @@ B2902A     100 n       100 f           Keysight B2900A Series Data Sheet, "Curre
 Over-range (largest reading on a range, as a fraction of the range): 2400 105 % (its
 ranges are named 1.05 uA ... 1.05 A, as ``:SENS:CURR:RANG?`` answers); B2902A 106 %, 102 %
 on the 1.5 A and 3 A ranges (data sheet, "Measurement supplemental characteristics: Over
-range"); 2636B 101 % (the emulator's earlier threshold, kept; not checked against the
-datasheet). Pulse-only ranges (10 A on the 2636B and the B2902A) are not emulated.
+range"); 2636B 102 % ("the full-scale measurement is 102 percent of the range", Series
+2600B Reference Manual, "Maximum source values and readings"). Auto-range moves up at the
+over-range limit, except the 2600B, which "autoranges at 100 percent of the range" (same
+section). Pulse-only ranges (10 A on the 2636B and the B2902A) are not emulated.
 
 Noise floor (assumed): no datasheet gives the rms noise of a current reading. The model is
 one count of the 1 PLC resolution, rms, at 1 PLC, scaling as 1/sqrt(NPLC) (white noise
@@ -91,6 +93,9 @@ class CurrentRanges:
 
     model: str
     ranges: tuple[CurrentRange, ...]
+    #: Auto-range leaves a range above this fraction of its nominal value (None: at the
+    #: largest reading).
+    autorange_at: float | None = None
 
     @property
     def lowest(self) -> CurrentRange:
@@ -120,7 +125,8 @@ class CurrentRanges:
         for r in self.ranges:
             if r.nominal_a < lowest_a * (1 - 1e-9):
                 continue
-            if mag <= r.max_reading_a:
+            top = r.max_reading_a if self.autorange_at is None else r.nominal_a * self.autorange_at
+            if mag <= top * (1 + 1e-9):
                 return r
         return self.highest
 
@@ -157,11 +163,12 @@ KEITHLEY_2400 = CurrentRanges(
 KEITHLEY_2636B = CurrentRanges(
     "keithley2636b",
     _ladder(
-        [(100e-12, 1e-15), (1e-9, 10e-15), (10e-9, 100e-15), (100e-9, 1e-12), (1e-6, 10e-12),
-         (10e-6, 100e-12), (100e-6, 1e-9), (1e-3, 10e-9), (10e-3, 100e-9), (100e-3, 1e-6),
-         (1.0, 10e-6), (1.5, 10e-6)],
-        1.01,
+        [(100e-12, 100e-18), (1e-9, 1e-15), (10e-9, 10e-15), (100e-9, 100e-15), (1e-6, 1e-12),
+         (10e-6, 10e-12), (100e-6, 100e-12), (1e-3, 1e-9), (10e-3, 10e-9), (100e-3, 100e-9),
+         (1.0, 1e-6), (1.5, 1e-6)],
+        1.02,
     ),
+    autorange_at=1.0,
 )  # fmt: skip
 
 #: Keysight B2902A (see the module docstring for the sources).

@@ -182,6 +182,12 @@ def test_range_tables_are_ordered_and_fixed_ranges_round_up() -> None:
         assert nominal == sorted(nominal)
         assert all(r.max_reading_a > r.nominal_a > r.resolution_a for r in table.ranges)
     assert KEITHLEY_2636B.fixed(2e-9).nominal_a == 10e-9
+    # The 2600B autoranges at 100 % of a range, reads to 102 %; the 2400 uses its 105 %.
+    assert KEITHLEY_2636B.auto(1.01e-9).nominal_a == 10e-9
+    assert KEITHLEY_2636B.fixed(1e-9).max_reading_a == pytest.approx(1.02e-9)
+    assert KEITHLEY_2400.auto(1.04e-6).nominal_a == 1e-6
+    assert KEYSIGHT_B2902A.auto(1.05e-6).nominal_a == 1e-6
+    assert KEYSIGHT_B2902A.fixed(3.0).max_reading_a == pytest.approx(3.06)
     with pytest.raises(ValueError, match="above the highest range"):
         KEITHLEY_2400.fixed(2.0)
 
