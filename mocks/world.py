@@ -13,8 +13,15 @@ The :class:`Bench` is what every emulated instrument talks to:
 
 Currents come from the device state, the bias, the routing and the chip temperature;
 state changes come only from bias held over time. After every operation that changed the
-chip, the state file (if any) is rewritten atomically, so a killed process finds the chip
-as it was left.
+chip, and during reads whenever the chip has relaxed for :data:`SAVE_INTERVAL_S` of bench
+time, the state file (if any) is rewritten atomically with the bench clock time, so a
+killed process finds the chip as it was left.
+
+Sourcing is implemented once, here, for every SMU emulator: :meth:`Bench.source` (a
+voltage source with a current compliance) and :meth:`Bench.source_current` (a current
+source with a voltage compliance), both by bisection on the noiseless circuit. What an SMU
+then reports (range, resolution, its own noise floor) is the instrument's, in
+:mod:`nvmlab.mocks.firmware.smu_ranges`.
 
 Sign convention: an SMU terminal's current is positive when it flows out of the terminal
 into the line (Keithley and Keysight convention for sourced current).
@@ -23,6 +30,7 @@ into the line (Keithley and Keysight convention for sourced current).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,6 +45,12 @@ from nvmlab.mocks.thermal import ThermalModel
 LineMode = Literal["gnd", "float", "dac", "smu", "track"]
 #: SMU terminals known to the board: channel A (2400, smua, B2902A ch 1) and B.
 TERMINALS: tuple[str, ...] = ("A", "B")
+#: Bench time (s) of relaxation during reads after which the state file is rewritten.
+SAVE_INTERVAL_S = 5.0
+#: Bisection of a terminal voltage: at most this many halvings of the segment ...
+BISECTION_STEPS = 100
+#: ... or until the voltage is known to this relative precision.
+BISECTION_TOLERANCE = 1e-10
 
 
 @dataclass
@@ -72,6 +86,7 @@ class Bench:
         thermal: ThermalModel,
         *,
         state_file: Path | None = None,
+        save_interval_s: float = SAVE_INTERVAL_S,
     ) -> None:
         self.array = array
         self.clock = clock
@@ -89,6 +104,9 @@ class Bench:
         self.max_applied_v: dict[str, float] = {t: 0.0 for t in (*TERMINALS, "board")}
         self.max_applied_a: dict[str, float] = {t: 0.0 for t in TERMINALS}
         self._last_relax_t = clock.now()
+        #: Bench time (s) the chip may relax during reads before the state file is rewritten.
+        self.save_interval_s = float(save_interval_s)
+        self._last_save_t = self._last_relax_t
         self.lock = threading.RLock()
         if self.state_file is not None:
             remove_stale_temporaries(self.state_file)
@@ -142,14 +160,31 @@ class Bench:
             self._last_relax_t = now
 
     def solve(
-        self, *, noise: bool = True, terminal_v: dict[str, float | None] | None = None
+        self,
+        *,
+        noise: bool = True,
+        terminal_v: dict[str, float | None] | None = None,
+        nplc: float = 1.0,
     ) -> LineSolution:
-        """Settle the network for the present routing and terminal voltages."""
+        """Settle the network for the present routing and terminal voltages.
+
+        ``nplc``: the integration time (power-line cycles) of the measuring instrument;
+        the array scales the instrument's part of the read noise with it. When the chip
+        has relaxed for :attr:`save_interval_s` of bench time since the state file was
+        last written, it is written again (so a truth read after a stop includes the
+        relaxation of a long series of reads).
+        """
         with self.lock:
             self._relax_to_now()
-            return self.array.solve(
-                self.line_bias(terminal_v), self.chip_temperature_c(), noise=noise
+            solution = self.array.solve(
+                self.line_bias(terminal_v), self.chip_temperature_c(), noise=noise, nplc=nplc
             )
+            if (
+                self.state_file is not None
+                and self._last_relax_t - self._last_save_t >= self.save_interval_s
+            ):
+                self.save_state()
+            return solution
 
     def _terminal_currents(self, solution: LineSolution) -> dict[str, float]:
         currents = {t: 0.0 for t in TERMINALS}
@@ -159,10 +194,10 @@ class Bench:
                     currents[state.terminal] = currents.get(state.terminal, 0.0) + float(amps)
         return currents
 
-    def terminal_currents(self, *, noise: bool = True) -> dict[str, float]:
+    def terminal_currents(self, *, noise: bool = True, nplc: float = 1.0) -> dict[str, float]:
         """Current (A) flowing out of each SMU terminal into the lines routed to it."""
         with self.lock:
-            return self._terminal_currents(self.solve(noise=noise))
+            return self._terminal_currents(self.solve(noise=noise, nplc=nplc))
 
     def set_terminal(self, terminal: str, volts: float | None) -> None:
         """Set an SMU terminal's output voltage (V); ``None`` switches the output off."""
@@ -173,42 +208,114 @@ class Bench:
                     self.max_applied_v.get(terminal, 0.0), abs(float(volts))
                 )
 
+    def _current_at(self, terminal: str, volts: float) -> float:
+        """Noiseless current (A) out of ``terminal`` if it sat at ``volts`` (V); no side
+        effects (the chip is never changed by solving)."""
+        tv = dict(self.terminal_v)
+        tv[terminal] = volts
+        return self._terminal_currents(self.solve(noise=False, terminal_v=tv)).get(terminal, 0.0)
+
+    def _bisect_toward(
+        self, terminal: str, v_end: float, exceeds: Callable[[float], bool]
+    ) -> float:
+        """The voltage on the segment 0 V -> ``v_end`` (V) where ``exceeds(current)`` starts
+        to hold, by bisection on the noiseless circuit.
+
+        Returns the last voltage found on the side where it does not hold, so a voltage
+        clamped by a current limit never exceeds that limit. The circuit's current is
+        monotonic in the terminal voltage (a passive network), which is what makes one
+        bisection sufficient.
+        """
+        lo, hi = 0.0, 1.0
+        for _ in range(BISECTION_STEPS):
+            mid = 0.5 * (lo + hi)
+            if exceeds(self._current_at(terminal, v_end * mid)):
+                hi = mid
+            else:
+                lo = mid
+            if hi - lo <= BISECTION_TOLERANCE * hi:
+                break
+        return v_end * lo
+
+    def _finish(
+        self, terminal: str, *, noise: bool, nplc: float, clamped: bool, limit_a: float = 0.0
+    ) -> TerminalReading:
+        """Measure the terminal as it is now set; record the largest current applied."""
+        amps = self._terminal_currents(self.solve(noise=noise, nplc=nplc)).get(terminal, 0.0)
+        if limit_a > 0:
+            amps = float(np.clip(amps, -limit_a, limit_a))  # the compliance loop's ceiling
+        self.max_applied_a[terminal] = max(self.max_applied_a.get(terminal, 0.0), abs(amps))
+        v_actual = self.terminal_v[terminal]
+        return TerminalReading(
+            float(v_actual if v_actual is not None else 0.0), float(amps), clamped
+        )
+
     def source(
-        self, terminal: str, volts: float, current_limit_a: float, *, noise: bool = True
+        self,
+        terminal: str,
+        volts: float,
+        current_limit_a: float,
+        *,
+        noise: bool = True,
+        nplc: float = 1.0,
     ) -> TerminalReading:
         """Source ``volts`` (V) on ``terminal`` with a current limit (A) and measure.
 
         When the limit is exceeded the source is clamped: the voltage is lowered (by
         bisection on the circuit) until the current equals the limit, as a real SMU's
-        compliance loop does.
+        compliance loop does; the reading is then the limit. A limit of 0 means none.
+        ``nplc``: the measuring instrument's integration time (power-line cycles).
         """
         limit = abs(float(current_limit_a))
         with self.lock:
             self.set_terminal(terminal, volts)
-            amps = self._terminal_currents(self.solve(noise=noise)).get(terminal, 0.0)
-            clamped = False
-            if limit > 0 and abs(amps) > limit:
-                clamped = True
-                lo, hi = 0.0, 1.0
-                for _ in range(40):
-                    mid = (lo + hi) / 2
-                    tv = dict(self.terminal_v)
-                    tv[terminal] = volts * mid
-                    i_mid = self._terminal_currents(self.solve(noise=False, terminal_v=tv)).get(
-                        terminal, 0.0
-                    )
-                    if abs(i_mid) > limit:
-                        hi = mid
-                    else:
-                        lo = mid
-                self.terminal_v[terminal] = volts * lo
-                amps = self._terminal_currents(self.solve(noise=noise)).get(terminal, 0.0)
-                amps = float(np.clip(amps, -limit, limit))
-            self.max_applied_a[terminal] = max(self.max_applied_a.get(terminal, 0.0), abs(amps))
-            v_actual = self.terminal_v[terminal]
-            return TerminalReading(
-                float(v_actual if v_actual is not None else 0.0), float(amps), clamped
-            )
+            amps = self._terminal_currents(self.solve(noise=noise, nplc=nplc)).get(terminal, 0.0)
+            if not (limit > 0 and abs(amps) > limit):
+                self.max_applied_a[terminal] = max(self.max_applied_a.get(terminal, 0.0), abs(amps))
+                return TerminalReading(float(volts), float(amps), False)
+            clamped_v = self._bisect_toward(terminal, float(volts), lambda i: abs(i) > limit)
+            self.terminal_v[terminal] = clamped_v
+            return self._finish(terminal, noise=noise, nplc=nplc, clamped=True, limit_a=limit)
+
+    def source_current(
+        self,
+        terminal: str,
+        amps: float,
+        voltage_limit_v: float,
+        *,
+        noise: bool = True,
+        nplc: float = 1.0,
+    ) -> TerminalReading:
+        """Source ``amps`` (A) on ``terminal`` with a voltage compliance (V) and measure.
+
+        The bench's terminals are voltages, so the voltage that drives the requested
+        current through the routed lines is found by bisection on the noiseless circuit,
+        between 0 V and the compliance on the side the current asks for, and applied.
+        When even the compliance cannot drive the current (an open circuit, a
+        high-resistance device) the source sits at the compliance voltage and reports
+        compliance, as a real current source does. The current reading is what then flows
+        (read noise included).
+        """
+        limit = abs(float(voltage_limit_v))
+        target = float(amps)
+        with self.lock:
+            i_zero = self._current_at(terminal, 0.0)
+            if target == i_zero or limit == 0.0:
+                self.set_terminal(terminal, 0.0)
+                return self._finish(
+                    terminal, noise=noise, nplc=nplc, clamped=limit == 0.0 and target != i_zero
+                )
+            v_end = limit if target > i_zero else -limit
+            i_end = self._current_at(terminal, v_end)
+            if (target > i_zero and i_end < target) or (target < i_zero and i_end > target):
+                self.set_terminal(terminal, v_end)
+                return self._finish(terminal, noise=noise, nplc=nplc, clamped=True)
+            if target > i_zero:
+                volts = self._bisect_toward(terminal, v_end, lambda i: i >= target)
+            else:
+                volts = self._bisect_toward(terminal, v_end, lambda i: i <= target)
+            self.set_terminal(terminal, volts)
+            return self._finish(terminal, noise=noise, nplc=nplc, clamped=False)
 
     # -- time with bias held -----------------------------------------------------------
     def hold(self, duration_s: float) -> None:
@@ -251,9 +358,14 @@ class Bench:
 
     # -- persistence and truth --------------------------------------------------------------
     def save_state(self) -> None:
-        """Write the chip state file atomically (no-op without a state file)."""
+        """Write the chip state file atomically, with the bench clock time (no-op without a
+        state file). Called after every write, every :attr:`save_interval_s` of bench time
+        during reads, and by whoever stops the bench."""
         if self.state_file is not None:
-            self.array.save_state(self.state_file)
+            with self.lock:
+                self._relax_to_now()
+                self.array.save_state(self.state_file, clock_s=self.clock.now())
+                self._last_save_t = self._last_relax_t
 
     def ground_truth(self) -> dict[str, np.ndarray]:
         """The chip's true per-device parameters and state (for tests that check extraction)."""

@@ -6,9 +6,10 @@ Follows the 2400 Series SourceMeter User's Manual (sections 16-18, appendix B):
   auto range, ``:MODE FIX|SWE|LIST``, staircase sweeps (``:STAR :STOP :STEP :CENT :SPAN``,
   ``:SOUR:SWE:POIN`` <= 2500, ``:SPAC LIN|LOG``, ``:RANG``, ``:DIR UP|DOWN``), list sweeps
   (``:SOUR:LIST:VOLT|CURR v1,...``), ``:SOUR:DEL[:AUTO]``, ``:SOUR:CLE[:IMM]``,
-  ``:SOUR:CLE:AUTO`` (auto output-off). Sourcing current is supported: the voltage that
-  drives the requested current through the routed lines is solved for, with the voltage
-  compliance ``:SENS:VOLT:PROT``.
+  ``:SOUR:CLE:AUTO`` (auto output-off). Sourcing current is supported: the bench
+  (:meth:`~nvmlab.mocks.world.Bench.source_current`) finds the voltage that drives the
+  requested current through the routed lines, within the voltage compliance
+  ``:SENS:VOLT:PROT``.
 - Sense: ``:SENS:FUNC 'CURR'`` (also ``"VOLT"``, ``'RES'``; quotes optional here),
   ``:SENS:FUNC:CONC``, ``:SENS:FUNC:ON|OFF[:ALL]``, ``:SENS:FUNC:STAT?``,
   ``:SENS:CURR|VOLT:PROT[:LEV]`` (compliance; after ``*RST`` 105 uA / 21 V),
@@ -37,6 +38,12 @@ Follows the 2400 Series SourceMeter User's Manual (sections 16-18, appendix B):
   with OUTPUT off" (``:READ?``/``:INIT`` with the output off and auto output-off
   disabled; the query then sends no reply, as on the instrument).
 
+Current readings: ranges 1 uA to 1 A (named 1.05 uA ... 1.05 A), auto-range or the fixed
+``:SENS:CURR:RANG``, the range's resolution and noise floor at the configured NPLC (times
+the repeat filter's count), as :mod:`.smu_ranges` models them; a fixed range below the
+compliance is range compliance (the reading stops at full scale, status bit 16). The NPLC
+also reaches the chip's read noise (``Bench.source(..., nplc=...)``).
+
 Timing: every reading holds the bias on the bench for the source delay (manual, or 1 ms
 auto delay), the trigger delay and the integration time ``nplc / line_frequency`` (times
 the filter count), through ``bench.hold``, so the shared clock advances and the devices
@@ -64,18 +71,20 @@ from nvmlab.mocks.firmware.scpi import (
     parse_bool,
     parse_choice,
     parse_number,
-    source_current,
     split_top_level,
     unquote,
 )
+from nvmlab.mocks.firmware.smu_ranges import KEITHLEY_2400
 
 ELEMENTS = ("VOLT", "CURR", "RES", "TIME", "STAT")
 FUNCTIONS = ("VOLT", "CURR", "RES")
 FUNC_NAMES = {"VOLT": '"VOLT:DC"', "CURR": '"CURR:DC"', "RES": '"RES"'}
 #: Full-scale values (V, A, ohm) of the 2400's ranges.
 VOLT_RANGES = (0.21, 2.1, 21.0, 210.0)
-CURR_RANGES = (1.05e-6, 1.05e-5, 1.05e-4, 1.05e-3, 1.05e-2, 1.05e-1, 1.05)
+CURR_RANGES = tuple(r.max_reading_a for r in KEITHLEY_2400.ranges)
 RES_RANGES = (21.0, 210.0, 2.1e3, 2.1e4, 2.1e5, 2.1e6, 2.1e7, 2.1e8)
+#: The 2400's ranges read to 105 % of their nominal value (1 uA range: 1.05 uA).
+RANGE_OVER = 1.05
 MAX_READINGS = 2500
 AUTO_DELAY_S = 1e-3
 
@@ -122,8 +131,11 @@ class Keithley2400Emulator(ScpiInstrument):
         line_frequency_hz: float = 60.0,
         serial: str = "4107712",
         firmware: str = "C30   Mar 17 2006 09:29:29/A02  /K/J",
+        noise_seed: int = 0,
     ) -> None:
         self.bench = bench
+        #: The instrument's own reading noise (:mod:`.smu_ranges`), seeded for repeatability.
+        self.noise = np.random.default_rng(noise_seed)
         self.line_frequency_hz = line_frequency(line_frequency_hz)
         self.identity = f"KEITHLEY INSTRUMENTS INC.,MODEL 2400,{serial},{firmware}"
         self._time_origin = bench.clock.now()
@@ -787,16 +799,16 @@ class Keithley2400Emulator(ScpiInstrument):
             bits = SW_COMPLIANCE
             if not self.s["sens.CURR.rang.auto"] and self.s["sens.CURR.rang"] < abs(limit):
                 limit, bits = self.s["sens.CURR.rang"], SW_RANGE_COMPLIANCE
-            r = self.bench.source(self.terminal, level, abs(limit))
+            r = self.bench.source(self.terminal, level, abs(limit), nplc=self._integration_plc())
             self.tripped["CURR"] = r.in_compliance
             return r.volts, r.amps, bits if r.in_compliance else 0
         limit = self.s["sens.VOLT.prot"]
         bits = SW_COMPLIANCE
         if not self.s["sens.VOLT.rang.auto"] and self.s["sens.VOLT.rang"] < abs(limit):
             limit, bits = self.s["sens.VOLT.rang"], SW_RANGE_COMPLIANCE
-        volts, amps, comp = source_current(self.bench, self.terminal, level, limit)
-        self.tripped["VOLT"] = comp
-        return volts, amps, bits if comp else 0
+        r = self.bench.source_current(self.terminal, level, limit, nplc=self._integration_plc())
+        self.tripped["VOLT"] = r.in_compliance
+        return r.volts, r.amps, bits if r.in_compliance else 0
 
     def _source_levels(self, n: int) -> list[float]:
         func = self.s["sour.func"]
@@ -859,20 +871,50 @@ class Keithley2400Emulator(ScpiInstrument):
                 r_field = OVERFLOW_READING
         else:
             r_field = NAN_READING
-        # Auto-range follows the reading; a fixed range too small for it overflows.
-        for f, value, ranges in (("CURR", amps, CURR_RANGES), ("VOLT", volts, VOLT_RANGES)):
-            if f not in funcs:
-                continue
-            if self.s[f"sens.{f}.rang.auto"]:
-                self.s[f"sens.{f}.rang"] = _pick_range(ranges, min(abs(value), ranges[-1]), f)
-            elif abs(value) > self.s[f"sens.{f}.rang"] * (1 + 1e-6) and not comp_bits:
+        if i_field != NAN_READING:
+            i_field = self._current_reading(amps, comp_bits)
+            if i_field == OVERFLOW_READING:
                 word |= SW_OFLO
-                if f == "CURR":
-                    i_field = OVERFLOW_READING
-                else:
-                    v_field = OVERFLOW_READING
+        # Voltage: auto-range follows the reading; a fixed range too small for it overflows.
+        if "VOLT" in funcs:
+            if self.s["sens.VOLT.rang.auto"]:
+                self.s["sens.VOLT.rang"] = _pick_range(
+                    VOLT_RANGES, min(abs(volts), VOLT_RANGES[-1]), "VOLT"
+                )
+            elif abs(volts) > self.s["sens.VOLT.rang"] * (1 + 1e-6) and not comp_bits:
+                word |= SW_OFLO
+                v_field = OVERFLOW_READING
         t = self.clock.now() - self._time_origin
         return [v_field, i_field, r_field, t, float(word)]
+
+    def _integration_plc(self) -> float:
+        """Integration time of one reading (PLC): NPLC times the repeat filter's count."""
+        count = int(self.s["sens.aver.coun"]) if self.s["sens.aver"] else 1
+        return float(self.s["sens.nplc"]) * count
+
+    def _current_reading(self, amps: float, comp_bits: int) -> float:
+        """The current (A) the 2400 reports for ``amps`` on its present range.
+
+        Sourcing current, the measure range is the source range; otherwise auto-range
+        settles on the lowest range that holds the reading (``:SENS:CURR:RANG?`` then
+        answers it) or the fixed range applies. The reading carries the range's noise floor
+        and resolution (:mod:`.smu_ranges`); in compliance (real or range compliance) it
+        stops at the range's full scale, above a fixed range it is an overflow."""
+        if self.s["sour.func"] == "CURR":
+            rng = KEITHLEY_2400.fixed(self.s["sour.CURR.rang"] / RANGE_OVER)
+        elif self.s["sens.CURR.rang.auto"]:
+            rng = KEITHLEY_2400.auto(amps)
+            self.s["sens.CURR.rang"] = rng.max_reading_a
+        else:
+            rng = KEITHLEY_2400.fixed(self.s["sens.CURR.rang"] / RANGE_OVER)
+        if comp_bits:
+            amps = float(np.clip(amps, -rng.max_reading_a, rng.max_reading_a))
+        value = KEITHLEY_2400.read(amps, rng, self._integration_plc(), self.noise)
+        if value is None:
+            if not comp_bits:
+                return OVERFLOW_READING
+            value = math.copysign(rng.max_reading_a, amps)
+        return value
 
     def _acquire(self) -> bool:
         """Run the trigger model once: arm count x trigger count source-measure points.

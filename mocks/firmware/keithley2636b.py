@@ -12,15 +12,21 @@ LF-terminated message. Errors go to the TSP error queue (-285 syntax, -286 runti
 Channels: ``smua`` drives bench terminal ``"A"``, ``smub`` terminal ``"B"``. Output off
 follows ``smuX.source.offmode``: ``OUTPUT_NORMAL`` / ``OUTPUT_ZERO`` hold the terminal at
 0 V (current limited to ``offlimiti``, as the real normal output-off state),
-``OUTPUT_HIGH_Z`` disconnects it (``bench.set_terminal(t, None)``). Voltage sourcing uses
-``bench.source`` (compliance clamps the voltage, ``smuX.source.compliance`` reads true);
-current sourcing finds the voltage that drives the requested current (bisection on the
-circuit) within ``limitv``.
+``OUTPUT_HIGH_Z`` disconnects it (``bench.set_terminal(t, None)``). Sourcing is the
+bench's (:meth:`~nvmlab.mocks.world.Bench.source` with ``limiti``,
+:meth:`~nvmlab.mocks.world.Bench.source_current` within ``limitv``); in compliance
+``smuX.source.compliance`` reads true.
+
+Current readings: ranges 100 pA to 1.5 A, ``measure.autorangei`` (not below
+``measure.lowrangei``) or the fixed ``measure.rangei`` (setting it turns auto-range off and
+rounds up to a range), each range's resolution and noise floor at ``measure.nplc``
+(:mod:`.smu_ranges`); above a fixed range a reading is :data:`OVERFLOW`. The NPLC also
+reaches the chip's read noise.
 
 Time: each reading holds the bias for ``nplc / localnode.linefreq`` plus the measure
-delay plus a firmware overhead (``measure_overhead_s``, default 120 us, fitted so that a
-script loop to memory at 0.01 NPLC / 60 Hz gives ~3400 readings/s as in the 2600B spec
-sheet; sweep-engine points use ``sweep_overhead_s``, default 70 us, ~4200 readings/s).
+delay plus a firmware overhead (``measure_overhead_s``, fitted to the 2600B spec sheet's
+script-to-memory reading rate at 0.01 NPLC; sweep-engine points use ``sweep_overhead_s``,
+fitted to its sweep reading rate; both are constructor arguments).
 ``delay()`` and source delays hold the bias too. ``DELAY_AUTO`` measure delay is modelled
 as 0 s. Sweeps (``smuX.trigger``) run synchronously point by point inside
 ``trigger.initiate()``; ``waitcomplete()`` returns at once. With ``endpulse.action =
@@ -34,7 +40,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from nvmlab.mocks.firmware.base import LineInstrument, line_frequency
+from nvmlab.mocks.firmware.smu_ranges import KEITHLEY_2636B
 from nvmlab.mocks.firmware.tsp import (
     DEFAULT_MAX_STEPS,
     RUNTIME_ERROR,
@@ -43,17 +52,17 @@ from nvmlab.mocks.firmware.tsp import (
     Interpreter,
     LuaError,
     LuaTable,
+    Namespace,
     Scope,
     TspChunkError,
     TspObject,
-    _Namespace,
     lua_type,
     to_number,
     to_str,
 )
 from nvmlab.mocks.world import Bench, TerminalReading
 
-#: Reading returned for an overrange measurement (fixed range exceeded).
+#: Reading returned for an overrange measurement (above 102 % of a fixed range).
 OVERFLOW = 9.91e37
 #: Largest source voltage (V) and current (A) of the 2636B.
 MAX_V = 202.0
@@ -265,7 +274,7 @@ class SmuChannel(TspObject):
         self.const("nvbuffer2", self.nvbuffer2)
         self.source = TspObject(f"{name}.source")
         self.measure = TspObject(f"{name}.measure")
-        self.trigger = _Namespace(f"{name}.trigger")
+        self.trigger = Namespace(f"{name}.trigger")
         self.const("source", self.source)
         self.const("measure", self.measure)
         self.const("trigger", self.trigger)
@@ -403,7 +412,7 @@ class SmuChannel(TspObject):
         self._bind(m, "nplc", "nplc", rng(0.001, 25.0))
         self._bind(m, "autorangei", "m_autorangei", onoff)
         self._bind(m, "autorangev", "m_autorangev", onoff)
-        self._bind(m, "rangei", "m_rangei", rng(0.0, MAX_I))
+        self._bind(m, "rangei", "m_rangei", self._set_rangei)
         self._bind(m, "rangev", "m_rangev", rng(0.0, MAX_V))
         self._bind(m, "lowrangei", "m_lowrangei", rng(0.0, MAX_I))
         self._bind(m, "lowrangev", "m_lowrangev", rng(0.0, MAX_V))
@@ -414,13 +423,13 @@ class SmuChannel(TspObject):
         self._bind(m, "autozero", "m_autozero", lambda n, v: _choice(n, v, (0, 1, 2)))
         m.const(
             "filter",
-            _Namespace(
+            Namespace(
                 f"{self.tsp_name}.measure.filter", {"count": 1.0, "enable": 0.0, "type": 1.0}
             ),
         )
         m.const(
             "rel",
-            _Namespace(
+            Namespace(
                 f"{self.tsp_name}.measure.rel",
                 {"enablei": 0.0, "enablev": 0.0, "leveli": 0.0, "levelv": 0.0},
             ),
@@ -435,7 +444,7 @@ class SmuChannel(TspObject):
     def _build_trigger(self) -> None:
         t = self.trigger
         name = self.tsp_name
-        src = _Namespace(f"{name}.trigger.source")
+        src = Namespace(f"{name}.trigger.source")
         src.method("listv", lambda tab=None: self._set_sweep(1, self._list_arg("listv", tab)))
         src.method("listi", lambda tab=None: self._set_sweep(0, self._list_arg("listi", tab)))
         src.method("linearv", lambda a=None, b=None, n=None: self._set_sweep(1, _linear(a, b, n)))
@@ -449,19 +458,19 @@ class SmuChannel(TspObject):
         self._bind(src, "action", "t_source_action", lambda n, v: _choice(n, v, (0, 1)))
         self._bind(src, "limitv", "t_source_limitv", lambda n, v: _num(n, v, 0.0, MAX_V))
         self._bind(src, "limiti", "t_source_limiti", lambda n, v: _num(n, v, 0.0, MAX_I))
-        meas = _Namespace(f"{name}.trigger.measure")
+        meas = Namespace(f"{name}.trigger.measure")
         self._bind(meas, "action", "t_measure_action", lambda n, v: _choice(n, v, (0, 1, 2)))
         for kind in ("i", "v", "r", "p"):
             meas.method(kind, self._trigger_measure_fn(kind))
         meas.method(
             "iv", lambda ibuf=None, vbuf=None: self._set_trigger_measure("iv", [ibuf, vbuf])
         )
-        arm = _Namespace(f"{name}.trigger.arm")
+        arm = Namespace(f"{name}.trigger.arm")
         self._bind(arm, "count", "t_arm_count", lambda n, v: int(_num(n, v, 0, 1e6)))
-        endpulse = _Namespace(f"{name}.trigger.endpulse")
+        endpulse = Namespace(f"{name}.trigger.endpulse")
         self._bind(endpulse, "action", "t_endpulse_action", lambda n, v: _choice(n, v, (0, 1)))
         self._bind(endpulse, "stimulus", "t_endpulse_stimulus", lambda n, v: _num(n, v))
-        endsweep = _Namespace(f"{name}.trigger.endsweep")
+        endsweep = Namespace(f"{name}.trigger.endsweep")
         self._bind(endsweep, "action", "t_endsweep_action", lambda n, v: _choice(n, v, (0, 1)))
         for key, ns in (
             ("source", src),
@@ -489,42 +498,6 @@ class SmuChannel(TspObject):
         t.values["autoclear"] = 0.0
 
     # -- physics --------------------------------------------------------------------------------
-    def _terminal_current(self, volts: float) -> float:
-        """Noise-free current (A) out of this terminal if it sat at ``volts`` (V)."""
-        tv = dict(self.bench.terminal_v)
-        tv[self.terminal] = volts
-        sol = self.bench.solve(noise=False, terminal_v=tv)
-        amps = 0.0
-        for lines, line_i in (
-            (self.bench.rows_state, sol.row_i),
-            (self.bench.cols_state, sol.col_i),
-        ):
-            for state, i in zip(lines, line_i, strict=True):
-                if state.mode == "smu" and state.terminal == self.terminal:
-                    amps += float(i)
-        return amps
-
-    def _source_current(self, amps: float, limitv: float) -> TerminalReading:
-        bench = self.bench
-        with bench.lock:
-            i_lo, i_hi = self._terminal_current(-limitv), self._terminal_current(limitv)
-            if amps >= i_hi:
-                volts, clamped = limitv, amps > i_hi
-            elif amps <= i_lo:
-                volts, clamped = -limitv, amps < i_lo
-            else:
-                lo, hi = -limitv, limitv
-                for _ in range(50):
-                    mid = (lo + hi) / 2
-                    if self._terminal_current(mid) < amps:
-                        lo = mid
-                    else:
-                        hi = mid
-                volts, clamped = (lo + hi) / 2, False
-            bench.set_terminal(self.terminal, volts)
-            measured = bench.terminal_currents().get(self.terminal, 0.0)
-            return TerminalReading(volts, measured, clamped)
-
     def _apply(self, level: float | None = None, func: int | None = None) -> TerminalReading:
         """Put the source state on the terminal and read it (no time passes)."""
         bench = self.bench
@@ -534,13 +507,13 @@ class SmuChannel(TspObject):
             if self.offmode == 2 or self.output == 2:
                 bench.set_terminal(self.terminal, None)
                 return TerminalReading(0.0, 0.0, False)
-            return bench.source(self.terminal, 0.0, self.offlimiti)
+            return bench.source(self.terminal, 0.0, self.offlimiti, nplc=self.nplc)
         if func == 1:
             volts = self.levelv if level is None else level
             limit = self.limiti
             if level is not None and self.t_source_limiti > 0:
                 limit = self.t_source_limiti
-            reading = bench.source(self.terminal, volts, limit)
+            reading = bench.source(self.terminal, volts, limit, nplc=self.nplc)
             self.compliance = reading.in_compliance
             self.compliance_kind = 2 if reading.in_compliance else 0
             return reading
@@ -548,7 +521,7 @@ class SmuChannel(TspObject):
         limitv = self.limitv
         if level is not None and self.t_source_limitv > 0:
             limitv = self.t_source_limitv
-        reading = self._source_current(amps, limitv)
+        reading = bench.source_current(self.terminal, amps, limitv, nplc=self.nplc)
         self.compliance = reading.in_compliance
         self.compliance_kind = 1 if reading.in_compliance else 0
         return reading
@@ -564,9 +537,7 @@ class SmuChannel(TspObject):
     def _value(self, kind: str, reading: TerminalReading) -> float:
         v, i = reading.volts, reading.amps
         if kind == "i":
-            if self.m_autorangei == 0 and abs(i) > 1.01 * self.m_rangei > 0:
-                return OVERFLOW
-            return i
+            return self._current_reading(i)
         if kind == "v":
             if self.m_autorangev == 0 and abs(v) > 1.01 * self.m_rangev > 0:
                 return OVERFLOW
@@ -574,6 +545,25 @@ class SmuChannel(TspObject):
         if kind == "r":
             return OVERFLOW if i == 0 else v / i
         return v * i
+
+    def _current_reading(self, amps: float) -> float:
+        """The current (A) this channel reports for ``amps``: on the range auto-range
+        settles on (not below ``measure.lowrangei``; ``measure.rangei`` then reads it) or
+        the fixed ``measure.rangei``, with that range's noise floor and resolution
+        (:mod:`.smu_ranges`); above a fixed range it is :data:`OVERFLOW`."""
+        if self.m_autorangei:
+            rng = KEITHLEY_2636B.auto(amps, lowest_a=self.m_lowrangei)
+            self.m_rangei = rng.nominal_a
+        else:
+            rng = KEITHLEY_2636B.fixed(self.m_rangei)
+        value = KEITHLEY_2636B.read(amps, rng, self.nplc, self.inst.noise)
+        return OVERFLOW if value is None else value
+
+    def _set_rangei(self, name: str, value: Any) -> float:
+        """``measure.rangei = x``: the lowest range holding ``x``; auto-range turns off."""
+        x = _num(name, value, 0.0, MAX_I)
+        self.m_autorangei = 0
+        return KEITHLEY_2636B.fixed(x).nominal_a
 
     def _status_byte(self) -> float:
         return float(self.compliance_kind)
@@ -770,9 +760,12 @@ class Keithley2636BEmulator(LineInstrument):
         measure_overhead_s: float = 120e-6,
         sweep_overhead_s: float = 70e-6,
         max_steps: int = DEFAULT_MAX_STEPS,
+        noise_seed: int = 0,
     ) -> None:
         super().__init__(bench.clock, query_latency_s=query_latency_s)
         self.bench = bench
+        #: The instrument's own reading noise (:mod:`.smu_ranges`), seeded for repeatability.
+        self.noise = np.random.default_rng(noise_seed)
         self.line_frequency_hz = line_frequency(line_frequency_hz)
         self.serial = str(serial)
         self.firmware = str(firmware)
@@ -788,7 +781,7 @@ class Keithley2636BEmulator(LineInstrument):
         self.showerrors = 0
         self.smua = SmuChannel(self, "smua", "A")
         self.smub = SmuChannel(self, "smub", "B")
-        self.trigger_timers: list[_Namespace] = []
+        self.trigger_timers: list[Namespace] = []
         self._install_globals()
 
     # -- globals ----------------------------------------------------------------------------------
@@ -798,7 +791,7 @@ class Keithley2636BEmulator(LineInstrument):
         it.set_global("smub", self.smub)
         it.set_global("reset", Builtin("reset", self.reset))
 
-        localnode = _Namespace("localnode")
+        localnode = Namespace("localnode")
         localnode.const("model", "2636B")
         localnode.const("serialno", self.serial)
         localnode.const("revision", self.firmware)
@@ -820,22 +813,22 @@ class Keithley2636BEmulator(LineInstrument):
         it.set_global("localnode", localnode)
         it.set_global("node", LuaTable([localnode]))
 
-        display = _Namespace(
+        display = Namespace(
             "display", {"SMUA": 0.0, "SMUB": 1.0, "SMUA_SMUB": 2.0, "USER": 3.0, "screen": 0.0}
         )
         for name in ("clear", "settext", "setcursor", "sendkey", "loadmenu", "prompt"):
             display.method(name, lambda *a: None)
         display.method("getcursor", lambda *a: (1.0, 1.0))
         for sub in ("smua", "smub"):
-            display.values[sub] = _Namespace(
-                f"display.{sub}", {"measure": _Namespace(f"display.{sub}.measure", {"func": 1.0})}
+            display.values[sub] = Namespace(
+                f"display.{sub}", {"measure": Namespace(f"display.{sub}.measure", {"func": 1.0})}
             )
         it.set_global("display", display)
 
-        measurement = _Namespace("status.measurement")
-        instrument = _Namespace("status.measurement.instrument")
+        measurement = Namespace("status.measurement")
+        instrument = Namespace("status.measurement.instrument")
         for smu in (self.smua, self.smub):
-            ns = _Namespace(f"status.measurement.instrument.{smu.tsp_name}")
+            ns = Namespace(f"status.measurement.instrument.{smu.tsp_name}")
             ns.attr("condition", smu._status_byte)
             ns.attr("event", smu._status_byte)
             instrument.values[smu.tsp_name] = ns
@@ -844,19 +837,19 @@ class Keithley2636BEmulator(LineInstrument):
         )
         measurement.values["instrument"] = instrument
         measurement.attr("condition", lambda: 0.0)
-        status = _Namespace("status", {"condition": 0.0})
+        status = Namespace("status", {"condition": 0.0})
         status.values["measurement"] = measurement
         status.method("reset", lambda *a: None)
         it.set_global("status", status)
 
-        tsplink = _Namespace("tsplink", {"state": "offline", "node": 1.0})
+        tsplink = Namespace("tsplink", {"state": "offline", "node": 1.0})
         tsplink.method("reset", lambda *a: 0.0)
         it.set_global("tsplink", tsplink)
 
-        trigger = _Namespace("trigger")
+        trigger = Namespace("trigger")
         timers = LuaTable()
         for n in range(1, 9):
-            timer = _Namespace(
+            timer = Namespace(
                 f"trigger.timer[{n}]",
                 {
                     "delay": 10e-6,
@@ -874,11 +867,11 @@ class Keithley2636BEmulator(LineInstrument):
         trigger.method("wait", lambda *a: True)
         it.set_global("trigger", trigger)
 
-        script_ns = _Namespace("script")
+        script_ns = Namespace("script")
         script_ns.method("new", self._script_new)
         script_ns.method("newautorun", self._script_new)
         script_ns.method("delete", self._script_delete)
-        script_ns.values["user"] = _Namespace("script.user", {"scripts": LuaTable()})
+        script_ns.values["user"] = Namespace("script.user", {"scripts": LuaTable()})
         it.set_global("script", script_ns)
         self._script_ns = script_ns
 

@@ -14,7 +14,8 @@ Commands (B2900 SCPI Command Reference):
   ``:STAR :STOP :STEP :CENT :SPAN :POIN``, ``:SOUR[n]:SWE:POIN|DIR|SPAC|STA|RANG``,
   ``:SOUR[n]:LIST:VOLT|CURR v1,...`` (``:POIN?``, ``:APP``), ``:SOUR[n]:PULS:WIDT``
   (50 us to 2 s, 1 us resolution) and ``:PULS:DEL`` (0 to 99999.9 s). Sourcing current
-  solves for the voltage under the voltage compliance.
+  is the bench's (:meth:`~nvmlab.mocks.world.Bench.source_current`): the voltage that
+  drives it, under the voltage compliance.
 - Sense: ``:SENS[n]:FUNC[:ON] "VOLT","CURR","RES"``, ``:FUNC:OFF``, ``:FUNC:ALL``,
   ``:FUNC:OFF:ALL``, ``:SENS[n]:CURR|VOLT[:DC]:PROT[:LEV][:BOTH]`` (compliance; after
   ``*RST`` 100 uA / 2 V), ``:PROT:TRIP?``, ``:NPLC`` / ``:APER`` (linked through the line
@@ -35,6 +36,10 @@ Commands (B2900 SCPI Command Reference):
   ``:TRAC[n]:POIN`` (up to 100,000 per channel), ``:TRAC[n]:FEED SENS``,
   ``:TRAC[n]:FEED:CONT NEXT|NEV``, ``:TRAC[n]:DATA?``, ``:TRAC[n]:CLE``,
   ``:TRAC[n]:POIN:ACT?``.
+- Current readings: ranges 100 nA to 3 A (no 10 nA range on the B2901A / B2902A),
+  auto-range or the fixed ``:SENS:CURR:RANG`` (rounded up to a range), each range's
+  resolution and noise floor at the channel's NPLC (:mod:`.smu_ranges`); above a fixed
+  range a reading is +9.9E+37. The NPLC also reaches the chip's read noise.
 - Status field of a reading (emulator convention, not from the manual): bit 3 is set when
   the point was in compliance.
 
@@ -55,6 +60,7 @@ import numpy as np
 from nvmlab.mocks.firmware.base import line_frequency
 from nvmlab.mocks.firmware.scpi import (
     NAN_READING,
+    OVERFLOW_READING,
     Call,
     Handler,
     ScpiError,
@@ -65,10 +71,10 @@ from nvmlab.mocks.firmware.scpi import (
     parse_channel_list,
     parse_choice,
     parse_number,
-    source_current,
     split_top_level,
     unquote,
 )
+from nvmlab.mocks.firmware.smu_ranges import KEYSIGHT_B2902A
 
 CHANNELS = (1, 2)
 TERMINAL = {1: "A", 2: "B"}
@@ -105,8 +111,11 @@ class KeysightB2902AEmulator(ScpiInstrument):
         line_frequency_hz: float = 50.0,
         serial: str = "MY51141234",
         firmware: str = "3.4.2011.5100",
+        noise_seed: int = 0,
     ) -> None:
         self.bench = bench
+        #: The instrument's own reading noise (:mod:`.smu_ranges`), seeded for repeatability.
+        self.noise = np.random.default_rng(noise_seed)
         self.line_frequency_hz = line_frequency(line_frequency_hz)
         self.identity = f"Keysight Technologies,B2902A,{serial},{firmware}"
         self._time_origin = bench.clock.now()
@@ -653,11 +662,13 @@ class KeysightB2902AEmulator(ScpiInstrument):
         """Source ``level`` on channel ``c`` now; returns (volts, amps, in_compliance)."""
         f = self.s[f"c{c}.func"]
         term = TERMINAL[c]
+        nplc = float(self.s[f"c{c}.nplc"])
         if f == "VOLT":
-            r = self.bench.source(term, level, abs(self.s[f"c{c}.CURR.prot"]))
+            r = self.bench.source(term, level, abs(self.s[f"c{c}.CURR.prot"]), nplc=nplc)
             volts, amps, comp = r.volts, r.amps, r.in_compliance
         else:
-            volts, amps, comp = source_current(self.bench, term, level, self.s[f"c{c}.VOLT.prot"])
+            r = self.bench.source_current(term, level, self.s[f"c{c}.VOLT.prot"], nplc=nplc)
+            volts, amps, comp = r.volts, r.amps, r.in_compliance
         self.tripped[c] = comp
         return volts, amps, comp
 
@@ -686,10 +697,26 @@ class KeysightB2902AEmulator(ScpiInstrument):
     def _reading(self, c: int, level: float, volts: float, amps: float, comp: bool) -> list[float]:
         funcs = self.s[f"c{c}.sens.func"]
         v = volts if "VOLT" in funcs else NAN_READING
-        i = amps if "CURR" in funcs else NAN_READING
+        i = self._current_reading(c, amps) if "CURR" in funcs else NAN_READING
         r = (volts / amps if amps != 0 else NAN_READING) if "RES" in funcs else NAN_READING
         stat = STAT_COMPLIANCE if comp else 0
         return [v, i, r, self.clock.now() - self._time_origin, float(stat), level]
+
+    def _current_reading(self, c: int, amps: float) -> float:
+        """The current (A) channel ``c`` reports for ``amps``: on the range auto-range
+        settles on (``:SENS:CURR:RANG?`` then answers it) or the fixed range (the lowest
+        holding the value set), with that range's noise floor and resolution
+        (:mod:`.smu_ranges`); above a fixed range it reads +9.9E+37 (assumed: an
+        overflow, as the SCPI instruments report one)."""
+        key = f"c{c}.sens.CURR.rang"
+        if self.s[f"{key}.auto"]:
+            rng = KEYSIGHT_B2902A.auto(amps)
+            self.s[key] = rng.nominal_a
+        else:
+            top = KEYSIGHT_B2902A.highest.nominal_a
+            rng = KEYSIGHT_B2902A.fixed(min(abs(float(self.s[key])), top))
+        value = KEYSIGHT_B2902A.read(amps, rng, float(self.s[f"c{c}.nplc"]), self.noise)
+        return OVERFLOW_READING if value is None else value
 
     def _levels(self, c: int, n: int) -> list[float]:
         f = self.s[f"c{c}.func"]

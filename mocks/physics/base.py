@@ -127,7 +127,9 @@ class ArrayPhysics(Protocol):
     rows: int
     cols: int
 
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
         """Settle the network for ``bias`` at chip temperature ``temperature_c`` (C).
 
         With ``noise`` the device currents include read noise (and telegraph noise);
@@ -156,7 +158,7 @@ class ArrayPhysics(Protocol):
         """
         ...
 
-    def save_state(self, path: Path) -> None:
+    def save_state(self, path: Path, *, clock_s: float | None = None) -> None:
         """Write the full chip state atomically (temp file, fsync, rename)."""
         ...
 

@@ -218,7 +218,9 @@ class EflashArray(ChipState):
         i = i * select_on[:, None]
         return i / (1.0 + np.abs(i) / p.select_saturation_a)
 
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
         """Bit-line currents for ``bias``: ``col_i`` is the current each bit-line driver
         delivers (positive into the array), ``row_i`` is 0 (no gate current), ``device_i``
         each cell's current from bit line to source. A floating word line is off; a

@@ -346,7 +346,9 @@ class MemristorArray(ChipState):
         return np.maximum(g + sigma * self._noise.standard_normal(g.shape), 0.0)
 
     # -- ArrayPhysics -------------------------------------------------------------------
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
         """Settle the line network; device currents include read and telegraph noise when
         ``noise`` (one single read of every device)."""
         g = self.conductance_at(temperature_c)

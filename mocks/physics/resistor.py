@@ -66,7 +66,9 @@ class ResistorArray:
         self.g = np.array(conductance_s, dtype=float)
         self.rows, self.cols = self.g.shape
 
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
         return solve_linear_crossbar(self.g, bias)
 
     def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
@@ -78,7 +80,7 @@ class ResistorArray:
     def ground_truth(self) -> dict[str, np.ndarray]:
         return {"conductance_s": self.g.copy()}
 
-    def save_state(self, path: Path) -> None:
+    def save_state(self, path: Path, *, clock_s: float | None = None) -> None:
         """Write the conductances atomically (:func:`~.state.save_state_file`)."""
         save_state_file(
             path,

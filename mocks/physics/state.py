@@ -133,7 +133,7 @@ class ChipState:
     params: Any
     _noise: np.random.Generator
 
-    def save_state(self, path: Path) -> None:
+    def save_state(self, path: Path, *, clock_s: float | None = None) -> None:
         """Write every parameter and state array atomically (see :func:`save_state_file`)."""
         arrays = {name: getattr(self, name) for name in self.state_arrays}
         meta = {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from nvmlab.clock import VirtualClock
-from nvmlab.mocks.physics.base import LineBias
+from nvmlab.mocks.physics.base import LineBias, LineSolution
 from nvmlab.mocks.physics.resistor import ResistorArray
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
@@ -117,3 +119,126 @@ def test_line_bias_dataclass_helpers() -> None:
     bias = LineBias.floating(2, 3)
     assert np.isnan(bias.row_v).all() and np.isnan(bias.col_v).all()
     assert not np.shares_memory(bias.copy().row_v, bias.row_v)
+
+
+# -- the one sourcing implementation ---------------------------------------------------
+
+
+def test_current_source_drives_the_requested_current_through_a_known_row(
+    conductances: np.ndarray,
+) -> None:
+    bench = make_bench(conductances)
+    route_row_to_a(bench, 2)
+    g_row = conductances[2].sum()
+    for amps in (3e-6, -3e-6, 1e-9):
+        reading = bench.source_current("A", amps, 21.0)
+        assert not reading.in_compliance
+        assert reading.amps == pytest.approx(amps, rel=1e-8)
+        assert reading.volts == pytest.approx(amps / g_row, rel=1e-8)
+        assert bench.terminal_v["A"] == pytest.approx(amps / g_row, rel=1e-8)
+
+
+def test_current_source_in_voltage_compliance_sits_at_the_limit(
+    conductances: np.ndarray,
+) -> None:
+    bench = make_bench(conductances)
+    route_row_to_a(bench, 0)
+    g_row = conductances[0].sum()
+    limit_v = 0.5
+    for sign in (1.0, -1.0):
+        reading = bench.source_current("A", sign * 2 * limit_v * g_row, limit_v)
+        assert reading.in_compliance
+        assert reading.volts == sign * limit_v
+        assert reading.amps == pytest.approx(sign * limit_v * g_row, rel=1e-12)
+
+
+def test_current_source_into_an_open_circuit_is_in_compliance_and_zero_amps_is_not(
+    conductances: np.ndarray,
+) -> None:
+    bench = make_bench(conductances)
+    bench.ground_all()  # nothing routed to terminal A: an open circuit
+    reading = bench.source_current("A", 1e-6, 21.0)
+    assert reading.in_compliance and reading.volts == 21.0 and reading.amps == 0.0
+    zero = bench.source_current("A", 0.0, 21.0)
+    assert not zero.in_compliance and zero.volts == 0.0
+
+
+def test_current_source_finds_the_voltage_against_another_driven_terminal(
+    conductances: np.ndarray,
+) -> None:
+    """Row 0 on A, column 4 on B at 0.2 V: zero current out of A needs V_A > 0."""
+    bench = make_bench(conductances)
+    route_row_to_a(bench, 0)
+    bench.cols_state[4].mode, bench.cols_state[4].terminal = "smu", "B"
+    bench.set_terminal("B", 0.2)
+    reading = bench.source_current("A", 0.0, 21.0)
+    expected_v = 0.2 * conductances[0, 4] / conductances[0].sum()
+    assert reading.volts == pytest.approx(expected_v, rel=1e-8)
+    assert abs(reading.amps) < 1e-8 * 0.2 * conductances[0, 4]
+
+
+def test_voltage_compliance_clamp_holds_for_negative_voltages(conductances: np.ndarray) -> None:
+    bench = make_bench(conductances)
+    route_row_to_a(bench, 1)
+    g_row = conductances[1].sum()
+    limit = 0.25 * 0.4 * g_row
+    reading = bench.source("A", -0.4, limit)
+    assert reading.in_compliance
+    assert reading.amps == pytest.approx(-limit, rel=1e-6)
+    assert reading.volts == pytest.approx(-limit / g_row, rel=1e-6)
+    assert abs(reading.volts) * g_row <= limit * (1 + 1e-12)
+    assert bench.max_applied_a["A"] == pytest.approx(limit, rel=1e-6)
+
+
+class RecordingResistors(ResistorArray):
+    """A resistor array that records the integration time of each solve and each save."""
+
+    def __init__(self, g: np.ndarray) -> None:
+        super().__init__(g)
+        self.solve_nplc: list[tuple[bool, float]] = []
+        self.saves: list[float | None] = []
+
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
+        self.solve_nplc.append((noise, nplc))
+        return super().solve(bias, temperature_c, noise=noise, nplc=nplc)
+
+    def save_state(self, path: Path, *, clock_s: float | None = None) -> None:
+        self.saves.append(clock_s)
+        super().save_state(path, clock_s=clock_s)
+
+
+def test_the_instruments_integration_time_reaches_the_array(conductances: np.ndarray) -> None:
+    clock = VirtualClock()
+    array = RecordingResistors(conductances)
+    bench = Bench(array, clock, ThermalModel(clock))
+    route_row_to_a(bench, 0)
+    bench.source("A", 0.2, 1e-3, nplc=0.01)
+    assert array.solve_nplc[-1] == (True, 0.01)
+    bench.source_current("A", 1e-6, 10.0, nplc=4.0)
+    assert array.solve_nplc[-1] == (True, 4.0)
+    bench.terminal_currents(nplc=0.1)
+    assert array.solve_nplc[-1] == (True, 0.1)
+
+
+def test_state_file_is_rewritten_after_five_seconds_of_reads(
+    conductances: np.ndarray, tmp_path: Path
+) -> None:
+    clock = VirtualClock(start_s=100.0)
+    array = RecordingResistors(conductances)
+    bench = Bench(array, clock, ThermalModel(clock), state_file=tmp_path / "chip.npz")
+    route_row_to_a(bench, 0)
+    for _ in range(4):  # 4 s of reads: not yet due
+        clock.sleep(1.0)
+        bench.source("A", 0.2, 1e-3)
+    assert array.saves == []
+    clock.sleep(1.0)
+    bench.source("A", 0.2, 1e-3)
+    assert array.saves == [105.0]
+    clock.sleep(4.9)
+    bench.source("A", 0.2, 1e-3)
+    assert array.saves == [105.0]
+    bench.save_state()  # on stop: with the bench clock time
+    assert array.saves == [105.0, 109.9]
+    assert (tmp_path / "chip.npz").exists()

@@ -10,9 +10,21 @@ from __future__ import annotations
 import pytest
 
 from nvmlab.mocks.firmware.keithley2400 import NAN_READING, Keithley2400Emulator
+from nvmlab.mocks.firmware.smu_ranges import KEITHLEY_2400
 from nvmlab.mocks.world import Bench
 
 IDN = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,4107712,C30   Mar 17 2006 09:29:29/A02  /K/J"
+
+TABLE = KEITHLEY_2400
+
+
+def floor_abs(expected_a: list[float] | float, nplc: float = 0.01) -> float:
+    """Tolerance (A) for readings of ``expected_a``: six rms noise floors of the auto range
+    at ``nplc`` plus one count of its resolution (:mod:`nvmlab.mocks.firmware.smu_ranges`;
+    the default 0.01 PLC is the shortest integration these tests use)."""
+    values = expected_a if isinstance(expected_a, list) else [expected_a]
+    ranges = [TABLE.auto(a) for a in values]
+    return max(6 * r.noise_floor_a(nplc) + r.resolution_a for r in ranges)
 
 
 def select(bench: Bench, row: int, col: int) -> None:
@@ -171,7 +183,7 @@ def test_staircase_sweep_returns_count_times_elements_with_ohmic_currents(
     assert len(data) == 12
     volts, amps = data[0::2], data[1::2]
     assert volts == pytest.approx([-0.2, -0.1, 0.0, 0.1, 0.2, 0.3], abs=1e-12)
-    assert amps == pytest.approx([G23 * v for v in volts], rel=1e-6, abs=1e-15)
+    assert amps == pytest.approx([G23 * v for v in volts], abs=floor_abs([G23 * 0.3]))
     # After the sweep the source returns to its bias level (0 V here).
     assert smu.bench.terminal_v["A"] == pytest.approx(0.0)
     # Log spacing, down direction.
@@ -186,7 +198,9 @@ def test_list_sweep(smu: Keithley2400Emulator) -> None:
     ask(smu, ":SOUR:VOLT:MODE LIST;:SOUR:LIST:VOLT 0.1,-0.2,0.3,0.05")
     assert ask(smu, ":SOUR:LIST:VOLT:POIN?") == "4\n"
     amps = values(smu, ":TRIG:COUN 4;:READ?")
-    assert amps == pytest.approx([G23 * v for v in (0.1, -0.2, 0.3, 0.05)], rel=1e-6)
+    assert amps == pytest.approx(
+        [G23 * v for v in (0.1, -0.2, 0.3, 0.05)], abs=floor_abs(G23 * 0.3)
+    )
     assert values(smu, ":FETC?") == amps  # :FETC? returns the same readings again
     ask(smu, ":TRIG:COUN 2500;:ARM:COUN 2")
     assert errors(smu) == [-221]
@@ -206,7 +220,7 @@ def test_trace_buffer_as_pymeasure_configures_it(smu: Keithley2400Emulator) -> N
     assert ask(smu, ":TRAC:FEED:CONT?") == "NEV\n"
     ask(smu, ":FORM:DATA ASCII")
     data = values(smu, ":TRAC:DATA?")
-    assert data == pytest.approx([0.25 * G23] * 5, rel=1e-6)
+    assert data == pytest.approx([0.25 * G23] * 5, abs=floor_abs(0.25 * G23))
     mean = values(smu, ":CALCULATE3:FORMAT MEAN;:CALCULATE3:DATA?;")
     assert mean == pytest.approx([0.25 * G23], rel=1e-6)
     ask(smu, ":TRAC:CLE")
@@ -329,7 +343,7 @@ def test_qcodes_keithley2400_command_strings(smu: Keithley2400Emulator) -> None:
     for line, reply in QCODES_SESSION:
         assert ask(smu, line) == ("" if reply is None else reply + "\n"), line
     volt, curr = values(smu, ":READ?")  # volt / curr / resistance parameters parse these
-    assert volt == pytest.approx(0.2) and curr == pytest.approx(0.2 * G23, rel=1e-6)
+    assert volt == pytest.approx(0.2) and curr == pytest.approx(0.2 * G23, abs=floor_abs(0.2 * G23))
     ask(smu, ":OUTP:STAT 0")
     ask(smu, ":*RST")
     assert ask(smu, ":OUTP:STAT?") == "0\n"

@@ -15,6 +15,7 @@ import pytest
 
 from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.keithley2636b import Keithley2636BEmulator
+from nvmlab.mocks.firmware.smu_ranges import KEITHLEY_2636B
 from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.physics.base import ArrayPhysics
 from nvmlab.mocks.physics.resistor import ResistorArray
@@ -24,6 +25,14 @@ from nvmlab.mocks.world import Bench
 ROWS, COLS = 8, 8
 ROW, COL = 2, 5
 V_READ = 0.2
+
+
+def floor_abs(expected_a: float, nplc: float = 0.01) -> float:
+    """Tolerance (A) for a reading of ``expected_a``: six rms noise floors of the auto range
+    at ``nplc`` plus one count of its resolution (:mod:`nvmlab.mocks.firmware.smu_ranges`;
+    the default 0.01 PLC is the shortest integration these tests use)."""
+    r = KEITHLEY_2636B.auto(expected_a)
+    return 6 * r.noise_floor_a(nplc) + r.resolution_a
 
 
 class Wire:
@@ -250,7 +259,7 @@ def test_nvbuffer_collects_readings_sources_and_timestamps(
         float(x)
         for x in wire.query("printbuffer(1, smua.nvbuffer1.n, smua.nvbuffer1.readings)").split(", ")
     ]
-    assert readings == pytest.approx(expected, rel=1e-5)
+    assert readings == pytest.approx(expected, rel=1e-5, abs=floor_abs(expected[-1]))
     sources = wire.query("printbuffer(1, 4, smua.nvbuffer1.sourcevalues)").split(", ")
     assert [float(s) for s in sources] == pytest.approx([0.05, 0.1, 0.15, 0.2])
     stamps = [
@@ -262,7 +271,9 @@ def test_nvbuffer_collects_readings_sources_and_timestamps(
         "printbuffer(1, 2, smua.nvbuffer1.readings, smua.nvbuffer1.sourcevalues)"
     ).split(", ")
     assert [float(x) for x in pair[1::2]] == pytest.approx([0.05, 0.1])
-    assert float(wire.query("print(smua.nvbuffer1[2])")) == pytest.approx(expected[1], rel=1e-5)
+    assert float(wire.query("print(smua.nvbuffer1[2])")) == pytest.approx(
+        expected[1], rel=1e-5, abs=floor_abs(expected[1])
+    )
     assert (
         wire.query("print(#smua.nvbuffer1.readings, smua.nvbuffer1.readings[9])")
         == "4.00000e+00\tnil"
@@ -322,7 +333,8 @@ def test_list_sweep_returns_one_reading_per_point(
     ]
     assert len(currents) == len(volts) == len(levels)
     assert volts == pytest.approx(levels)
-    assert currents == pytest.approx([conductances[ROW].sum() * v for v in levels], rel=1e-5)
+    expected_a = [conductances[ROW].sum() * v for v in levels]
+    assert currents == pytest.approx(expected_a, rel=1e-5, abs=floor_abs(max(expected_a)))
     # Sweep engine: ~4200 readings/s at 0.01 NPLC (2602B spec sheet figure).
     assert len(levels) / elapsed == pytest.approx(4200, rel=0.1)
     # After the sweep the source returns to its idle level (endsweep SOURCE_IDLE).
@@ -400,7 +412,8 @@ def test_loadscript_collects_lines_then_runs_on_call(
     elapsed = bench.clock.now() - t0
     pulses, g = (float(x) for x in reply.split("\t"))
     assert pulses == 200
-    assert g == pytest.approx(conductances[ROW].sum(), rel=1e-5)
+    g_row = conductances[ROW].sum()
+    assert g == pytest.approx(g_row, rel=1e-5, abs=floor_abs(0.2 * g_row) / 0.2)
     assert wire.messages_sent - sent == 1  # one bus message for 200 pulses and 201 reads
     per_read = 0.1 / 60 + 120e-6
     assert elapsed == pytest.approx(200 * 1e-3 + 201 * per_read, rel=1e-6)
@@ -530,7 +543,8 @@ def test_qcodes_driver_strings(wire: Wire, conductances: np.ndarray) -> None:
     value, status = wire.query(
         "print(smua.measure.i(), status.measurement.instrument.smua.condition)"
     ).split("\t")
-    assert float(value) == pytest.approx(conductances[ROW].sum() * 0.2, rel=1e-5)
+    i_row = conductances[ROW].sum() * 0.2
+    assert float(value) == pytest.approx(i_row, rel=1e-5, abs=floor_abs(i_row))
     assert int(float(status)) == 0
     # The fast sweep script exactly as LuaSweepParameter._build_1d_script / _scriptwrapper send it.
     npts = 11
@@ -558,7 +572,9 @@ def test_qcodes_driver_strings(wire: Wire, conductances: np.ndarray) -> None:
     assert len(data) == 4 * npts + 3
     values = np.array(struct.unpack(f"<{npts}f", data[2:-1]))
     assert values == pytest.approx(
-        conductances[ROW].sum() * 0.05 * np.arange(npts), rel=1e-5, abs=1e-12
+        conductances[ROW].sum() * 0.05 * np.arange(npts),
+        rel=1e-5,
+        abs=floor_abs(conductances[ROW].sum() * 0.05 * (npts - 1)),
     )
     # The time trace script.
     trace = [

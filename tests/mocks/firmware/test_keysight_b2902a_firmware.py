@@ -13,6 +13,7 @@ import pytest
 from nvmlab.clock import VirtualClock
 from nvmlab.mocks.firmware.keysight_b2902a import KeysightB2902AEmulator
 from nvmlab.mocks.firmware.scpi import NAN_READING
+from nvmlab.mocks.firmware.smu_ranges import KEYSIGHT_B2902A
 from nvmlab.mocks.physics import create_array
 from nvmlab.mocks.thermal import ThermalModel
 from nvmlab.mocks.world import Bench
@@ -20,6 +21,17 @@ from nvmlab.mocks.world import Bench
 #: Row sums (S) of the conftest array: row r holds (10 + 8 r + c) uS, c = 0..7.
 G_ROW1 = sum(10 + 8 + c for c in range(8)) * 1e-6
 G_ROW5 = sum(10 + 40 + c for c in range(8)) * 1e-6
+
+TABLE = KEYSIGHT_B2902A
+
+
+def floor_abs(expected_a: list[float] | float, nplc: float = 0.01) -> float:
+    """Tolerance (A) for readings of ``expected_a``: six rms noise floors of the auto range
+    at ``nplc`` plus one count of its resolution (:mod:`nvmlab.mocks.firmware.smu_ranges`;
+    the default 0.01 PLC is the shortest integration these tests use)."""
+    values = expected_a if isinstance(expected_a, list) else [expected_a]
+    ranges = [TABLE.auto(a) for a in values]
+    return max(6 * r.noise_floor_a(nplc) + r.resolution_a for r in ranges)
 
 
 @pytest.fixture
@@ -65,7 +77,9 @@ def test_spot_measurement_on_both_channels(smu: KeysightB2902AEmulator) -> None:
     assert i1 == pytest.approx(0.2 * G_ROW1, rel=1e-6)
     assert i2 == pytest.approx(0.1 * G_ROW5, rel=1e-6)
     assert ask(smu, ":OUTP? (@1,2)") == "1,1\n"  # the measurement turned both outputs on
-    assert values(smu, ":MEAS:CURR?") == pytest.approx([i1], rel=1e-6)  # no list: channel 1
+    assert values(smu, ":MEAS:CURR?") == pytest.approx(
+        [i1], abs=floor_abs(i1)
+    )  # no list: channel 1
     # :MEAS? returns every :FORM:ELEM:SENS field; RES is not measured.
     v, i, r, t, stat, src = values(smu, ":MEAS? (@2)")
     assert (v, r, src) == (pytest.approx(0.1), NAN_READING, pytest.approx(0.1))
@@ -106,21 +120,27 @@ def test_list_and_staircase_sweeps_with_fetch_array(smu: KeysightB2902AEmulator)
     assert ask(smu, ":SOUR:LIST:VOLT:POIN?") == "4\n"
     ask(smu, ":INIT (@1)")
     amps = values(smu, ":FETC:ARR:CURR? (@1)")
-    assert amps == pytest.approx([G_ROW1 * v for v in (0.1, 0.2, -0.15, 0.05)], rel=1e-6)
+    assert amps == pytest.approx(
+        [G_ROW1 * v for v in (0.1, 0.2, -0.15, 0.05)], abs=floor_abs(G_ROW1 * 0.2)
+    )
     assert values(smu, ":FETC:ARR:SOUR? (@1)") == pytest.approx([0.1, 0.2, -0.15, 0.05])
     assert smu.bench.terminal_v["A"] == pytest.approx(0.0)  # back to the immediate level
     ask(smu, ":SENS2:CURR:PROT 0.01;:SOUR2:VOLT:MODE SWE;:SOUR2:VOLT:STAR 0;:SOUR2:VOLT:STOP 0.4")
     ask(smu, ":SOUR2:SWE:POIN 5;:TRIG2:COUN 5")
     assert ask(smu, ":SOUR2:VOLT:STEP?") == "+1.000000E-01\n"
     data = values(smu, ":READ:ARR:CURR? (@2)")
-    assert data == pytest.approx([G_ROW5 * v for v in (0, 0.1, 0.2, 0.3, 0.4)], rel=1e-6, abs=1e-15)
+    assert data == pytest.approx(
+        [G_ROW5 * v for v in (0, 0.1, 0.2, 0.3, 0.4)], abs=floor_abs(G_ROW5 * 0.4)
+    )
     # Both channels at once: point by point, channel 1 then channel 2.
     ask(smu, ":TRIG1:COUN 4;:TRIG2:COUN 4;:INIT (@1,2)")
     both = values(smu, ":FETC:ARR:CURR? (@1,2)")
     assert len(both) == 8
-    assert both[0::2] == pytest.approx([G_ROW1 * v for v in (0.1, 0.2, -0.15, 0.05)], rel=1e-6)
+    assert both[0::2] == pytest.approx(
+        [G_ROW1 * v for v in (0.1, 0.2, -0.15, 0.05)], abs=floor_abs(G_ROW1 * 0.2)
+    )
     assert both[1::2] == pytest.approx(
-        [G_ROW5 * v for v in (0, 0.1, 0.2, 0.3)], rel=1e-6, abs=1e-15
+        [G_ROW5 * v for v in (0, 0.1, 0.2, 0.3)], abs=floor_abs(G_ROW5 * 0.3)
     )
     assert errors(smu) == []
 
@@ -165,7 +185,9 @@ def test_trace_buffer(smu: KeysightB2902AEmulator) -> None:
     ask(smu, ":TRIG:COUN 4;:INIT;:INIT")
     assert ask(smu, ":TRAC:POIN:ACT?") == "6\n"  # full after 6 of 8 readings
     assert ask(smu, ":TRAC:FEED:CONT?") == "NEV\n"
-    assert values(smu, ":TRAC:DATA?") == pytest.approx([0.25 * G_ROW1] * 6, rel=1e-6)
+    assert values(smu, ":TRAC:DATA?") == pytest.approx(
+        [0.25 * G_ROW1] * 6, abs=floor_abs(0.25 * G_ROW1)
+    )
     assert len(values(smu, ":TRAC:DATA? 2,3")) == 3
     assert ask(smu, ":TRAC2:POIN:ACT?") == "0\n"
     ask(smu, ":TRAC:POIN 100001")
@@ -185,7 +207,7 @@ def test_pulse_settings_and_timing(smu: KeysightB2902AEmulator) -> None:
     data = values(smu, ":TRIG:COUN 3;:INIT;:FETC:ARR?")
     assert clock.now() - t0 == pytest.approx(3 * (20e-6 + 100e-6))
     assert data[1::2] == pytest.approx([0.4] * 3)  # peak = triggered level
-    assert data[0::2] == pytest.approx([0.4 * G_ROW1] * 3, rel=1e-6)
+    assert data[0::2] == pytest.approx([0.4 * G_ROW1] * 3, abs=floor_abs(0.4 * G_ROW1))
     assert smu.bench.terminal_v["A"] == pytest.approx(0.05)  # back at the base level
     assert smu.bench.max_applied_v["A"] == pytest.approx(0.4)
 

@@ -1,4 +1,4 @@
-"""Lexer for the Lua subset run by the emulated TSP instruments (see :mod:`.tsp`).
+"""Lexer for the Lua subset run by the emulated TSP instruments (see :mod:`nvmlab.mocks.firmware.tsp`).
 
 Turns chunk text into :class:`Token` objects: names, keywords, numbers (decimal with
 fraction and exponent, ``0x`` hexadecimal), strings (``'..'``, ``".."`` with the Lua

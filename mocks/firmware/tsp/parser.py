@@ -1,4 +1,4 @@
-"""Recursive-descent parser for the TSP Lua subset: tokens -> AST (see :mod:`.tsp`).
+"""Recursive-descent parser for the TSP Lua subset: tokens -> AST (see :mod:`nvmlab.mocks.firmware.tsp`).
 
 The grammar is Lua's (5.1 surface syntax, which is a superset of the 5.0 that TSP
 firmware runs): statements, blocks, function bodies, table constructors, and the
@@ -10,7 +10,7 @@ error, not a Python ``RecursionError``.
 
 from __future__ import annotations
 
-from .tsp_lexer import LuaSyntaxError, Token, tokenize
+from .lexer import LuaSyntaxError, Token, tokenize
 
 #: Deepest allowed nesting of blocks / parenthesised expressions / constructors
 #: (Lua's own C-level limit is 200).
