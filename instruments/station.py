@@ -25,7 +25,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from nvmlab.clock import Clock, ScaledClock, VirtualClock, WallClock
-from nvmlab.errors import ConfigError, InstrumentError, NvmlabError
+from nvmlab.errors import (
+    ConfigError,
+    InstrumentError,
+    InstrumentIOError,
+    NvmlabError,
+    ReplayMismatch,
+)
+from nvmlab.instruments.identity import identity_problem, with_article
 from nvmlab.instruments.resources import RESOURCE_HELP, check_resource, is_visa_resource
 from nvmlab.instruments.safety import SafetyLimits
 from nvmlab.instruments.stationfile import (
@@ -84,6 +91,8 @@ class InstrumentStatus:
     resource: str
     identity: str = ""
     error: str = ""
+    #: True when something answered that is not the model the station file names
+    wrong_instrument: bool = False
 
     @property
     def ok(self) -> bool:
@@ -319,9 +328,11 @@ class Station:
             }
             driver = driver_cls(transport, **driver_kwargs)
             role = self._make_role(instrument, driver)
-            status.identity = str(role.identify())
+            status.identity, status.error = self._identify(instrument, role)
+            status.wrong_instrument = bool(status.error)
         except (NvmlabError, OSError, ImportError, ValueError) as exc:
             status.error = str(exc)
+        if status.error:
             if transport is not None:
                 with contextlib.suppress(Exception):
                     transport.close()
@@ -331,6 +342,32 @@ class Station:
         self.roles[instrument.role] = role
         self.identities[instrument.role] = status.identity
         return status
+
+    def _identify(self, instrument: InstrumentConfig, role: Any) -> tuple[str, str]:
+        """Ask ``role`` who it is; return ``(identity, error)``, error empty when it is the
+        model the station file names (see :mod:`nvmlab.instruments.identity`).
+
+        Nothing but the identity query is sent before the check: a wrong instrument is
+        not reset, configured or made safe by this station.
+        """
+        where = f"{self.config.source}: instruments.{instrument.role}"
+        expected = with_article(instrument.model)
+        try:
+            identity = str(role.identify()).strip()
+        except (InstrumentIOError, ReplayMismatch, OSError):
+            raise  # not there (refused, closed, unplugged) or not the recorded session
+        except Exception as exc:  # noqa: BLE001 - a wrong device answers in any way
+            return "", (
+                f"{where}: expected {expected}, but asking who answers at "
+                f"{instrument.resource} failed: {exc}"
+            )
+        why = identity_problem(instrument.driver, identity)
+        if why is None:
+            return identity, ""
+        return identity, (
+            f"{where}: expected {expected}, but {identity!r} answered at "
+            f"{instrument.resource} ({why})"
+        )
 
     def check(self) -> list[InstrumentStatus]:
         """Open and identify every instrument, never raising; one status per instrument.
@@ -353,7 +390,12 @@ class Station:
         failed = [s for s in statuses if not s.ok]
         if failed:
             self.close(safe=False)
-            details = "; ".join(f"{s.role} ({s.model} at {s.resource}): {s.error}" for s in failed)
+            details = "; ".join(
+                s.error
+                if s.wrong_instrument
+                else f"{s.role} ({s.model} at {s.resource}): {s.error}"
+                for s in failed
+            )
             raise StationError(f"station '{self.name}' could not open: {details}")
         return self
 
