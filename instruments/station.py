@@ -406,7 +406,14 @@ class Station:
         An instrument that fails is reconnected once and tried again; an instrument that
         still fails is reported, and the others are made safe all the same. Ctrl-C is held
         until this is done.
+
+        When replaying there is no instrument to make safe: the safe state's commands are
+        only checked against the transcripts (see :meth:`_replay_safe_state`), and this
+        returns no failure.
         """
+        if self.replay_from is not None:
+            self._replay_safe_state()
+            return []
         failures: list[str] = []
         with _sigint_deferred():
             for role in SAFE_STATE_ORDER:
@@ -428,23 +435,65 @@ class Station:
                         )
         return failures
 
+    def _replay_safe_state(self, *, diverged: bool = False) -> None:
+        """Replay: nothing to make safe; check the exit safe state against the transcripts.
+
+        Says so in one info line. A safe state that differs from the recorded one is a
+        replay mismatch (kept in :attr:`replay_leftover`), never a "NOT SAFE" alarm, and
+        nothing is reconnected. After the session already ``diverged`` from its
+        transcript, the rest of the transcript no longer lines up with the session and
+        the safe state is not checked at all (the divergence is the one thing to report).
+        """
+        where = f"station '{self.name}' (replayed from {self.replay_from})"
+        if diverged:
+            log.info(
+                "%s: no instruments to make safe; the session diverged from its transcript, "
+                "so its exit safe state is not checked",
+                where,
+            )
+            return
+        log.info(
+            "%s: no instruments to make safe; the exit safe state is checked against the "
+            "transcripts only",
+            where,
+        )
+        for role in SAFE_STATE_ORDER:
+            if role not in self.roles:
+                continue
+            try:
+                self.roles[role].safe_state()
+            except Exception as exc:  # noqa: BLE001 - reported as the replay's mismatch
+                if self.replay_leftover is None:
+                    self.replay_leftover = exc
+                return
+
     def close(self, *, safe: bool = True) -> list[str]:
         """Apply the safe state (unless ``safe=False``) and close every transport.
 
-        Returns the safe-state failures (see :meth:`safe_state`). When replaying, a
-        transcript holding more than the session replayed is kept in
-        :attr:`replay_leftover` (a :class:`~nvmlab.errors.ReplayMismatch` naming its line;
-        raised by ``with`` on an otherwise clean exit).
+        Returns the safe-state failures (see :meth:`safe_state`). When replaying, the
+        first difference found at close, a safe state other than the recorded one or a
+        transcript holding more than the session replayed, is kept in
+        :attr:`replay_leftover` (a :class:`~nvmlab.errors.ReplayMismatch` naming its
+        transcript line; raised by ``with`` on an otherwise clean exit, added as a note
+        to the exception leaving the block otherwise).
         """
-        failures = self.safe_state() if safe else []
+        return self._close(safe=safe)
+
+    def _close(self, *, safe: bool, diverged: bool = False) -> list[str]:
+        self.replay_leftover = None
         if self.replay_from is not None:
-            self.replay_leftover = None
-            for transport in self.transports.values():
-                try:
-                    transport.assert_finished()
-                except NvmlabError as exc:
-                    self.replay_leftover = exc
-                    break
+            if safe:
+                self._replay_safe_state(diverged=diverged)
+            failures: list[str] = []
+            if not diverged and self.replay_leftover is None:
+                for transport in self.transports.values():
+                    try:
+                        transport.assert_finished()
+                    except NvmlabError as exc:
+                        self.replay_leftover = exc
+                        break
+        else:
+            failures = self.safe_state() if safe else []
         for transport in self.transports.values():
             with contextlib.suppress(Exception):
                 transport.close()
@@ -464,10 +513,13 @@ class Station:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        failures = self.close(safe=True)
-        if not failures:
-            if exc is None and self.replay_leftover is not None:
+        failures = self._close(safe=True, diverged=_replay_diverged(exc))
+        if self.replay_leftover is not None:
+            if exc is None:
                 raise self.replay_leftover
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"station '{self.name}' replay: {self.replay_leftover}")
+        if not failures:
             return
         message = f"station '{self.name}': the safe state was NOT reached for: " + " | ".join(
             failures
@@ -481,3 +533,14 @@ class Station:
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
         return f"Station({self.name!r}, {state}, roles={list(self.config.instruments)})"
+
+
+def _replay_diverged(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or was raised while handling) a replay mismatch."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ReplayMismatch):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
