@@ -224,6 +224,14 @@ class Station:
         return self.config.limits
 
     @property
+    def database_url(self) -> str | None:
+        """The station file's ``[station] database`` URL, a relative SQLite path resolved
+        against the file's folder (:attr:`StationConfig.database_url`); None without it.
+        The station opens no database: ``nvmlab.storage`` applies the precedence
+        ``--db`` > ``NVMLAB_DB`` > job or station file > ``./nvmlab.sqlite``."""
+        return self.config.database_url
+
+    @property
     def is_open(self) -> bool:
         return bool(self.roles)
 

@@ -38,8 +38,10 @@ reported at once, each naming the file, the field, the value and what is allowed
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -67,6 +69,7 @@ __all__ = [
     "StationConfig",
     "StationFileError",
     "load_station_file",
+    "resolve_sqlite_path",
 ]
 
 ROLES: tuple[str, ...] = ("smu", "chamber", "board")
@@ -171,15 +174,69 @@ class StationConfig:
     #: emulated seconds per wall second of the bench (1 for real instruments; an
     #: accelerated ``nvmlab emulate --time-scale X`` writes X): times chamber waits and soaks
     time_scale: float = 1.0
+    #: the folder of the station file (absolute), None for a station built from a dict
+    folder: Path | None = None
+
+    @property
+    def database_url(self) -> str | None:
+        """The ``[station] database`` URL for ``nvmlab.storage`` (None without the key).
+
+        A relative SQLite path is made absolute against the station file's :attr:`folder`
+        (``sqlite:///lab.sqlite`` next to the file names ``<folder>/lab.sqlite`` from any
+        working folder); other URLs, and every URL of a station built from a dict, are
+        returned as written. Precedence over ``--db`` and ``NVMLAB_DB`` is storage's.
+        """
+        if self.database is None:
+            return None
+        return resolve_sqlite_path(self.database, self.folder)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> StationConfig:
-        """Validate the content of a station file; raise :class:`StationFileError` listing every problem."""
-        return _Validator(source).station(data)
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "<dict>",
+        folder: str | Path | None = None,
+    ) -> StationConfig:
+        """Validate the content of a station file; raise :class:`StationFileError` listing
+        every problem. ``folder`` is where relative paths in it are resolved (the file's
+        folder; None: left relative)."""
+        config = _Validator(source).station(data)
+        if folder is None:
+            return config
+        return dataclasses.replace(config, folder=Path(folder).resolve())
 
     @classmethod
     def from_file(cls, path: str | Path) -> StationConfig:
         return load_station_file(path)
+
+
+_SQLITE_URL = re.compile(
+    r"^(?P<scheme>sqlite(?:\+[A-Za-z0-9_]+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?$"
+)
+_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[/\\]")
+
+
+def resolve_sqlite_path(url: str, folder: Path | None) -> str:
+    """``url`` with a relative SQLite file path made absolute against ``folder``.
+
+    ``sqlite:///lab.sqlite`` -> ``sqlite:////<folder>/lab.sqlite``; absolute paths
+    (``sqlite:////srv/lab.sqlite``), in-memory databases (``sqlite://``,
+    ``sqlite:///:memory:``), ``file:`` URIs and other databases are returned unchanged,
+    as is everything when ``folder`` is None.
+    """
+    match = _SQLITE_URL.match(url)
+    if folder is None or match is None:
+        return url
+    path = match["path"]
+    if (
+        not path
+        or path == ":memory:"
+        or path.startswith(("/", "file:"))
+        or _WINDOWS_ABSOLUTE.match(path)
+    ):
+        return url
+    return f"{match['scheme']}{(folder / path).as_posix()}{match['query'] or ''}"
 
 
 class StationFileError(ConfigError):
@@ -216,7 +273,7 @@ def load_station_file(path: str | Path) -> StationConfig:
         raise StationFileError(source, [("file", f"is not UTF-8 text ({exc.reason})")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise StationFileError(source, [("TOML syntax", str(exc))]) from exc
-    return StationConfig.from_dict(data, source=source)
+    return StationConfig.from_dict(data, source=source, folder=Path(path).resolve().parent)
 
 
 def _type_name(value: Any) -> str:
