@@ -41,6 +41,7 @@ from nvmlab.instruments.stationfile import (
     MAX_TIMEOUT_S,
     ROLES,
     SERIAL_OPTION_KEYS,
+    STATION_KEYS,
     TRANSPORT_OPTIONS,
     DriverSpec,
     InstrumentConfig,
@@ -59,6 +60,7 @@ __all__ = [
     "RESOURCE_HELP",
     "ROLES",
     "SAFE_STATE_ORDER",
+    "STATION_KEYS",
     "TRANSPORT_OPTIONS",
     "DriverSpec",
     "InstrumentConfig",
@@ -337,6 +339,8 @@ class Station:
             driver = driver_cls(transport, **driver_kwargs)
             role = self._make_role(instrument, driver)
             status.identity, status.error = self._identify(instrument, role)
+            if not status.error and instrument.role == "board":
+                status.error = self._check_board_array(instrument, role)
             status.wrong_instrument = bool(status.error)
         except (NvmlabError, OSError, ImportError, ValueError) as exc:
             status.error = str(exc)
@@ -375,6 +379,43 @@ class Station:
         return identity, (
             f"{where}: expected {expected}, but {identity!r} answered at "
             f"{instrument.resource} ({why})"
+        )
+
+    def _check_board_array(self, instrument: InstrumentConfig, board: Any) -> str:
+        """The board's array (``CONF?``) must be the station file's ``[station] array``;
+        return the problem, empty when it fits.
+
+        A crossbar (``MEMRISTOR`` or ``RESISTOR``) fits ``memristor``, ``EFLASH`` fits
+        ``eflash``: eFlash limits on a crossbar would let a read switch a memristor. A file
+        without the key on an eFlash board opens with the memristor limits and a warning.
+        """
+        where = f"{self.config.source}: station.array"
+        try:
+            kind = str(board.kind).upper()
+        except (InstrumentIOError, ReplayMismatch, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a board that cannot say what it holds
+            return f"{where}: the probe board at {instrument.resource} did not say which array it holds: {exc}"
+        fits = "eflash" if kind == "EFLASH" else "memristor"
+        declared = self.config.array
+        if declared is None:
+            if fits != "memristor":
+                log.warning(
+                    "%s: the probe board at %s holds %s array, but the station file sets no "
+                    "[station] array: the memristor limits apply (max_read_v %g V refuses the "
+                    'documented 1 V bit-line read); set array = "%s"',
+                    self.config.source,
+                    instrument.resource,
+                    with_article(kind),
+                    self.limits.max_read_v,
+                    fits,
+                )
+            return ""
+        if declared == fits:
+            return ""
+        return (
+            f"{where} is '{declared}', but the probe board at {instrument.resource} holds "
+            f'{with_article(kind)} array; set array = "{fits}" (the limits follow the array)'
         )
 
     def check(self) -> list[InstrumentStatus]:

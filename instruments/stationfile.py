@@ -50,7 +50,7 @@ from typing import Any, cast
 
 from nvmlab.errors import ConfigError
 from nvmlab.instruments.resources import RESOURCE_HELP, check_resource
-from nvmlab.instruments.safety import SafetyLimits
+from nvmlab.instruments.safety import ARRAY_KINDS, SafetyLimits, default_limits
 from nvmlab.models import MODELS, InstrumentModel, spelled
 
 if sys.version_info >= (3, 11):
@@ -63,6 +63,7 @@ __all__ = [
     "LIMIT_BOUNDS",
     "MAX_TIMEOUT_S",
     "ROLES",
+    "STATION_KEYS",
     "TRANSPORT_OPTIONS",
     "DriverSpec",
     "InstrumentConfig",
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 ROLES: tuple[str, ...] = ("smu", "chamber", "board")
+#: Keys of the ``[station]`` table.
+STATION_KEYS: tuple[str, ...] = ("name", "database", "time_scale", "array")
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,6 +179,9 @@ class StationConfig:
     time_scale: float = 1.0
     #: the folder of the station file (absolute), None for a station built from a dict
     folder: Path | None = None
+    #: ``[station] array``: ``"memristor"`` or ``"eflash"``, None when the file does not
+    #: say (the memristor limit defaults apply); the board's ``CONF?`` must agree
+    array: str | None = None
 
     @property
     def database_url(self) -> str | None:
@@ -342,7 +348,7 @@ class _Validator:
             raise StationFileError(self.source, [("file", "must be a TOML table")])
         self.unknown_keys(data, ["station", "limits", "instruments"], "")
         header = self.table(data, "station", "station")
-        self.unknown_keys(header, ["name", "database", "time_scale"], "station")
+        self.unknown_keys(header, list(STATION_KEYS), "station")
         name = self.string(header, "name", "station") or Path(self.source).stem or "station"
         database = self.string(header, "database", "station")
         time_scale = self.number(header, "time_scale", "station", "emulated s per wall s")
@@ -352,15 +358,31 @@ class _Validator:
                 f"must be > 0 (emulated s per wall s; 1 for real instruments), got {time_scale!r}",
             )
             time_scale = None
-        limits = self.limits(self.table(data, "limits", "limits"))
+        array = self.string(header, "array", "station")
+        if array is not None and array not in ARRAY_KINDS:
+            self.problem(
+                "station.array",
+                f"unknown array kind '{array}'; allowed: {', '.join(ARRAY_KINDS)}",
+            )
+            array = None
+        limits = self.limits(self.table(data, "limits", "limits"), array or "memristor")
         instruments = self.instruments(self.table(data, "instruments", "instruments"), limits)
         if self.problems:
             raise StationFileError(self.source, self.problems)
-        return StationConfig(name, instruments, limits, database, self.source, time_scale or 1.0)
+        return StationConfig(
+            name,
+            instruments,
+            limits,
+            database,
+            self.source,
+            time_scale or 1.0,
+            array=array,
+        )
 
-    def limits(self, table: Mapping[str, Any]) -> SafetyLimits:
-        """The limits from the file; invalid entries are reported and left at their default
-        so that the other sections can still be checked against the valid ones."""
+    def limits(self, table: Mapping[str, Any], array: str) -> SafetyLimits:
+        """The limits from the file over the defaults of ``array``; invalid entries are
+        reported and left at their default so that the other sections can still be
+        checked against the valid ones."""
         allowed = [f.name for f in fields(SafetyLimits)]
         self.unknown_keys(table, allowed, "limits")
         values: dict[str, float] = {}
@@ -378,7 +400,7 @@ class _Validator:
                 )
                 continue
             values[key] = value
-        limits = SafetyLimits(**values)
+        limits = default_limits(array, **values)
         if limits.min_temperature_c >= limits.max_temperature_c:
             self.problem(
                 "limits.min_temperature_c",
@@ -387,7 +409,7 @@ class _Validator:
             )
             values.pop("min_temperature_c", None)
             values.pop("max_temperature_c", None)
-            limits = SafetyLimits(**values)
+            limits = default_limits(array, **values)
         return limits
 
     def instruments(
