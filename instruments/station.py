@@ -195,7 +195,7 @@ class Station:
         self.identities: dict[str, str] = {}
         self.statuses: dict[str, InstrumentStatus] = {}
         #: Replay only: the first transcript left unfinished at :meth:`close`, else None.
-        self.replay_leftover: NvmlabError | None = None
+        self.replay_leftover: Exception | None = None
 
     @classmethod
     def from_file(
