@@ -12,13 +12,16 @@ CHECK_EPILOG = """\
 what it does:
   1. reads and validates STATION.toml (every problem is listed with the field, the value
      and what is allowed; nothing is opened if the file is wrong)
-  2. opens each instrument (VISA resource or pyserial URL) and asks who it is
+  2. opens each instrument (VISA resource or pyserial URL) and asks who it is; what
+     answers must be the model its driver names (a 2636B driver on a 2400, or the SMU
+     entry on the probe board's port, is a FAILED row naming what answered), and the
+     probe board's array must be the file's [station] array
   3. prints one row per instrument: role, model, resource, identity, status
 It changes nothing on the bench: no output is switched, no setpoint written.
 
 exit status:
-  0  every instrument answered
-  1  at least one instrument failed (its row says FAILED and why)
+  0  every instrument answered and is the model its driver names
+  1  at least one instrument failed or is another model (its row says FAILED and why)
   2  the station file is invalid or unreadable
 
 examples:

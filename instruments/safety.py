@@ -3,6 +3,11 @@
 Every role implementation calls these checks before it formats a command: a value
 outside the limits raises :class:`~nvmlab.errors.SafetyLimitError` and nothing is sent.
 
+The defaults depend on the array the station holds (:func:`default_limits`): the
+:class:`SafetyLimits` field defaults suit the memristor crossbars of devices.md; an eFlash
+station reads at the documented eFlash biases (bit line 1 V, word line 1.5 V), so its
+read limit is higher. ``docs/station-file.md`` lists both sets.
+
 Units: V, A, s, C.
 """
 
@@ -20,7 +25,8 @@ VoltagePurpose = Literal["read", "write", "forming"]
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    """The station's caps. Defaults suit the memristor crossbars of devices.md."""
+    """The station's caps. The field defaults suit the memristor crossbars of devices.md;
+    :func:`default_limits` gives those of another array kind."""
 
     max_read_v: float = 0.5
     max_write_v: float = 2.5
@@ -82,6 +88,27 @@ class SafetyLimits:
                 "allowed by the station; nothing was sent"
             )
         return float(celsius)
+
+
+#: Array kinds a station file may name (``[station] array``).
+ARRAY_KINDS: tuple[str, ...] = ("memristor", "eflash")
+
+#: Defaults that differ from the :class:`SafetyLimits` field defaults, by array kind.
+#: eFlash (devices.md, Fahimi 2021): the read forces the bit line at 1 V and the word line
+#: at 1.5 V (SMU A in the two-channel read, or a board DAC line), so reads go up to 1.5 V;
+#: program and erase biases are checked against ``max_eflash_v``, not the write limit.
+ARRAY_LIMIT_DEFAULTS: dict[str, dict[str, float]] = {
+    "memristor": {},
+    "eflash": {"max_read_v": 1.5},
+}
+
+
+def default_limits(array: str = "memristor", **overrides: float) -> SafetyLimits:
+    """The limits of a station holding an ``array`` (``"memristor"`` or ``"eflash"``),
+    with ``overrides`` (the station file's ``[limits]``) taking precedence."""
+    if array not in ARRAY_LIMIT_DEFAULTS:
+        raise ValueError(f"unknown array kind {array!r}; allowed: {', '.join(ARRAY_KINDS)}")
+    return SafetyLimits(**{**ARRAY_LIMIT_DEFAULTS[array], **overrides})
 
 
 def _check_finite(value: float, what: str) -> None:

@@ -1,526 +1,81 @@
-"""The station: which instruments a bench has, how to reach them, and its safety limits.
+"""The station at run time: the instruments of one bench, opened as roles, left safe.
 
-A technician describes a bench once, in a TOML *station file*::
-
-    [station]
-    name = "probe-station-2"
-    # database = "sqlite:///nvmlab.sqlite"     # optional
-    # time_scale = 60.0   # optional: an accelerated emulated bench (emulated s per wall s)
-
-    [limits]                   # SafetyLimits fields (V, A, s, C), all optional
-    max_read_v = 0.5
-    max_write_v = 2.5
-    max_current_a = 1e-3
-
-    [instruments.smu]          # section name = role: smu | chamber | board
-    driver = "keithley2400"
-    resource = "GPIB0::24::INSTR"
-    backend = "@py"            # VISA backend, optional ("@ivi" for a vendor VISA)
-    timeout_s = 5.0            # optional
-    [instruments.smu.options]  # driver-specific, optional
-
-    [instruments.chamber]
-    driver = "espec"
-    resource = "socket://192.168.1.40:7001"
-    safe_setpoint_c = 25.0     # optional: where the chamber goes on every exit
-
-    [instruments.board]
-    driver = "probe_board"
-    resource = "/dev/ttyUSB0"
-
-The file is validated fully on load (:func:`load_station_file`): every problem found is
-reported at once, each naming the file, the field, the value and what is allowed.
-
-:class:`Station` opens and identifies the instruments and exposes them as roles
-(``station.smu``, ``station.chamber``, ``station.board``). Used as a context manager it
-leaves the bench safe on every exit path, including exceptions, Ctrl-C and a lost
+:class:`Station` opens and identifies the instruments a station file names (see
+:mod:`nvmlab.instruments.stationfile` and ``docs/station-file.md``) and exposes them as
+roles (``station.smu``, ``station.chamber``, ``station.board``). Used as a context manager
+it leaves the bench safe on every exit path, including exceptions, Ctrl-C and a lost
 connection: SMU outputs at 0 V and off, board lines grounded, chamber in standby or at its
 safe setpoint.
+
+The station file's schema and validation live in :mod:`nvmlab.instruments.stationfile`,
+resource-string checks in :mod:`nvmlab.instruments.resources`; both are re-exported here
+so ``from nvmlab.instruments.station import StationConfig`` keeps working.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import logging
-import math
-import re
 import signal
-import sys
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from nvmlab.clock import Clock, ScaledClock, VirtualClock, WallClock
-from nvmlab.errors import ConfigError, InstrumentError, NvmlabError
+from nvmlab.errors import (
+    ConfigError,
+    InstrumentError,
+    InstrumentIOError,
+    NvmlabError,
+    ReplayMismatch,
+)
+from nvmlab.instruments.identity import identity_problem, with_article
+from nvmlab.instruments.resources import RESOURCE_HELP, check_resource, is_visa_resource
 from nvmlab.instruments.safety import SafetyLimits
-from nvmlab.models import MODELS, InstrumentModel, spelled
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from nvmlab.instruments.stationfile import (
+    DRIVERS,
+    LIMIT_BOUNDS,
+    MAX_TIMEOUT_S,
+    ROLES,
+    SERIAL_OPTION_KEYS,
+    STATION_KEYS,
+    TRANSPORT_OPTIONS,
+    DriverSpec,
+    InstrumentConfig,
+    StationConfig,
+    StationFileError,
+    load_station_file,
+)
 
 if TYPE_CHECKING:
     from nvmlab.instruments.roles import ArrayBoard, Chamber, SourceMeter
 
+__all__ = [
+    "DRIVERS",
+    "LIMIT_BOUNDS",
+    "MAX_TIMEOUT_S",
+    "RESOURCE_HELP",
+    "ROLES",
+    "SAFE_STATE_ORDER",
+    "STATION_KEYS",
+    "TRANSPORT_OPTIONS",
+    "DriverSpec",
+    "InstrumentConfig",
+    "InstrumentStatus",
+    "Station",
+    "StationConfig",
+    "StationError",
+    "StationFileError",
+    "check_resource",
+    "is_visa_resource",
+    "load_station_file",
+]
+
 log = logging.getLogger(__name__)
 
-ROLES: tuple[str, ...] = ("smu", "chamber", "board")
-
-
-# ---------------------------------------------------------------------------------------
-# Drivers known to a station file
-# ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DriverSpec:
-    """One driver a station file may name."""
-
-    name: str  #: the station file's ``driver = ...`` value
-    role: str  #: smu | chamber | board
-    module: str  #: import path of the driver module
-    class_name: str  #: driver class inside it
-    model: str  #: human model name, for tables and messages
-    #: driver-specific ``options`` keys and their type (passed to the driver constructor)
-    driver_options: Mapping[str, type] = field(default_factory=dict)
-
-    def load(self) -> type:
-        """Import and return the driver class."""
-        return cast(type, getattr(importlib.import_module(self.module), self.class_name))
-
-
-def _spec(model: InstrumentModel) -> DriverSpec:
-    module, _, class_name = model.driver.partition(":")
-    return DriverSpec(
-        model.name, model.kind, module, class_name, model.title, dict(model.driver_options)
-    )
-
-
-#: Drivers a station file may name, from the instrument registry (:mod:`nvmlab.models`).
-DRIVERS: dict[str, DriverSpec] = {name: _spec(model) for name, model in MODELS.items()}
-
-#: ``options`` keys every driver accepts: they override the driver's transport defaults.
-TRANSPORT_OPTIONS: dict[str, type] = {
-    "read_termination": str,
-    "write_termination": str,
-    "baudrate": int,
-    "bytesize": int,
-    "parity": str,
-    "stopbits": int,
-}
-_SERIAL_OPTION_KEYS = ("baudrate", "bytesize", "parity", "stopbits")
-
-
-# ---------------------------------------------------------------------------------------
-# Limits: what the file may set, and what is sane
-# ---------------------------------------------------------------------------------------
-#: (low, high, unit, low_inclusive) bounds a station file's limits must respect; a value
-#: outside them is a typo (20 instead of 2.0), not a bench.
-LIMIT_BOUNDS: dict[str, tuple[float, float, str, bool]] = {
-    "max_read_v": (0.0, 20.0, "V", False),
-    "max_write_v": (0.0, 20.0, "V", False),
-    "max_forming_v": (0.0, 20.0, "V", False),
-    "max_current_a": (0.0, 1.0, "A", False),
-    "max_pulse_width_s": (0.0, 10.0, "s", False),
-    "min_temperature_c": (-100.0, 300.0, "C", True),
-    "max_temperature_c": (-100.0, 300.0, "C", True),
-    "max_eflash_v": (0.0, 20.0, "V", False),
-}
-MAX_TIMEOUT_S = 600.0
-
-
-# ---------------------------------------------------------------------------------------
-# Resource strings
-# ---------------------------------------------------------------------------------------
-_URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$")
-_HOST_PORT_RE = re.compile(r"^(?P<host>[^:/?]+):(?P<port>\d+)(?:[/?].*)?$")
-_PORT_RE = re.compile(r"^(/dev/\S+|COM\d+|\\\\\.\\COM\d+)$", re.IGNORECASE)
-#: URL schemes registered at run time (the emulated bench's in-process serial URLs).
-_EXTRA_SERIAL_SCHEMES = ("nvmlab",)
-
-RESOURCE_HELP = (
-    "a VISA resource (e.g. 'TCPIP::192.168.1.20::5025::SOCKET', 'GPIB0::24::INSTR', "
-    "'USB0::0x05E6::0x2636::4480001::INSTR', 'ASRL/dev/ttyUSB0::INSTR') or a pyserial "
-    "port/URL (e.g. '/dev/ttyUSB0', 'COM3', 'socket://192.168.1.40:7001', "
-    "'rfc2217://host:port', 'nvmlab://<bench>/<role>')"
-)
-
-
-def is_visa_resource(resource: str) -> bool:
-    """True when ``resource`` parses as a VISA resource name (pyvisa's own parser)."""
-    from pyvisa import rname
-
-    try:
-        rname.parse_resource_name(resource)
-    except Exception:
-        return False
-    return True
-
-
-def _serial_scheme_known(scheme: str) -> bool:
-    import serial
-
-    if scheme in _EXTRA_SERIAL_SCHEMES:
-        return True
-    for package in serial.protocol_handler_packages:
-        try:
-            if importlib.util.find_spec(f"{package}.protocol_{scheme}") is not None:
-                return True
-        except ImportError:
-            continue
-    return False
-
-
-def check_resource(resource: str) -> str | None:
-    """Return why ``resource`` is not a usable resource string, or None when it is."""
-    if not resource.strip():
-        return "is empty"
-    if resource != resource.strip():
-        return "has leading or trailing spaces"
-    if is_visa_resource(resource):
-        return None
-    url = _URL_RE.match(resource)
-    if url is not None:
-        scheme = url["scheme"].lower()
-        if not _serial_scheme_known(scheme):
-            return f"uses the unknown pyserial URL scheme '{scheme}://'"
-        if scheme in ("socket", "rfc2217"):
-            hp = _HOST_PORT_RE.match(url["rest"])
-            if hp is None or not 0 < int(hp["port"]) < 65536:
-                return f"needs '{scheme}://HOST:PORT' with a port 1-65535"
-        return None
-    if _PORT_RE.match(resource):
-        return None
-    return "is neither a VISA resource nor a pyserial port or URL"
-
-
-# ---------------------------------------------------------------------------------------
-# The parsed, validated station file
-# ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InstrumentConfig:
-    """One ``[instruments.<role>]`` section."""
-
-    role: str
-    driver: str
-    resource: str
-    backend: str = "@py"
-    timeout_s: float = 5.0
-    options: Mapping[str, Any] = field(default_factory=dict)
-    #: chamber only: where the chamber goes on every exit (C); None = standby
-    safe_setpoint_c: float | None = None
-
-    @property
-    def spec(self) -> DriverSpec:
-        return DRIVERS[self.driver]
-
-    @property
-    def model(self) -> str:
-        return self.spec.model
-
-
-@dataclass(frozen=True)
-class StationConfig:
-    """A validated station file."""
-
-    name: str
-    instruments: Mapping[str, InstrumentConfig]
-    limits: SafetyLimits = field(default_factory=SafetyLimits)
-    database: str | None = None
-    #: where it came from, for messages ("station.toml" or "<dict>")
-    source: str = "<dict>"
-    #: emulated seconds per wall second of the bench (1 for real instruments; an
-    #: accelerated ``nvmlab emulate --time-scale X`` writes X): times chamber waits and soaks
-    time_scale: float = 1.0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> StationConfig:
-        """Validate the content of a station file; raise :class:`StationFileError` listing every problem."""
-        return _Validator(source).station(data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> StationConfig:
-        return load_station_file(path)
-
-
-class StationFileError(ConfigError):
-    """A station file has one or more problems; ``problems`` lists ``(field, message)``."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
-        self.problems = list(problems)
-        if len(problems) == 1:
-            where, message = problems[0]
-            super().__init__(message, file=source, field=where)
-        else:
-            lines = "\n".join(f"  - {where}: {message}" for where, message in problems)
-            super().__init__(f"{len(problems)} problems in the station file:\n{lines}", file=source)
-        self.file = source
-
-
-def load_station_file(path: str | Path) -> StationConfig:
-    """Read and validate a station file (TOML).
-
-    Raises :class:`StationFileError` (a :class:`~nvmlab.errors.ConfigError`) naming the
-    file, the field, the value and what is allowed, for every problem at once; TOML syntax
-    errors give the line and column.
-    """
-    source = str(path)
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise StationFileError(
-            source, [("file", f"cannot be read: {exc.strerror or exc}")]
-        ) from exc
-    try:
-        data = tomllib.loads(text.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise StationFileError(source, [("file", f"is not UTF-8 text ({exc.reason})")]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise StationFileError(source, [("TOML syntax", str(exc))]) from exc
-    return StationConfig.from_dict(data, source=source)
-
-
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-class _Validator:
-    """Walks a station file's tables and collects every problem."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[tuple[str, str]] = []
-
-    def problem(self, where: str, message: str) -> None:
-        self.problems.append((where, message))
-
-    # -- typed fields -------------------------------------------------------------------
-    def table(self, data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, Mapping):
-            self.problem(where, f"must be a table ([{where}]), got {value!r} ({_type_name(value)})")
-            return {}
-        return value
-
-    def unknown_keys(self, table: Mapping[str, Any], allowed: list[str], where: str) -> None:
-        for key in table:
-            if key not in allowed:
-                self.problem(
-                    f"{where}.{key}" if where else key,
-                    f"unknown {'key' if where else 'section'} '{key}'; allowed: {', '.join(allowed)}",
-                )
-
-    def string(
-        self, table: Mapping[str, Any], key: str, where: str, *, required: bool = False
-    ) -> str | None:
-        if key not in table:
-            if required:
-                self.problem(f"{where}.{key}", "is required (a string)")
-            return None
-        value = table[key]
-        if not isinstance(value, str):
-            self.problem(f"{where}.{key}", f"must be a string, got {value!r} ({_type_name(value)})")
-            return None
-        if not value.strip():
-            self.problem(f"{where}.{key}", "must not be empty")
-            return None
-        return value
-
-    def number(self, table: Mapping[str, Any], key: str, where: str, unit: str) -> float | None:
-        if key not in table:
-            return None
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(
-                f"{where}.{key}", f"must be a number ({unit}), got {value!r} ({_type_name(value)})"
-            )
-            return None
-        if not math.isfinite(value):
-            self.problem(f"{where}.{key}", f"must be a finite number ({unit}), got {value!r}")
-            return None
-        return float(value)
-
-    # -- sections -------------------------------------------------------------------------
-    def station(self, data: Mapping[str, Any]) -> StationConfig:
-        if not isinstance(data, Mapping):
-            raise StationFileError(self.source, [("file", "must be a TOML table")])
-        self.unknown_keys(data, ["station", "limits", "instruments"], "")
-        header = self.table(data, "station", "station")
-        self.unknown_keys(header, ["name", "database", "time_scale"], "station")
-        name = self.string(header, "name", "station") or Path(self.source).stem or "station"
-        database = self.string(header, "database", "station")
-        time_scale = self.number(header, "time_scale", "station", "emulated s per wall s")
-        if time_scale is not None and not time_scale > 0:
-            self.problem(
-                "station.time_scale",
-                f"must be > 0 (emulated s per wall s; 1 for real instruments), got {time_scale!r}",
-            )
-            time_scale = None
-        limits = self.limits(self.table(data, "limits", "limits"))
-        instruments = self.instruments(self.table(data, "instruments", "instruments"), limits)
-        if self.problems:
-            raise StationFileError(self.source, self.problems)
-        return StationConfig(name, instruments, limits, database, self.source, time_scale or 1.0)
-
-    def limits(self, table: Mapping[str, Any]) -> SafetyLimits:
-        """The limits from the file; invalid entries are reported and left at their default
-        so that the other sections can still be checked against the valid ones."""
-        allowed = [f.name for f in fields(SafetyLimits)]
-        self.unknown_keys(table, allowed, "limits")
-        values: dict[str, float] = {}
-        for key in allowed:
-            low, high, unit, low_inclusive = LIMIT_BOUNDS[key]
-            value = self.number(table, key, "limits", unit)
-            if value is None:
-                continue
-            too_low = value < low if low_inclusive else value <= low
-            if too_low or value > high:
-                bracket = "[" if low_inclusive else "("
-                self.problem(
-                    f"limits.{key}",
-                    f"{value:g} {unit} is outside the sane range {bracket}{low:g}, {high:g}] {unit}",
-                )
-                continue
-            values[key] = value
-        limits = SafetyLimits(**values)
-        if limits.min_temperature_c >= limits.max_temperature_c:
-            self.problem(
-                "limits.min_temperature_c",
-                f"{limits.min_temperature_c:g} C must be below limits.max_temperature_c "
-                f"({limits.max_temperature_c:g} C)",
-            )
-            values.pop("min_temperature_c", None)
-            values.pop("max_temperature_c", None)
-            limits = SafetyLimits(**values)
-        return limits
-
-    def instruments(
-        self, table: Mapping[str, Any], limits: SafetyLimits
-    ) -> dict[str, InstrumentConfig]:
-        if not table:
-            self.problem(
-                "instruments",
-                "no instruments defined; add at least one [instruments.<role>] section "
-                f"(roles: {', '.join(ROLES)})",
-            )
-        result: dict[str, InstrumentConfig] = {}
-        for role, section in table.items():
-            where = f"instruments.{role}"
-            if role not in ROLES:
-                self.problem(where, f"unknown role '{role}'; allowed roles: {', '.join(ROLES)}")
-                continue
-            if not isinstance(section, Mapping):
-                self.problem(where, f"must be a table, got {section!r} ({_type_name(section)})")
-                continue
-            instrument = self.instrument(role, section, where, limits)
-            if instrument is not None:
-                result[role] = instrument
-        return result
-
-    def instrument(
-        self, role: str, section: Mapping[str, Any], where: str, limits: SafetyLimits
-    ) -> InstrumentConfig | None:
-        allowed = ["driver", "resource", "backend", "timeout_s", "options"]
-        if role == "chamber":
-            allowed.append("safe_setpoint_c")
-        self.unknown_keys(section, allowed, where)
-        before = len(self.problems)
-
-        driver = self.string(section, "driver", where, required=True)
-        if driver is not None:
-            spec = DRIVERS.get(spelled(driver))
-            if spec is not None:
-                driver = spec.name  # the canonical spelling (keysight-b2902a is accepted)
-            if spec is None:
-                self.problem(
-                    f"{where}.driver",
-                    f"unknown driver '{driver}'; allowed: {', '.join(sorted(DRIVERS))}",
-                )
-                driver = None
-            elif spec.role != role:
-                fitting = sorted(name for name, s in DRIVERS.items() if s.role == role)
-                self.problem(
-                    f"{where}.driver",
-                    f"'{driver}' drives a {spec.role}, not a {role}; drivers for the {role} role: "
-                    f"{', '.join(fitting)}",
-                )
-                driver = None
-
-        resource = self.string(section, "resource", where, required=True)
-        if resource is not None:
-            why = check_resource(resource)
-            if why is not None:
-                self.problem(f"{where}.resource", f"{resource!r} {why}; expected {RESOURCE_HELP}")
-
-        backend = self.string(section, "backend", where) or "@py"
-        timeout_s = self.number(section, "timeout_s", where, "s")
-        if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:
-            self.problem(
-                f"{where}.timeout_s", f"{timeout_s:g} s is outside (0, {MAX_TIMEOUT_S:g}] s"
-            )
-
-        safe_setpoint_c = self.number(section, "safe_setpoint_c", where, "C")
-        if safe_setpoint_c is not None:
-            lo, hi = limits.min_temperature_c, limits.max_temperature_c
-            if not lo <= safe_setpoint_c <= hi:
-                self.problem(
-                    f"{where}.safe_setpoint_c",
-                    f"{safe_setpoint_c:g} C is outside the station's temperature limits [{lo:g}, {hi:g}] C",
-                )
-
-        options = self.options(section, where, DRIVERS.get(driver) if driver else None)
-        if len(self.problems) > before or driver is None or resource is None:
-            return None
-        return InstrumentConfig(
-            role=role,
-            driver=driver,
-            resource=resource,
-            backend=backend,
-            timeout_s=timeout_s if timeout_s is not None else 5.0,
-            options=options,
-            safe_setpoint_c=safe_setpoint_c,
-        )
-
-    def options(
-        self, section: Mapping[str, Any], where: str, spec: DriverSpec | None
-    ) -> dict[str, Any]:
-        table = self.table(section, "options", f"{where}.options")
-        if spec is None:
-            return dict(table)
-        allowed = {**TRANSPORT_OPTIONS, **spec.driver_options}
-        result: dict[str, Any] = {}
-        for key, value in table.items():
-            if key not in allowed:
-                self.problem(
-                    f"{where}.options.{key}",
-                    f"unknown option '{key}' for driver '{spec.name}'; allowed: {', '.join(sorted(allowed))}",
-                )
-                continue
-            expected = allowed[key]
-            if isinstance(value, bool) or not isinstance(value, expected):
-                self.problem(
-                    f"{where}.options.{key}",
-                    f"must be {expected.__name__}, got {value!r} ({_type_name(value)})",
-                )
-                continue
-            if isinstance(value, int) and value <= 0:
-                self.problem(f"{where}.options.{key}", f"must be a positive integer, got {value!r}")
-                continue
-            result[key] = value
-        if "address" in result and not 1 <= result["address"] <= 247:
-            self.problem(
-                f"{where}.options.address", f"{result['address']} is outside the Modbus range 1-247"
-            )
-        return result
-
-
-# ---------------------------------------------------------------------------------------
-# The station at run time
-# ---------------------------------------------------------------------------------------
 #: Order in which the safe state is applied: sources off first, then lines, then the chamber.
 SAFE_STATE_ORDER: tuple[str, ...] = ("smu", "board", "chamber")
 
@@ -538,6 +93,8 @@ class InstrumentStatus:
     resource: str
     identity: str = ""
     error: str = ""
+    #: True when something answered that is not the model the station file names
+    wrong_instrument: bool = False
 
     @property
     def ok(self) -> bool:
@@ -638,7 +195,7 @@ class Station:
         self.identities: dict[str, str] = {}
         self.statuses: dict[str, InstrumentStatus] = {}
         #: Replay only: the first transcript left unfinished at :meth:`close`, else None.
-        self.replay_leftover: NvmlabError | None = None
+        self.replay_leftover: Exception | None = None
 
     @classmethod
     def from_file(
@@ -667,6 +224,14 @@ class Station:
     @property
     def limits(self) -> SafetyLimits:
         return self.config.limits
+
+    @property
+    def database_url(self) -> str | None:
+        """The station file's ``[station] database`` URL, a relative SQLite path resolved
+        against the file's folder (:attr:`StationConfig.database_url`); None without it.
+        The station opens no database: ``nvmlab.storage`` applies the precedence
+        ``--db`` > ``NVMLAB_DB`` > job or station file > ``./nvmlab.sqlite``."""
+        return self.config.database_url
 
     @property
     def is_open(self) -> bool:
@@ -706,7 +271,7 @@ class Station:
 
         defaults: dict[str, Any] = dict(getattr(driver_cls, "transport_defaults", {}) or {})
         serial_options = dict(defaults.get("serial_options", {}) or {})
-        for key in _SERIAL_OPTION_KEYS:
+        for key in SERIAL_OPTION_KEYS:
             if key in instrument.options:
                 serial_options[key] = instrument.options[key]
         name = f"{instrument.model} [{instrument.role}]"
@@ -773,9 +338,13 @@ class Station:
             }
             driver = driver_cls(transport, **driver_kwargs)
             role = self._make_role(instrument, driver)
-            status.identity = str(role.identify())
+            status.identity, status.error = self._identify(instrument, role)
+            if not status.error and instrument.role == "board":
+                status.error = self._check_board_array(instrument, role)
+            status.wrong_instrument = bool(status.error)
         except (NvmlabError, OSError, ImportError, ValueError) as exc:
             status.error = str(exc)
+        if status.error:
             if transport is not None:
                 with contextlib.suppress(Exception):
                     transport.close()
@@ -785,6 +354,69 @@ class Station:
         self.roles[instrument.role] = role
         self.identities[instrument.role] = status.identity
         return status
+
+    def _identify(self, instrument: InstrumentConfig, role: Any) -> tuple[str, str]:
+        """Ask ``role`` who it is; return ``(identity, error)``, error empty when it is the
+        model the station file names (see :mod:`nvmlab.instruments.identity`).
+
+        Nothing but the identity query is sent before the check: a wrong instrument is
+        not reset, configured or made safe by this station.
+        """
+        where = f"{self.config.source}: instruments.{instrument.role}"
+        expected = with_article(instrument.model)
+        try:
+            identity = str(role.identify()).strip()
+        except (InstrumentIOError, ReplayMismatch, OSError):
+            raise  # not there (refused, closed, unplugged) or not the recorded session
+        except Exception as exc:  # noqa: BLE001 - a wrong device answers in any way
+            return "", (
+                f"{where}: expected {expected}, but asking who answers at "
+                f"{instrument.resource} failed: {exc}"
+            )
+        why = identity_problem(instrument.driver, identity)
+        if why is None:
+            return identity, ""
+        return identity, (
+            f"{where}: expected {expected}, but {identity!r} answered at "
+            f"{instrument.resource} ({why})"
+        )
+
+    def _check_board_array(self, instrument: InstrumentConfig, board: Any) -> str:
+        """The board's array (``CONF?``) must be the station file's ``[station] array``;
+        return the problem, empty when it fits.
+
+        A crossbar (``MEMRISTOR`` or ``RESISTOR``) fits ``memristor``, ``EFLASH`` fits
+        ``eflash``: eFlash limits on a crossbar would let a read switch a memristor. A file
+        without the key on an eFlash board opens with the memristor limits and a warning.
+        """
+        where = f"{self.config.source}: station.array"
+        try:
+            kind = str(board.kind).upper()
+        except (InstrumentIOError, ReplayMismatch, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a board that cannot say what it holds
+            return f"{where}: the probe board at {instrument.resource} did not say which array it holds: {exc}"
+        fits = "eflash" if kind == "EFLASH" else "memristor"
+        declared = self.config.array
+        if declared is None:
+            if fits != "memristor":
+                log.warning(
+                    "%s: the probe board at %s holds %s array, but the station file sets no "
+                    "[station] array: the memristor limits apply (max_read_v %g V refuses the "
+                    'documented 1 V bit-line read); set array = "%s"',
+                    self.config.source,
+                    instrument.resource,
+                    with_article(kind),
+                    self.limits.max_read_v,
+                    fits,
+                )
+            return ""
+        if declared == fits:
+            return ""
+        return (
+            f"{where} is '{declared}', but the probe board at {instrument.resource} holds "
+            f'{with_article(kind)} array; set array = "{fits}" (the limits follow the array)'
+        )
 
     def check(self) -> list[InstrumentStatus]:
         """Open and identify every instrument, never raising; one status per instrument.
@@ -807,7 +439,12 @@ class Station:
         failed = [s for s in statuses if not s.ok]
         if failed:
             self.close(safe=False)
-            details = "; ".join(f"{s.role} ({s.model} at {s.resource}): {s.error}" for s in failed)
+            details = "; ".join(
+                s.error
+                if s.wrong_instrument
+                else f"{s.role} ({s.model} at {s.resource}): {s.error}"
+                for s in failed
+            )
             raise StationError(f"station '{self.name}' could not open: {details}")
         return self
 
@@ -818,7 +455,14 @@ class Station:
         An instrument that fails is reconnected once and tried again; an instrument that
         still fails is reported, and the others are made safe all the same. Ctrl-C is held
         until this is done.
+
+        When replaying there is no instrument to make safe: the safe state's commands are
+        only checked against the transcripts (see :meth:`_replay_safe_state`), and this
+        returns no failure.
         """
+        if self.replay_from is not None:
+            self._replay_safe_state()
+            return []
         failures: list[str] = []
         with _sigint_deferred():
             for role in SAFE_STATE_ORDER:
@@ -840,23 +484,65 @@ class Station:
                         )
         return failures
 
+    def _replay_safe_state(self, *, diverged: bool = False) -> None:
+        """Replay: nothing to make safe; check the exit safe state against the transcripts.
+
+        Says so in one info line. A safe state that differs from the recorded one is a
+        replay mismatch (kept in :attr:`replay_leftover`), never a "NOT SAFE" alarm, and
+        nothing is reconnected. After the session already ``diverged`` from its
+        transcript, the rest of the transcript no longer lines up with the session and
+        the safe state is not checked at all (the divergence is the one thing to report).
+        """
+        where = f"station '{self.name}' (replayed from {self.replay_from})"
+        if diverged:
+            log.info(
+                "%s: no instruments to make safe; the session diverged from its transcript, "
+                "so its exit safe state is not checked",
+                where,
+            )
+            return
+        log.info(
+            "%s: no instruments to make safe; the exit safe state is checked against the "
+            "transcripts only",
+            where,
+        )
+        for role in SAFE_STATE_ORDER:
+            if role not in self.roles:
+                continue
+            try:
+                self.roles[role].safe_state()
+            except Exception as exc:  # noqa: BLE001 - reported as the replay's mismatch
+                if self.replay_leftover is None:
+                    self.replay_leftover = exc
+                return
+
     def close(self, *, safe: bool = True) -> list[str]:
         """Apply the safe state (unless ``safe=False``) and close every transport.
 
-        Returns the safe-state failures (see :meth:`safe_state`). When replaying, a
-        transcript holding more than the session replayed is kept in
-        :attr:`replay_leftover` (a :class:`~nvmlab.errors.ReplayMismatch` naming its line;
-        raised by ``with`` on an otherwise clean exit).
+        Returns the safe-state failures (see :meth:`safe_state`). When replaying, the
+        first difference found at close, a safe state other than the recorded one or a
+        transcript holding more than the session replayed, is kept in
+        :attr:`replay_leftover` (a :class:`~nvmlab.errors.ReplayMismatch` naming its
+        transcript line; raised by ``with`` on an otherwise clean exit, added as a note
+        to the exception leaving the block otherwise).
         """
-        failures = self.safe_state() if safe else []
+        return self._close(safe=safe)
+
+    def _close(self, *, safe: bool, diverged: bool = False) -> list[str]:
+        self.replay_leftover = None
         if self.replay_from is not None:
-            self.replay_leftover = None
-            for transport in self.transports.values():
-                try:
-                    transport.assert_finished()
-                except NvmlabError as exc:
-                    self.replay_leftover = exc
-                    break
+            if safe:
+                self._replay_safe_state(diverged=diverged)
+            failures: list[str] = []
+            if not diverged and self.replay_leftover is None:
+                for transport in self.transports.values():
+                    try:
+                        transport.assert_finished()
+                    except NvmlabError as exc:
+                        self.replay_leftover = exc
+                        break
+        else:
+            failures = self.safe_state() if safe else []
         for transport in self.transports.values():
             with contextlib.suppress(Exception):
                 transport.close()
@@ -876,10 +562,13 @@ class Station:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        failures = self.close(safe=True)
-        if not failures:
-            if exc is None and self.replay_leftover is not None:
+        failures = self._close(safe=True, diverged=_replay_diverged(exc))
+        if self.replay_leftover is not None:
+            if exc is None:
                 raise self.replay_leftover
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"station '{self.name}' replay: {self.replay_leftover}")
+        if not failures:
             return
         message = f"station '{self.name}': the safe state was NOT reached for: " + " | ".join(
             failures
@@ -893,3 +582,14 @@ class Station:
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
         return f"Station({self.name!r}, {state}, roles={list(self.config.instruments)})"
+
+
+def _replay_diverged(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or was raised while handling) a replay mismatch."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ReplayMismatch):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from nvmlab.instruments.safety import SafetyLimits
+from nvmlab.instruments.safety import ARRAY_KINDS, SafetyLimits, default_limits
 from nvmlab.instruments.station import (
     DRIVERS,
     LIMIT_BOUNDS,
+    STATION_KEYS,
     TRANSPORT_OPTIONS,
     StationConfig,
     StationFileError,
@@ -171,12 +172,24 @@ def test_every_safety_limit_is_documented_with_default_and_sane_range() -> None:
     rows = section_rows(STATION_DOC, "## `[limits]`")
     names = [f.name for f in dataclasses.fields(SafetyLimits)]
     assert sorted(rows) == sorted(names)
+    eflash = default_limits("eflash")
     for f in dataclasses.fields(SafetyLimits):
-        unit, default, sane = rows[f.name][:3]
+        unit, default, eflash_default, sane = rows[f.name][:4]
         low, high, bound_unit, low_inclusive = LIMIT_BOUNDS[f.name]
         assert unit == bound_unit
         assert same_number(default, f.default), f"{f.name}: documented default {default}"
+        assert same_number(default, getattr(default_limits("memristor"), f.name))
+        assert same_number(eflash_default, getattr(eflash, f.name)), (
+            f"{f.name}: documented eFlash default {eflash_default}"
+        )
         assert sane == f"{'[' if low_inclusive else '('}{_g(low)}, {_g(high)}]", f"{f.name}: {sane}"
+
+
+def test_every_station_key_and_array_kind_is_documented() -> None:
+    rows = section_rows(STATION_DOC, "## `[station]`")
+    assert sorted(rows) == sorted(STATION_KEYS)
+    allowed = rows["array"][2]
+    assert sorted(re.findall(r"`([a-z]+)`", allowed)) == sorted(ARRAY_KINDS)
 
 
 def test_every_driver_option_and_model_name_is_documented() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from benchsafety import assert_bench_safe
 
 from nvmlab.clock import VirtualClock
 from nvmlab.errors import InstrumentError, InstrumentProtocolError, SafetyLimitError
@@ -89,11 +90,7 @@ def assert_busy(bench: EmulatedBench, station_channels: tuple[str, ...]) -> None
 
 
 def assert_safe(bench: EmulatedBench) -> None:
-    world = bench.bench
-    assert all(v is None or v == 0.0 for v in world.terminal_v.values()), world.terminal_v
-    assert {line.mode for line in (*world.rows_state, *world.cols_state)} == {"gnd"}
-    assert (world.control_gate_v, world.erase_gate_v, world.source_v) == (0.0, 0.0, 0.0)
-    assert world.thermal.setpoint_c == pytest.approx(25.0)
+    assert_bench_safe(bench)
 
 
 def drop_next_reply(bench: EmulatedBench, role: str) -> None:

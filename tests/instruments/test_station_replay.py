@@ -8,6 +8,7 @@ replay naming the transcript line.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from nvmlab.clock import VirtualClock
 from nvmlab.errors import ConfigError, ReplayMismatch
-from nvmlab.instruments.station import Station, StationError
+from nvmlab.instruments.station import Station
 from nvmlab.mocks.emulated import build_emulated_bench
 
 BENCHES = pytest.mark.parametrize(
@@ -94,13 +95,87 @@ def test_a_changed_command_stops_the_replay_naming_the_transcript_line(tmp_path:
     assert ":SOUR:LIST:VOLT -0.2," in message and ":SOUR:LIST:VOLT -0.25," in message
 
 
-def test_a_session_that_stops_early_diverges_at_its_safe_state(tmp_path: Path) -> None:
+def live_resources(data: dict[str, Any]) -> list[str]:
+    """The resource strings of the recorded session's instruments (gone when replaying)."""
+    return [entry["resource"] for entry in data["instruments"].values()]
+
+
+def said(caplog: pytest.LogCaptureFixture, exc: BaseException) -> str:
+    """Everything the replay told the user: log records, the exception and its notes."""
+    return "\n".join(
+        [r.getMessage() for r in caplog.records] + [str(exc), *getattr(exc, "__notes__", [])]
+    )
+
+
+def assert_no_safe_state_alarm(text: str, data: dict[str, Any]) -> None:
+    assert "NOT reached" not in text and "NOT SAFE" not in text, text
+    for resource in live_resources(data):
+        assert resource not in text, f"names the recorded live resource {resource}: {text}"
+
+
+def test_a_diverging_replay_reports_only_the_mismatch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Replay has no instruments to make safe: after the transcript diverged, checking the
+    # exit safe state against it would only alarm an offline user for nothing.
     data, _ = record(tmp_path, "keithley2400", "espec")
+    caplog.set_level(logging.INFO, logger="nvmlab")
     with (
-        pytest.raises(StationError, match=r"smu .*NOT SAFE: .*transcript line 3: expected"),
+        pytest.raises(ReplayMismatch) as info,
+        Station(data, replay_from=tmp_path) as station,
+    ):
+        procedure(station, sweep_to_v=0.25)
+    assert ":SOUR:LIST:VOLT -0.25," in str(info.value)
+    assert_no_safe_state_alarm(said(caplog, info.value), data)
+    infos = [
+        r.getMessage() for r in caplog.records if "no instruments to make safe" in r.getMessage()
+    ]
+    assert len(infos) == 1 and all(
+        r.levelno == logging.INFO for r in caplog.records if "make safe" in r.getMessage()
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_session_that_stops_early_diverges_at_its_safe_state(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The exit safe state is still replayed against the transcript (a changed safe state
+    # is a change of the code under replay), but a difference is a mismatch, not an alarm.
+    data, _ = record(tmp_path, "keithley2400", "espec")
+    caplog.set_level(logging.INFO, logger="nvmlab")
+    with (
+        pytest.raises(ReplayMismatch, match=r"transcript line 3: expected") as info,
         Station(data, replay_from=tmp_path) as station,
     ):
         station.chamber.set_setpoint(40.0)
+    assert "smu.jsonl" in str(info.value)
+    assert_no_safe_state_alarm(said(caplog, info.value), data)
+
+
+def test_a_failing_script_under_replay_keeps_its_own_exception(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, _ = record(tmp_path, "keithley2400", "espec")
+    caplog.set_level(logging.INFO, logger="nvmlab")
+    with pytest.raises(ZeroDivisionError) as info, Station(data, replay_from=tmp_path) as station:
+        station.chamber.set_setpoint(40.0)
+        _ = 1 / 0
+    text = said(caplog, info.value)
+    assert_no_safe_state_alarm(text, data)
+    # what the safe state sent differs from the transcript: said once, as a mismatch
+    assert "transcript line 3" in " ".join(getattr(info.value, "__notes__", []))
+
+
+def test_a_faithful_replay_says_once_that_nothing_is_made_safe(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, _ = record(tmp_path, "keithley2400", "espec")
+    caplog.set_level(logging.INFO, logger="nvmlab")
+    with Station(data, replay_from=tmp_path) as station:
+        procedure(station)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("no instruments to make safe" in m for m in messages) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_a_transcript_longer_than_the_session_is_reported(tmp_path: Path) -> None:
