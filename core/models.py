@@ -136,6 +136,7 @@ MODELS: dict[str, InstrumentModel] = {
             f"{_D}.probe_board:ProbeBoard",
             f"{_I}.boards:StationBoard",
             f"{_F}.probe_board:ProbeBoardEmulator",
+            identity=("nvmlab", "probe-board"),
         ),
     )
 }
