@@ -119,6 +119,14 @@ def scheme_bias(
     return LineBias(row_v, col_v)
 
 
+def check_nplc(nplc: float) -> float:
+    """``nplc`` (integration time in power-line cycles) as a float; ValueError unless > 0."""
+    value = float(nplc)
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"nplc {nplc!r} is not allowed; allowed: a finite number above 0")
+    return value
+
+
 @runtime_checkable
 class ArrayPhysics(Protocol):
     """A device array: its line network, its switching and its ground truth."""
@@ -127,11 +135,15 @@ class ArrayPhysics(Protocol):
     rows: int
     cols: int
 
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
         """Settle the network for ``bias`` at chip temperature ``temperature_c`` (C).
 
-        With ``noise`` the device currents include read noise (and telegraph noise);
-        without, they are the noiseless truth. Solving never changes device state.
+        With ``noise`` the device currents include read noise (and telegraph noise) of one
+        read integrated over ``nplc`` power-line cycles: the instrument's white part falls
+        as 1/sqrt(nplc), the device's own part does not (docs/devices.md); without, they
+        are the noiseless truth. Solving never changes device state.
         """
         ...
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from nvmlab.errors import ConfigError
-from nvmlab.mocks.physics.base import WRITE_SCHEMES, LineBias, LineSolution
+from nvmlab.mocks.physics.base import WRITE_SCHEMES, LineBias, LineSolution, check_nplc
 from nvmlab.mocks.physics.memristor import (
     BOLTZMANN_EV_PER_K,
     T_REF_C,
@@ -218,11 +218,15 @@ class EflashArray(ChipState):
         i = i * select_on[:, None]
         return i / (1.0 + np.abs(i) / p.select_saturation_a)
 
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
         """Bit-line currents for ``bias``: ``col_i`` is the current each bit-line driver
         delivers (positive into the array), ``row_i`` is 0 (no gate current), ``device_i``
         each cell's current from bit line to source. A floating word line is off; a
-        floating bit line settles at the source voltage (no current)."""
+        floating bit line settles at the source voltage (no current). With ``noise``, one
+        read integrated over ``nplc`` power-line cycles (:meth:`noise_rel`)."""
+        check_nplc(nplc)
         row_v = np.array(bias.row_v, dtype=float)
         col_v = np.array(bias.col_v, dtype=float)
         if row_v.shape != (self.rows,) or col_v.shape != (self.cols,):
@@ -234,17 +238,21 @@ class EflashArray(ChipState):
         col_v[floating_bl] = bias.source_v
         i = self.cell_currents(wl, col_v, bias.control_gate_v, bias.source_v, temperature_c)
         if noise:
-            i = i * (1.0 + self.noise_rel(i) * self._noise.standard_normal(i.shape))
+            i = i * (1.0 + self.noise_rel(i, nplc=nplc) * self._noise.standard_normal(i.shape))
         col_i = i.sum(axis=0)
         col_i[floating_bl] = 0.0
         row_v[np.isnan(row_v)] = 0.0
         return LineSolution(row_v, col_v, np.zeros(self.rows), col_i, i)
 
-    def noise_rel(self, current_a: np.ndarray) -> np.ndarray:
-        """Relative read noise (1 sigma) at ``current_a`` (A): rising at low current."""
+    def noise_rel(self, current_a: np.ndarray, *, nplc: float = 1.0) -> np.ndarray:
+        """Relative read noise (1 sigma) of one read of ``current_a`` (A) over ``nplc``
+        power-line cycles: the white part that rises at low current (``noise_rel_at_1na``
+        at 1 nA, relative ~ 1/sqrt(I)) averages as 1/sqrt(nplc); the device's relative
+        floor (``noise_floor_rel``) does not. The split is assumed (docs/devices.md)."""
         p = self.params
         mag = np.maximum(np.abs(current_a), 1e-15)
-        return np.hypot(p.noise_floor_rel, p.noise_rel_at_1na * np.sqrt(1e-9 / mag))
+        white = p.noise_rel_at_1na * np.sqrt(1e-9 / mag) / np.sqrt(check_nplc(nplc))
+        return np.hypot(p.noise_floor_rel, white)
 
     def read_bias(self, row: int | None = None) -> LineBias:
         """The read bias of devices.md on word line ``row`` (all word lines if None)."""

@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from nvmlab.errors import ConfigError
-from nvmlab.mocks.physics.base import LineBias, LineSolution
+from nvmlab.mocks.physics.base import LineBias, LineSolution, check_nplc
 from nvmlab.mocks.physics.circuit import solve_crossbar
 from nvmlab.mocks.physics.params import (
     from_table,
@@ -339,19 +339,30 @@ class MemristorArray(ChipState):
         vr = self.params.read_voltage_v
         return self.g_s * (1.0 + self.iv_cubic_b_per_v2 * vr * vr)
 
-    def _noisy(self, g: np.ndarray) -> np.ndarray:
+    def read_noise_sigma_g_s(self, g: np.ndarray, nplc: float = 1.0) -> np.ndarray:
+        """Read noise (S, 1 sigma, linear-conductance units) of one read of conductance ``g``
+        integrated over ``nplc`` power-line cycles: the device's relative part
+        ``read_noise_rel g`` does not average away, the instrument's absolute part
+        ``read_noise_abs_s / sqrt(nplc)`` does (docs/devices.md, split assumed)."""
         p = self.params
+        return p.read_noise_rel * g + p.read_noise_abs_s / math.sqrt(check_nplc(nplc))
+
+    def _noisy(self, g: np.ndarray, nplc: float) -> np.ndarray:
         g = g * (1.0 + self.rtn_amplitude_rel * (self.rtn_high - 0.5))
-        sigma = p.read_noise_rel * g + p.read_noise_abs_s
+        sigma = self.read_noise_sigma_g_s(g, nplc)
         return np.maximum(g + sigma * self._noise.standard_normal(g.shape), 0.0)
 
     # -- ArrayPhysics -------------------------------------------------------------------
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
         """Settle the line network; device currents include read and telegraph noise when
-        ``noise`` (one single read of every device)."""
+        ``noise`` (one single read of every device, integrated over ``nplc`` power-line
+        cycles: see :meth:`read_noise_sigma_g_s`)."""
+        check_nplc(nplc)
         g = self.conductance_at(temperature_c)
         if noise:
-            g = self._noisy(g)
+            g = self._noisy(g, nplc)
         return solve_crossbar(g, self.iv_cubic_b_per_v2, bias)
 
     def device_voltages(self, bias: LineBias, temperature_c: float = T_REF_C) -> np.ndarray:
@@ -456,8 +467,16 @@ class MemristorArray(ChipState):
         ``rtn_amplitude_rel`` (0 without telegraph noise); ``formed`` (bool);
         ``forming_voltage_v``.
         """
+        p = self.params
+        vr = p.read_voltage_v
+        nonlinear = 1.0 + self.iv_cubic_b_per_v2 * vr * vr
+        device_sigma = p.read_noise_rel * self.g_s * nonlinear
+        instrument_sigma = p.read_noise_abs_s * nonlinear
         return {
             "conductance_s": self.read_conductance_s(),
+            "read_noise_sigma_s": device_sigma + instrument_sigma,
+            "read_noise_device_sigma_s": device_sigma,
+            "read_noise_instrument_sigma_s": instrument_sigma,
             "linear_conductance_s": self.g_s.copy(),
             "set_threshold_v": self.set_threshold_v.copy(),
             "reset_threshold_v": -self.reset_threshold_mag_v,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nvmlab.mocks.physics.base import LineBias, LineSolution
+from nvmlab.mocks.physics.base import LineBias, LineSolution, check_nplc
 from nvmlab.mocks.physics.state import load_state_file, save_state_file
 
 
@@ -66,7 +66,11 @@ class ResistorArray:
         self.g = np.array(conductance_s, dtype=float)
         self.rows, self.cols = self.g.shape
 
-    def solve(self, bias: LineBias, temperature_c: float, *, noise: bool = True) -> LineSolution:
+    def solve(
+        self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
+    ) -> LineSolution:
+        """Noiseless at any ``nplc`` (checked only)."""
+        check_nplc(nplc)
         return solve_linear_crossbar(self.g, bias)
 
     def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
