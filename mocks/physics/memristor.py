@@ -59,6 +59,7 @@ Switching does not depend on temperature.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,6 +88,15 @@ THRESHOLD_CHANGE_REL = 0.02
 #: Noise-generator stream tag (mixed with the seed).
 _NOISE_STREAM = 0x6E6F697365
 
+#: Thresholds are drawn within this range of their mean (x mean): the low cut keeps every
+#: device's switching floor (``switching_floor_fraction`` x threshold, 0.25 V for the
+#: default 1.0 V mean) above a 0.2 V read, the high cut keeps thresholds below the write
+#: limit. The published range is 0.6-1.5 V for a 1.0 V mean.
+THRESHOLD_RANGE_REL = (0.5, 2.5)
+#: Largest threshold CV the cut distribution can realise with room to spare (the cut
+#: lognormal's CV tends to about 0.48 as its log-sigma grows without bound).
+THRESHOLD_CV_MAX = 0.45
+
 # Device classes in the ground truth's "defect" map.
 FUNCTIONAL, STUCK_OFF, STUCK_ON = 0, 1, 2
 
@@ -111,7 +121,9 @@ class MemristorParams:
     # -- switching ----------------------------------------------------------------------
     set_threshold_mean_v: float = ranged(1.0, 0.1, 5.0, "mean set threshold (V)")
     reset_threshold_mean_v: float = ranged(1.1, 0.1, 5.0, "mean reset threshold magnitude (V)")
-    threshold_cv: float = ranged(0.25, 0.0, 1.0, "device-to-device threshold CV")
+    threshold_cv: float = ranged(
+        0.25, 0.0, THRESHOLD_CV_MAX, "device-to-device threshold CV (realised)"
+    )
     switching_slope_v: float = ranged(
         0.05, 0.002, 1.0, "overdrive per e-fold of switching rate (V)"
     )
@@ -190,22 +202,99 @@ def lognormal(
     return mean * np.exp(rng.normal(-0.5 * sigma * sigma, sigma, shape))
 
 
-#: Thresholds are drawn within this range of their mean (x mean); the published range is
-#: 0.6-1.5 V for a 1.0 V mean. Redrawing the 0.4 % outside changes mean and CV by < 1 %.
-THRESHOLD_RANGE_REL = (0.5, 2.0)
+def _std_normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _cut_lognormal_moments(mu: float, sigma: float) -> tuple[float, float] | None:
+    """Mean and CV of exp(N(mu, sigma^2)) cut to :data:`THRESHOLD_RANGE_REL` (None when
+    the cut holds no probability in floating point)."""
+    la, lb = (math.log(x) for x in THRESHOLD_RANGE_REL)
+    alpha, beta = (la - mu) / sigma, (lb - mu) / sigma
+    mass = _std_normal_cdf(beta) - _std_normal_cdf(alpha)
+    if mass <= 0:
+        return None
+    # E[X^k | cut] = exp(k mu + k^2 sigma^2 / 2) (Phi(beta - k sigma) - Phi(alpha - k sigma))
+    #                / (Phi(beta) - Phi(alpha))
+    m1 = (
+        math.exp(mu + sigma * sigma / 2)
+        * (_std_normal_cdf(beta - sigma) - _std_normal_cdf(alpha - sigma))
+        / mass
+    )
+    m2 = (
+        math.exp(2 * mu + 2 * sigma * sigma)
+        * (_std_normal_cdf(beta - 2 * sigma) - _std_normal_cdf(alpha - 2 * sigma))
+        / mass
+    )
+    return m1, math.sqrt(max(m2 - m1 * m1, 0.0)) / m1
+
+
+def _mu_for_unit_mean(sigma: float) -> float:
+    """The log-mean mu for which the cut lognormal of log-sigma ``sigma`` has mean 1
+    (bisection: the cut mean rises monotonically with mu)."""
+    lo, hi = -20.0, 20.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        moments = _cut_lognormal_moments(mid, sigma)
+        mean = (
+            (THRESHOLD_RANGE_REL[1] if mid > 0 else THRESHOLD_RANGE_REL[0])
+            if (moments is None)
+            else moments[0]
+        )
+        if mean < 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@functools.lru_cache(maxsize=64)
+def cut_lognormal_parameters(cv: float) -> tuple[float, float]:
+    """(mu, sigma) of the lognormal whose cut to :data:`THRESHOLD_RANGE_REL` has mean 1 and
+    coefficient of variation ``cv`` (0 < cv <= :data:`THRESHOLD_CV_MAX`; ValueError
+    otherwise). The cut CV rises monotonically with sigma: bisection."""
+    if not 0 < cv <= THRESHOLD_CV_MAX:
+        raise ValueError(
+            f"threshold CV {cv!r} is not allowed; allowed above 0 up to {THRESHOLD_CV_MAX}"
+        )
+    lo, hi = 1e-6, 3.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        moments = _cut_lognormal_moments(_mu_for_unit_mean(mid), mid)
+        assert moments is not None
+        if moments[1] < cv:
+            lo = mid
+        else:
+            hi = mid
+    sigma = 0.5 * (lo + hi)
+    return _mu_for_unit_mean(sigma), sigma
+
+
+def truncated_lognormal_moments(mean: float, cv: float) -> tuple[float, float]:
+    """Exact mean and CV of the distribution :func:`truncated_lognormal` draws from."""
+    if cv <= 0:
+        return float(mean), 0.0
+    moments = _cut_lognormal_moments(*cut_lognormal_parameters(cv))
+    assert moments is not None
+    return mean * moments[0], moments[1]
 
 
 def truncated_lognormal(
     rng: np.random.Generator, mean: float, cv: float, shape: tuple[int, ...]
 ) -> np.ndarray:
-    """Lognormal threshold draws (mean, CV) redrawn until within :data:`THRESHOLD_RANGE_REL`."""
-    values = lognormal(rng, mean, cv, shape)
+    """Threshold draws: a lognormal cut to :data:`THRESHOLD_RANGE_REL` x ``mean`` (out-of-range
+    draws are redrawn, which samples the cut distribution exactly) whose parameters are
+    solved so that the cut distribution has mean ``mean`` and CV ``cv``."""
+    if cv <= 0:
+        return np.full(shape, float(mean))
+    mu, sigma = cut_lognormal_parameters(float(cv))
     lo, hi = THRESHOLD_RANGE_REL[0] * mean, THRESHOLD_RANGE_REL[1] * mean
-    for _ in range(100):
+    values = mean * np.exp(rng.normal(mu, sigma, shape))
+    for _ in range(200):
         outside = (values < lo) | (values > hi)
         if not outside.any():
             break
-        values[outside] = lognormal(rng, mean, cv, (int(outside.sum()),))
+        values[outside] = mean * np.exp(rng.normal(mu, sigma, int(outside.sum())))
     return np.clip(values, lo, hi)
 
 

@@ -393,7 +393,7 @@ def test_a_read_bias_changes_nothing_and_returns_at_once(monkeypatch: pytest.Mon
 
 
 def test_bench_file_parameters_are_validated_with_named_fields() -> None:
-    with pytest.raises(ConfigError, match=r"memristor\.threshold_cv.*1\.5.*allowed 0 to 1"):
+    with pytest.raises(ConfigError, match=r"memristor\.threshold_cv.*1\.5.*allowed 0 to 0\.45"):
         create_array("memristor", 8, 8, params={"threshold_cv": 1.5})
     with pytest.raises(
         ConfigError,
