@@ -138,7 +138,12 @@ class MemristorParams:
     rtn_dwell_min_s: float = ranged(1e-3, 1e-9, 1e6, "telegraph mean dwell time, shortest (s)")
     rtn_dwell_max_s: float = ranged(10.0, 1e-9, 1e6, "telegraph mean dwell time, longest (s)")
     # -- retention -------------------------------------------------------------------
-    relax_per_decade_rel: float = ranged(0.0008, 0.0, 0.1, "relaxation per decade of time (rel)")
+    relax_per_decade_rel: float = ranged(
+        0.0005, 0.0, 0.1, "relaxation per decade of time (rel), mean over devices"
+    )
+    relax_per_decade_cv: float = ranged(
+        0.25, 0.0, 2.0, "device-to-device CV of the relaxation per decade (assumed)"
+    )
     relax_time_s: float = ranged(1.0, 1e-6, 1e6, "time origin of the log-time relaxation (s)")
     relax_activation_ev: float = ranged(1.0, 0.0, 3.0, "Arrhenius activation energy (eV)")
     # -- defects and forming ------------------------------------------------------------
@@ -379,7 +384,9 @@ class MemristorArray(ChipState):
         self.rtn_dwell_s = log_uniform(
             rng, p.rtn_dwell_min_s, p.rtn_dwell_max_s * (1 + 1e-12), shape
         )
-        self.relax_per_decade_rel = lognormal(rng, p.relax_per_decade_rel, 0.5, shape)
+        self.relax_per_decade_rel = lognormal(
+            rng, p.relax_per_decade_rel, p.relax_per_decade_cv, shape
+        )
         self.forming_voltage_v = lognormal(
             rng, p.forming_voltage_mean_v, p.forming_voltage_cv, shape
         )
