@@ -39,13 +39,17 @@ from typing import Any
 import numpy as np
 
 from nvmlab.errors import ConfigError
-from nvmlab.mocks.physics.base import WRITE_SCHEMES, LineBias, LineSolution, check_nplc
-from nvmlab.mocks.physics.memristor import (
+from nvmlab.mocks.physics.base import (
     BOLTZMANN_EV_PER_K,
     T_REF_C,
-    arrhenius_factor,
-    lognormal,
+    WRITE_SCHEMES,
+    LineBias,
+    LineSolution,
+    TemperatureHistory,
+    check_nplc,
+    equivalent_age_s,
 )
+from nvmlab.mocks.physics.memristor import lognormal
 from nvmlab.mocks.physics.params import from_table, ranged, require_initial_range_within
 from nvmlab.mocks.physics.state import ChipState
 
@@ -379,13 +383,23 @@ class EflashArray(ChipState):
         self.age_s.reshape(-1)[idx] = 0.0
         self.relaxing.reshape(-1)[idx] = True
 
-    def relax(self, elapsed_s: float, temperature_c: float) -> None:
-        """Charge loss after programming: Vth falls by ``a log10(1 + t_eff / t0)``."""
+    def relax(
+        self,
+        elapsed_s: float,
+        temperature_c: float | TemperatureHistory,
+        temperature_end_c: float | None = None,
+    ) -> None:
+        """Charge loss after programming: Vth falls by ``a log10(1 + t_eff / t0)``, the
+        effective age t_eff advancing with the Arrhenius factor integrated over the chip
+        temperature (a constant ``temperature_c``, a linear ramp to ``temperature_end_c``,
+        or a :class:`TemperatureHistory`)."""
         p = self.params
         if elapsed_s <= 0 or not self.relaxing.any() or p.retention_per_decade_v == 0:
             return
         m = self.relaxing
-        self.age_s[m] += elapsed_s * arrhenius_factor(temperature_c, p.retention_activation_ev)
+        self.age_s[m] += equivalent_age_s(
+            elapsed_s, temperature_c, temperature_end_c, p.retention_activation_ev
+        )
         loss = p.retention_per_decade_v * np.log10(1.0 + self.age_s[m] / p.retention_time_s)
         self.vth_v[m] = np.maximum(self.vth_prog_v[m] - loss, p.vth_min_v)
 

@@ -68,7 +68,20 @@ from typing import Any
 import numpy as np
 
 from nvmlab.errors import ConfigError
-from nvmlab.mocks.physics.base import LineBias, LineSolution, check_nplc
+from nvmlab.mocks.physics.base import (
+    BOLTZMANN_EV_PER_K as BOLTZMANN_EV_PER_K,  # re-exported: imported from here before
+)
+from nvmlab.mocks.physics.base import (
+    T_REF_C,
+    LineBias,
+    LineSolution,
+    TemperatureHistory,
+    check_nplc,
+    equivalent_age_s,
+)
+from nvmlab.mocks.physics.base import (
+    arrhenius_factor as arrhenius_factor,  # re-exported: imported from here before
+)
 from nvmlab.mocks.physics.circuit import solve_crossbar
 from nvmlab.mocks.physics.params import (
     from_table,
@@ -78,8 +91,6 @@ from nvmlab.mocks.physics.params import (
 )
 from nvmlab.mocks.physics.state import ChipState
 
-BOLTZMANN_EV_PER_K = 8.617333262e-5
-T_REF_C = 25.0
 T_REF_K = T_REF_C + 273.15
 #: Pulse width (s) at which the threshold definition holds.
 THRESHOLD_PULSE_S = 1e-3
@@ -310,12 +321,6 @@ def log_uniform(
     return np.exp(rng.uniform(math.log(lo), math.log(hi), shape))
 
 
-def arrhenius_factor(temperature_c: float, activation_ev: float) -> float:
-    """How much faster a thermally activated process runs at ``temperature_c`` than at 25 C."""
-    t_k = temperature_c + 273.15
-    return math.exp(activation_ev / BOLTZMANN_EV_PER_K * (1.0 / T_REF_K - 1.0 / t_k))
-
-
 # Arrays that make up the chip: fixed parameters and the state that pulses change.
 _FIXED = (
     "set_threshold_v",
@@ -532,16 +537,23 @@ class MemristorArray(ChipState):
         # After programming a device relaxes back: down after a set, up after a reset.
         self.relax_sign.reshape(-1)[idx] = np.where(is_set, -1.0, 1.0)
 
-    def relax(self, elapsed_s: float, temperature_c: float) -> None:
-        """Let ``elapsed_s`` (s) pass: log-time relaxation (Arrhenius-accelerated) and
-        telegraph-noise flips."""
+    def relax(
+        self,
+        elapsed_s: float,
+        temperature_c: float | TemperatureHistory,
+        temperature_end_c: float | None = None,
+    ) -> None:
+        """Let ``elapsed_s`` (s) pass: log-time relaxation on an Arrhenius-accelerated age
+        integrated over the chip temperature (a constant ``temperature_c``, a linear ramp
+        to ``temperature_end_c``, or a :class:`TemperatureHistory`), and telegraph-noise
+        flips."""
         if elapsed_s <= 0:
             return
         p = self.params
         relaxing = self.relax_sign != 0
         if relaxing.any():
-            self.age_s[relaxing] += elapsed_s * arrhenius_factor(
-                temperature_c, p.relax_activation_ev
+            self.age_s[relaxing] += equivalent_age_s(
+                elapsed_s, temperature_c, temperature_end_c, p.relax_activation_ev
             )
             drift = self.relax_per_decade_rel[relaxing] * np.log10(
                 1.0 + self.age_s[relaxing] / p.relax_time_s

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nvmlab.mocks.physics.base import LineBias, LineSolution, check_nplc
+from nvmlab.mocks.physics.base import LineBias, LineSolution, TemperatureHistory, check_nplc
 from nvmlab.mocks.physics.state import load_state_file, save_state_file
 
 
@@ -76,7 +76,12 @@ class ResistorArray:
     def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
         return False
 
-    def relax(self, elapsed_s: float, temperature_c: float) -> None:
+    def relax(
+        self,
+        elapsed_s: float,
+        temperature_c: float | TemperatureHistory,
+        temperature_end_c: float | None = None,
+    ) -> None:
         return None
 
     def ground_truth(self) -> dict[str, np.ndarray]:
