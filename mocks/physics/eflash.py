@@ -32,6 +32,7 @@ cycle-to-cycle factor. Retention: a slow Arrhenius-accelerated charge loss.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,12 @@ from nvmlab.mocks.physics.base import (
     equivalent_age_s,
 )
 from nvmlab.mocks.physics.memristor import lognormal
-from nvmlab.mocks.physics.params import from_table, ranged, require_initial_range_within
+from nvmlab.mocks.physics.params import (
+    from_table,
+    ranged,
+    require_initial_range_within,
+    require_less,
+)
 from nvmlab.mocks.physics.state import ChipState
 
 #: Vth (V) at which the program / erase reference rates hold.
@@ -103,6 +109,15 @@ class EflashParams:
     program_floor_v: float = ranged(
         2.0, 0.0, 10.0, "no injection below this source-bit-line bias (V)"
     )
+    program_gate_slope_v: float = ranged(
+        0.5, 0.01, 5.0, "control-gate bias per e-fold of program rate (V, assumed)"
+    )
+    program_gate_floor_v: float = ranged(
+        5.0, 0.0, 12.0, "no injection below this control-gate bias (V, assumed)"
+    )
+    program_temp_coeff_per_k: float = ranged(
+        -0.005, -0.1, 0.1, "relative change of the program rate per kelvin (1/K, assumed)"
+    )
     # -- erase (Fowler-Nordheim) ------------------------------------------------------
     erase_inhibit_v: float = ranged(5.0, 0.0, 10.0, "unselected bit lines during erase (V)")
     erase_inhibit_coupling: float = ranged(
@@ -139,6 +154,13 @@ class EflashParams:
             ("initial_vth_min_v", "initial_vth_max_v"),
             ("vth_min_v", "vth_max_v"),
             "the threshold window",
+        )
+        require_less(
+            section,
+            "program_gate_floor_v",
+            self.program_gate_floor_v,
+            "program_control_gate_v",
+            self.program_control_gate_v,
         )
 
 
@@ -311,8 +333,13 @@ class EflashArray(ChipState):
         wl = np.nan_to_num(np.asarray(bias.row_v, dtype=float), nan=0.0)
         bl = np.asarray(bias.col_v, dtype=float)
         changed = False
-        if bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v:
-            changed |= self._program(wl, bl, bias.source_v, duration_s, temperature_c)
+        if (
+            bias.control_gate_v >= p.program_gate_floor_v
+            and bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v
+        ):
+            changed |= self._program(
+                wl, bl, bias.source_v, bias.control_gate_v, duration_s, temperature_c
+            )
         if bias.erase_gate_v >= p.erase_floor_v:
             changed |= self._erase(wl, bl, bias.erase_gate_v, duration_s)
         return changed
@@ -321,10 +348,29 @@ class EflashArray(ChipState):
         cv = self.params.cycle_spread_cv
         return lognormal(self._noise, 1.0, cv, (n,))
 
+    def program_gate_factor(self, control_gate_v: float) -> float:
+        """Program rate at ``control_gate_v`` (V) relative to ``program_control_gate_v``:
+        source-side injection needs the floating gate coupled high by the control gate
+        (the vertical field that collects the hot electrons), so the rate falls
+        exponentially with a lower gate bias and stops below ``program_gate_floor_v``."""
+        p = self.params
+        if control_gate_v < p.program_gate_floor_v:
+            return 0.0
+        return math.exp((control_gate_v - p.program_control_gate_v) / p.program_gate_slope_v)
+
     def _program(
-        self, wl: np.ndarray, bl: np.ndarray, source_v: float, width_s: float, temperature_c: float
+        self,
+        wl: np.ndarray,
+        bl: np.ndarray,
+        source_v: float,
+        control_gate_v: float,
+        width_s: float,
+        temperature_c: float,
     ) -> bool:
         p = self.params
+        gate = self.program_gate_factor(control_gate_v)
+        if gate == 0.0:
+            return False
         ut = thermal_voltage_v(temperature_c)
         # A floating bit line charges up until the select transistor turns off: no injection.
         bl_v = np.where(np.isnan(bl), 1e3, bl)
@@ -346,6 +392,8 @@ class EflashArray(ChipState):
             / PROGRAM_REF_WIDTH_S
             * np.exp((drive[c] - p.program_ref_v) / p.program_slope_v)
             * on[r, c]
+            * gate
+            * math.exp(p.program_temp_coeff_per_k * (temperature_c - T_REF_C))
             * self.program_efficiency.ravel()[idx]
             * self._cycle(idx.size)
         )
