@@ -181,7 +181,7 @@ _FIXED = (
     "program_efficiency",
     "erase_efficiency",
 )
-_STATE = ("vth_v", "vth_prog_v", "age_s", "relaxing")
+_STATE = ("vth_v", "vth_prog_v", "age_s", "relaxing", "pulse_count")
 
 
 class EflashArray(ChipState):
@@ -216,6 +216,7 @@ class EflashArray(ChipState):
         self.vth_prog_v = self.vth_v.copy()
         self.age_s = np.zeros(shape)
         self.relaxing = np.zeros(shape, dtype=bool)
+        self.pulse_count = np.zeros(shape, dtype=np.int64)
         self._noise = np.random.default_rng([self.seed, _NOISE_STREAM])
 
     # -- currents ---------------------------------------------------------------------
@@ -387,6 +388,7 @@ class EflashArray(ChipState):
         if idx.size == 0:
             return False
         r, c = np.unravel_index(idx, active.shape)
+        self._count_full_pulses(idx, drive[c])
         rate = (
             p.program_ref_step_v
             / PROGRAM_REF_WIDTH_S
@@ -412,6 +414,7 @@ class EflashArray(ChipState):
         if idx.size == 0:
             return False
         _, c = np.unravel_index(idx, active.shape)
+        self._count_full_pulses(idx, veff[c])
         rate = (
             p.erase_ref_step_v
             / ERASE_REF_WIDTH_S
@@ -424,6 +427,12 @@ class EflashArray(ChipState):
         dv = s * np.log1p(rate * width_s / s * np.exp((vth0 - VTH_REF_V) / s))
         self._commit(idx, np.maximum(vth0 - dv, p.vth_min_v))
         return True
+
+    def _count_full_pulses(self, idx: np.ndarray, drive_v: np.ndarray) -> None:
+        """One pulse for each moving cell ``idx`` (flat) that sees the largest drive
+        ``drive_v`` (V) of the pulse: the selected cell, not the inhibited ones."""
+        full = drive_v >= float(drive_v.max()) * (1.0 - 1e-6)
+        self.pulse_count.reshape(-1)[idx[full]] += 1
 
     def _commit(self, idx: np.ndarray, vth_new: np.ndarray) -> None:
         self.vth_v.reshape(-1)[idx] = vth_new
@@ -464,9 +473,42 @@ class EflashArray(ChipState):
         )
 
     def ground_truth(self) -> dict[str, np.ndarray]:
-        """``vth_v`` (V, at 25 C), ``cell_current_a`` (A, read bias, 25 C, noiseless) and the
-        fixed per-cell parameters (``slope_factor``, ``i0_a``, ``vth_temp_coeff_v_per_k``,
-        ``program_efficiency``, ``erase_efficiency``)."""
-        truth = {"vth_v": self.vth_v.copy(), "cell_current_a": self.read_current_a()}
+        """True per-cell state and parameters, each a (rows, cols) array (docs/devices.md).
+
+        - ``vth_v``: threshold (V, at 25 C); ``cell_current_a``: current at the read bias,
+          25 C, noiseless (A).
+        - ``cell_current_temp_coeff_per_k``: d ln(cell_current_a) / dT at 25 C (1/K).
+        - ``read_noise_sigma_a``: sigma (A) of one read of ``cell_current_a`` at 1 PLC,
+          ``read_noise_device_sigma_a`` (the relative floor, does not average with NPLC)
+          and ``read_noise_instrument_sigma_a`` (the low-current white part, falls as
+          1/sqrt(NPLC)) adding in quadrature.
+        - fixed per-cell parameters: ``slope_factor`` (n), ``i0_a`` (A),
+          ``vth_temp_coeff_v_per_k`` (V/K), ``program_efficiency``, ``erase_efficiency``
+          (relative rates, median 1).
+        - ``retention_age_s``: the Arrhenius-equivalent age at 25 C since the last pulse
+          (s, 0 for a cell not programmed since delivery).
+        - ``pulse_count``: program or erase pulses the cell received at full drive (the
+          selected cell, or the whole row when the other bit lines are not inhibited).
+        """
+        p = self.params
+        current = self.read_current_a()
+        step_k = 0.5
+        slope = (
+            np.log(self.read_current_a(T_REF_C + step_k))
+            - np.log(self.read_current_a(T_REF_C - step_k))
+        ) / (2 * step_k)
+        white = p.noise_rel_at_1na * np.sqrt(1e-9 / np.maximum(current, 1e-15))
+        device_sigma = p.noise_floor_rel * current
+        instrument_sigma = white * current
+        truth = {
+            "vth_v": self.vth_v.copy(),
+            "cell_current_a": current,
+            "cell_current_temp_coeff_per_k": slope,
+            "read_noise_sigma_a": np.hypot(device_sigma, instrument_sigma),
+            "read_noise_device_sigma_a": device_sigma,
+            "read_noise_instrument_sigma_a": instrument_sigma,
+            "retention_age_s": np.where(self.relaxing, self.age_s, 0.0),
+            "pulse_count": self.pulse_count.copy(),
+        }
         truth.update({name: getattr(self, name).copy() for name in _FIXED})
         return truth

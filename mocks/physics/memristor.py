@@ -333,7 +333,10 @@ _FIXED = (
     "relax_per_decade_rel",
     "forming_voltage_v",
 )
-_STATE = ("g_prog_s", "age_s", "relax_sign", "formed", "rtn_high", "g_s")
+_STATE = ("g_prog_s", "age_s", "relax_sign", "formed", "rtn_high", "g_s", "pulse_count")
+#: A device "receives" a pulse when it sees the interval's largest device voltage within
+#: this relative tolerance (the selected device; the whole line in the "ground" scheme).
+_FULL_PULSE_REL = 1e-6
 
 
 class MemristorArray(ChipState):
@@ -404,6 +407,7 @@ class MemristorArray(ChipState):
         self.g_prog_s = g.copy()
         self.age_s = np.zeros(shape)
         self.relax_sign = np.zeros(shape)
+        self.pulse_count = np.zeros(shape, dtype=np.int64)
 
     def _refresh_limits(self) -> None:
         """Cache what the cheap "nothing can switch" test of :meth:`stress` needs."""
@@ -475,7 +479,14 @@ class MemristorArray(ChipState):
         return row_v[:, None] - col_v[None, :]
 
     def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
-        """Hold ``bias`` for ``duration_s`` (s); returns True when any device changed."""
+        """Hold ``bias`` for ``duration_s`` (s); returns True when any device's state changed
+        (its pulse count included).
+
+        A bias whose line-voltage span could switch some device counts as one pulse for
+        every device that sees the largest device voltage of the interval (``pulse_count``:
+        the selected device of a V/2 or V/3 pulse, the whole selected line when the others
+        are grounded); a read far below every threshold counts nothing and returns at once.
+        """
         if duration_s <= 0:
             return False
         driven = np.concatenate([bias.row_v, bias.col_v])
@@ -483,13 +494,17 @@ class MemristorArray(ChipState):
         if driven.size == 0 or float(driven.max() - driven.min()) < self.quiet_span_v:
             return False
         v = self.device_voltages(bias, temperature_c)
+        mag = np.abs(v)
+        peak = float(mag.max())
+        if peak <= 0:
+            return False
+        self.pulse_count[mag >= peak * (1.0 - _FULL_PULSE_REL)] += 1
         switchable = self._switchable  # devices formed by this very bias do not switch on
-        changed = self._form(v)  # (the forming current limit holds them)
+        self._form(v)  # (the forming current limit holds them)
         active = switchable & ((v > self._set_floor_v) | (-v > self._reset_floor_v))
         idx = np.flatnonzero(active)
-        if idx.size == 0:
-            return changed
-        self._switch(idx, v.ravel()[idx], duration_s)
+        if idx.size:
+            self._switch(idx, v.ravel()[idx], duration_s)
         return True
 
     def _form(self, v: np.ndarray) -> bool:
@@ -566,36 +581,61 @@ class MemristorArray(ChipState):
             self.rtn_high[rtn] ^= flips
 
     def ground_truth(self) -> dict[str, np.ndarray]:
-        """True per-device state and parameters, each a (rows, cols) array.
+        """True per-device state and parameters, each a (rows, cols) array, in the form a
+        measurement extracts them (docs/devices.md).
 
-        ``conductance_s``: I(V_read)/V_read at 25 C, noiseless (S); ``linear_conductance_s``
-        (S); ``set_threshold_v`` (V, positive) and ``reset_threshold_v`` (V, negative) as
-        defined in devices.md; ``temp_coeff_s_per_k``; ``iv_cubic_b_per_v2``; ``defect``
-        (0 functional, 1 stuck-off, 2 stuck-on); ``stuck_off`` / ``stuck_on`` (bool);
-        ``rtn_amplitude_rel`` (0 without telegraph noise); ``formed`` (bool);
-        ``forming_voltage_v``.
+        - ``conductance_s``: I(V_read)/V_read at 25 C, noiseless (S);
+          ``linear_conductance_s``: G of the I-V (S).
+        - ``set_threshold_v`` (V, positive) and ``reset_threshold_v`` (V, negative): the
+          1 ms pulse amplitude that changes the conductance by 2 %.
+        - ``temp_coeff_s_per_k``: d G / dT of the linear conductance (S/K);
+          ``conductance_temp_coeff_s_per_k``: d (I(V_read)/V_read) / dT at 25 C (S/K).
+        - ``iv_cubic_b_per_v2``: b of I = G V (1 + b V^2) (V^-2);
+          ``iv_nonlinearity_at_read_rel``: b V_read^2, what the cubic term adds at the read.
+        - ``read_noise_sigma_s``: sigma (S) of one read of ``conductance_s`` at 1 PLC
+          without telegraph noise, the sum of ``read_noise_device_sigma_s`` (does not
+          average with NPLC) and ``read_noise_instrument_sigma_s`` (falls as 1/sqrt(NPLC)).
+        - ``rtn_amplitude_rel``: step between the two telegraph levels relative to G (0
+          without telegraph noise); ``rtn_dwell_s``: mean dwell time in each level (s, 0
+          without); ``rtn_high``: the level now (the reading sits at G (1 +- step / 2)).
+        - ``relax_per_decade_rel``: relaxation per decade of time since the last pulse
+          (relative, at 25 C); ``relax_direction``: -1 drifting down (after a set), +1 up
+          (after a reset), 0 not programmed since delivery.
+        - ``defect`` (0 functional, 1 stuck-off, 2 stuck-on); ``stuck_off`` / ``stuck_on``
+          (bool); ``formed`` (bool); ``forming_voltage_v`` (V).
+        - ``pulse_count``: write pulses the device received at full amplitude (see
+          :meth:`stress`).
         """
         p = self.params
         vr = p.read_voltage_v
         nonlinear = 1.0 + self.iv_cubic_b_per_v2 * vr * vr
         device_sigma = p.read_noise_rel * self.g_s * nonlinear
         instrument_sigma = p.read_noise_abs_s * nonlinear
+        has_rtn = self.rtn_amplitude_rel > 0
+        temp_coeff = self._temp_coeff()
         return {
             "conductance_s": self.read_conductance_s(),
-            "read_noise_sigma_s": device_sigma + instrument_sigma,
-            "read_noise_device_sigma_s": device_sigma,
-            "read_noise_instrument_sigma_s": instrument_sigma,
             "linear_conductance_s": self.g_s.copy(),
             "set_threshold_v": self.set_threshold_v.copy(),
             "reset_threshold_v": -self.reset_threshold_mag_v,
-            "temp_coeff_s_per_k": self._temp_coeff(),
+            "temp_coeff_s_per_k": temp_coeff,
+            "conductance_temp_coeff_s_per_k": temp_coeff * nonlinear,
             "iv_cubic_b_per_v2": self.iv_cubic_b_per_v2.copy(),
+            "iv_nonlinearity_at_read_rel": nonlinear - 1.0,
+            "read_noise_sigma_s": device_sigma + instrument_sigma,
+            "read_noise_device_sigma_s": device_sigma,
+            "read_noise_instrument_sigma_s": instrument_sigma,
+            "rtn_amplitude_rel": self.rtn_amplitude_rel.copy(),
+            "rtn_dwell_s": np.where(has_rtn, self.rtn_dwell_s, 0.0),
+            "rtn_high": self.rtn_high & has_rtn,
+            "relax_per_decade_rel": self.relax_per_decade_rel.copy(),
+            "relax_direction": self.relax_sign.astype(np.int8),
             "defect": self.defect.copy(),
             "stuck_off": self.defect == STUCK_OFF,
             "stuck_on": self.defect == STUCK_ON,
-            "rtn_amplitude_rel": self.rtn_amplitude_rel.copy(),
             "formed": self.formed.copy(),
             "forming_voltage_v": self.forming_voltage_v.copy(),
+            "pulse_count": self.pulse_count.copy(),
         }
 
     # -- state file (save_state / load_state: ChipState) -------------------------------

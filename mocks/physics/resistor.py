@@ -87,12 +87,18 @@ class ResistorArray:
     def ground_truth(self) -> dict[str, np.ndarray]:
         return {"conductance_s": self.g.copy()}
 
-    def save_state(self, path: Path) -> None:
-        """Write the conductances atomically (:func:`~.state.save_state_file`)."""
+    def save_state(self, path: Path, *, clock_s: float | None = None) -> None:
+        """Write the conductances atomically (:func:`~.state.save_state_file`); ``clock_s``
+        (s) is the bench clock's time, kept for the ground truth."""
         save_state_file(
             path,
             {"conductance_s": self.g},
-            {"kind": self.kind, "rows": self.rows, "cols": self.cols},
+            {
+                "kind": self.kind,
+                "rows": self.rows,
+                "cols": self.cols,
+                "clock_s": None if clock_s is None else float(clock_s),
+            },
         )
 
     def load_state(self, path: Path) -> None:
