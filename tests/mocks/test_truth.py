@@ -133,3 +133,19 @@ def test_the_truth_command_writes_every_value_to_an_npz(
 def test_read_ground_truth_is_public_on_nvmlab_mocks() -> None:
     assert "read_ground_truth" in nvmlab.mocks.__all__
     assert nvmlab.mocks.read_ground_truth is read_ground_truth
+
+
+def test_nvmlab_truth_through_the_main_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nvmlab.cli import main
+
+    state, out = tmp_path / "chip.npz", tmp_path / "truth.npz"
+    create_array("memristor", 4, 4, seed=5).save_state(state, clock_s=3.0)
+    assert main(["truth", str(state), "--out", str(out)]) == 0
+    with np.load(out) as data:
+        assert float(data["clock_s"]) == 3.0 and data["conductance_s"].shape == (4, 4)
+    capsys.readouterr()
+    assert main(["truth", str(tmp_path / "missing.npz")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.npz" in err[0] and "no chip state file" in err[0]
