@@ -263,7 +263,7 @@ class ArrayPhysics(Protocol):
         """The true per-device parameters and state, as (rows, cols) arrays.
 
         Keys include ``"conductance_s"`` (memristor: I(V_read)/V_read at 25 C, noiseless,
-        as devices.md defines it) or ``"cell_current_a"`` / ``"vth_v"`` (eFlash), and the
+        as docs/devices.md defines it) or ``"cell_current_a"`` / ``"vth_v"`` (eFlash), and the
         fixed parameters (thresholds, temperature coefficients, defect class ...).
         """
         ...

@@ -1,12 +1,9 @@
 """Analog-grade embedded NOR flash array (55 nm split-gate cells, redesigned array).
 
 Rows are word lines (the select gates), columns are bit lines; every cell connects its bit
-line to the common source line. Defaults from ``devices.md``: read bias WL 1.5 V, CG 2.5 V,
-BL 1 V, source 0 V (Fahimi 2021); weak-inversion current ``I0 exp((V_cg - Vth)/(n kT/q))``
-with n about 1.5 and at most about 1 uA usable (Merrikh Bayat 2014/2016); Vth shift about
--1.5 mV/K (Guo 2017, assumed value); erase by Fowler-Nordheim tunnelling from the erase
-gate (8-11 V), program by source-side hot-electron injection (a few V on the source line,
-us pulses) (SST SuperFlash; amplitudes assumed); noise rising at low current (assumed).
+line to the common source line. The model, every parameter's default and its source
+(Fahimi 2021, Merrikh Bayat 2014/2016, Guo 2017, Wu 1986, SST SuperFlash; "assumed" where
+no publication fixed a value) are in ``docs/devices.md``.
 
 Cell current (A), from bit line to source line::
 
@@ -15,19 +12,21 @@ Cell current (A), from bit line to source line::
 
 the EKV interpolation, which is ``I0 exp(x) (1 - exp(-V_ds/U_T))`` in weak inversion:
 it saturates for a drain bias above about 0.1 V and flows only while the select gate
-``s(V_wl)`` (threshold 0.7 V) is on; a grounded or floating word line turns the cell off.
-``I_sat`` is the series select transistor's limit. ``Vth(T) = Vth + k_vth (T - 25 C)``.
+``s(V_wl)`` is on; a grounded or floating word line turns the cell off. ``I_sat`` is the
+series select transistor's limit. ``Vth(T) = Vth + k_vth (T - 25 C)``.
 
-Program (raises Vth): a cell injects while its select transistor conducts (word line on,
-bit line low) and the source line is high; the rate ``dVth/dt = r_p exp((V_s - V_bl -
-V_p)/a_p) exp(-(Vth - 2.5 V)/s_p)`` slows as the cell fills (log-time, exact integral).
-Erase (lowers Vth): the erase gate of the selected row (the row decoder routes
+Program (raises Vth, source-side injection): a cell injects while its select transistor
+conducts (word line on, bit line low), the source line is high and the control gate
+couples the floating gate high: ``dVth/dt = r_p exp((V_s - V_bl - V_p)/a_p)
+exp((V_cg - V_cg,p)/a_cg) exp(c_T (T - 25 C)) exp(-(Vth - 2.5 V)/s_p)``, zero below the
+source-bias and control-gate floors; it slows as the cell fills (exact log-time
+integral). Erase (lowers Vth): the erase gate of the selected row (the row decoder routes
 ``erase_gate_v`` to the rows whose word line is driven on) tunnels charge at
-``dVth/dt = -r_e exp((V_eg - c V_bl - V_e)/a_e) exp((Vth - 2.5 V)/s_e)``; in the
-redesigned array an unselected cell of the erased row is inhibited by its bit line held
-at the inhibit voltage (c = 0.5 coupling), which is what makes single-cell tuning
-possible. Per-cell program and erase efficiencies vary (lognormal), and every pulse has a
-cycle-to-cycle factor. Retention: a slow Arrhenius-accelerated charge loss.
+``dVth/dt = -r_e exp((V_eg - c V_bl - V_e)/a_e) exp((Vth - 2.5 V)/s_e)``; an unselected
+cell of the erased row is inhibited by its bit line held at the inhibit voltage, which
+is what makes single-cell tuning possible. Per-cell program and erase efficiencies vary
+(lognormal), and every pulse has a cycle-to-cycle factor. Retention: a slow charge loss
+on an Arrhenius-weighted age integrated over the temperature history.
 """
 
 from __future__ import annotations
@@ -282,7 +281,7 @@ class EflashArray(ChipState):
         return np.hypot(p.noise_floor_rel, white)
 
     def read_bias(self, row: int | None = None) -> LineBias:
-        """The read bias of devices.md on word line ``row`` (all word lines if None)."""
+        """The read bias of docs/devices.md on word line ``row`` (all word lines if None)."""
         p = self.params
         wl = np.full(self.rows, p.read_word_line_v) if row is None else np.zeros(self.rows)
         if row is not None:
@@ -462,7 +461,7 @@ class EflashArray(ChipState):
 
     # -- truth and state ----------------------------------------------------------------
     def read_current_a(self, temperature_c: float = T_REF_C) -> np.ndarray:
-        """Noiseless cell current (A) at the read bias of devices.md."""
+        """Noiseless cell current (A) at the read bias of docs/devices.md."""
         p = self.params
         return self.cell_currents(
             np.full(self.rows, p.read_word_line_v),

@@ -1,56 +1,31 @@
 """Passive Pt/Al2O3/TiO2-x memristor crossbar (0T1R), vectorized over the array.
 
-Every default comes from ``devices.md`` (the shared device reference); its sources are
-Nili 2020 (compact model: cubic I-V, additive temperature shift, switching dynamics),
-Fahimi 2021 (thresholds, write protocol, retention, forming), Kim 2021 (threshold
-variation, yield), Prezioso 2015 (window, set/reset asymmetry) and Bayat 2018 (defects).
-Values marked "assumed" in devices.md are assumed here too.
+The model, every parameter's default and its source (Nili 2020, Fahimi 2021, Kim 2021,
+Prezioso 2015, Bayat 2018; "assumed" where no publication fixed a value) are in
+``docs/devices.md``, which also defines the conductance (I(V_read) / V_read at 0.2 V,
+25 C, noiseless) and the switching threshold (the 1 ms pulse amplitude that changes the
+conductance by 2 %) that :meth:`MemristorArray.ground_truth` reports. In short, per
+device:
 
-Model, per device (i, j):
+- **State**: the linear conductance ``g`` (S) at 25 C; the conductance of the definition
+  is ``g (1 + b V_read^2)``.
+- **I-V**: ``I = G V (1 + b V^2)`` with ``G = g + k_T (T - 25 C)`` (floored at 5 % of g).
+- **Switching** under a bias V held for t: above ``f * Vth`` the log-conductance moves at
+  ``k = L0 / 1 ms * exp((|V| - Vth) / v0) * h(|V| / Vth)``, linear in time, with a
+  logistic saturation towards the window's edges and a lognormal cycle-to-cycle factor.
+- **Thresholds**: lognormal cut to :data:`THRESHOLD_RANGE_REL` x the mean, its
+  parameters solved so that the cut distribution has the requested mean and CV.
+- **Read noise** of one read over NPLC power-line cycles: ``read_noise_rel G`` (device)
+  plus ``read_noise_abs_s / sqrt(NPLC)`` (instrument), plus random telegraph noise on
+  some devices (the split is assumed).
+- **Relaxation** after programming: ``a log10(1 + t_eff / t0)`` back towards where the
+  device came from, t_eff the Arrhenius-weighted age integrated over the temperature
+  history (:func:`~nvmlab.mocks.physics.base.equivalent_age_s`).
+- **Defects** (stuck-off, stuck-on) ignore every pulse; **virgin** devices (optional)
+  switch only once a positive bias reaches their forming voltage.
 
-- **State**: the linear conductance ``g`` (S) at 25 C. The conductance that tuning targets
-  and :meth:`MemristorArray.ground_truth` reports is devices.md's definition,
-  ``I(V_read) / V_read`` at 25 C without noise, i.e. ``g (1 + b V_read^2)``.
-- **I-V**: ``I = G V (1 + b V^2)`` with ``G = g + k_T (T - 25 C)`` (additive temperature
-  shift, k_T about 0.117 uS/K with 10 % device spread; floored at 5 % of g).
-- **Switching** under a bias V held for t: for V above ``f * Vth`` (Vth the device's own
-  set threshold for V > 0, reset threshold for V < 0) the log-conductance moves at the
-  rate ``k = L0 / 1 ms * exp((|V| - Vth) / v0) * h(|V| / Vth)``, with L0 = ln 1.02 (set)
-  or ln(1 / 0.98) (reset), v0 = ``switching_slope_v`` and h an onset factor that rises
-  from 0 at ``switching_floor_fraction`` f to exactly 1 at Vth. The change is linear in
-  time (so a pulse may be split into pieces) and therefore grows with ln(t) on the same
-  footing as with the overdrive (time-voltage tradeoff: 1 us pulses barely switch). The
-  state dependence is a logistic saturation: set drives ``(g / g_max)^2`` and reset
-  ``(g_min / g)^2`` along ``dy/dt = 2 k y (1 - y)``, integrated exactly, so set slows
-  near the top (by 11 % at 100 uS) and reset near the bottom (by 4 % at 5 uS) and g stays
-  inside [g_min, g_max]. Each pulse's k t carries a lognormal cycle-to-cycle factor (CV
-  30 %, median 1).
-- **Thresholds**: lognormal, mean 1.0 V (set) and 1.1 V (reset magnitude), CV 25 %,
-  redrawn within 0.5-2x the mean (published range 0.6-1.5 V), so every device's
-  switching floor lies above a 0.25 V read.
-- **Threshold definition** (devices.md): a single 1 ms pulse at |V| = Vth changes the
-  conductance by exactly 2 % (median over cycles) where the saturation factor is 1;
-  inside the 5-100 uS window the saturation shifts this by at most 11 %, i.e. moves the
-  measured threshold by at most ``v0 ln(1/0.89)`` (a few mV).
-- **Read noise** per single read: ``sigma_G = 0.2 % G + 0.02 uS`` (assumed), plus random
-  telegraph noise on 5 % of devices: two levels 0.5-2 % of G apart, switching as a
-  symmetric two-state process with a per-device dwell time (1 ms - 10 s, log-uniform)
-  as time passes (:meth:`MemristorArray.relax`).
-- **Relaxation** after programming: the device drifts back towards where it came from by
-  ``a log10(1 + t_eff / 1 s)`` relative (a about 0.08 %/decade, lognormal spread: about
-  0.7 % over 10 years at 25 C), with the effective age t_eff advancing with an
-  Arrhenius factor (1.0 eV, assumed) relative to 25 C.
-- **Defects** (rate 1 %, 60 % stuck-off below 1 uS, 40 % stuck-on above 300 uS) ignore
-  every pulse. **Virgin** devices (optional) sit below 0.5 uS and do not switch until a
-  positive bias reaches their forming voltage (2.2 V mean, CV 8 %: a current-limited ramp
-  below 2-3 V forms them); they then jump into 5-150 kOhm. The current limit itself is
-  the SMU's compliance (the bench clamps the voltage); forming overshoot is not modelled.
-
-Calibration (devices.md's anchor): with ``switching_slope_v`` = 0.05 V the conventional
-fixed-ramp protocol (V/2, 0.5 -> 2.0 / 2.2 V ramps in 30 mV steps, 1.1 ms pulses, a read
-after each) needs a median of 45-55 pulses to reach 2 % of a 10-100 uS target on the
-default 64 x 64 bench (seeds 0-5; 20 mV steps give 58-71, 50 mV steps 35-57); see
-``tests/mocks/physics/test_physics_calibration.py``.
+The switching-rate slope is calibrated against the conventional fixed-ramp protocol of
+``docs/devices.md`` (``tests/mocks/physics/test_physics_calibration.py``).
 
 Device parameters are drawn from ``np.random.default_rng(seed)`` (same seed, same chip);
 noise and cycle-to-cycle draws come from a separate generator seeded from the same seed.
@@ -440,7 +415,7 @@ class MemristorArray(ChipState):
         return np.maximum(g + self._temp_coeff() * (temperature_c - T_REF_C), 0.05 * g)
 
     def read_conductance_s(self) -> np.ndarray:
-        """The conductance of devices.md: I(V_read) / V_read at 25 C, noiseless (S)."""
+        """The conductance of docs/devices.md: I(V_read) / V_read at 25 C, noiseless (S)."""
         vr = self.params.read_voltage_v
         return self.g_s * (1.0 + self.iv_cubic_b_per_v2 * vr * vr)
 
