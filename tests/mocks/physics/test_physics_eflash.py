@@ -208,13 +208,18 @@ def test_retention_is_very_good_at_room_temperature_and_drifts_a_little_hot() ->
     assert abs(cold.read_current_a()[0, 0] / i0 - 1) < 0.03
 
 
-def test_source_line_high_through_a_read_with_the_gate_at_read_bias_programs_nothing() -> None:
+@pytest.mark.parametrize("bit_line_v", [1.0, 0.0], ids=["bit-lines-at-read", "bit-lines-grounded"])
+def test_source_line_high_through_a_read_with_the_gate_at_read_bias_programs_nothing(
+    bit_line_v: float,
+) -> None:
     """A fault a user hit: the source line left at 4.5 V through one read (1 PLC at 50 Hz,
     20 ms) with the control gate at the 2.5 V read bias. Source-side injection needs the
-    floating gate coupled high by the control gate: nothing may be programmed."""
+    floating gate coupled high by the control gate: nothing may be programmed, whether the
+    bit lines sit at the read voltage or at 0 V (a column held at 0 V and measured)."""
     array = EflashArray(4, 4, seed=9)
     before = array.ground_truth()["vth_v"]
     bias = array.read_bias(1)
+    bias.col_v[:] = bit_line_v
     bias.source_v = 4.5
     changed = array.stress(bias, 20e-3, 25.0)
     assert np.array_equal(array.ground_truth()["vth_v"], before)
