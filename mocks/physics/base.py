@@ -237,12 +237,23 @@ class ArrayPhysics(Protocol):
         """
         ...
 
-    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
+    def stress(
+        self,
+        bias: LineBias,
+        duration_s: float,
+        temperature_c: float,
+        *,
+        count_pulse: bool = True,
+    ) -> bool:
         """Hold ``bias`` for ``duration_s`` (s): devices switch according to the voltage each
         one really sees (floating lines settled), the pulse width and their state.
 
-        Returns True when any device's state changed (the bench then saves the state file);
-        a read bias far below every threshold must return False cheaply."""
+        A write-level bias counts one pulse (``pulse_count`` in the ground truth) for every
+        device that receives it at full amplitude, unless ``count_pulse`` is False: pass
+        False when this interval continues the previous one's bias (one pulse held in
+        several pieces). Returns True when any device's state changed (the bench then
+        saves the state file); a read bias far below every threshold must return False
+        cheaply."""
         ...
 
     def relax(

@@ -325,8 +325,17 @@ class EflashArray(ChipState):
             bias.erase_gate_v = float(-amplitude_v)
         return bias
 
-    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
-        """Hold ``bias`` for ``duration_s`` (s): program and erase as the biases dictate."""
+    def stress(
+        self,
+        bias: LineBias,
+        duration_s: float,
+        temperature_c: float,
+        *,
+        count_pulse: bool = True,
+    ) -> bool:
+        """Hold ``bias`` for ``duration_s`` (s): program and erase as the biases dictate;
+        cells at full drive count one pulse unless ``count_pulse`` is False (the interval
+        continues the previous one's pulse)."""
         p = self.params
         if duration_s <= 0:
             return False
@@ -338,10 +347,10 @@ class EflashArray(ChipState):
             and bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v
         ):
             changed |= self._program(
-                wl, bl, bias.source_v, bias.control_gate_v, duration_s, temperature_c
+                wl, bl, bias.source_v, bias.control_gate_v, duration_s, temperature_c, count_pulse
             )
         if bias.erase_gate_v >= p.erase_floor_v:
-            changed |= self._erase(wl, bl, bias.erase_gate_v, duration_s)
+            changed |= self._erase(wl, bl, bias.erase_gate_v, duration_s, count_pulse)
         return changed
 
     def _cycle(self, n: int) -> np.ndarray:
@@ -366,6 +375,7 @@ class EflashArray(ChipState):
         control_gate_v: float,
         width_s: float,
         temperature_c: float,
+        count_pulse: bool = True,
     ) -> bool:
         p = self.params
         gate = self.program_gate_factor(control_gate_v)
@@ -387,7 +397,8 @@ class EflashArray(ChipState):
         if idx.size == 0:
             return False
         r, c = np.unravel_index(idx, active.shape)
-        self._count_full_pulses(idx, drive[c])
+        if count_pulse:
+            self._count_full_pulses(idx, drive[c])
         rate = (
             p.program_ref_step_v
             / PROGRAM_REF_WIDTH_S
@@ -404,7 +415,14 @@ class EflashArray(ChipState):
         self._commit(idx, np.minimum(vth0 + dv, p.vth_max_v))
         return True
 
-    def _erase(self, wl: np.ndarray, bl: np.ndarray, erase_gate_v: float, width_s: float) -> bool:
+    def _erase(
+        self,
+        wl: np.ndarray,
+        bl: np.ndarray,
+        erase_gate_v: float,
+        width_s: float,
+        count_pulse: bool = True,
+    ) -> bool:
         p = self.params
         rows_on = wl >= p.select_gate_threshold_v
         veff = erase_gate_v - p.erase_inhibit_coupling * np.nan_to_num(bl, nan=0.0)
@@ -413,7 +431,8 @@ class EflashArray(ChipState):
         if idx.size == 0:
             return False
         _, c = np.unravel_index(idx, active.shape)
-        self._count_full_pulses(idx, veff[c])
+        if count_pulse:
+            self._count_full_pulses(idx, veff[c])
         rate = (
             p.erase_ref_step_v
             / ERASE_REF_WIDTH_S

@@ -453,14 +453,22 @@ class MemristorArray(ChipState):
             row_v, col_v = sol.row_v, sol.col_v
         return row_v[:, None] - col_v[None, :]
 
-    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
+    def stress(
+        self,
+        bias: LineBias,
+        duration_s: float,
+        temperature_c: float,
+        *,
+        count_pulse: bool = True,
+    ) -> bool:
         """Hold ``bias`` for ``duration_s`` (s); returns True when any device's state changed
         (its pulse count included).
 
         A bias whose line-voltage span could switch some device counts as one pulse for
         every device that sees the largest device voltage of the interval (``pulse_count``:
         the selected device of a V/2 or V/3 pulse, the whole selected line when the others
-        are grounded); a read far below every threshold counts nothing and returns at once.
+        are grounded) unless ``count_pulse`` is False (the interval continues the previous
+        one's pulse); a read far below every threshold counts nothing and returns at once.
         """
         if duration_s <= 0:
             return False
@@ -473,7 +481,8 @@ class MemristorArray(ChipState):
         peak = float(mag.max())
         if peak <= 0:
             return False
-        self.pulse_count[mag >= peak * (1.0 - _FULL_PULSE_REL)] += 1
+        if count_pulse:
+            self.pulse_count[mag >= peak * (1.0 - _FULL_PULSE_REL)] += 1
         switchable = self._switchable  # devices formed by this very bias do not switch on
         self._form(v)  # (the forming current limit holds them)
         active = switchable & ((v > self._set_floor_v) | (-v > self._reset_floor_v))

@@ -73,7 +73,14 @@ class ResistorArray:
         check_nplc(nplc)
         return solve_linear_crossbar(self.g, bias)
 
-    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
+    def stress(
+        self,
+        bias: LineBias,
+        duration_s: float,
+        temperature_c: float,
+        *,
+        count_pulse: bool = True,
+    ) -> bool:
         return False
 
     def relax(

@@ -42,3 +42,18 @@ def test_eflash_counts_full_program_and_erase_pulses_not_inhibited_disturb() -> 
     expected[1, 2] = 5  # ... but received no erase pulse
     expected[3, :] = 1
     np.testing.assert_array_equal(array.ground_truth()["pulse_count"], expected)
+
+
+def test_a_pulse_held_in_several_pieces_counts_once() -> None:
+    memristor = MemristorArray(4, 4, seed=2, params=MemristorParams(defect_rate=0.0))
+    bias = scheme_bias(4, 4, 1, 1, 1.1, "v/2")
+    assert memristor.stress(bias, 0.5e-3, 25.0)
+    assert memristor.stress(bias, 0.6e-3, 25.0, count_pulse=False)
+    assert memristor.ground_truth()["pulse_count"][1, 1] == 1
+    flash = EflashArray(3, 3, seed=3)
+    program = flash.pulse_bias(2, 2, 4.5, "v/2")
+    flash.stress(program, 0.5e-6, 25.0)
+    vth = flash.vth_v[2, 2]
+    flash.stress(program, 0.5e-6, 25.0, count_pulse=False)
+    assert flash.vth_v[2, 2] > vth  # the second piece still programs ...
+    assert flash.ground_truth()["pulse_count"][2, 2] == 1  # ... but is the same pulse
