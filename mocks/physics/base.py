@@ -194,6 +194,8 @@ def equivalent_age_s(
         temp = np.array([float(temperature_c), float(temperature_end_c)])
     if t.size == 1:
         return 0.0
+    if temp.min() == temp.max():  # steady: no integration needed
+        return float(elapsed_s * arrhenius_factor(float(temp[0]), activation_ev))
     dt, d_temp = np.diff(t), np.diff(temp)
     pieces = np.maximum(1, np.ceil(np.abs(d_temp) / _RAMP_PIECE_C)).astype(int)
     segment = np.repeat(np.arange(dt.size), pieces)
