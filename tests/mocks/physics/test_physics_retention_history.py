@@ -107,3 +107,19 @@ def test_a_temperature_history_is_validated() -> None:
     # the old two-argument call keeps working (constant temperature)
     array.relax(10.0, 25.0)
     assert LineBias.grounded(2, 2).row_v.shape == (2,)
+
+
+def test_equivalent_age_of_a_ramp_is_the_integral_of_the_arrhenius_factor() -> None:
+    from nvmlab.mocks.physics.base import arrhenius_factor, equivalent_age_s
+
+    # a 25 -> 85 C ramp over 100 s, against a trapezoid sum on 200 001 points (its own
+    # error is below 1e-8 relative here)
+    t = np.linspace(0.0, 100.0, 200_001)
+    reference = float(np.trapezoid(arrhenius_factor(25.0 + 0.6 * t, 1.1), t))
+    assert equivalent_age_s(100.0, 25.0, 85.0, 1.1) == pytest.approx(reference, rel=1e-7)
+    history = TemperatureHistory(np.array([0.0, 100.0]), np.array([25.0, 85.0]))
+    assert equivalent_age_s(100.0, history, None, 1.1) == pytest.approx(reference, rel=1e-7)
+    # a constant temperature is elapsed x the Arrhenius factor
+    assert equivalent_age_s(50.0, 85.0, None, 1.1) == pytest.approx(
+        50.0 * float(arrhenius_factor(85.0, 1.1)), rel=1e-12
+    )
