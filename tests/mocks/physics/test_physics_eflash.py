@@ -243,3 +243,18 @@ def test_program_step_rises_with_the_control_gate_and_falls_when_hot() -> None:
     # small pulse is nearly proportional to the rate
     ratio = program_step(8.0, 85.0) / program_step(8.0, 25.0)
     assert ratio == pytest.approx(np.exp(-0.005 * 60), rel=0.02)
+
+
+def test_truth_current_temperature_coefficient_is_what_two_reads_measure() -> None:
+    array = EflashArray(4, 4, seed=2)
+    truth = array.ground_truth()
+    low = array.solve(array.read_bias(), 24.0, noise=False).device_i
+    high = array.solve(array.read_bias(), 26.0, noise=False).device_i
+    measured = (np.log(high) - np.log(low)) / 2.0
+    np.testing.assert_allclose(measured, truth["cell_current_temp_coeff_per_k"], rtol=1e-4)
+    assert np.all(truth["cell_current_temp_coeff_per_k"] > 0)  # subthreshold: rises when hot
+    np.testing.assert_allclose(
+        truth["read_noise_sigma_a"],
+        array.noise_rel(truth["cell_current_a"]) * truth["cell_current_a"],
+        rtol=1e-12,
+    )

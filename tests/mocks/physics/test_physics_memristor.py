@@ -205,6 +205,8 @@ def test_temperature_coefficient_measured_at_25_and_85_c() -> None:
     nonlinearity = 1 + truth["iv_cubic_b_per_v2"] * 0.2**2  # I(0.2 V)/0.2 V includes the cubic term
     expected = truth["temp_coeff_s_per_k"] * nonlinearity
     np.testing.assert_allclose(slope[ok], expected[ok], rtol=1e-9)
+    # the truth's coefficient of the conductance (read at 0.2 V) is what this measures
+    np.testing.assert_allclose(slope[ok], truth["conductance_temp_coeff_s_per_k"][ok], rtol=1e-9)
     per_device = slope[ok] / nonlinearity[ok]
     # n = 252 functional devices, 10 % device spread: the mean's relative error is
     # 0.1 / sqrt(n) = 0.6 % and the spread's error 0.1 / sqrt(2 n) = 0.0045; 4 of each.
@@ -264,7 +266,8 @@ def test_telegraph_noise_on_five_percent_of_devices_switches_between_two_levels(
         has_rtn & (truth["rtn_amplitude_rel"] > 0.012) & (truth["conductance_s"] > 30e-6)
     )
     r, c = candidates[0]
-    dwell = array.rtn_dwell_s[r, c]
+    dwell = truth["rtn_dwell_s"][r, c]
+    assert dwell == array.rtn_dwell_s[r, c] and np.all(truth["rtn_dwell_s"][~has_rtn] == 0)
     samples = []
     for _ in range(400):
         array.relax(dwell, 25.0)
