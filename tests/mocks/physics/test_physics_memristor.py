@@ -441,3 +441,18 @@ def test_ninety_five_percent_of_devices_relax_less_than_one_percent_in_ten_years
         f"worst {drift.max():.2%}"
     )
     assert p95 < 0.01
+
+
+def test_truth_relaxation_per_decade_is_what_the_conductance_does_per_decade() -> None:
+    array = MemristorArray(4, 4, seed=21, params=MemristorParams(defect_rate=0.0))
+    pulse(array, 2, 2, array.set_threshold_v[2, 2] + 0.1)
+    truth = array.ground_truth()
+    assert truth["relax_direction"][2, 2] == -1 and truth["relax_direction"][0, 0] == 0
+    g0 = truth["conductance_s"][2, 2]
+    array.relax(9.0, 25.0)  # age 9 s: log10(1 + 9 s / 1 s) = one decade
+    one = array.ground_truth()["conductance_s"][2, 2]
+    array.relax(90.0, 25.0)  # age 99 s: two decades
+    two = array.ground_truth()["conductance_s"][2, 2]
+    a = truth["relax_per_decade_rel"][2, 2]
+    assert one / g0 - 1 == pytest.approx(-a, rel=1e-9)
+    assert two / g0 - 1 == pytest.approx(-2 * a, rel=1e-9)
