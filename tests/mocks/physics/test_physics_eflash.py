@@ -13,7 +13,7 @@ from nvmlab.mocks.physics.eflash import EflashArray, thermal_voltage_v
 def read_cell(
     array: EflashArray, row: int, col: int, *, temperature_c: float = 25.0, noise: bool = True
 ) -> float:
-    """Read bias of devices.md on word line ``row``; the current into bit line ``col`` (A)."""
+    """Read bias of docs/devices.md on word line ``row``; the current into bit line ``col`` (A)."""
     return float(array.solve(array.read_bias(row), temperature_c, noise=noise).col_i[col])
 
 

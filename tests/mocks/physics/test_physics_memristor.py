@@ -422,7 +422,7 @@ def test_bench_file_parameters_are_validated_with_named_fields() -> None:
 
 
 def test_ninety_five_percent_of_devices_relax_less_than_one_percent_in_ten_years() -> None:
-    """devices.md: < 1 % change over a projected 10 years at room temperature, for the
+    """docs/devices.md: < 1 % change over a projected 10 years at room temperature, for the
     chip's devices (the 95th percentile of the 4096 devices of the default bench)."""
     array = MemristorArray(64, 64, seed=0, params=MemristorParams(defect_rate=0.0))
     # one set pulse on every device at once (every row at 1.5 V, every column at 0 V)
