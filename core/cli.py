@@ -20,6 +20,7 @@ from nvmlab.masking import mask_passwords
 #: Modules that provide ``register(subparsers)``; a missing one is simply not offered.
 SUBCOMMAND_MODULES = (
     "nvmlab.mocks.cli",
+    "nvmlab.mocks.truth",
     "nvmlab.instruments.cli",
     "nvmlab.storage.cli",
     "nvmlab.demo",

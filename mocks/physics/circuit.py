@@ -12,7 +12,7 @@ converges from the linear (b = 0) solution in a few steps. The Jacobian is dense
 only the floating lines; an all-driven bias needs no iteration at all.
 
 Line (wire) resistance is not modelled: every line is an ideal equipotential. Segments
-are 1-2 ohm on the reference chips (devices.md), three orders of magnitude below the
+are 1-2 ohm on the reference chips (docs/devices.md), three orders of magnitude below the
 smallest device resistance (about 3 kOhm), so the error is < 0.1 % per line on a 64 x 64
 array; there is deliberately no line-resistance parameter rather than one that is ignored.
 """

@@ -1,12 +1,9 @@
 """Analog-grade embedded NOR flash array (55 nm split-gate cells, redesigned array).
 
 Rows are word lines (the select gates), columns are bit lines; every cell connects its bit
-line to the common source line. Defaults from ``devices.md``: read bias WL 1.5 V, CG 2.5 V,
-BL 1 V, source 0 V (Fahimi 2021); weak-inversion current ``I0 exp((V_cg - Vth)/(n kT/q))``
-with n about 1.5 and at most about 1 uA usable (Merrikh Bayat 2014/2016); Vth shift about
--1.5 mV/K (Guo 2017, assumed value); erase by Fowler-Nordheim tunnelling from the erase
-gate (8-11 V), program by source-side hot-electron injection (a few V on the source line,
-us pulses) (SST SuperFlash; amplitudes assumed); noise rising at low current (assumed).
+line to the common source line. The model, every parameter's default and its source
+(Fahimi 2021, Merrikh Bayat 2014/2016, Guo 2017, Wu 1986, SST SuperFlash; "assumed" where
+no publication fixed a value) are in ``docs/devices.md``.
 
 Cell current (A), from bit line to source line::
 
@@ -15,23 +12,26 @@ Cell current (A), from bit line to source line::
 
 the EKV interpolation, which is ``I0 exp(x) (1 - exp(-V_ds/U_T))`` in weak inversion:
 it saturates for a drain bias above about 0.1 V and flows only while the select gate
-``s(V_wl)`` (threshold 0.7 V) is on; a grounded or floating word line turns the cell off.
-``I_sat`` is the series select transistor's limit. ``Vth(T) = Vth + k_vth (T - 25 C)``.
+``s(V_wl)`` is on; a grounded or floating word line turns the cell off. ``I_sat`` is the
+series select transistor's limit. ``Vth(T) = Vth + k_vth (T - 25 C)``.
 
-Program (raises Vth): a cell injects while its select transistor conducts (word line on,
-bit line low) and the source line is high; the rate ``dVth/dt = r_p exp((V_s - V_bl -
-V_p)/a_p) exp(-(Vth - 2.5 V)/s_p)`` slows as the cell fills (log-time, exact integral).
-Erase (lowers Vth): the erase gate of the selected row (the row decoder routes
+Program (raises Vth, source-side injection): a cell injects while its select transistor
+conducts (word line on, bit line low), the source line is high and the control gate
+couples the floating gate high: ``dVth/dt = r_p exp((V_s - V_bl - V_p)/a_p)
+exp((V_cg - V_cg,p)/a_cg) exp(c_T (T - 25 C)) exp(-(Vth - 2.5 V)/s_p)``, zero below the
+source-bias and control-gate floors; it slows as the cell fills (exact log-time
+integral). Erase (lowers Vth): the erase gate of the selected row (the row decoder routes
 ``erase_gate_v`` to the rows whose word line is driven on) tunnels charge at
-``dVth/dt = -r_e exp((V_eg - c V_bl - V_e)/a_e) exp((Vth - 2.5 V)/s_e)``; in the
-redesigned array an unselected cell of the erased row is inhibited by its bit line held
-at the inhibit voltage (c = 0.5 coupling), which is what makes single-cell tuning
-possible. Per-cell program and erase efficiencies vary (lognormal), and every pulse has a
-cycle-to-cycle factor. Retention: a slow Arrhenius-accelerated charge loss.
+``dVth/dt = -r_e exp((V_eg - c V_bl - V_e)/a_e) exp((Vth - 2.5 V)/s_e)``; an unselected
+cell of the erased row is inhibited by its bit line held at the inhibit voltage, which
+is what makes single-cell tuning possible. Per-cell program and erase efficiencies vary
+(lognormal), and every pulse has a cycle-to-cycle factor. Retention: a slow charge loss
+on an Arrhenius-weighted age integrated over the temperature history.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +39,23 @@ from typing import Any
 import numpy as np
 
 from nvmlab.errors import ConfigError
-from nvmlab.mocks.physics.base import WRITE_SCHEMES, LineBias, LineSolution
-from nvmlab.mocks.physics.memristor import (
+from nvmlab.mocks.physics.base import (
     BOLTZMANN_EV_PER_K,
     T_REF_C,
-    arrhenius_factor,
-    lognormal,
+    WRITE_SCHEMES,
+    LineBias,
+    LineSolution,
+    TemperatureHistory,
+    check_nplc,
+    equivalent_age_s,
 )
-from nvmlab.mocks.physics.params import from_table, ranged, require_initial_range_within
+from nvmlab.mocks.physics.memristor import lognormal
+from nvmlab.mocks.physics.params import (
+    from_table,
+    ranged,
+    require_initial_range_within,
+    require_less,
+)
 from nvmlab.mocks.physics.state import ChipState
 
 #: Vth (V) at which the program / erase reference rates hold.
@@ -99,6 +108,15 @@ class EflashParams:
     program_floor_v: float = ranged(
         2.0, 0.0, 10.0, "no injection below this source-bit-line bias (V)"
     )
+    program_gate_slope_v: float = ranged(
+        0.5, 0.01, 5.0, "control-gate bias per e-fold of program rate (V, assumed)"
+    )
+    program_gate_floor_v: float = ranged(
+        5.0, 0.0, 12.0, "no injection below this control-gate bias (V, assumed)"
+    )
+    program_temp_coeff_per_k: float = ranged(
+        -0.005, -0.1, 0.1, "relative change of the program rate per kelvin (1/K, assumed)"
+    )
     # -- erase (Fowler-Nordheim) ------------------------------------------------------
     erase_inhibit_v: float = ranged(5.0, 0.0, 10.0, "unselected bit lines during erase (V)")
     erase_inhibit_coupling: float = ranged(
@@ -136,6 +154,13 @@ class EflashParams:
             ("vth_min_v", "vth_max_v"),
             "the threshold window",
         )
+        require_less(
+            section,
+            "program_gate_floor_v",
+            self.program_gate_floor_v,
+            "program_control_gate_v",
+            self.program_control_gate_v,
+        )
 
 
 def thermal_voltage_v(temperature_c: float) -> float:
@@ -155,7 +180,7 @@ _FIXED = (
     "program_efficiency",
     "erase_efficiency",
 )
-_STATE = ("vth_v", "vth_prog_v", "age_s", "relaxing")
+_STATE = ("vth_v", "vth_prog_v", "age_s", "relaxing", "pulse_count")
 
 
 class EflashArray(ChipState):
@@ -190,6 +215,7 @@ class EflashArray(ChipState):
         self.vth_prog_v = self.vth_v.copy()
         self.age_s = np.zeros(shape)
         self.relaxing = np.zeros(shape, dtype=bool)
+        self.pulse_count = np.zeros(shape, dtype=np.int64)
         self._noise = np.random.default_rng([self.seed, _NOISE_STREAM])
 
     # -- currents ---------------------------------------------------------------------
@@ -224,7 +250,9 @@ class EflashArray(ChipState):
         """Bit-line currents for ``bias``: ``col_i`` is the current each bit-line driver
         delivers (positive into the array), ``row_i`` is 0 (no gate current), ``device_i``
         each cell's current from bit line to source. A floating word line is off; a
-        floating bit line settles at the source voltage (no current)."""
+        floating bit line settles at the source voltage (no current). With ``noise``, one
+        read integrated over ``nplc`` power-line cycles (:meth:`noise_rel`)."""
+        check_nplc(nplc)
         row_v = np.array(bias.row_v, dtype=float)
         col_v = np.array(bias.col_v, dtype=float)
         if row_v.shape != (self.rows,) or col_v.shape != (self.cols,):
@@ -236,20 +264,24 @@ class EflashArray(ChipState):
         col_v[floating_bl] = bias.source_v
         i = self.cell_currents(wl, col_v, bias.control_gate_v, bias.source_v, temperature_c)
         if noise:
-            i = i * (1.0 + self.noise_rel(i) * self._noise.standard_normal(i.shape))
+            i = i * (1.0 + self.noise_rel(i, nplc=nplc) * self._noise.standard_normal(i.shape))
         col_i = i.sum(axis=0)
         col_i[floating_bl] = 0.0
         row_v[np.isnan(row_v)] = 0.0
         return LineSolution(row_v, col_v, np.zeros(self.rows), col_i, i)
 
-    def noise_rel(self, current_a: np.ndarray) -> np.ndarray:
-        """Relative read noise (1 sigma) at ``current_a`` (A): rising at low current."""
+    def noise_rel(self, current_a: np.ndarray, *, nplc: float = 1.0) -> np.ndarray:
+        """Relative read noise (1 sigma) of one read of ``current_a`` (A) over ``nplc``
+        power-line cycles: the white part that rises at low current (``noise_rel_at_1na``
+        at 1 nA, relative ~ 1/sqrt(I)) averages as 1/sqrt(nplc); the device's relative
+        floor (``noise_floor_rel``) does not. The split is assumed (docs/devices.md)."""
         p = self.params
         mag = np.maximum(np.abs(current_a), 1e-15)
-        return np.hypot(p.noise_floor_rel, p.noise_rel_at_1na * np.sqrt(1e-9 / mag))
+        white = p.noise_rel_at_1na * np.sqrt(1e-9 / mag) / np.sqrt(check_nplc(nplc))
+        return np.hypot(p.noise_floor_rel, white)
 
     def read_bias(self, row: int | None = None) -> LineBias:
-        """The read bias of devices.md on word line ``row`` (all word lines if None)."""
+        """The read bias of docs/devices.md on word line ``row`` (all word lines if None)."""
         p = self.params
         wl = np.full(self.rows, p.read_word_line_v) if row is None else np.zeros(self.rows)
         if row is not None:
@@ -293,28 +325,62 @@ class EflashArray(ChipState):
             bias.erase_gate_v = float(-amplitude_v)
         return bias
 
-    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
-        """Hold ``bias`` for ``duration_s`` (s): program and erase as the biases dictate."""
+    def stress(
+        self,
+        bias: LineBias,
+        duration_s: float,
+        temperature_c: float,
+        *,
+        count_pulse: bool = True,
+    ) -> bool:
+        """Hold ``bias`` for ``duration_s`` (s): program and erase as the biases dictate;
+        cells at full drive count one pulse unless ``count_pulse`` is False (the interval
+        continues the previous one's pulse)."""
         p = self.params
         if duration_s <= 0:
             return False
         wl = np.nan_to_num(np.asarray(bias.row_v, dtype=float), nan=0.0)
         bl = np.asarray(bias.col_v, dtype=float)
         changed = False
-        if bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v:
-            changed |= self._program(wl, bl, bias.source_v, duration_s, temperature_c)
+        if (
+            bias.control_gate_v >= p.program_gate_floor_v
+            and bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v
+        ):
+            changed |= self._program(
+                wl, bl, bias.source_v, bias.control_gate_v, duration_s, temperature_c, count_pulse
+            )
         if bias.erase_gate_v >= p.erase_floor_v:
-            changed |= self._erase(wl, bl, bias.erase_gate_v, duration_s)
+            changed |= self._erase(wl, bl, bias.erase_gate_v, duration_s, count_pulse)
         return changed
 
     def _cycle(self, n: int) -> np.ndarray:
         cv = self.params.cycle_spread_cv
         return lognormal(self._noise, 1.0, cv, (n,))
 
+    def program_gate_factor(self, control_gate_v: float) -> float:
+        """Program rate at ``control_gate_v`` (V) relative to ``program_control_gate_v``:
+        source-side injection needs the floating gate coupled high by the control gate
+        (the vertical field that collects the hot electrons), so the rate falls
+        exponentially with a lower gate bias and stops below ``program_gate_floor_v``."""
+        p = self.params
+        if control_gate_v < p.program_gate_floor_v:
+            return 0.0
+        return math.exp((control_gate_v - p.program_control_gate_v) / p.program_gate_slope_v)
+
     def _program(
-        self, wl: np.ndarray, bl: np.ndarray, source_v: float, width_s: float, temperature_c: float
+        self,
+        wl: np.ndarray,
+        bl: np.ndarray,
+        source_v: float,
+        control_gate_v: float,
+        width_s: float,
+        temperature_c: float,
+        count_pulse: bool = True,
     ) -> bool:
         p = self.params
+        gate = self.program_gate_factor(control_gate_v)
+        if gate == 0.0:
+            return False
         ut = thermal_voltage_v(temperature_c)
         # A floating bit line charges up until the select transistor turns off: no injection.
         bl_v = np.where(np.isnan(bl), 1e3, bl)
@@ -331,11 +397,15 @@ class EflashArray(ChipState):
         if idx.size == 0:
             return False
         r, c = np.unravel_index(idx, active.shape)
+        if count_pulse:
+            self._count_full_pulses(idx, drive[c])
         rate = (
             p.program_ref_step_v
             / PROGRAM_REF_WIDTH_S
             * np.exp((drive[c] - p.program_ref_v) / p.program_slope_v)
             * on[r, c]
+            * gate
+            * math.exp(p.program_temp_coeff_per_k * (temperature_c - T_REF_C))
             * self.program_efficiency.ravel()[idx]
             * self._cycle(idx.size)
         )
@@ -345,7 +415,14 @@ class EflashArray(ChipState):
         self._commit(idx, np.minimum(vth0 + dv, p.vth_max_v))
         return True
 
-    def _erase(self, wl: np.ndarray, bl: np.ndarray, erase_gate_v: float, width_s: float) -> bool:
+    def _erase(
+        self,
+        wl: np.ndarray,
+        bl: np.ndarray,
+        erase_gate_v: float,
+        width_s: float,
+        count_pulse: bool = True,
+    ) -> bool:
         p = self.params
         rows_on = wl >= p.select_gate_threshold_v
         veff = erase_gate_v - p.erase_inhibit_coupling * np.nan_to_num(bl, nan=0.0)
@@ -354,6 +431,8 @@ class EflashArray(ChipState):
         if idx.size == 0:
             return False
         _, c = np.unravel_index(idx, active.shape)
+        if count_pulse:
+            self._count_full_pulses(idx, veff[c])
         rate = (
             p.erase_ref_step_v
             / ERASE_REF_WIDTH_S
@@ -367,25 +446,41 @@ class EflashArray(ChipState):
         self._commit(idx, np.maximum(vth0 - dv, p.vth_min_v))
         return True
 
+    def _count_full_pulses(self, idx: np.ndarray, drive_v: np.ndarray) -> None:
+        """One pulse for each moving cell ``idx`` (flat) that sees the largest drive
+        ``drive_v`` (V) of the pulse: the selected cell, not the inhibited ones."""
+        full = drive_v >= float(drive_v.max()) * (1.0 - 1e-6)
+        self.pulse_count.reshape(-1)[idx[full]] += 1
+
     def _commit(self, idx: np.ndarray, vth_new: np.ndarray) -> None:
         self.vth_v.reshape(-1)[idx] = vth_new
         self.vth_prog_v.reshape(-1)[idx] = vth_new
         self.age_s.reshape(-1)[idx] = 0.0
         self.relaxing.reshape(-1)[idx] = True
 
-    def relax(self, elapsed_s: float, temperature_c: float) -> None:
-        """Charge loss after programming: Vth falls by ``a log10(1 + t_eff / t0)``."""
+    def relax(
+        self,
+        elapsed_s: float,
+        temperature_c: float | TemperatureHistory,
+        temperature_end_c: float | None = None,
+    ) -> None:
+        """Charge loss after programming: Vth falls by ``a log10(1 + t_eff / t0)``, the
+        effective age t_eff advancing with the Arrhenius factor integrated over the chip
+        temperature (a constant ``temperature_c``, a linear ramp to ``temperature_end_c``,
+        or a :class:`TemperatureHistory`)."""
         p = self.params
         if elapsed_s <= 0 or not self.relaxing.any() or p.retention_per_decade_v == 0:
             return
         m = self.relaxing
-        self.age_s[m] += elapsed_s * arrhenius_factor(temperature_c, p.retention_activation_ev)
+        self.age_s[m] += equivalent_age_s(
+            elapsed_s, temperature_c, temperature_end_c, p.retention_activation_ev
+        )
         loss = p.retention_per_decade_v * np.log10(1.0 + self.age_s[m] / p.retention_time_s)
         self.vth_v[m] = np.maximum(self.vth_prog_v[m] - loss, p.vth_min_v)
 
     # -- truth and state ----------------------------------------------------------------
     def read_current_a(self, temperature_c: float = T_REF_C) -> np.ndarray:
-        """Noiseless cell current (A) at the read bias of devices.md."""
+        """Noiseless cell current (A) at the read bias of docs/devices.md."""
         p = self.params
         return self.cell_currents(
             np.full(self.rows, p.read_word_line_v),
@@ -396,9 +491,42 @@ class EflashArray(ChipState):
         )
 
     def ground_truth(self) -> dict[str, np.ndarray]:
-        """``vth_v`` (V, at 25 C), ``cell_current_a`` (A, read bias, 25 C, noiseless) and the
-        fixed per-cell parameters (``slope_factor``, ``i0_a``, ``vth_temp_coeff_v_per_k``,
-        ``program_efficiency``, ``erase_efficiency``)."""
-        truth = {"vth_v": self.vth_v.copy(), "cell_current_a": self.read_current_a()}
+        """True per-cell state and parameters, each a (rows, cols) array (docs/devices.md).
+
+        - ``vth_v``: threshold (V, at 25 C); ``cell_current_a``: current at the read bias,
+          25 C, noiseless (A).
+        - ``cell_current_temp_coeff_per_k``: d ln(cell_current_a) / dT at 25 C (1/K).
+        - ``read_noise_sigma_a``: sigma (A) of one read of ``cell_current_a`` at 1 PLC,
+          ``read_noise_device_sigma_a`` (the relative floor, does not average with NPLC)
+          and ``read_noise_instrument_sigma_a`` (the low-current white part, falls as
+          1/sqrt(NPLC)) adding in quadrature.
+        - fixed per-cell parameters: ``slope_factor`` (n), ``i0_a`` (A),
+          ``vth_temp_coeff_v_per_k`` (V/K), ``program_efficiency``, ``erase_efficiency``
+          (relative rates, median 1).
+        - ``retention_age_s``: the Arrhenius-equivalent age at 25 C since the last pulse
+          (s, 0 for a cell not programmed since delivery).
+        - ``pulse_count``: program or erase pulses the cell received at full drive (the
+          selected cell, or the whole row when the other bit lines are not inhibited).
+        """
+        p = self.params
+        current = self.read_current_a()
+        step_k = 0.5
+        slope = (
+            np.log(self.read_current_a(T_REF_C + step_k))
+            - np.log(self.read_current_a(T_REF_C - step_k))
+        ) / (2 * step_k)
+        white = p.noise_rel_at_1na * np.sqrt(1e-9 / np.maximum(current, 1e-15))
+        device_sigma = p.noise_floor_rel * current
+        instrument_sigma = white * current
+        truth = {
+            "vth_v": self.vth_v.copy(),
+            "cell_current_a": current,
+            "cell_current_temp_coeff_per_k": slope,
+            "read_noise_sigma_a": np.hypot(device_sigma, instrument_sigma),
+            "read_noise_device_sigma_a": device_sigma,
+            "read_noise_instrument_sigma_a": instrument_sigma,
+            "retention_age_s": np.where(self.relaxing, self.age_s, 0.0),
+            "pulse_count": self.pulse_count.copy(),
+        }
         truth.update({name: getattr(self, name).copy() for name in _FIXED})
         return truth

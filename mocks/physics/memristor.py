@@ -1,56 +1,31 @@
 """Passive Pt/Al2O3/TiO2-x memristor crossbar (0T1R), vectorized over the array.
 
-Every default comes from ``devices.md`` (the shared device reference); its sources are
-Nili 2020 (compact model: cubic I-V, additive temperature shift, switching dynamics),
-Fahimi 2021 (thresholds, write protocol, retention, forming), Kim 2021 (threshold
-variation, yield), Prezioso 2015 (window, set/reset asymmetry) and Bayat 2018 (defects).
-Values marked "assumed" in devices.md are assumed here too.
+The model, every parameter's default and its source (Nili 2020, Fahimi 2021, Kim 2021,
+Prezioso 2015, Bayat 2018; "assumed" where no publication fixed a value) are in
+``docs/devices.md``, which also defines the conductance (I(V_read) / V_read at 0.2 V,
+25 C, noiseless) and the switching threshold (the 1 ms pulse amplitude that changes the
+conductance by 2 %) that :meth:`MemristorArray.ground_truth` reports. In short, per
+device:
 
-Model, per device (i, j):
+- **State**: the linear conductance ``g`` (S) at 25 C; the conductance of the definition
+  is ``g (1 + b V_read^2)``.
+- **I-V**: ``I = G V (1 + b V^2)`` with ``G = g + k_T (T - 25 C)`` (floored at 5 % of g).
+- **Switching** under a bias V held for t: above ``f * Vth`` the log-conductance moves at
+  ``k = L0 / 1 ms * exp((|V| - Vth) / v0) * h(|V| / Vth)``, linear in time, with a
+  logistic saturation towards the window's edges and a lognormal cycle-to-cycle factor.
+- **Thresholds**: lognormal cut to :data:`THRESHOLD_RANGE_REL` x the mean, its
+  parameters solved so that the cut distribution has the requested mean and CV.
+- **Read noise** of one read over NPLC power-line cycles: ``read_noise_rel G`` (device)
+  plus ``read_noise_abs_s / sqrt(NPLC)`` (instrument), plus random telegraph noise on
+  some devices (the split is assumed).
+- **Relaxation** after programming: ``a log10(1 + t_eff / t0)`` back towards where the
+  device came from, t_eff the Arrhenius-weighted age integrated over the temperature
+  history (:func:`~nvmlab.mocks.physics.base.equivalent_age_s`).
+- **Defects** (stuck-off, stuck-on) ignore every pulse; **virgin** devices (optional)
+  switch only once a positive bias reaches their forming voltage.
 
-- **State**: the linear conductance ``g`` (S) at 25 C. The conductance that tuning targets
-  and :meth:`MemristorArray.ground_truth` reports is devices.md's definition,
-  ``I(V_read) / V_read`` at 25 C without noise, i.e. ``g (1 + b V_read^2)``.
-- **I-V**: ``I = G V (1 + b V^2)`` with ``G = g + k_T (T - 25 C)`` (additive temperature
-  shift, k_T about 0.117 uS/K with 10 % device spread; floored at 5 % of g).
-- **Switching** under a bias V held for t: for V above ``f * Vth`` (Vth the device's own
-  set threshold for V > 0, reset threshold for V < 0) the log-conductance moves at the
-  rate ``k = L0 / 1 ms * exp((|V| - Vth) / v0) * h(|V| / Vth)``, with L0 = ln 1.02 (set)
-  or ln(1 / 0.98) (reset), v0 = ``switching_slope_v`` and h an onset factor that rises
-  from 0 at ``switching_floor_fraction`` f to exactly 1 at Vth. The change is linear in
-  time (so a pulse may be split into pieces) and therefore grows with ln(t) on the same
-  footing as with the overdrive (time-voltage tradeoff: 1 us pulses barely switch). The
-  state dependence is a logistic saturation: set drives ``(g / g_max)^2`` and reset
-  ``(g_min / g)^2`` along ``dy/dt = 2 k y (1 - y)``, integrated exactly, so set slows
-  near the top (by 11 % at 100 uS) and reset near the bottom (by 4 % at 5 uS) and g stays
-  inside [g_min, g_max]. Each pulse's k t carries a lognormal cycle-to-cycle factor (CV
-  30 %, median 1).
-- **Thresholds**: lognormal, mean 1.0 V (set) and 1.1 V (reset magnitude), CV 25 %,
-  redrawn within 0.5-2x the mean (published range 0.6-1.5 V), so every device's
-  switching floor lies above a 0.25 V read.
-- **Threshold definition** (devices.md): a single 1 ms pulse at |V| = Vth changes the
-  conductance by exactly 2 % (median over cycles) where the saturation factor is 1;
-  inside the 5-100 uS window the saturation shifts this by at most 11 %, i.e. moves the
-  measured threshold by at most ``v0 ln(1/0.89)`` (a few mV).
-- **Read noise** per single read: ``sigma_G = 0.2 % G + 0.02 uS`` (assumed), plus random
-  telegraph noise on 5 % of devices: two levels 0.5-2 % of G apart, switching as a
-  symmetric two-state process with a per-device dwell time (1 ms - 10 s, log-uniform)
-  as time passes (:meth:`MemristorArray.relax`).
-- **Relaxation** after programming: the device drifts back towards where it came from by
-  ``a log10(1 + t_eff / 1 s)`` relative (a about 0.08 %/decade, lognormal spread: about
-  0.7 % over 10 years at 25 C), with the effective age t_eff advancing with an
-  Arrhenius factor (1.0 eV, assumed) relative to 25 C.
-- **Defects** (rate 1 %, 60 % stuck-off below 1 uS, 40 % stuck-on above 300 uS) ignore
-  every pulse. **Virgin** devices (optional) sit below 0.5 uS and do not switch until a
-  positive bias reaches their forming voltage (2.2 V mean, CV 8 %: a current-limited ramp
-  below 2-3 V forms them); they then jump into 5-150 kOhm. The current limit itself is
-  the SMU's compliance (the bench clamps the voltage); forming overshoot is not modelled.
-
-Calibration (devices.md's anchor): with ``switching_slope_v`` = 0.05 V the conventional
-fixed-ramp protocol (V/2, 0.5 -> 2.0 / 2.2 V ramps in 30 mV steps, 1.1 ms pulses, a read
-after each) needs a median of 45-55 pulses to reach 2 % of a 10-100 uS target on the
-default 64 x 64 bench (seeds 0-5; 20 mV steps give 58-71, 50 mV steps 35-57); see
-``tests/mocks/physics/test_physics_calibration.py``.
+The switching-rate slope is calibrated against the conventional fixed-ramp protocol of
+``docs/devices.md`` (``tests/mocks/physics/test_physics_calibration.py``).
 
 Device parameters are drawn from ``np.random.default_rng(seed)`` (same seed, same chip);
 noise and cycle-to-cycle draws come from a separate generator seeded from the same seed.
@@ -59,6 +34,7 @@ Switching does not depend on temperature.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,7 +43,20 @@ from typing import Any
 import numpy as np
 
 from nvmlab.errors import ConfigError
-from nvmlab.mocks.physics.base import LineBias, LineSolution
+from nvmlab.mocks.physics.base import (
+    BOLTZMANN_EV_PER_K as BOLTZMANN_EV_PER_K,  # re-exported: imported from here before
+)
+from nvmlab.mocks.physics.base import (
+    T_REF_C,
+    LineBias,
+    LineSolution,
+    TemperatureHistory,
+    check_nplc,
+    equivalent_age_s,
+)
+from nvmlab.mocks.physics.base import (
+    arrhenius_factor as arrhenius_factor,  # re-exported: imported from here before
+)
 from nvmlab.mocks.physics.circuit import solve_crossbar
 from nvmlab.mocks.physics.params import (
     from_table,
@@ -77,8 +66,6 @@ from nvmlab.mocks.physics.params import (
 )
 from nvmlab.mocks.physics.state import ChipState
 
-BOLTZMANN_EV_PER_K = 8.617333262e-5
-T_REF_C = 25.0
 T_REF_K = T_REF_C + 273.15
 #: Pulse width (s) at which the threshold definition holds.
 THRESHOLD_PULSE_S = 1e-3
@@ -86,6 +73,15 @@ THRESHOLD_PULSE_S = 1e-3
 THRESHOLD_CHANGE_REL = 0.02
 #: Noise-generator stream tag (mixed with the seed).
 _NOISE_STREAM = 0x6E6F697365
+
+#: Thresholds are drawn within this range of their mean (x mean): the low cut keeps every
+#: device's switching floor (``switching_floor_fraction`` x threshold, 0.25 V for the
+#: default 1.0 V mean) above a 0.2 V read, the high cut keeps thresholds below the write
+#: limit. The published range is 0.6-1.5 V for a 1.0 V mean.
+THRESHOLD_RANGE_REL = (0.5, 2.5)
+#: Largest threshold CV the cut distribution can realise with room to spare (the cut
+#: lognormal's CV tends to about 0.48 as its log-sigma grows without bound).
+THRESHOLD_CV_MAX = 0.45
 
 # Device classes in the ground truth's "defect" map.
 FUNCTIONAL, STUCK_OFF, STUCK_ON = 0, 1, 2
@@ -111,7 +107,9 @@ class MemristorParams:
     # -- switching ----------------------------------------------------------------------
     set_threshold_mean_v: float = ranged(1.0, 0.1, 5.0, "mean set threshold (V)")
     reset_threshold_mean_v: float = ranged(1.1, 0.1, 5.0, "mean reset threshold magnitude (V)")
-    threshold_cv: float = ranged(0.25, 0.0, 1.0, "device-to-device threshold CV")
+    threshold_cv: float = ranged(
+        0.25, 0.0, THRESHOLD_CV_MAX, "device-to-device threshold CV (realised)"
+    )
     switching_slope_v: float = ranged(
         0.05, 0.002, 1.0, "overdrive per e-fold of switching rate (V)"
     )
@@ -126,7 +124,12 @@ class MemristorParams:
     rtn_dwell_min_s: float = ranged(1e-3, 1e-9, 1e6, "telegraph mean dwell time, shortest (s)")
     rtn_dwell_max_s: float = ranged(10.0, 1e-9, 1e6, "telegraph mean dwell time, longest (s)")
     # -- retention -------------------------------------------------------------------
-    relax_per_decade_rel: float = ranged(0.0008, 0.0, 0.1, "relaxation per decade of time (rel)")
+    relax_per_decade_rel: float = ranged(
+        0.0005, 0.0, 0.1, "relaxation per decade of time (rel), mean over devices"
+    )
+    relax_per_decade_cv: float = ranged(
+        0.25, 0.0, 2.0, "device-to-device CV of the relaxation per decade (assumed)"
+    )
     relax_time_s: float = ranged(1.0, 1e-6, 1e6, "time origin of the log-time relaxation (s)")
     relax_activation_ev: float = ranged(1.0, 0.0, 3.0, "Arrhenius activation energy (eV)")
     # -- defects and forming ------------------------------------------------------------
@@ -190,22 +193,99 @@ def lognormal(
     return mean * np.exp(rng.normal(-0.5 * sigma * sigma, sigma, shape))
 
 
-#: Thresholds are drawn within this range of their mean (x mean); the published range is
-#: 0.6-1.5 V for a 1.0 V mean. Redrawing the 0.4 % outside changes mean and CV by < 1 %.
-THRESHOLD_RANGE_REL = (0.5, 2.0)
+def _std_normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _cut_lognormal_moments(mu: float, sigma: float) -> tuple[float, float] | None:
+    """Mean and CV of exp(N(mu, sigma^2)) cut to :data:`THRESHOLD_RANGE_REL` (None when
+    the cut holds no probability in floating point)."""
+    la, lb = (math.log(x) for x in THRESHOLD_RANGE_REL)
+    alpha, beta = (la - mu) / sigma, (lb - mu) / sigma
+    mass = _std_normal_cdf(beta) - _std_normal_cdf(alpha)
+    if mass <= 0:
+        return None
+    # E[X^k | cut] = exp(k mu + k^2 sigma^2 / 2) (Phi(beta - k sigma) - Phi(alpha - k sigma))
+    #                / (Phi(beta) - Phi(alpha))
+    m1 = (
+        math.exp(mu + sigma * sigma / 2)
+        * (_std_normal_cdf(beta - sigma) - _std_normal_cdf(alpha - sigma))
+        / mass
+    )
+    m2 = (
+        math.exp(2 * mu + 2 * sigma * sigma)
+        * (_std_normal_cdf(beta - 2 * sigma) - _std_normal_cdf(alpha - 2 * sigma))
+        / mass
+    )
+    return m1, math.sqrt(max(m2 - m1 * m1, 0.0)) / m1
+
+
+def _mu_for_unit_mean(sigma: float) -> float:
+    """The log-mean mu for which the cut lognormal of log-sigma ``sigma`` has mean 1
+    (bisection: the cut mean rises monotonically with mu)."""
+    lo, hi = -20.0, 20.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        moments = _cut_lognormal_moments(mid, sigma)
+        mean = (
+            (THRESHOLD_RANGE_REL[1] if mid > 0 else THRESHOLD_RANGE_REL[0])
+            if (moments is None)
+            else moments[0]
+        )
+        if mean < 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@functools.lru_cache(maxsize=64)
+def cut_lognormal_parameters(cv: float) -> tuple[float, float]:
+    """(mu, sigma) of the lognormal whose cut to :data:`THRESHOLD_RANGE_REL` has mean 1 and
+    coefficient of variation ``cv`` (0 < cv <= :data:`THRESHOLD_CV_MAX`; ValueError
+    otherwise). The cut CV rises monotonically with sigma: bisection."""
+    if not 0 < cv <= THRESHOLD_CV_MAX:
+        raise ValueError(
+            f"threshold CV {cv!r} is not allowed; allowed above 0 up to {THRESHOLD_CV_MAX}"
+        )
+    lo, hi = 1e-6, 3.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        moments = _cut_lognormal_moments(_mu_for_unit_mean(mid), mid)
+        assert moments is not None
+        if moments[1] < cv:
+            lo = mid
+        else:
+            hi = mid
+    sigma = 0.5 * (lo + hi)
+    return _mu_for_unit_mean(sigma), sigma
+
+
+def truncated_lognormal_moments(mean: float, cv: float) -> tuple[float, float]:
+    """Exact mean and CV of the distribution :func:`truncated_lognormal` draws from."""
+    if cv <= 0:
+        return float(mean), 0.0
+    moments = _cut_lognormal_moments(*cut_lognormal_parameters(cv))
+    assert moments is not None
+    return mean * moments[0], moments[1]
 
 
 def truncated_lognormal(
     rng: np.random.Generator, mean: float, cv: float, shape: tuple[int, ...]
 ) -> np.ndarray:
-    """Lognormal threshold draws (mean, CV) redrawn until within :data:`THRESHOLD_RANGE_REL`."""
-    values = lognormal(rng, mean, cv, shape)
+    """Threshold draws: a lognormal cut to :data:`THRESHOLD_RANGE_REL` x ``mean`` (out-of-range
+    draws are redrawn, which samples the cut distribution exactly) whose parameters are
+    solved so that the cut distribution has mean ``mean`` and CV ``cv``."""
+    if cv <= 0:
+        return np.full(shape, float(mean))
+    mu, sigma = cut_lognormal_parameters(float(cv))
     lo, hi = THRESHOLD_RANGE_REL[0] * mean, THRESHOLD_RANGE_REL[1] * mean
-    for _ in range(100):
+    values = mean * np.exp(rng.normal(mu, sigma, shape))
+    for _ in range(200):
         outside = (values < lo) | (values > hi)
         if not outside.any():
             break
-        values[outside] = lognormal(rng, mean, cv, (int(outside.sum()),))
+        values[outside] = mean * np.exp(rng.normal(mu, sigma, int(outside.sum())))
     return np.clip(values, lo, hi)
 
 
@@ -214,12 +294,6 @@ def log_uniform(
 ) -> np.ndarray:
     """Draws uniform in log between ``lo`` and ``hi``."""
     return np.exp(rng.uniform(math.log(lo), math.log(hi), shape))
-
-
-def arrhenius_factor(temperature_c: float, activation_ev: float) -> float:
-    """How much faster a thermally activated process runs at ``temperature_c`` than at 25 C."""
-    t_k = temperature_c + 273.15
-    return math.exp(activation_ev / BOLTZMANN_EV_PER_K * (1.0 / T_REF_K - 1.0 / t_k))
 
 
 # Arrays that make up the chip: fixed parameters and the state that pulses change.
@@ -234,7 +308,10 @@ _FIXED = (
     "relax_per_decade_rel",
     "forming_voltage_v",
 )
-_STATE = ("g_prog_s", "age_s", "relax_sign", "formed", "rtn_high", "g_s")
+_STATE = ("g_prog_s", "age_s", "relax_sign", "formed", "rtn_high", "g_s", "pulse_count")
+#: A device "receives" a pulse when it sees the interval's largest device voltage within
+#: this relative tolerance (the selected device; the whole line in the "ground" scheme).
+_FULL_PULSE_REL = 1e-6
 
 
 class MemristorArray(ChipState):
@@ -290,7 +367,9 @@ class MemristorArray(ChipState):
         self.rtn_dwell_s = log_uniform(
             rng, p.rtn_dwell_min_s, p.rtn_dwell_max_s * (1 + 1e-12), shape
         )
-        self.relax_per_decade_rel = lognormal(rng, p.relax_per_decade_rel, 0.5, shape)
+        self.relax_per_decade_rel = lognormal(
+            rng, p.relax_per_decade_rel, p.relax_per_decade_cv, shape
+        )
         self.forming_voltage_v = lognormal(
             rng, p.forming_voltage_mean_v, p.forming_voltage_cv, shape
         )
@@ -303,6 +382,7 @@ class MemristorArray(ChipState):
         self.g_prog_s = g.copy()
         self.age_s = np.zeros(shape)
         self.relax_sign = np.zeros(shape)
+        self.pulse_count = np.zeros(shape, dtype=np.int64)
 
     def _refresh_limits(self) -> None:
         """Cache what the cheap "nothing can switch" test of :meth:`stress` needs."""
@@ -335,14 +415,21 @@ class MemristorArray(ChipState):
         return np.maximum(g + self._temp_coeff() * (temperature_c - T_REF_C), 0.05 * g)
 
     def read_conductance_s(self) -> np.ndarray:
-        """The conductance of devices.md: I(V_read) / V_read at 25 C, noiseless (S)."""
+        """The conductance of docs/devices.md: I(V_read) / V_read at 25 C, noiseless (S)."""
         vr = self.params.read_voltage_v
         return self.g_s * (1.0 + self.iv_cubic_b_per_v2 * vr * vr)
 
-    def _noisy(self, g: np.ndarray) -> np.ndarray:
+    def read_noise_sigma_g_s(self, g: np.ndarray, nplc: float = 1.0) -> np.ndarray:
+        """Read noise (S, 1 sigma, linear-conductance units) of one read of conductance ``g``
+        integrated over ``nplc`` power-line cycles: the device's relative part
+        ``read_noise_rel g`` does not average away, the instrument's absolute part
+        ``read_noise_abs_s / sqrt(nplc)`` does (docs/devices.md, split assumed)."""
         p = self.params
+        return p.read_noise_rel * g + p.read_noise_abs_s / math.sqrt(check_nplc(nplc))
+
+    def _noisy(self, g: np.ndarray, nplc: float) -> np.ndarray:
         g = g * (1.0 + self.rtn_amplitude_rel * (self.rtn_high - 0.5))
-        sigma = p.read_noise_rel * g + p.read_noise_abs_s
+        sigma = self.read_noise_sigma_g_s(g, nplc)
         return np.maximum(g + sigma * self._noise.standard_normal(g.shape), 0.0)
 
     # -- ArrayPhysics -------------------------------------------------------------------
@@ -350,10 +437,12 @@ class MemristorArray(ChipState):
         self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
     ) -> LineSolution:
         """Settle the line network; device currents include read and telegraph noise when
-        ``noise`` (one single read of every device)."""
+        ``noise`` (one single read of every device, integrated over ``nplc`` power-line
+        cycles: see :meth:`read_noise_sigma_g_s`)."""
+        check_nplc(nplc)
         g = self.conductance_at(temperature_c)
         if noise:
-            g = self._noisy(g)
+            g = self._noisy(g, nplc)
         return solve_crossbar(g, self.iv_cubic_b_per_v2, bias)
 
     def device_voltages(self, bias: LineBias, temperature_c: float = T_REF_C) -> np.ndarray:
@@ -364,8 +453,23 @@ class MemristorArray(ChipState):
             row_v, col_v = sol.row_v, sol.col_v
         return row_v[:, None] - col_v[None, :]
 
-    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
-        """Hold ``bias`` for ``duration_s`` (s); returns True when any device changed."""
+    def stress(
+        self,
+        bias: LineBias,
+        duration_s: float,
+        temperature_c: float,
+        *,
+        count_pulse: bool = True,
+    ) -> bool:
+        """Hold ``bias`` for ``duration_s`` (s); returns True when any device's state changed
+        (its pulse count included).
+
+        A bias whose line-voltage span could switch some device counts as one pulse for
+        every device that sees the largest device voltage of the interval (``pulse_count``:
+        the selected device of a V/2 or V/3 pulse, the whole selected line when the others
+        are grounded) unless ``count_pulse`` is False (the interval continues the previous
+        one's pulse); a read far below every threshold counts nothing and returns at once.
+        """
         if duration_s <= 0:
             return False
         driven = np.concatenate([bias.row_v, bias.col_v])
@@ -373,13 +477,18 @@ class MemristorArray(ChipState):
         if driven.size == 0 or float(driven.max() - driven.min()) < self.quiet_span_v:
             return False
         v = self.device_voltages(bias, temperature_c)
+        mag = np.abs(v)
+        peak = float(mag.max())
+        if peak <= 0:
+            return False
+        if count_pulse:
+            self.pulse_count[mag >= peak * (1.0 - _FULL_PULSE_REL)] += 1
         switchable = self._switchable  # devices formed by this very bias do not switch on
-        changed = self._form(v)  # (the forming current limit holds them)
+        self._form(v)  # (the forming current limit holds them)
         active = switchable & ((v > self._set_floor_v) | (-v > self._reset_floor_v))
         idx = np.flatnonzero(active)
-        if idx.size == 0:
-            return changed
-        self._switch(idx, v.ravel()[idx], duration_s)
+        if idx.size:
+            self._switch(idx, v.ravel()[idx], duration_s)
         return True
 
     def _form(self, v: np.ndarray) -> bool:
@@ -427,16 +536,23 @@ class MemristorArray(ChipState):
         # After programming a device relaxes back: down after a set, up after a reset.
         self.relax_sign.reshape(-1)[idx] = np.where(is_set, -1.0, 1.0)
 
-    def relax(self, elapsed_s: float, temperature_c: float) -> None:
-        """Let ``elapsed_s`` (s) pass: log-time relaxation (Arrhenius-accelerated) and
-        telegraph-noise flips."""
+    def relax(
+        self,
+        elapsed_s: float,
+        temperature_c: float | TemperatureHistory,
+        temperature_end_c: float | None = None,
+    ) -> None:
+        """Let ``elapsed_s`` (s) pass: log-time relaxation on an Arrhenius-accelerated age
+        integrated over the chip temperature (a constant ``temperature_c``, a linear ramp
+        to ``temperature_end_c``, or a :class:`TemperatureHistory`), and telegraph-noise
+        flips."""
         if elapsed_s <= 0:
             return
         p = self.params
         relaxing = self.relax_sign != 0
         if relaxing.any():
-            self.age_s[relaxing] += elapsed_s * arrhenius_factor(
-                temperature_c, p.relax_activation_ev
+            self.age_s[relaxing] += equivalent_age_s(
+                elapsed_s, temperature_c, temperature_end_c, p.relax_activation_ev
             )
             drift = self.relax_per_decade_rel[relaxing] * np.log10(
                 1.0 + self.age_s[relaxing] / p.relax_time_s
@@ -449,28 +565,61 @@ class MemristorArray(ChipState):
             self.rtn_high[rtn] ^= flips
 
     def ground_truth(self) -> dict[str, np.ndarray]:
-        """True per-device state and parameters, each a (rows, cols) array.
+        """True per-device state and parameters, each a (rows, cols) array, in the form a
+        measurement extracts them (docs/devices.md).
 
-        ``conductance_s``: I(V_read)/V_read at 25 C, noiseless (S); ``linear_conductance_s``
-        (S); ``set_threshold_v`` (V, positive) and ``reset_threshold_v`` (V, negative) as
-        defined in devices.md; ``temp_coeff_s_per_k``; ``iv_cubic_b_per_v2``; ``defect``
-        (0 functional, 1 stuck-off, 2 stuck-on); ``stuck_off`` / ``stuck_on`` (bool);
-        ``rtn_amplitude_rel`` (0 without telegraph noise); ``formed`` (bool);
-        ``forming_voltage_v``.
+        - ``conductance_s``: I(V_read)/V_read at 25 C, noiseless (S);
+          ``linear_conductance_s``: G of the I-V (S).
+        - ``set_threshold_v`` (V, positive) and ``reset_threshold_v`` (V, negative): the
+          1 ms pulse amplitude that changes the conductance by 2 %.
+        - ``temp_coeff_s_per_k``: d G / dT of the linear conductance (S/K);
+          ``conductance_temp_coeff_s_per_k``: d (I(V_read)/V_read) / dT at 25 C (S/K).
+        - ``iv_cubic_b_per_v2``: b of I = G V (1 + b V^2) (V^-2);
+          ``iv_nonlinearity_at_read_rel``: b V_read^2, what the cubic term adds at the read.
+        - ``read_noise_sigma_s``: sigma (S) of one read of ``conductance_s`` at 1 PLC
+          without telegraph noise, the sum of ``read_noise_device_sigma_s`` (does not
+          average with NPLC) and ``read_noise_instrument_sigma_s`` (falls as 1/sqrt(NPLC)).
+        - ``rtn_amplitude_rel``: step between the two telegraph levels relative to G (0
+          without telegraph noise); ``rtn_dwell_s``: mean dwell time in each level (s, 0
+          without); ``rtn_high``: the level now (the reading sits at G (1 +- step / 2)).
+        - ``relax_per_decade_rel``: relaxation per decade of time since the last pulse
+          (relative, at 25 C); ``relax_direction``: -1 drifting down (after a set), +1 up
+          (after a reset), 0 not programmed since delivery.
+        - ``defect`` (0 functional, 1 stuck-off, 2 stuck-on); ``stuck_off`` / ``stuck_on``
+          (bool); ``formed`` (bool); ``forming_voltage_v`` (V).
+        - ``pulse_count``: write pulses the device received at full amplitude (see
+          :meth:`stress`).
         """
+        p = self.params
+        vr = p.read_voltage_v
+        nonlinear = 1.0 + self.iv_cubic_b_per_v2 * vr * vr
+        device_sigma = p.read_noise_rel * self.g_s * nonlinear
+        instrument_sigma = p.read_noise_abs_s * nonlinear
+        has_rtn = self.rtn_amplitude_rel > 0
+        temp_coeff = self._temp_coeff()
         return {
             "conductance_s": self.read_conductance_s(),
             "linear_conductance_s": self.g_s.copy(),
             "set_threshold_v": self.set_threshold_v.copy(),
             "reset_threshold_v": -self.reset_threshold_mag_v,
-            "temp_coeff_s_per_k": self._temp_coeff(),
+            "temp_coeff_s_per_k": temp_coeff,
+            "conductance_temp_coeff_s_per_k": temp_coeff * nonlinear,
             "iv_cubic_b_per_v2": self.iv_cubic_b_per_v2.copy(),
+            "iv_nonlinearity_at_read_rel": nonlinear - 1.0,
+            "read_noise_sigma_s": device_sigma + instrument_sigma,
+            "read_noise_device_sigma_s": device_sigma,
+            "read_noise_instrument_sigma_s": instrument_sigma,
+            "rtn_amplitude_rel": self.rtn_amplitude_rel.copy(),
+            "rtn_dwell_s": np.where(has_rtn, self.rtn_dwell_s, 0.0),
+            "rtn_high": self.rtn_high & has_rtn,
+            "relax_per_decade_rel": self.relax_per_decade_rel.copy(),
+            "relax_direction": self.relax_sign.astype(np.int8),
             "defect": self.defect.copy(),
             "stuck_off": self.defect == STUCK_OFF,
             "stuck_on": self.defect == STUCK_ON,
-            "rtn_amplitude_rel": self.rtn_amplitude_rel.copy(),
             "formed": self.formed.copy(),
             "forming_voltage_v": self.forming_voltage_v.copy(),
+            "pulse_count": self.pulse_count.copy(),
         }
 
     # -- state file (save_state / load_state: ChipState) -------------------------------

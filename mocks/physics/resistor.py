@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nvmlab.mocks.physics.base import LineBias, LineSolution
+from nvmlab.mocks.physics.base import LineBias, LineSolution, TemperatureHistory, check_nplc
 from nvmlab.mocks.physics.state import load_state_file, save_state_file
 
 
@@ -69,23 +69,43 @@ class ResistorArray:
     def solve(
         self, bias: LineBias, temperature_c: float, *, noise: bool = True, nplc: float = 1.0
     ) -> LineSolution:
+        """Noiseless at any ``nplc`` (checked only)."""
+        check_nplc(nplc)
         return solve_linear_crossbar(self.g, bias)
 
-    def stress(self, bias: LineBias, duration_s: float, temperature_c: float) -> bool:
+    def stress(
+        self,
+        bias: LineBias,
+        duration_s: float,
+        temperature_c: float,
+        *,
+        count_pulse: bool = True,
+    ) -> bool:
         return False
 
-    def relax(self, elapsed_s: float, temperature_c: float) -> None:
+    def relax(
+        self,
+        elapsed_s: float,
+        temperature_c: float | TemperatureHistory,
+        temperature_end_c: float | None = None,
+    ) -> None:
         return None
 
     def ground_truth(self) -> dict[str, np.ndarray]:
         return {"conductance_s": self.g.copy()}
 
     def save_state(self, path: Path, *, clock_s: float | None = None) -> None:
-        """Write the conductances atomically (:func:`~.state.save_state_file`)."""
+        """Write the conductances atomically (:func:`~.state.save_state_file`); ``clock_s``
+        (s) is the bench clock's time, kept for the ground truth."""
         save_state_file(
             path,
             {"conductance_s": self.g},
-            {"kind": self.kind, "rows": self.rows, "cols": self.cols},
+            {
+                "kind": self.kind,
+                "rows": self.rows,
+                "cols": self.cols,
+                "clock_s": None if clock_s is None else float(clock_s),
+            },
         )
 
     def load_state(self, path: Path) -> None:

@@ -101,6 +101,24 @@ def load_state_file(
     return arrays, meta
 
 
+def read_state_meta(path: Path | str) -> dict[str, Any]:
+    """The JSON document (``meta``) of a state file: its kind, geometry, seed, parameters
+    and, when the writer knew it, ``clock_s``. ConfigError names an unreadable file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data[_META_KEY]).decode("utf-8"))
+    except (OSError, ValueError, KeyError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a state file"
+        raise ConfigError(f"cannot read chip state file: {reason}", file=str(path)) from exc
+    if not isinstance(meta, dict) or not all(k in meta for k in ("kind", "rows", "cols")):
+        raise ConfigError(
+            "cannot read chip state file: its meta document lacks kind, rows or cols",
+            file=str(path),
+        )
+    return meta
+
+
 def rng_state_to_json(rng: np.random.Generator) -> dict[str, Any]:
     """The bit generator state of ``rng`` as JSON-compatible data."""
     state = rng.bit_generator.state
@@ -125,6 +143,9 @@ class ChipState:
     """
 
     state_arrays: ClassVar[tuple[str, ...]] = ()
+    #: Arrays that state files written by older versions lack, with the value they load
+    #: as (a scalar broadcast to the array's shape and dtype).
+    optional_state_arrays: ClassVar[dict[str, Any]] = {"pulse_count": 0}
     params_class: ClassVar[type]
     kind: str
     rows: int
@@ -134,7 +155,8 @@ class ChipState:
     _noise: np.random.Generator
 
     def save_state(self, path: Path, *, clock_s: float | None = None) -> None:
-        """Write every parameter and state array atomically (see :func:`save_state_file`)."""
+        """Write every parameter and state array atomically (see :func:`save_state_file`);
+        ``clock_s`` (s) is the bench clock's time at which this state holds."""
         arrays = {name: getattr(self, name) for name in self.state_arrays}
         meta = {
             "kind": self.kind,
@@ -143,19 +165,26 @@ class ChipState:
             "seed": self.seed,
             "params": to_table(self.params),
             "noise_rng": rng_state_to_json(self._noise),
+            "clock_s": None if clock_s is None else float(clock_s),
         }
         save_state_file(path, arrays, meta)
 
     def load_state(self, path: Path) -> None:
         """Restore exactly the chip written by :meth:`save_state` (no seed needed)."""
         arrays, meta = load_state_file(path, kind=self.kind, rows=self.rows, cols=self.cols)
-        missing = [n for n in self.state_arrays if n not in arrays]
+        missing = [
+            n for n in self.state_arrays if n not in arrays and n not in self.optional_state_arrays
+        ]
         if missing:
             raise ConfigError(f"state file lacks arrays {', '.join(missing)}", file=str(path))
         self.params = self.params_class(**meta["params"])
         self.seed = int(meta["seed"])
         for name in self.state_arrays:
-            setattr(self, name, np.array(arrays[name]))
+            if name in arrays:
+                setattr(self, name, np.array(arrays[name]))
+            else:  # written before this array existed
+                old = getattr(self, name)
+                setattr(self, name, np.full(old.shape, self.optional_state_arrays[name], old.dtype))
         self._noise = rng_from_json(meta["noise_rng"])
         self._state_loaded()
 

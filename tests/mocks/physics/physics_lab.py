@@ -15,7 +15,7 @@ READ_V = 0.2
 def read_conductance(
     array: ArrayPhysics, row: int, col: int, *, temperature_c: float = 25.0, noise: bool = True
 ) -> float:
-    """Two-channel read (devices.md): the selected row forced to 0.2 V, the selected column
+    """Two-channel read (docs/devices.md): the selected row forced to 0.2 V, the selected column
     held at 0 V and measured, every other line grounded. Returns I / V (S)."""
     bias = LineBias.grounded(array.rows, array.cols)
     bias.row_v[row] = READ_V

@@ -1,4 +1,4 @@
-"""Calibration anchor of the switching dynamics (devices.md, issue 2 acceptance).
+"""Calibration anchor of the switching dynamics (docs/devices.md, issue 2 acceptance).
 
 The conventional write-verify protocol of the study: V/2 scheme, amplitude ramps
 0.5 -> 2.0 V (set) and 0.5 -> 2.2 V (reset) in fixed steps, 1.1 ms pulses, a read after

@@ -13,7 +13,7 @@ from nvmlab.mocks.physics.eflash import EflashArray, thermal_voltage_v
 def read_cell(
     array: EflashArray, row: int, col: int, *, temperature_c: float = 25.0, noise: bool = True
 ) -> float:
-    """Read bias of devices.md on word line ``row``; the current into bit line ``col`` (A)."""
+    """Read bias of docs/devices.md on word line ``row``; the current into bit line ``col`` (A)."""
     return float(array.solve(array.read_bias(row), temperature_c, noise=noise).col_i[col])
 
 
@@ -206,3 +206,55 @@ def test_retention_is_very_good_at_room_temperature_and_drifts_a_little_hot() ->
     assert 0 < v0 - cold.vth_v[0, 0] < 1e-3  # < 1 mV in ten years at 25 C
     assert v0 - hot.vth_v[0, 0] > v0 - cold.vth_v[0, 0]  # a week at 85 C does more
     assert abs(cold.read_current_a()[0, 0] / i0 - 1) < 0.03
+
+
+@pytest.mark.parametrize("bit_line_v", [1.0, 0.0], ids=["bit-lines-at-read", "bit-lines-grounded"])
+def test_source_line_high_through_a_read_with_the_gate_at_read_bias_programs_nothing(
+    bit_line_v: float,
+) -> None:
+    """A fault a user hit: the source line left at 4.5 V through one read (1 PLC at 50 Hz,
+    20 ms) with the control gate at the 2.5 V read bias. Source-side injection needs the
+    floating gate coupled high by the control gate: nothing may be programmed, whether the
+    bit lines sit at the read voltage or at 0 V (a column held at 0 V and measured)."""
+    array = EflashArray(4, 4, seed=9)
+    before = array.ground_truth()["vth_v"]
+    bias = array.read_bias(1)
+    bias.col_v[:] = bit_line_v
+    bias.source_v = 4.5
+    changed = array.stress(bias, 20e-3, 25.0)
+    assert np.array_equal(array.ground_truth()["vth_v"], before)
+    assert changed is False
+
+
+def test_program_step_rises_with_the_control_gate_and_falls_when_hot() -> None:
+    def program_step(control_gate_v: float, temperature_c: float = 25.0) -> float:
+        array = EflashArray(2, 2, seed=5)
+        array.params.cycle_spread_cv = 0.0
+        array.vth_v[0, 0] = 2.5
+        bias = array.pulse_bias(0, 0, 4.5, "v/2")
+        bias.control_gate_v = control_gate_v
+        array.stress(bias, 1e-6, temperature_c)
+        return float(array.vth_v[0, 0] - 2.5)
+
+    steps = [program_step(v) for v in (6.0, 7.0, 8.0, 9.0)]
+    assert 0 < steps[0] < steps[1] < steps[2] < steps[3]
+    assert program_step(3.0) == 0.0  # below the gate floor: no injection
+    # hot-electron injection weakens when hot (assumed -0.5 %/K of the rate); the step of a
+    # small pulse is nearly proportional to the rate
+    ratio = program_step(8.0, 85.0) / program_step(8.0, 25.0)
+    assert ratio == pytest.approx(np.exp(-0.005 * 60), rel=0.02)
+
+
+def test_truth_current_temperature_coefficient_is_what_two_reads_measure() -> None:
+    array = EflashArray(4, 4, seed=2)
+    truth = array.ground_truth()
+    low = array.solve(array.read_bias(), 24.0, noise=False).device_i
+    high = array.solve(array.read_bias(), 26.0, noise=False).device_i
+    measured = (np.log(high) - np.log(low)) / 2.0
+    np.testing.assert_allclose(measured, truth["cell_current_temp_coeff_per_k"], rtol=1e-4)
+    assert np.all(truth["cell_current_temp_coeff_per_k"] > 0)  # subthreshold: rises when hot
+    np.testing.assert_allclose(
+        truth["read_noise_sigma_a"],
+        array.noise_rel(truth["cell_current_a"]) * truth["cell_current_a"],
+        rtol=1e-12,
+    )
