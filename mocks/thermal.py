@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nvmlab.clock import Clock
+from nvmlab.mocks.physics.base import TemperatureHistory
 
 
 @dataclass
@@ -35,6 +36,12 @@ class ThermalParams:
     max_step_s: float = 1.0
 
 
+#: Chip temperature changes smaller than this (C) are not logged for retention.
+CHIP_LOG_RESOLUTION_C = 0.01
+#: Samples of the chip log kept between two retention updates (thinned beyond).
+CHIP_LOG_MAX_SAMPLES = 4096
+
+
 class ThermalModel:
     """Chamber air and chip temperatures following a setpoint.
 
@@ -49,6 +56,9 @@ class ThermalModel:
         self.air_c = self.params.ambient_c
         self.chip_c = self.params.ambient_c
         self._t = clock.now()
+        #: (time s, chip C) samples since the last :meth:`chip_history`, for retention
+        #: integrated over the temperature the chip actually had
+        self._chip_log: list[tuple[float, float]] = [(self._t, self.chip_c)]
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         #: Sensor fault flag set by the chamber firmware's fault injection (information only:
@@ -77,6 +87,8 @@ class ThermalModel:
             target = self.target_c
             air, chip = self.air_c, self.chip_c
             tau_chip = p.chip_time_constant_s
+            log = self._chip_log
+            t_step = self._t
             for _ in range(n):
                 change = (target - air) * (1.0 - a_air)
                 change = max(-max_change, min(max_change, change))
@@ -84,8 +96,38 @@ class ThermalModel:
                 rate = change / dt
                 chip = air + change - rate * tau_chip + (chip - air + rate * tau_chip) * a_chip
                 air += change
+                t_step += dt
+                if abs(chip - log[-1][1]) > CHIP_LOG_RESOLUTION_C:
+                    log.append((t_step, chip))
+            if log[-1][0] < now:
+                log.append((now, chip))
+            if len(log) > CHIP_LOG_MAX_SAMPLES:  # keep the first and last, thin the rest
+                self._chip_log = [log[0], *log[1:-1:2], log[-1]]
             self.air_c, self.chip_c = air, chip
             self._t = now
+
+    def chip_history(self, since_s: float) -> float | TemperatureHistory:
+        """The chip temperature from ``since_s`` (s, clock time) to now, for retention.
+
+        A constant temperature comes back as a number (C); otherwise a
+        :class:`~nvmlab.mocks.physics.base.TemperatureHistory` of the logged samples.
+        Samples before now are dropped: call it once per interval (the world does, when
+        the chip relaxes).
+        """
+        self.advance()
+        with self._lock:
+            log = self._chip_log
+            times = np.array([t for t, _ in log], dtype=float)
+            temps = np.array([c for _, c in log], dtype=float)
+            self._chip_log = [log[-1]]
+        keep = times > since_s
+        start_c = float(np.interp(since_s, times, temps))
+        t = np.concatenate(([0.0], times[keep] - since_s))
+        c = np.concatenate(([start_c], temps[keep]))
+        if np.ptp(c) <= CHIP_LOG_RESOLUTION_C:
+            return float(c[-1])
+        strictly = np.concatenate(([True], np.diff(t) > 0))
+        return TemperatureHistory(t[strictly], c[strictly])
 
     def air_temperature_c(self) -> float:
         self.advance()

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -76,6 +76,15 @@ class TerminalReading:
     in_compliance: bool  #: the current limit clamped the source
 
 
+def _same_bias(a: LineBias, b: LineBias) -> bool:
+    return (
+        np.array_equal(a.row_v, b.row_v, equal_nan=True)
+        and np.array_equal(a.col_v, b.col_v, equal_nan=True)
+        and (a.control_gate_v, a.erase_gate_v, a.source_v)
+        == (b.control_gate_v, b.erase_gate_v, b.source_v)
+    )
+
+
 class Bench:
     """The emulated physical world shared by all emulated instruments of one bench."""
 
@@ -104,6 +113,7 @@ class Bench:
         self.max_applied_v: dict[str, float] = {t: 0.0 for t in (*TERMINALS, "board")}
         self.max_applied_a: dict[str, float] = {t: 0.0 for t in TERMINALS}
         self._last_relax_t = clock.now()
+        self._last_hold: tuple[float, LineBias] | None = None
         #: Bench time (s) the chip may relax during reads before the state file is rewritten.
         self.save_interval_s = float(save_interval_s)
         self._last_save_t = self._last_relax_t
@@ -156,7 +166,8 @@ class Bench:
         now = self.clock.now()
         elapsed = now - self._last_relax_t
         if elapsed > 0:
-            self.array.relax(elapsed, self.chip_temperature_c())
+            # retention integrates over the temperature the chip had since the last update
+            self.array.relax(elapsed, self.thermal.chip_history(self._last_relax_t))
             self._last_relax_t = now
 
     def solve(
@@ -325,9 +336,19 @@ class Bench:
         with self.lock:
             self._relax_to_now()
             bias = self.line_bias()
-            changed = self.array.stress(bias, duration_s, self.chip_temperature_c())
+            start = self.clock.now()
+            # one pulse held in several pieces (an SMU's delay then its measurement) counts once
+            continues = (
+                self._last_hold is not None
+                and self._last_hold[0] == start
+                and (_same_bias(self._last_hold[1], bias))
+            )
+            changed = self.array.stress(
+                bias, duration_s, self.chip_temperature_c(), count_pulse=not continues
+            )
             self.clock.sleep(duration_s)
             self._last_relax_t = self.clock.now()
+            self._last_hold = (self._last_relax_t, bias)
             if changed:
                 self.save_state()
 
@@ -367,8 +388,10 @@ class Bench:
                 self.array.save_state(self.state_file, clock_s=self.clock.now())
                 self._last_save_t = self._last_relax_t
 
-    def ground_truth(self) -> dict[str, np.ndarray]:
-        """The chip's true per-device parameters and state (for tests that check extraction)."""
+    def ground_truth(self) -> dict[str, Any]:
+        """The chip's true per-device parameters and state (for tests that check extraction),
+        with the bench clock time ``clock_s`` (s), as :func:`nvmlab.mocks.read_ground_truth`
+        gives them from the state file."""
         with self.lock:
             self._relax_to_now()
-            return self.array.ground_truth()
+            return {**self.array.ground_truth(), "clock_s": self.clock.now()}

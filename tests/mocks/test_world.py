@@ -242,3 +242,65 @@ def test_state_file_is_rewritten_after_five_seconds_of_reads(
     bench.save_state()  # on stop: with the bench clock time
     assert array.saves == [105.0, 109.9]
     assert (tmp_path / "chip.npz").exists()
+
+
+def _baked_eflash_loss_v(read_every_s: float | None) -> float:
+    """Program cell (0, 0) of an eFlash bench, bake the chamber at 85 C for an hour, cool
+    at 25 C for half an hour; the cell's threshold loss (V), reading the array every
+    ``read_every_s`` (s) or never (None)."""
+    from nvmlab.mocks.emulated import build_emulated_bench
+
+    emulated = build_emulated_bench(array="eflash", rows=2, cols=2, seed=1)
+    try:
+        bench = emulated.bench
+        for _ in range(3):
+            bench.board_pulse(0, 0, 5.0, 1e-5, "v/3")
+        v0 = float(bench.ground_truth()["vth_v"][0, 0])
+        for duration_s, setpoint_c in ((3600.0, 85.0), (1800.0, 25.0)):
+            bench.thermal.advance()
+            bench.thermal.setpoint_c = setpoint_c
+            left_s = duration_s
+            while left_s > 0:
+                step_s = min(left_s, read_every_s or left_s)
+                bench.clock.sleep(step_s)
+                left_s -= step_s
+                if read_every_s is not None:
+                    bench.terminal_currents()
+        assert bench.thermal.chip_temperature_c() < 30.0  # baked, then cooled
+        return v0 - float(bench.ground_truth()["vth_v"][0, 0])
+    finally:
+        emulated.close()
+
+
+def test_a_chamber_bake_with_no_reads_ages_the_chip_at_the_temperature_it_had() -> None:
+    """Retention integrates over the chip's own temperature history: a bake with no read
+    in between loses what the same bake read every minute loses (not what 25 C loses)."""
+    no_reads = _baked_eflash_loss_v(None)
+    every_minute = _baked_eflash_loss_v(60.0)
+    assert every_minute > 0
+    assert no_reads == pytest.approx(every_minute, rel=0.02)
+
+
+def test_a_pulse_held_in_two_pieces_counts_once_and_a_new_pulse_counts_again() -> None:
+    """An SMU applies one pulse as a source delay then a measurement (two holds at one
+    bias); the ground truth's pulse_count counts the pulse, not the pieces."""
+    from nvmlab.mocks.emulated import build_emulated_bench
+
+    emulated = build_emulated_bench(rows=2, cols=2, seed=2)
+    try:
+        bench = emulated.bench
+        route_row_to_a(bench, 0)
+        before = bench.ground_truth()["pulse_count"].copy()
+        bench.set_terminal("A", 1.6)
+        bench.hold(0.5e-3)
+        bench.hold(0.5e-3)  # the same pulse, continued
+        bench.set_terminal("A", None)
+        after_one = bench.ground_truth()["pulse_count"]
+        np.testing.assert_array_equal(after_one[0] - before[0], [1, 1])
+        np.testing.assert_array_equal(after_one[1], before[1])
+        bench.clock.sleep(1e-3)
+        bench.set_terminal("A", 1.6)
+        bench.hold(1e-3)  # a second pulse after a pause
+        np.testing.assert_array_equal(bench.ground_truth()["pulse_count"][0] - before[0], [2, 2])
+    finally:
+        emulated.close()

@@ -632,7 +632,9 @@ class StressRecorder(ResistorArray):
         super().__init__(conductance_s)
         self.held: list[tuple[float, float]] = []
 
-    def stress(self, bias, duration_s: float, temperature_c: float) -> bool:  # type: ignore[no-untyped-def]
+    def stress(
+        self, bias, duration_s: float, temperature_c: float, *, count_pulse: bool = True
+    ) -> bool:  # type: ignore[no-untyped-def]
         self.held.append((float(bias.row_v[ROW]), duration_s))
         return False
 
