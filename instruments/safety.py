@@ -4,7 +4,7 @@ Every role implementation calls these checks before it formats a command: a valu
 outside the limits raises :class:`~nvmlab.errors.SafetyLimitError` and nothing is sent.
 
 The defaults depend on the array the station holds (:func:`default_limits`): the
-:class:`SafetyLimits` field defaults suit the memristor crossbars of devices.md; an eFlash
+:class:`SafetyLimits` field defaults suit the memristor crossbars of docs/devices.md; an eFlash
 station reads at the documented eFlash biases (bit line 1 V, word line 1.5 V), so its
 read limit is higher. ``docs/station-file.md`` lists both sets.
 
@@ -25,7 +25,7 @@ VoltagePurpose = Literal["read", "write", "forming"]
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    """The station's caps. The field defaults suit the memristor crossbars of devices.md;
+    """The station's caps. The field defaults suit the memristor crossbars of docs/devices.md;
     :func:`default_limits` gives those of another array kind."""
 
     max_read_v: float = 0.5
@@ -94,7 +94,7 @@ class SafetyLimits:
 ARRAY_KINDS: tuple[str, ...] = ("memristor", "eflash")
 
 #: Defaults that differ from the :class:`SafetyLimits` field defaults, by array kind.
-#: eFlash (devices.md, Fahimi 2021): the read forces the bit line at 1 V and the word line
+#: eFlash (docs/devices.md, Fahimi 2021): the read forces the bit line at 1 V and the word line
 #: at 1.5 V (SMU A in the two-channel read, or a board DAC line), so reads go up to 1.5 V;
 #: program and erase biases are checked against ``max_eflash_v``, not the write limit.
 ARRAY_LIMIT_DEFAULTS: dict[str, dict[str, float]] = {
