@@ -19,8 +19,8 @@ from nvmlab.instruments.safety import VoltagePurpose
 
 Channel = Literal["a", "b"]
 #: State of the unselected lines during reads and writes (see docs/probe-board.md).
-UnselectedScheme = Literal["ground", "float", "v/2", "v/3", "track"]
-LineMode = Literal["ground", "float", "dac", "smu-a", "smu-b", "track"]
+UnselectedScheme = Literal["ground", "float", "v/2", "v/3", "track", "track-b"]
+LineMode = Literal["ground", "float", "dac", "smu-a", "smu-b", "track", "track-b"]
 
 
 @runtime_checkable
