@@ -58,8 +58,8 @@ READ_SCHEMES: tuple[str, ...] = ("track", "track-b", "float")
 WRITE_SCHEMES: tuple[str, ...] = ("v/2", "v/3", "float", "ground")
 #: Most readings one averaged read takes.
 MAX_AVERAGES = 1000
-#: ``progress(done, total)``: devices read so far and devices asked for.
-Progress = Callable[[int, int], None]
+#: ``progress(done, total, read)``: devices read so far, devices asked for, the last read.
+Progress = Callable[[int, int, "DeviceRead"], None]
 
 
 @dataclass(frozen=True)
@@ -231,8 +231,9 @@ class ArrayOperations:
     ) -> ConductanceMap:
         """Read every device (row-major) or the ``devices`` given, one by one.
 
-        ``progress(done, total)`` is called after each device (it may raise to stop the
-        map: the exception propagates with the SMU source back at 0 V).
+        ``progress(done, total, read)`` is called after each device with its
+        :class:`DeviceRead` (it may raise to stop the map: the exception propagates with
+        the SMU source back at 0 V).
         """
         settings = self._settings(settings)
         rows, cols = self.board.rows, self.board.cols
@@ -255,7 +256,7 @@ class ArrayOperations:
             result.current_a[r, c] = read.current_a
             result.devices.append((r, c))
             if progress is not None:
-                progress(done, len(wanted))
+                progress(done, len(wanted), read)
         return result
 
     # -- writes ---------------------------------------------------------------------------

@@ -70,10 +70,10 @@ def test_a_map_read_matches_the_chip_on_every_smu_model(smu: str) -> None:
         seen: list[tuple[int, int]] = []
         result = ops.read_map(
             settings=ReadSettings(read_v=0.2, nplc=1.0),
-            progress=lambda done, total: seen.append((done, total)),
+            progress=lambda done, total, read: seen.append((done, total, read.row, read.col)),
         )
         truth = bench.ground_truth()
-    assert seen == [(k, 100) for k in range(1, 101)]
+    assert seen == [(k + 1, 100, k // 10, k % 10) for k in range(100)]
     assert result.devices == [(r, c) for r in range(10) for c in range(10)]
     assert_within_noise(result.conductance_s, truth)
     # Unbiased: the mean normalised error of 100 devices is 0 within 5 / sqrt(100).
