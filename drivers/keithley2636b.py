@@ -415,6 +415,27 @@ class Keithley2636B(Instrument):
         self.write(f"{name}()")
         return [self.read() for _ in range(reply_lines)]
 
+    def run_script_until(
+        self, name: str, end_marker: str, *, run_time_s: float, max_lines: int = 100_000
+    ) -> list[str]:
+        """Run script ``name`` (``name()``) and read its printed lines up to and including
+        the first that starts with ``end_marker``; waits up to the transport timeout plus
+        ``run_time_s`` (s) for each line. Raises InstrumentProtocolError after
+        ``max_lines`` lines without the marker."""
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"script name {name!r}: allowed a Lua identifier")
+        self.write(f"{name}()")
+        lines: list[str] = []
+        with self.transport.timeout_at_least(self.transport.timeout_s + run_time_s):
+            while len(lines) < max_lines:
+                line = self.read()
+                lines.append(line)
+                if line.startswith(end_marker):
+                    return lines
+        raise self.protocol_error(
+            f"script {name}: no line starting with {end_marker!r} in {max_lines} lines"
+        )
+
     def call(self, function: str, *args: Any, reply_lines: int = 1) -> list[str]:
         """Call a function defined on the instrument, ``function(args...)``; read its replies."""
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", function):

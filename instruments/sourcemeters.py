@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,13 @@ from nvmlab.drivers.keysight_b2902a import KeysightB2902A, KeysightB2902AChannel
 from nvmlab.errors import ConfigError, SafetyLimitError
 from nvmlab.instruments.roles import Channel, SourceMeter
 from nvmlab.instruments.safety import SafetyLimits, VoltagePurpose
+from nvmlab.instruments.scripts import (
+    END_MARKER,
+    ScriptResult,
+    ScriptStopped,
+    ScriptTemplate,
+    render,
+)
 from nvmlab.models import spelled
 
 #: Most pulses one :meth:`SourceMeter.pulse_train` call makes.
@@ -333,6 +340,43 @@ class Keithley2636BSourceMeter(_SourceMeterBase):
         finally:
             if not was_on:
                 smu.output_enabled = False
+
+    def run_script(
+        self,
+        template: ScriptTemplate,
+        values: Mapping[str, Any],
+        *,
+        max_run_s: float,
+    ) -> ScriptResult:
+        """Upload ``template`` with ``values`` and run it on the instrument; return what it
+        printed.
+
+        Every value is checked by its declared kind against the station's limits before
+        the script text is built (a refused value sends nothing), and the script stops
+        itself, both outputs off, once ``max_run_s`` (s, bench time on the instrument) has
+        passed (see :mod:`nvmlab.instruments.scripts`). A channel the role has not
+        configured gets the station's current limit first. Raises
+        :class:`~nvmlab.instruments.scripts.ScriptStopped` when the script was stopped by
+        its watchdog or failed (its outputs are then off).
+        """
+        source = render(template, values, self.limits, max_run_s=max_run_s)
+        for ch in self.channels:
+            self._ensure_compliance(ch)
+        self.driver.load_script(template.name, source)
+        lines = self.driver.run_script_until(template.name, END_MARKER, run_time_s=max_run_s)
+        end, printed = lines[-1], lines[:-1]
+        if end.strip() != f"{END_MARKER} ok":
+            for ch in self.channels:
+                self._output_on[ch] = False
+                self._levels[ch] = 0.0
+            reason = end[len(END_MARKER) :].strip().removeprefix("stopped").strip()
+            raise ScriptStopped(
+                f"script {template.name} was stopped on the instrument, outputs off: {reason}",
+                printed,
+            )
+        for ch in self.channels:
+            self._levels[ch] = 0.0  # the wrapper leaves both sources at 0 V
+        return ScriptResult(printed, float(max_run_s))
 
     def _pulse_train(
         self,
