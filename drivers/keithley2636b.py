@@ -258,6 +258,23 @@ class Keithley2636BChannel(Channel):
             amps = self.parent.print_buffer(f"{ch}.nvbuffer1.readings", n)
         return levels.copy(), amps
 
+    def list_sweep_trace(
+        self, volts: Sequence[float] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`list_sweep` with the reading buffer's timestamps: (volts V, amps A, time s
+        of each reading from the first).
+
+        Sends ``smuX.nvbuffer1.collecttimestamps = 1`` first and, after the sweep's
+        readings, ``printbuffer(1, n, smuX.nvbuffer1.timestamps)``.
+        """
+        levels = np.asarray(volts, dtype=float).ravel()
+        if not 1 <= levels.size <= MAX_POINTS:
+            raise ValueError(f"list sweep of {levels.size} points: allowed 1..{MAX_POINTS}")
+        self.write(f"{self.ch}.nvbuffer1.collecttimestamps = 1")
+        levels, amps = self.list_sweep(levels)
+        times = self.parent.print_buffer(f"{self.ch}.nvbuffer1.timestamps", levels.size)
+        return levels, amps, times - times[0]
+
     def pulse(self, volts: float, width_s: float) -> None:
         """One pulse from 0 V to ``volts`` (V) for ``width_s`` (s), timed on the instrument.
 

@@ -12,6 +12,10 @@ Outputs: :meth:`list_sweep`, :meth:`pulse` and :meth:`pulse_train` switch an out
 is off on for the operation and off again afterwards; an output that was on stays on (at
 0 V after a pulse).
 
+Buffers: :meth:`sweep_trace` runs a list sweep into the instrument's reading buffer (the
+2400's trace buffer, a 2636B's ``nvbuffer1``, a B2902A's acquisition buffer) and reads it
+back with each reading's time.
+
 Pulse trains: the 2636B runs the whole train as an uploaded TSP script whose caps (|V| of
 the pulses and of the read level, the longest width) are the station's limits, passed as
 the script's parameters after being checked; the 2400 and B2902A make one pulse and one
@@ -33,7 +37,7 @@ from nvmlab.drivers.keithley2400 import Keithley2400
 from nvmlab.drivers.keithley2636b import Keithley2636B, Keithley2636BChannel
 from nvmlab.drivers.keysight_b2902a import KeysightB2902A, KeysightB2902AChannel
 from nvmlab.errors import ConfigError, SafetyLimitError
-from nvmlab.instruments.roles import Channel, SourceMeter
+from nvmlab.instruments.roles import Channel, SourceMeter, SweepTrace
 from nvmlab.instruments.safety import SafetyLimits, VoltagePurpose
 from nvmlab.instruments.scripts import (
     END_MARKER,
@@ -52,6 +56,7 @@ __all__ = [
     "Keithley2636BSourceMeter",
     "KeysightB2902ASourceMeter",
     "make_source_meter",
+    "SweepTrace",
     "SOURCE_METERS",
 ]
 
@@ -169,6 +174,24 @@ class _SourceMeterBase(ABC):
         with self._output_for_operation(ch):
             amps = self._sweep(ch, levels)
         return np.asarray(amps, dtype=float)
+
+    def sweep_trace(
+        self, volts: np.ndarray, *, purpose: VoltagePurpose = "read", channel: Channel = "a"
+    ) -> SweepTrace:
+        """A list sweep whose readings are stored in the instrument's buffer and read back
+        from it with their times: each voltage (V, checked against the limit for
+        ``purpose`` before anything is sent) sourced in turn, one reading each. The output
+        is switched on for the sweep if it was off."""
+        ch = self._channel(channel)
+        levels = self._check_sweep(volts, purpose)
+        self._ensure_compliance(ch)
+        with self._output_for_operation(ch):
+            source_v, amps, times = self._smu(ch).list_sweep_trace(levels)
+        return SweepTrace(
+            np.asarray(source_v, dtype=float),
+            np.asarray(amps, dtype=float),
+            np.asarray(times, dtype=float),
+        )
 
     def pulse(
         self,

@@ -425,3 +425,41 @@ def test_array_operations_read_on_the_2636b_after_a_script() -> None:
         truth = bench.ground_truth()["conductance_s"][2, 3]
     bench.close()
     assert read.conductance_s == pytest.approx(truth, rel=0.03)
+
+
+# -- sweeps read back from the instrument's buffer ------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DRIVERS))
+def test_an_over_limit_trace_sweep_sends_nothing(name: str) -> None:
+    smu, transport = role(name, [])
+    with pytest.raises(SafetyLimitError, match="list sweep voltage"):
+        smu.sweep_trace(np.array([0.1, 0.7]))
+    assert transport.sent == []
+
+
+@pytest.mark.parametrize("name", sorted(DRIVERS))
+def test_a_trace_sweep_reads_the_device_and_times_each_reading(name: str) -> None:
+    """A sweep at read voltages on one routed device, read back from the buffer: each
+    current is the device's I(V) = G V (1 + b V^2) from the ground truth within 5 sigma of
+    the read noise, and the times rise from 0 within the bench time the sweep took."""
+    levels = np.array([0.05, 0.1, 0.15, 0.2, -0.1, -0.2])
+    bench = build_emulated_bench(rows=6, cols=6, seed=9, smu_model=name)
+    with Station(bench.station_dict(), visa_library=bench.visa_library(), clock=bench.clock) as st:
+        st.smu.configure(current_limit_a=1e-4, nplc=1.0)
+        st.board.select(2, 4, unselected="track")
+        start = bench.clock.now()
+        trace = st.smu.sweep_trace(levels)
+        elapsed = bench.clock.now() - start
+        truth = bench.ground_truth()
+    bench.close()
+    g = truth["linear_conductance_s"][2, 4]
+    b = truth["iv_cubic_b_per_v2"][2, 4]
+    expected = g * levels * (1 + b * levels**2)
+    sigma = (0.002 * g + 0.02e-6) * np.abs(levels)
+    telegraph = truth["rtn_amplitude_rel"][2, 4] * g * np.abs(levels)
+    assert np.all(np.abs(trace.current_a - expected) <= 5 * sigma + telegraph)
+    assert trace.source_v == pytest.approx(levels, abs=1e-6)
+    assert trace.time_s[0] == 0.0
+    assert np.all(np.diff(trace.time_s) > 0)
+    assert trace.time_s[-1] < elapsed
