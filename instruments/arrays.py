@@ -273,11 +273,16 @@ class ArrayOperations:
         lasting ``width_s`` (s) on device (row, col), the unselected lines under ``scheme``
         (``"v/2"``: half-selected devices see V/2; ``"v/3"``: V/3, the others -V/3;
         ``"float"``; ``"ground"``: half-selected devices on the high line see the full V).
-        The amplitude is checked against the station's write limit, the width against its
-        maximum pulse width, before anything is sent."""
+        The amplitude is checked against the station's write limit (its eFlash limit on an
+        eFlash board), the width against its maximum pulse width, before anything is
+        sent."""
         _check_choice("write scheme", scheme, WRITE_SCHEMES)
         row, col = self._check_device(row, col)
-        self.limits.check_voltage(amplitude_v, "write", what="write pulse amplitude")
+        if getattr(self.board, "kind", "MEMRISTOR") == "EFLASH":
+            # eFlash program / erase amplitudes have their own, higher limit.
+            self.limits.check_eflash_voltage(amplitude_v, what="eFlash pulse amplitude")
+        else:
+            self.limits.check_voltage(amplitude_v, "write", what="write pulse amplitude")
         self.limits.check_pulse_width(width_s)
         self.board.write_pulse(row, col, amplitude_v, width_s, scheme=scheme)
 

@@ -215,3 +215,13 @@ def test_refused_read_settings_send_nothing() -> None:
         with pytest.raises(ValueError, match="outside 0..9"):
             ops.read_device(10, 0)
         assert bench.bench.max_applied_v["A"] == 0.0
+
+
+def test_an_eflash_program_pulse_is_checked_against_the_eflash_limit() -> None:
+    """On an eFlash board the amplitude is a program / erase bias: the write limit (2.5 V)
+    does not apply, the eFlash limit does."""
+    with operations(array="eflash", rows=4, cols=4) as (ops, bench):
+        ops.write_pulse(1, 2, 4.5, 1e-5)
+        assert bench.bench.max_applied_v["board"] == pytest.approx(4.5)
+        with pytest.raises(SafetyLimitError, match="eFlash limit"):
+            ops.write_pulse(1, 2, -13.0, 1e-5)
