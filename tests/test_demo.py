@@ -128,3 +128,22 @@ def test_the_demo_map_read_goes_through_the_array_operations_with_the_old_figure
     assert abs(new.median_abs_error_rel - old.median_abs_error_rel) <= tolerance
     # The same commands per device: the same instrument time (up to a few set-up commands).
     assert reported["instrument_s"] == pytest.approx(old_instrument_s, rel=0.02)
+
+
+def test_stop_requests_raise_before_the_database_then_only_at_safe_points() -> None:
+    stop = demo.StopRequests()
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(2, None)  # before defer(): at once
+    stop._handle(2, None)  # a second one within the grace: ignored
+
+    stop = demo.StopRequests()
+    stop.defer()
+    stop._handle(2, None)  # deferred: recorded only
+    assert stop.requested
+    stop._handle(2, None)  # the second Ctrl-C while stopping: ignored
+    with pytest.raises(KeyboardInterrupt):
+        stop.check()  # the map stops at its next safe point
+    assert stop.first_at is not None
+    stop.first_at -= demo.GRACE_S + 1  # the stop has taken longer than the grace
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(2, None)
