@@ -21,6 +21,7 @@ from nvmlab.instruments.arrays import ArrayOperations, ReadSettings
 from nvmlab.instruments.station import Station
 from nvmlab.mocks.benchfile import BenchConfig
 from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
+from nvmlab.mocks.physics.resistor import ResistorArray
 
 SMUS = ["keithley2400", "keithley2636b", "keysight_b2902a"]
 TWO_CHANNEL = ["keithley2636b", "keysight_b2902a"]
@@ -225,3 +226,31 @@ def test_an_eflash_program_pulse_is_checked_against_the_eflash_limit() -> None:
         assert bench.bench.max_applied_v["board"] == pytest.approx(4.5)
         with pytest.raises(SafetyLimitError, match="eFlash limit"):
             ops.write_pulse(1, 2, -13.0, 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "smu", "factor"),
+    [
+        ("track", "keithley2400", 1.0),
+        ("track-b", "keithley2636b", 1.0),
+        # Floating lines: the sneak path (n-1) G, (n-1)^2 G, (n-1) G in series adds
+        # G (n-1)^2 / (2n - 1) = 9/7 G on a 4 x 4 array of equal devices.
+        ("float", "keysight_b2902a", 1.0 + 9.0 / 7.0),
+    ],
+)
+def test_each_read_scheme_on_a_crossbar_of_equal_resistors(
+    scheme: str, smu: str, factor: float
+) -> None:
+    g = 10e-6
+    bench = build_emulated_bench(
+        rows=4, cols=4, array=ResistorArray(np.full((4, 4), g)), smu_model=smu
+    )
+    try:
+        with Station(
+            bench.station_dict(), visa_library=bench.visa_library(), clock=bench.clock
+        ) as station:
+            ops = ArrayOperations(station.smu, station.board, station.limits)
+            read = ops.read_device(1, 2, ReadSettings(scheme=scheme))  # type: ignore[arg-type]
+    finally:
+        bench.close()
+    assert read.conductance_s == pytest.approx(factor * g, rel=1e-6)
