@@ -288,7 +288,11 @@ class ArrayOperations:
 
     # -- vector-matrix product ------------------------------------------------------------
     def vector_matrix_product(
-        self, row_voltages_v: np.ndarray | Sequence[float], *, nplc: float | None = None
+        self,
+        row_voltages_v: np.ndarray | Sequence[float],
+        *,
+        nplc: float | None = None,
+        current_limit_a: float | None = None,
     ) -> np.ndarray:
         """Drive row i with ``row_voltages_v[i]`` (V, each within the read limit) from the
         board's DAC, hold every column at 0 V and measure each column's current (A).
@@ -297,6 +301,10 @@ class ArrayOperations:
         I_ij(V_i)``: for linear devices the product of the input vector and the
         conductance matrix. Each column in turn is routed to SMU A at 0 V (a virtual
         ground that measures), the others grounded. The lines are grounded afterwards.
+
+        With ``nplc`` (PLC) the SMU is configured first, with compliance
+        ``current_limit_a`` (A; default the station's current limit): a column current
+        beyond the compliance reads clamped.
         """
         volts = np.asarray(row_voltages_v, dtype=float).ravel()
         if volts.size != self.board.rows:
@@ -306,7 +314,8 @@ class ArrayOperations:
         for i, v in enumerate(volts):
             self.limits.check_voltage(float(v), "read", what=f"row {i} voltage")
         if nplc is not None:
-            self.smu.configure(current_limit_a=self.limits.max_current_a, nplc=nplc)
+            limit = self.limits.max_current_a if current_limit_a is None else current_limit_a
+            self.smu.configure(current_limit_a=limit, nplc=nplc)
             self._prepared = None
         self.smu.set_voltage(0.0)
         self.smu.output(True)

@@ -291,17 +291,23 @@ class ProbeBoardEmulator(LineInstrument):
         """Apply the read routing for device (row, col) without a command.
 
         ``scheme``: ``"track"`` (default: SMU terminal A reads the device alone),
+        ``"track-b"`` (the tracking read: every other line follows terminal B),
         ``"gnd"``/``"ground"`` or ``"float"``. On an eFlash board the read biases of the
         array (control gate, selected word line; source at 0 V) are applied too, so that
         sourcing the bit-line read voltage on terminal A reads the cell. Used by
         ``nvmlab emulate --select R,C``. Raises ValueError for an index or scheme the board
         does not have.
         """
-        key = {"track": "TRACK", "gnd": "GND", "ground": "GND", "float": "FLOAT"}.get(
-            str(scheme).lower()
-        )
+        key = {
+            "track": "TRACK",
+            "track-b": "TRACKB",
+            "trackb": "TRACKB",
+            "gnd": "GND",
+            "ground": "GND",
+            "float": "FLOAT",
+        }.get(str(scheme).lower())
         if key is None:
-            raise ValueError(f"preselect scheme {scheme!r}: allowed track, gnd, float")
+            raise ValueError(f"preselect scheme {scheme!r}: allowed track, track-b, gnd, float")
         if not (0 <= row < self.rows and 0 <= col < self.cols):
             raise ValueError(
                 f"preselect ({row},{col}) outside the {self.rows}x{self.cols} array "
@@ -309,6 +315,8 @@ class ProbeBoardEmulator(LineInstrument):
             )
         with self.bench.lock:
             self.read_scheme = key
+            if key == "TRACKB":
+                self.read_col = "GND"  # the tracking read grounds the selected column
             if self.is_eflash:
                 params = getattr(self.bench.array, "params", None)
                 self.bench.control_gate_v = float(getattr(params, "read_control_gate_v", 2.5))

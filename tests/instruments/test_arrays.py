@@ -127,7 +127,7 @@ def test_a_vector_matrix_product_is_the_chip_s(smu: str) -> None:
     rng = np.random.default_rng(11)
     volts = rng.uniform(-0.2, 0.2, 10)
     with operations(smu_model=smu, seed=5) as (ops, bench):
-        currents = ops.vector_matrix_product(volts)
+        currents = ops.vector_matrix_product(volts, nplc=1.0, current_limit_a=5e-4)
         truth = bench.ground_truth()
         lines = {s.mode for s in (*bench.bench.rows_state, *bench.bench.cols_state)}
     g, b = truth["linear_conductance_s"], truth["iv_cubic_b_per_v2"]

@@ -211,7 +211,7 @@ def test_preselect_is_the_python_form_of_a_track_selection(
     )
     with pytest.raises(ValueError, match="outside the 8x8 array"):
         board.preselect(8, 0)
-    with pytest.raises(ValueError, match="allowed track, gnd, float"):
+    with pytest.raises(ValueError, match="allowed track, track-b, gnd, float"):
         board.preselect(0, 0, scheme="v/2")
 
 
@@ -521,3 +521,13 @@ def test_the_tracking_read_routes_every_other_line_to_the_buffer_following_b(
     assert ask(board, "READ:COL SMUB") == b"OK\n"
     assert ask(board, "READ:SCHEME TRACKB").startswith(b"ERR 3,")
     assert ask(board, "READ:SCHEME?") == b"GND\n"
+
+
+def test_preselect_applies_the_tracking_read_too(conductances: np.ndarray) -> None:
+    clock = VirtualClock()
+    bench = Bench(RecordingArray(conductances, kind="memristor"), clock, ThermalModel(clock))
+    board = ProbeBoardEmulator(bench)
+    assert ask(board, "READ:COL SMUB") == b"OK\n"
+    board.preselect(1, 6, "track-b")
+    assert ask(board, "STAT?").startswith(b"SEL=1,6;READ=TRACKB;COL=GND;")
+    assert ask(board, "LINE? R0") == b"TRACKB\n" and ask(board, "LINE? C6") == b"GND\n"
