@@ -7,8 +7,10 @@ whole stack the way a lab script would:
    2400, an Espec chamber and the probe board; virtual clock);
 2. opens a :class:`~nvmlab.instruments.station.Station` on it through the real drivers
    and pyvisa (the in-process VISA library speaks the instruments' byte protocols);
-3. reads every device alone (one-channel tracking scheme: the board drives the unselected
-   columns to the SMU's voltage, so only the selected device conducts) at 0.2 V;
+3. reads every device alone at 0.2 V through the array operations
+   (:class:`~nvmlab.instruments.arrays.ArrayOperations`, one-channel tracking scheme: the
+   board drives the unselected columns to the SMU's voltage, so only the selected device
+   conducts);
 4. stores the reads in the results database (SQLite ``./nvmlab.sqlite`` by default), one
    atomic unit per row, and prints the map, its statistics and how far the measurement is
    from the chip's ground truth.
@@ -21,11 +23,16 @@ import math
 import signal
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nvmlab.instruments.arrays import ArrayOperations, DeviceRead, ReadSettings
 from nvmlab.models import models_of_kind, spelled
+
+if TYPE_CHECKING:
+    from nvmlab.instruments.station import Station
 
 #: Characters from low to high conductance for the printed map.
 SHADES = " .:-=+*#%@"
@@ -36,33 +43,97 @@ def _shade_map(conductance_s: np.ndarray, g_max_s: float) -> list[str]:
     return ["".join(SHADES[int(round(v))] for v in row) for row in levels]
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+#: After the first Ctrl-C (or SIGTERM), further ones are ignored for this long (s) while
+#: the SMU output goes off and the run's final state is written; later ones stop at once.
+GRACE_S = 10.0
+
+
+class StopRequests:
+    """SIGINT / SIGTERM handling that never interrupts a database update half-way.
+
+    Before :meth:`defer` a first signal raises KeyboardInterrupt at once (nothing is stored
+    yet). After it, a signal only records the request; the map read checks
+    :attr:`requested` between devices and stops there, so a unit or the run is never left
+    ``running`` by a signal arriving inside a commit. Signals after the first are ignored
+    for :data:`GRACE_S` seconds (a second Ctrl-C 10-300 ms later must not break the safe
+    stop), then raise at once. Once a signal was received, they stay ignored after the
+    command returns: the process is about to exit with status 130.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.deferred = False
+        self.first_at: float | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        """A stop was asked for (a signal was received)."""
+        return self.first_at is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.first_at is None:
+            self.first_at = now
+            if not self.deferred:
+                raise KeyboardInterrupt
+            return
+        if now - self.first_at > GRACE_S:
+            raise KeyboardInterrupt
+
+    def defer(self) -> None:
+        """From now on a first signal only records the request (see :meth:`check`)."""
+        self.deferred = True
+        self.check()
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a stop was requested (call at safe points)."""
+        if self.first_at is not None:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopRequests:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, signal.SIG_IGN if self.requested else previous)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """The demo; SIGTERM (a scheduler or ``kill``) stops it like Ctrl-C: run aborted,
     outputs off."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return _run_demo(args)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with StopRequests() as stop:
+        return _run_demo(args, stop)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from nvmlab.errors import ConfigError
-    from nvmlab.instruments.station import Station
-    from nvmlab.mocks.emulated import build_emulated_bench
-    from nvmlab.storage.database import open_database
-    from nvmlab.storage.engine import resolve_database_url
-    from nvmlab.storage.ingest import (
-        RecordWriter,
-        ensure_chip,
-        ensure_station,
-        finish_run,
-        start_run,
+@dataclass
+class MapFigures:
+    """What the demo prints about a map against the chip's ground truth."""
+
+    median_abs_error_rel: float  #: median |read - true| / true over functional devices
+    functional: int  #: devices that are neither stuck off (< 2 uS) nor stuck on (> 250 uS)
+    stuck_off: int  #: devices read < 2 uS
+    stuck_on: int  #: devices read > 250 uS
+
+
+def map_figures(measured_s: np.ndarray, true_s: np.ndarray) -> MapFigures:
+    """Compare a read map (S) with the true conductances (S)."""
+    functional = (true_s > 2e-6) & (true_s < 250e-6)
+    rel_err = np.abs(measured_s - true_s) / true_s
+    return MapFigures(
+        float(np.median(rel_err[functional])),
+        int(functional.sum()),
+        int((measured_s < 2e-6).sum()),
+        int((measured_s > 250e-6).sum()),
     )
+
+
+def _read_settings(args: argparse.Namespace) -> ReadSettings:
+    """Step 1: the read settings from the command line; a non-zero finite read voltage."""
+    from nvmlab.errors import ConfigError
 
     read_v: float = args.read_voltage
     if not (math.isfinite(read_v) and read_v != 0):
@@ -71,99 +142,117 @@ def _run_demo(args: argparse.Namespace) -> int:
             "a finite, non-zero read voltage within the station's read limit (e.g. 0.2)",
             field="--read-voltage",
         )
-    emulated = build_emulated_bench(
-        rows=args.rows, cols=args.cols, seed=args.seed, smu_model=args.smu
+    return ReadSettings(
+        read_v=read_v, scheme="track", nplc=args.nplc, current_limit_a=args.compliance
     )
-    clock = emulated.clock
-    station_config = emulated.station_dict()
-    measured = np.full((args.rows, args.cols), np.nan)
-    status = "failed"
-    run_id: int | None = None
+
+
+def _prepare_instruments(
+    station: Station, settings: ReadSettings, smu_model: str
+) -> ArrayOperations:
+    """Step 2: every setting checked against the station (limits, the SMU model's ranges)
+    before the database is touched, so a refused value leaves no run behind."""
+    from nvmlab.errors import ConfigError
+
+    station.limits.check_voltage(settings.read_v, what="--read-voltage")
+    station.limits.check_current_limit(settings.current_limit_a, what="--compliance")
+    ops = ArrayOperations(station.smu, station.board, station.limits)
     try:
-        with Station(station_config, visa_library=emulated.visa_library(), clock=clock) as station:
-            smu, board = station.smu, station.board
-            # Every setting is checked before the database is touched: a refused value leaves
-            # no run behind.
-            station.limits.check_voltage(read_v, what="--read-voltage")
-            station.limits.check_current_limit(args.compliance, what="--compliance")
-            try:
-                smu.configure(current_limit_a=args.compliance, nplc=args.nplc)
-            except ValueError as exc:  # the SMU model's own range (drivers raise ValueError)
-                option = "--nplc" if "nplc" in str(exc).lower() else "--compliance"
-                raise ConfigError(f"{exc} ({args.smu})", field=option) from None
-            smu.set_voltage(0.0)
+        ops.prepare_reads(settings)
+    except ValueError as exc:  # the SMU model's own range (drivers raise ValueError)
+        option = "--nplc" if "nplc" in str(exc).lower() else "--compliance"
+        raise ConfigError(f"{exc} ({smu_model})", field=option) from None
+    return ops
 
-            db_url = resolve_database_url(args.db, None)
-            db = open_database(db_url, create=True)
-            print(f"database: {db.display_url}")
-            chip_name = f"emulated-memristor-{args.rows}x{args.cols}-seed{args.seed}"
-            chip_id = ensure_chip(
-                db, chip_name, array_kind="memristor", n_rows=args.rows, n_cols=args.cols
-            )
-            station_id = ensure_station(db, "emulated-bench")
-            run_config: dict[str, Any] = {
-                "procedure": "conductance map",
-                "read_voltage_v": read_v,
-                "nplc": args.nplc,
-                "scheme": "track",
-                "smu": args.smu,
-                "rows": args.rows,
-                "cols": args.cols,
-            }
-            run_id = start_run(
-                db,
-                "conductance-map",
-                config=run_config,
-                chip_id=chip_id,
-                station_id=station_id,
-                seed=args.seed,
-            )
-            print(
-                f"run {run_id}: reading {args.rows} x {args.cols} devices at {read_v:g} V "
-                f"({args.smu})"
-            )
-            for role, identity in station.identities.items():
-                print(f"  {role:8s} {identity}")
 
-            wall_start = time.perf_counter()
-            instrument_start = clock.now()
-            writer = RecordWriter(db, run_id, chip_id=chip_id, clock=clock)
-            try:
-                smu.output(True)
-                for r in range(args.rows):
-                    with writer.unit(f"row-{r}", kind="conductance-map-row", row=r):
-                        for c in range(args.cols):
-                            board.select(r, c, unselected="track")
-                            smu.set_voltage(read_v)
-                            current_a = smu.measure_current()
-                            smu.set_voltage(0.0)
-                            measured[r, c] = current_a / read_v
-                            writer.add_read(r, c, read_v, current_a)
-                    if (r + 1) % max(1, args.rows // 8) == 0 or r + 1 == args.rows:
-                        print(f"  row {r + 1}/{args.rows} read", flush=True)
-                status = "completed"
-            except KeyboardInterrupt:
-                status = "aborted"
-                raise
-            finally:
-                writer.close()
-                finish_run(db, run_id, status)
-                if status != "completed":
-                    db.close()
-    except KeyboardInterrupt:
-        if run_id is not None:  # the station applied its safe state leaving its block
-            print(
-                f"interrupted: run {run_id} stored as aborted with the rows completed so far; "
-                "SMU output off, board lines grounded",
-                file=sys.stderr,
-            )
+@dataclass
+class DemoRun:
+    """The stored run the map goes to."""
+
+    db: Any
+    run_id: int
+    chip_id: int
+
+
+def _start_run(args: argparse.Namespace, settings: ReadSettings) -> DemoRun:
+    """Step 3: open the database and record the chip, the station and a running run."""
+    from nvmlab.storage.database import open_database
+    from nvmlab.storage.engine import resolve_database_url
+    from nvmlab.storage.ingest import ensure_chip, ensure_station, start_run
+
+    db = open_database(resolve_database_url(args.db, None), create=True)
+    print(f"database: {db.display_url}")
+    try:
+        chip_name = f"emulated-memristor-{args.rows}x{args.cols}-seed{args.seed}"
+        chip_id = ensure_chip(
+            db, chip_name, array_kind="memristor", n_rows=args.rows, n_cols=args.cols
+        )
+        station_id = ensure_station(db, "emulated-bench")
+        run_config: dict[str, Any] = {
+            "procedure": "conductance map",
+            "read_voltage_v": settings.read_v,
+            "nplc": settings.nplc,
+            "scheme": settings.scheme,
+            "smu": args.smu,
+            "rows": args.rows,
+            "cols": args.cols,
+        }
+        run_id = start_run(
+            db,
+            "conductance-map",
+            config=run_config,
+            chip_id=chip_id,
+            station_id=station_id,
+            seed=args.seed,
+        )
+    except BaseException:
+        db.close()
         raise
+    return DemoRun(db, run_id, chip_id)
 
-    wall_s = time.perf_counter() - wall_start
-    instrument_s = clock.now() - instrument_start
-    truth = emulated.ground_truth()["conductance_s"]
-    functional = (truth > 2e-6) & (truth < 250e-6)
-    rel_err = np.abs(measured - truth) / truth
+
+def _read_and_store(
+    ops: ArrayOperations, run: DemoRun, rows: int, cols: int, clock: Any, stop: StopRequests
+) -> tuple[np.ndarray, str]:
+    """Step 4: read the map row by row through the array operations, one stored unit per
+    row; returns the map (S) and the run's final status. A stop request ends the map
+    between two devices; the run is then stored as aborted."""
+    from nvmlab.storage.ingest import RecordWriter, finish_run
+
+    measured = np.full((rows, cols), np.nan)
+    status = "failed"
+    writer = RecordWriter(run.db, run.run_id, chip_id=run.chip_id, clock=clock)
+
+    def store(done: int, total: int, read: DeviceRead) -> None:
+        measured[read.row, read.col] = read.conductance_s
+        writer.add_read(read.row, read.col, read.read_v, read.current_a)
+        stop.check()
+
+    try:
+        for r in range(rows):
+            stop.check()
+            with writer.unit(f"row-{r}", kind="conductance-map-row", row=r):
+                ops.read_map([(r, c) for c in range(cols)], progress=store)
+            if (r + 1) % max(1, rows // 8) == 0 or r + 1 == rows:
+                print(f"  row {r + 1}/{rows} read", flush=True)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "aborted"
+        raise
+    finally:
+        stop.deferred = True  # whatever happens, the final update is not interrupted
+        try:
+            writer.close()
+        finally:
+            finish_run(run.db, run.run_id, status)
+    return measured, status
+
+
+def _report(
+    measured: np.ndarray, truth_s: np.ndarray, run: DemoRun, instrument_s: float, wall_s: float
+) -> None:
+    """Step 5: print the map, its statistics and its error against the ground truth."""
+    figures = map_figures(measured, truth_s)
     print()
     print(f"conductance map (0 .. 150 uS as '{SHADES}'):")
     for line in _shade_map(measured, 150e-6):
@@ -172,18 +261,62 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(
         f"median {np.median(measured) * 1e6:.1f} uS, 5-95 % range "
         f"{np.percentile(measured, 5) * 1e6:.1f} - {np.percentile(measured, 95) * 1e6:.1f} uS; "
-        f"devices read < 2 uS (stuck off): {int((measured < 2e-6).sum())}, "
-        f"> 250 uS (stuck on): {int((measured > 250e-6).sum())}"
+        f"devices read < 2 uS (stuck off): {figures.stuck_off}, "
+        f"> 250 uS (stuck on): {figures.stuck_on}"
     )
     print(
-        f"against the chip's ground truth: median |error| {np.median(rel_err[functional]) * 100:.2f} % "
-        f"on {int(functional.sum())} functional devices (single reads; read noise about 0.2 % + 0.02 uS)"
+        f"against the chip's ground truth: median |error| "
+        f"{figures.median_abs_error_rel * 100:.2f} % on {figures.functional} functional devices "
+        "(single reads; read noise about 0.2 % + 0.02 uS)"
     )
     print(
         f"instrument time {instrument_s:.1f} s (virtual), wall time {wall_s:.1f} s; "
-        f"stored as run {run_id} in {db.display_url} (status {status})"
+        f"stored as run {run.run_id} in {run.db.display_url} (status completed)"
     )
-    db.close()
+
+
+def _run_demo(args: argparse.Namespace, stop: StopRequests) -> int:
+    from nvmlab.instruments.station import Station
+    from nvmlab.mocks.emulated import build_emulated_bench
+
+    settings = _read_settings(args)
+    emulated = build_emulated_bench(
+        rows=args.rows, cols=args.cols, seed=args.seed, smu_model=args.smu
+    )
+    clock = emulated.clock
+    run: DemoRun | None = None
+    try:
+        with Station(
+            emulated.station_dict(), visa_library=emulated.visa_library(), clock=clock
+        ) as station:
+            ops = _prepare_instruments(station, settings, args.smu)
+            stop.defer()  # the database is touched from here: stop only at safe points
+            run = _start_run(args, settings)
+            print(
+                f"run {run.run_id}: reading {args.rows} x {args.cols} devices at "
+                f"{settings.read_v:g} V ({args.smu})"
+            )
+            for role, identity in station.identities.items():
+                print(f"  {role:8s} {identity}")
+            wall_start = time.perf_counter()
+            instrument_start = clock.now()
+            measured, _ = _read_and_store(ops, run, args.rows, args.cols, clock, stop)
+            instrument_s = clock.now() - instrument_start
+            wall_s = time.perf_counter() - wall_start
+    except KeyboardInterrupt:
+        if run is not None:  # the station applied its safe state leaving its block
+            print(
+                f"interrupted: run {run.run_id} stored as aborted with the rows completed so "
+                "far; SMU output off, board lines grounded",
+                file=sys.stderr,
+            )
+        raise
+    finally:
+        stop.deferred = True
+        if run is not None:
+            run.db.close()
+        emulated.close()
+    _report(measured, emulated.ground_truth()["conductance_s"], run, instrument_s, wall_s)
     return 0
 
 
@@ -192,14 +325,15 @@ Build the emulated bench in-process (a memristor crossbar behind the chosen SMU,
 chamber and the probe board), open a station on it through the real drivers and pyvisa,
 read every device alone (tracking scheme) and store the reads in the results database,
 one unit per row (SQLite ./nvmlab.sqlite unless --db or NVMLAB_DB say otherwise). Prints
-the map and its error against the chip's ground truth. A 64 x 64 map takes about 10 s.
+the map and its error against the chip's ground truth.
 """
 
 DEMO_EPILOG = """\
 Every setting is checked (station limits: |read voltage| <= 0.5 V, compliance <= 1 mA; the
 SMU model's NPLC range) before anything is stored: a refused value leaves no run behind.
-Ctrl-C (or SIGTERM) stops the map: the run is stored as 'aborted' with the rows completed
-so far, the SMU output is switched off and the board lines grounded.
+Ctrl-C (or SIGTERM) stops the map between two devices: the run is stored as 'aborted' with
+the rows completed so far, the SMU output is switched off and the board lines grounded.
+Further Ctrl-Cs during that stop are ignored for 10 s.
 
 exit status:
   0    the map was read and stored (run status 'completed')

@@ -337,6 +337,35 @@ class Keithley2400(ScpiInstrument):
         """``:TRAC:CLE``: empty the trace buffer."""
         self.write(":TRAC:CLE")
 
+    def list_sweep_trace(
+        self, volts: Sequence[float] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A list sweep stored in the trace buffer, read back from it: (volts V, amps A,
+        time s of each reading from the first).
+
+        Sends ``:FORM:ELEM VOLT,CURR,TIME``, the trace setup of :meth:`buffer_setup`, the
+        list sweep of :meth:`list_sweep`, ``:TRAC:DATA?``, then ``:TRAC:FEED:CONT NEV``
+        and the previous ``:FORM:ELEM``. The volts are the measured source voltages.
+        """
+        levels = np.asarray(volts, dtype=float).ravel()
+        if not 1 <= levels.size <= MAX_POINTS:
+            raise ValueError(f"list sweep of {levels.size} points: allowed 1..{MAX_POINTS}")
+        previous = self.elements
+        self.set_data_elements("VOLT", "CURR", "TIME")
+        try:
+            self.buffer_setup(levels.size)
+            self.list_sweep(levels)
+            table = self.buffer_data()
+            if table.shape[0] != levels.size:
+                raise self.protocol_error(
+                    f"trace buffer holds {table.shape[0]} readings, expected {levels.size}"
+                )
+            self.write(":TRAC:FEED:CONT NEV")
+            times = self._field(table, "TIME")
+            return self._field(table, "VOLT"), self._field(table, "CURR"), times - times[0]
+        finally:
+            self.set_data_elements(*previous)
+
     # -- pulse approximation --------------------------------------------------------------
     def pulse(self, volts: float, width_s: float) -> float:
         """Approximate one pulse at ``volts`` (V) lasting about ``width_s`` (s); returns A.

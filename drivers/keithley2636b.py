@@ -258,6 +258,23 @@ class Keithley2636BChannel(Channel):
             amps = self.parent.print_buffer(f"{ch}.nvbuffer1.readings", n)
         return levels.copy(), amps
 
+    def list_sweep_trace(
+        self, volts: Sequence[float] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`list_sweep` with the reading buffer's timestamps: (volts V, amps A, time s
+        of each reading from the first).
+
+        Sends ``smuX.nvbuffer1.collecttimestamps = 1`` first and, after the sweep's
+        readings, ``printbuffer(1, n, smuX.nvbuffer1.timestamps)``.
+        """
+        levels = np.asarray(volts, dtype=float).ravel()
+        if not 1 <= levels.size <= MAX_POINTS:
+            raise ValueError(f"list sweep of {levels.size} points: allowed 1..{MAX_POINTS}")
+        self.write(f"{self.ch}.nvbuffer1.collecttimestamps = 1")
+        levels, amps = self.list_sweep(levels)
+        times = self.parent.print_buffer(f"{self.ch}.nvbuffer1.timestamps", levels.size)
+        return levels, amps, times - times[0]
+
     def pulse(self, volts: float, width_s: float) -> None:
         """One pulse from 0 V to ``volts`` (V) for ``width_s`` (s), timed on the instrument.
 
@@ -414,6 +431,27 @@ class Keithley2636B(Instrument):
             self.write(line)
         self.write(f"{name}()")
         return [self.read() for _ in range(reply_lines)]
+
+    def run_script_until(
+        self, name: str, end_marker: str, *, run_time_s: float, max_lines: int = 100_000
+    ) -> list[str]:
+        """Run script ``name`` (``name()``) and read its printed lines up to and including
+        the first that starts with ``end_marker``; waits up to the transport timeout plus
+        ``run_time_s`` (s) for each line. Raises InstrumentProtocolError after
+        ``max_lines`` lines without the marker."""
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"script name {name!r}: allowed a Lua identifier")
+        self.write(f"{name}()")
+        lines: list[str] = []
+        with self.transport.timeout_at_least(self.transport.timeout_s + run_time_s):
+            while len(lines) < max_lines:
+                line = self.read()
+                lines.append(line)
+                if line.startswith(end_marker):
+                    return lines
+        raise self.protocol_error(
+            f"script {name}: no line starting with {end_marker!r} in {max_lines} lines"
+        )
 
     def call(self, function: str, *args: Any, reply_lines: int = 1) -> list[str]:
         """Call a function defined on the instrument, ``function(args...)``; read its replies."""

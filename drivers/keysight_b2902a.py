@@ -219,6 +219,17 @@ class KeysightB2902AChannel(Channel):
             self.write(f":TRIG{ch}:COUN 1")
         return levels.copy(), self.parent.parse_numbers(reply, n)
 
+    def list_sweep_trace(
+        self, volts: Sequence[float] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`list_sweep`, then the readings' times from the acquisition buffer: (volts
+        V, amps A, time s of each reading from the first). Adds ``:FETC:ARR:TIME? (@n)``."""
+        levels, amps = self.list_sweep(volts)
+        times = self.parent.parse_numbers(
+            self.ask_once(f":FETC:ARR:TIME? {self.channel_list}"), levels.size
+        )
+        return levels, amps, times - times[0]
+
     def pulse(self, volts: float, width_s: float, *, base_v: float = 0.0) -> None:
         """One pulse from ``base_v`` to ``volts`` (V) lasting ``width_s`` (s, >= 50 us).
 

@@ -20,11 +20,11 @@ from nvmlab.errors import InstrumentProtocolError
 
 LineKind = Literal["row", "col"]
 #: Line states as the board names them.
-BoardLineMode = Literal["GND", "FLOAT", "SMUA", "SMUB", "TRACK", "DAC"]
-BoardReadScheme = Literal["GND", "FLOAT", "TRACK"]
+BoardLineMode = Literal["GND", "FLOAT", "SMUA", "SMUB", "TRACK", "TRACKB", "DAC"]
+BoardReadScheme = Literal["GND", "FLOAT", "TRACK", "TRACKB"]
 BoardWriteScheme = Literal["V2", "V3", "GND", "FLOAT"]
-LINE_MODES: tuple[str, ...] = ("GND", "FLOAT", "SMUA", "SMUB", "TRACK", "DAC")
-READ_SCHEMES: tuple[str, ...] = ("GND", "FLOAT", "TRACK")
+LINE_MODES: tuple[str, ...] = ("GND", "FLOAT", "SMUA", "SMUB", "TRACK", "TRACKB", "DAC")
+READ_SCHEMES: tuple[str, ...] = ("GND", "FLOAT", "TRACK", "TRACKB")
 READ_COLUMNS: tuple[str, ...] = ("GND", "SMUB")
 WRITE_SCHEMES: tuple[str, ...] = ("V2", "V3", "GND", "FLOAT")
 EFLASH_BIASES: tuple[str, ...] = ("CG", "EG", "SL", "WL")
@@ -192,7 +192,8 @@ class ProbeBoard:
         return row, col
 
     def set_read_scheme(self, scheme: BoardReadScheme) -> None:
-        """``READ:SCHEME GND|FLOAT|TRACK``: unselected lines during reads."""
+        """``READ:SCHEME GND|FLOAT|TRACK|TRACKB``: unselected lines during reads (``TRACKB``:
+        the tracking read, every unselected line on the buffer following SMU terminal B)."""
         if scheme not in READ_SCHEMES:
             raise ValueError(
                 f"read scheme must be one of {', '.join(READ_SCHEMES)}, got {scheme!r}"
@@ -209,7 +210,8 @@ class ProbeBoard:
         self.command(f"READ:COL {mode}")
 
     def set_line(self, kind: LineKind, index: int, mode: BoardLineMode, volts: float = 0.0) -> None:
-        """``LINE R<i>|C<i>,<mode>[,<volts>]``; ``volts`` (V) only for ``DAC``."""
+        """``LINE R<i>|C<i>,<mode>[,<volts>]``; ``volts`` (V) only for ``DAC``; ``TRACK`` /
+        ``TRACKB`` follow SMU terminal A / B through the board's buffers."""
         if mode not in LINE_MODES:
             raise ValueError(f"line mode must be one of {', '.join(LINE_MODES)}, got {mode!r}")
         name = self.line_name(kind, index)

@@ -20,10 +20,11 @@ from nvmlab.instruments.roles import LineMode, UnselectedScheme
 from nvmlab.instruments.safety import SafetyLimits
 
 #: Role scheme -> the board's READ:SCHEME keyword (reads cannot bias lines at V/2 or V/3).
-READ_SCHEMES: dict[str, Literal["GND", "FLOAT", "TRACK"]] = {
+READ_SCHEMES: dict[str, Literal["GND", "FLOAT", "TRACK", "TRACKB"]] = {
     "ground": "GND",
     "float": "FLOAT",
     "track": "TRACK",
+    "track-b": "TRACKB",
 }
 #: Role scheme -> the board's PULSE scheme keyword.
 WRITE_SCHEMES: dict[str, Literal["V2", "V3", "GND", "FLOAT"]] = {
@@ -33,13 +34,14 @@ WRITE_SCHEMES: dict[str, Literal["V2", "V3", "GND", "FLOAT"]] = {
     "float": "FLOAT",
 }
 #: Role line mode -> the board's LINE keyword.
-LINE_MODES: dict[str, Literal["GND", "FLOAT", "SMUA", "SMUB", "TRACK", "DAC"]] = {
+LINE_MODES: dict[str, Literal["GND", "FLOAT", "SMUA", "SMUB", "TRACK", "TRACKB", "DAC"]] = {
     "ground": "GND",
     "float": "FLOAT",
     "dac": "DAC",
     "smu-a": "SMUA",
     "smu-b": "SMUB",
     "track": "TRACK",
+    "track-b": "TRACKB",
 }
 
 
@@ -91,7 +93,9 @@ class StationBoard:
         return self.driver.identify()
 
     def select(self, row: int, col: int, *, unselected: UnselectedScheme = "ground") -> None:
-        """Route the SMU to device (row, col); unselected lines ``ground``, ``float`` or ``track``."""
+        """Route the SMU to device (row, col); unselected lines ``ground``, ``float``,
+        ``track`` (following SMU A) or ``track-b`` (every unselected row and column following
+        SMU B: the tracking read, docs/probe-board.md)."""
         scheme = self._choice("read scheme for unselected lines", unselected, READ_SCHEMES)  # type: ignore[arg-type]
         row = self._check_index("row", row, self.rows)
         col = self._check_index("column", col, self.cols)

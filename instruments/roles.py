@@ -11,6 +11,7 @@ B2902A); one-channel SMUs have only ``"a"``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,8 +20,19 @@ from nvmlab.instruments.safety import VoltagePurpose
 
 Channel = Literal["a", "b"]
 #: State of the unselected lines during reads and writes (see docs/probe-board.md).
-UnselectedScheme = Literal["ground", "float", "v/2", "v/3", "track"]
-LineMode = Literal["ground", "float", "dac", "smu-a", "smu-b", "track"]
+UnselectedScheme = Literal["ground", "float", "v/2", "v/3", "track", "track-b"]
+LineMode = Literal["ground", "float", "dac", "smu-a", "smu-b", "track", "track-b"]
+
+
+@dataclass(frozen=True)
+class SweepTrace:
+    """A sweep read back from the instrument's buffer: ``source_v`` (V; measured on a
+    2400, the programmed levels on a 2636B and B2902A), ``current_a`` (A) and ``time_s``
+    (s, each reading's time from the first, on the instrument's clock)."""
+
+    source_v: np.ndarray
+    current_a: np.ndarray
+    time_s: np.ndarray
 
 
 @runtime_checkable
@@ -57,6 +69,13 @@ class SourceMeter(Protocol):
         self, volts: np.ndarray, *, purpose: VoltagePurpose = "read", channel: Channel = "a"
     ) -> np.ndarray:
         """Source each voltage (V) in turn and return the currents (A), as one bulk operation."""
+        ...
+
+    def sweep_trace(
+        self, volts: np.ndarray, *, purpose: VoltagePurpose = "read", channel: Channel = "a"
+    ) -> SweepTrace:
+        """A list sweep (V, checked against the limit for ``purpose``) stored in the
+        instrument's buffer and read back with each reading's time."""
         ...
 
     def pulse(

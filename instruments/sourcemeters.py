@@ -12,6 +12,10 @@ Outputs: :meth:`list_sweep`, :meth:`pulse` and :meth:`pulse_train` switch an out
 is off on for the operation and off again afterwards; an output that was on stays on (at
 0 V after a pulse).
 
+Buffers: :meth:`sweep_trace` runs a list sweep into the instrument's reading buffer (the
+2400's trace buffer, a 2636B's ``nvbuffer1``, a B2902A's acquisition buffer) and reads it
+back with each reading's time.
+
 Pulse trains: the 2636B runs the whole train as an uploaded TSP script whose caps (|V| of
 the pulses and of the read level, the longest width) are the station's limits, passed as
 the script's parameters after being checked; the 2400 and B2902A make one pulse and one
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,8 +37,15 @@ from nvmlab.drivers.keithley2400 import Keithley2400
 from nvmlab.drivers.keithley2636b import Keithley2636B, Keithley2636BChannel
 from nvmlab.drivers.keysight_b2902a import KeysightB2902A, KeysightB2902AChannel
 from nvmlab.errors import ConfigError, SafetyLimitError
-from nvmlab.instruments.roles import Channel, SourceMeter
+from nvmlab.instruments.roles import Channel, SourceMeter, SweepTrace
 from nvmlab.instruments.safety import SafetyLimits, VoltagePurpose
+from nvmlab.instruments.scripts import (
+    END_MARKER,
+    ScriptResult,
+    ScriptStopped,
+    ScriptTemplate,
+    render,
+)
 from nvmlab.models import spelled
 
 #: Most pulses one :meth:`SourceMeter.pulse_train` call makes.
@@ -45,6 +56,7 @@ __all__ = [
     "Keithley2636BSourceMeter",
     "KeysightB2902ASourceMeter",
     "make_source_meter",
+    "SweepTrace",
     "SOURCE_METERS",
 ]
 
@@ -162,6 +174,24 @@ class _SourceMeterBase(ABC):
         with self._output_for_operation(ch):
             amps = self._sweep(ch, levels)
         return np.asarray(amps, dtype=float)
+
+    def sweep_trace(
+        self, volts: np.ndarray, *, purpose: VoltagePurpose = "read", channel: Channel = "a"
+    ) -> SweepTrace:
+        """A list sweep whose readings are stored in the instrument's buffer and read back
+        from it with their times: each voltage (V, checked against the limit for
+        ``purpose`` before anything is sent) sourced in turn, one reading each. The output
+        is switched on for the sweep if it was off."""
+        ch = self._channel(channel)
+        levels = self._check_sweep(volts, purpose)
+        self._ensure_compliance(ch)
+        with self._output_for_operation(ch):
+            source_v, amps, times = self._smu(ch).list_sweep_trace(levels)
+        return SweepTrace(
+            np.asarray(source_v, dtype=float),
+            np.asarray(amps, dtype=float),
+            np.asarray(times, dtype=float),
+        )
 
     def pulse(
         self,
@@ -333,6 +363,43 @@ class Keithley2636BSourceMeter(_SourceMeterBase):
         finally:
             if not was_on:
                 smu.output_enabled = False
+
+    def run_script(
+        self,
+        template: ScriptTemplate,
+        values: Mapping[str, Any],
+        *,
+        max_run_s: float,
+    ) -> ScriptResult:
+        """Upload ``template`` with ``values`` and run it on the instrument; return what it
+        printed.
+
+        Every value is checked by its declared kind against the station's limits before
+        the script text is built (a refused value sends nothing), and the script stops
+        itself, both outputs off, once ``max_run_s`` (s, bench time on the instrument) has
+        passed (see :mod:`nvmlab.instruments.scripts`). A channel the role has not
+        configured gets the station's current limit first. Raises
+        :class:`~nvmlab.instruments.scripts.ScriptStopped` when the script was stopped by
+        its watchdog or failed (its outputs are then off).
+        """
+        source = render(template, values, self.limits, max_run_s=max_run_s)
+        for ch in self.channels:
+            self._ensure_compliance(ch)
+        self.driver.load_script(template.name, source)
+        lines = self.driver.run_script_until(template.name, END_MARKER, run_time_s=max_run_s)
+        end, printed = lines[-1], lines[:-1]
+        if end.strip() != f"{END_MARKER} ok":
+            for ch in self.channels:
+                self._output_on[ch] = False
+                self._levels[ch] = 0.0
+            reason = end[len(END_MARKER) :].strip().removeprefix("stopped").strip()
+            raise ScriptStopped(
+                f"script {template.name} was stopped on the instrument, outputs off: {reason}",
+                printed,
+            )
+        for ch in self.channels:
+            self._levels[ch] = 0.0  # the wrapper leaves both sources at 0 V
+        return ScriptResult(printed, float(max_run_s))
 
     def _pulse_train(
         self,

@@ -3,9 +3,11 @@ the rows read so far in a run marked aborted and leaves the SMU output off."""
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,8 +109,93 @@ def test_an_interrupted_demo_leaves_the_smu_output_off(
     assert "stored as aborted" in capsys.readouterr().err
 
     (bench,) = benches
-    smu = bench.resource_manager().open_resource(
-        bench.resources()["smu"], read_termination="\n", write_termination="\n"
+    # Output off: the SMU's terminals are disconnected in the emulated world (None), not
+    # merely at 0 V; every board line is grounded.
+    assert bench.bench.terminal_v == {"A": None, "B": None}
+    lines = (*bench.bench.rows_state, *bench.bench.cols_state)
+    assert {line.mode for line in lines} == {"gnd"}
+
+
+def _interrupt_twice(tmp_path: Path, attempt: int, rng: random.Random) -> None:
+    """Start the demo, press Ctrl-C twice 10-300 ms apart at a random moment while it
+    reads, and check what the database holds once the process is gone."""
+    database = tmp_path / f"double-{attempt}.sqlite"
+    url = f"sqlite:///{database}"
+    proc = subprocess.Popen(
+        [str(NVMLAB), "demo", "--rows", "64", "--cols", "24", "--db", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
-    assert smu.query(":OUTP?").strip() == "0"
-    assert float(smu.query(":SOUR:VOLT?")) == 0.0
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the run exists: the map is being read
+        if line.startswith("run "):
+            break
+    time.sleep(rng.uniform(0.0, 0.4))
+    proc.send_signal(signal.SIGINT)
+    time.sleep(rng.uniform(0.010, 0.300))
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    where = f"attempt {attempt}: stderr {err!r}"
+    assert proc.returncode == 130, where
+    assert "Traceback" not in err, where
+    assert "database is locked" not in err, where
+
+    db = open_database(url, create=False)
+    with db.read_connection() as conn:
+        runs = conn.execute(text("SELECT id, status FROM runs")).all()
+        units = conn.execute(text("SELECT unit_key, status FROM units")).all()
+        reads_per_unit = dict(
+            conn.execute(
+                text(
+                    "SELECT u.unit_key, count(r.id) FROM units u LEFT JOIN reads r "
+                    "ON r.attempt_id = u.id GROUP BY u.unit_key"
+                )
+            ).all()
+        )
+    db.close()
+    assert [status for _, status in runs] == ["aborted"], where
+    assert all(status in ("completed", "interrupted") for _, status in units), (units, where)
+    # Every completed row holds its 24 reads; no unit was lost (rows are read in order).
+    keys = sorted(int(key.split("-")[1]) for key, _ in units)
+    assert keys == list(range(len(keys))), where
+    for key, status in units:
+        if status == "completed":
+            assert reads_per_unit[key] == 24, where
+
+
+def test_two_ctrl_c_in_a_row_leave_nothing_running(tmp_path: Path) -> None:
+    """Two SIGINTs 10-300 ms apart (the second while the first is being handled): the run
+    ends aborted, no unit stays running, exit status 130 without a traceback."""
+    rng = random.Random(20261201)
+    for attempt in range(6):
+        _interrupt_twice(tmp_path, attempt, rng)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the core/cli.py change (helper 'arrays' report, /work/arrays-cli.patch): "
+    "Ctrl-C while build_parser imports the subcommands is a traceback",
+)
+def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while the command is still starting (imports, bench, station): exit 130,
+    one line on stderr, no run left running."""
+    rng = random.Random(7)
+    for attempt in range(5):
+        url = f"sqlite:///{tmp_path / f'startup-{attempt}.sqlite'}"
+        proc = subprocess.Popen(
+            [str(NVMLAB), "demo", "--rows", "64", "--cols", "64", "--db", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        where = f"attempt {attempt}: stderr {err!r}"
+        assert proc.returncode == 130, where
+        assert "Traceback" not in err, where
+        assert len(err.strip().splitlines()) == 1, where

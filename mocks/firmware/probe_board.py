@@ -1,7 +1,7 @@
 """Firmware of the crossbar / eFlash probe board (protocol: docs/probe-board.md).
 
 The board routes SMU terminals to array lines, drives the other lines (ground, float, its
-own DAC, a buffer that tracks SMU terminal A) and fires write pulses with a half-select
+own DAC, a buffer that tracks SMU terminal A, another that tracks terminal B) and fires write pulses with a half-select
 scheme. It acts on the physical world only through the :class:`~nvmlab.mocks.world.Bench`:
 ``bench.rows_state`` / ``bench.cols_state`` (line routing), the eFlash biases
 (``control_gate_v``, ``erase_gate_v``, ``source_v``, V), :meth:`Bench.board_pulse` and
@@ -31,11 +31,11 @@ ERR_KIND = 5
 ERR_INPUT = 6
 ERR_INTERNAL = 9
 
-READ_SCHEMES = ("GND", "FLOAT", "TRACK")
+READ_SCHEMES = ("GND", "FLOAT", "TRACK", "TRACKB")
 READ_COLS = ("GND", "SMUB")
 #: Board keyword -> scheme name of :func:`nvmlab.mocks.physics.base.scheme_bias`.
 WRITE_SCHEMES = {"V2": "v/2", "V3": "v/3", "GND": "ground", "FLOAT": "float"}
-LINE_MODES = ("GND", "FLOAT", "SMUA", "SMUB", "TRACK", "DAC")
+LINE_MODES = ("GND", "FLOAT", "SMUA", "SMUB", "TRACK", "TRACKB", "DAC")
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _INDEX = re.compile(r"^\d+$")
@@ -252,7 +252,12 @@ class ProbeBoardEmulator(LineInstrument):
     def _apply_selection(self, row: int, col: int) -> None:
         """Route the lines for a read of device (row, col) (docs/probe-board.md, Read routing)."""
         rows, cols = self.bench.rows_state, self.bench.cols_state
-        unselected_col = {"GND": "gnd", "FLOAT": "float", "TRACK": "track"}[self.read_scheme]
+        unselected_col, col_terminal = {
+            "GND": ("gnd", "A"),
+            "FLOAT": ("float", "A"),
+            "TRACK": ("track", "A"),
+            "TRACKB": ("track", "B"),
+        }[self.read_scheme]
         two_channel = self.read_col == "SMUB"
         if self.is_eflash:
             for state in rows:
@@ -262,12 +267,18 @@ class ProbeBoardEmulator(LineInstrument):
             else:
                 self._set(rows[row], "dac", self.word_line_v)
         else:
-            unselected_row = {"GND": "gnd", "FLOAT": "float", "TRACK": "gnd"}[self.read_scheme]
+            # The tracking read (TRACKB): every unselected row follows terminal B too.
+            unselected_row, row_terminal = {
+                "GND": ("gnd", "A"),
+                "FLOAT": ("float", "A"),
+                "TRACK": ("gnd", "A"),
+                "TRACKB": ("track", "B"),
+            }[self.read_scheme]
             for state in rows:
-                self._set(state, unselected_row)
+                self._set(state, unselected_row, terminal=row_terminal)
             self._set(rows[row], "smu", terminal="A")
         for state in cols:
-            self._set(state, unselected_col)
+            self._set(state, unselected_col, terminal=col_terminal)
         if two_channel:
             self._set(cols[col], "smu", terminal="B")
         elif self.is_eflash:
@@ -280,17 +291,23 @@ class ProbeBoardEmulator(LineInstrument):
         """Apply the read routing for device (row, col) without a command.
 
         ``scheme``: ``"track"`` (default: SMU terminal A reads the device alone),
+        ``"track-b"`` (the tracking read: every other line follows terminal B),
         ``"gnd"``/``"ground"`` or ``"float"``. On an eFlash board the read biases of the
         array (control gate, selected word line; source at 0 V) are applied too, so that
         sourcing the bit-line read voltage on terminal A reads the cell. Used by
         ``nvmlab emulate --select R,C``. Raises ValueError for an index or scheme the board
         does not have.
         """
-        key = {"track": "TRACK", "gnd": "GND", "ground": "GND", "float": "FLOAT"}.get(
-            str(scheme).lower()
-        )
+        key = {
+            "track": "TRACK",
+            "track-b": "TRACKB",
+            "trackb": "TRACKB",
+            "gnd": "GND",
+            "ground": "GND",
+            "float": "FLOAT",
+        }.get(str(scheme).lower())
         if key is None:
-            raise ValueError(f"preselect scheme {scheme!r}: allowed track, gnd, float")
+            raise ValueError(f"preselect scheme {scheme!r}: allowed track, track-b, gnd, float")
         if not (0 <= row < self.rows and 0 <= col < self.cols):
             raise ValueError(
                 f"preselect ({row},{col}) outside the {self.rows}x{self.cols} array "
@@ -298,6 +315,8 @@ class ProbeBoardEmulator(LineInstrument):
             )
         with self.bench.lock:
             self.read_scheme = key
+            if key == "TRACKB":
+                self.read_col = "GND"  # the tracking read grounds the selected column
             if self.is_eflash:
                 params = getattr(self.bench.array, "params", None)
                 self.bench.control_gate_v = float(getattr(params, "read_control_gate_v", 2.5))
@@ -338,16 +357,29 @@ class ProbeBoardEmulator(LineInstrument):
         self._no_params("SEL?", params)
         return "NONE" if self.selected is None else f"{self.selected[0]},{self.selected[1]}"
 
+    def _check_tracking(self, cmd: str, scheme: str, column: str) -> None:
+        """TRACKB keeps the selected column grounded: it cannot go with READ:COL SMUB."""
+        if scheme == "TRACKB" and column == "SMUB":
+            raise BoardError(
+                ERR_INVALID,
+                f"{cmd}: READ:SCHEME TRACKB needs READ:COL GND (terminal B drives the "
+                "tracking buffer, the selected column is grounded)",
+            )
+
     def _read_scheme(self, params: list[str]) -> str:
-        self._count("READ:SCHEME", params, (1,), "GND|FLOAT|TRACK")
-        self.read_scheme = self._choice("READ:SCHEME", params[0], READ_SCHEMES)
+        self._count("READ:SCHEME", params, (1,), "GND|FLOAT|TRACK|TRACKB")
+        scheme = self._choice("READ:SCHEME", params[0], READ_SCHEMES)
+        self._check_tracking("READ:SCHEME", scheme, self.read_col)
+        self.read_scheme = scheme
         if self.selected is not None:
             self._apply_selection(*self.selected)
         return "OK"
 
     def _read_col(self, params: list[str]) -> str:
         self._count("READ:COL", params, (1,), "GND|SMUB")
-        self.read_col = self._choice("READ:COL", params[0], READ_COLS)
+        column = self._choice("READ:COL", params[0], READ_COLS)
+        self._check_tracking("READ:COL", self.read_scheme, column)
+        self.read_col = column
         if self.selected is not None:
             self._apply_selection(*self.selected)
         return "OK"
@@ -382,6 +414,7 @@ class ProbeBoardEmulator(LineInstrument):
                 "SMUA": ("smu", "A"),
                 "SMUB": ("smu", "B"),
                 "TRACK": ("track", "A"),
+                "TRACKB": ("track", "B"),
             }
             line_mode, terminal = mapping[mode]
             self._set(target, line_mode, 0.0, terminal)
@@ -395,6 +428,8 @@ class ProbeBoardEmulator(LineInstrument):
             return f"DAC,{state.volts:.4f}"
         if state.mode == "smu":
             return "SMUB" if state.terminal == "B" else "SMUA"
+        if state.mode == "track":
+            return "TRACKB" if state.terminal == "B" else "TRACK"
         return {"gnd": "GND", "float": "FLOAT", "track": "TRACK"}[state.mode]
 
     def _rows_dac(self, params: list[str]) -> str:

@@ -248,3 +248,32 @@ def test_an_unparsable_reply_names_the_property() -> None:
         pytest.raises(InstrumentProtocolError, match="source_voltage"),
     ):
         _ = smu.source_voltage
+
+
+def test_list_sweep_trace_reads_the_trace_buffer_with_times() -> None:
+    stored = "+1.000000E-01,+5.000000E-06,+2.000000E+00,+2.000000E-01,+1.000000E-05,+2.030000E+00"
+    script = [
+        (":FORM:ELEM VOLT,CURR,TIME", None),
+        (":TRAC:CLE", None),
+        (":TRAC:POIN 2", None),
+        (":TRAC:FEED SENS", None),
+        (":TRAC:FEED:CONT NEXT", None),
+        (":SOUR:FUNC VOLT", None),
+        (":SOUR:VOLT:MODE LIST", None),
+        (":SOUR:LIST:VOLT 0.1,0.2", None),
+        (":SOUR:DEL 0", None),
+        (":TRIG:COUN 2", None),
+        (":READ?", stored),
+        (":SOUR:VOLT:MODE FIX", None),
+        (":TRIG:COUN 1", None),
+        (":TRAC:DATA?", stored),
+        (":TRAC:FEED:CONT NEV", None),
+        (":FORM:ELEM VOLT,CURR", None),
+    ]
+    with expected_protocol(Keithley2400, script) as smu:
+        smu.elements = ("VOLT", "CURR")
+        v, i, t = smu.list_sweep_trace([0.1, 0.2])
+    np.testing.assert_allclose(v, [0.1, 0.2])
+    np.testing.assert_allclose(i, [5e-6, 1e-5])
+    np.testing.assert_allclose(t, [0.0, 0.03], atol=1e-12)
+    assert smu.elements == ("VOLT", "CURR")

@@ -334,3 +334,18 @@ def test_pulse_train_readings_come_back_in_the_binary_format_in_force() -> None:
         smu.set_data_format("real32")
         values = smu.pulse_train("a", 1.0, 1e-3, 3)
     np.testing.assert_allclose(values, readings, rtol=1e-6)
+
+
+def test_list_sweep_trace_collects_and_prints_the_timestamps() -> None:
+    script = (
+        [("smua.nvbuffer1.collecttimestamps = 1", None)]
+        + _sweep_commands("smua", "{0.1, 0.2}", 2)
+        + [
+            ("printbuffer(1, 2, smua.nvbuffer1.readings)", "5.00000e-06, 1.00000e-05"),
+            ("printbuffer(1, 2, smua.nvbuffer1.timestamps)", "1.00000e-03, 2.80000e-02"),
+        ]
+    )
+    with expected_protocol(Keithley2636B, script) as smu:
+        volts, amps, times = smu.smua.list_sweep_trace([0.1, 0.2])
+    np.testing.assert_allclose(amps, [5e-6, 1e-5])
+    np.testing.assert_allclose(times, [0.0, 0.027])

@@ -170,3 +170,21 @@ def test_timed_out_spot_measurement_is_not_repeated_but_a_setting_query_is() -> 
         assert smu.ch1.nplc == 1.0
         with pytest.raises(InstrumentTimeout):
             smu.ch1.measure_current()
+
+
+def test_list_sweep_trace_adds_the_readings_times_from_the_buffer() -> None:
+    script = [
+        (":SOUR1:FUNC:MODE VOLT", None),
+        (":SOUR1:VOLT:MODE LIST", None),
+        (":SOUR1:LIST:VOLT 0.1,0.2", None),
+        (":TRIG1:COUN 2", None),
+        (":INIT (@1)", None),
+        (":FETC:ARR:CURR? (@1)", "+1.0E-06,+2.0E-06"),
+        (":SOUR1:VOLT:MODE FIX", None),
+        (":TRIG1:COUN 1", None),
+        (":FETC:ARR:TIME? (@1)", "+1.250E+01,+1.252E+01"),
+    ]
+    with expected_protocol(KeysightB2902A, script) as smu:
+        v, i, t = smu.ch1.list_sweep_trace([0.1, 0.2])
+    np.testing.assert_allclose(i, [1e-6, 2e-6])
+    np.testing.assert_allclose(t, [0.0, 0.02], atol=1e-12)

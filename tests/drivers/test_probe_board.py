@@ -143,7 +143,37 @@ def test_malformed_arguments_send_nothing() -> None:
             board.select(-1, 0)
         with pytest.raises(ValueError, match="finite"):
             board.set_line("col", 1, "DAC", float("inf"))
-        with pytest.raises(ValueError, match="GND, FLOAT, SMUA, SMUB, TRACK, DAC"):
+        with pytest.raises(ValueError, match="GND, FLOAT, SMUA, SMUB, TRACK, TRACKB, DAC"):
             board.set_line("row", 1, "HIGH")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="V2, V3, GND, FLOAT"):
             board.pulse(0, 0, 1.0, 1e-3, "V4")  # type: ignore[arg-type]
+
+
+def test_the_tracking_read_routing_bytes() -> None:
+    """READ:SCHEME TRACKB (docs/probe-board.md, The tracking read) and a TRACKB line."""
+    with expected_protocol(
+        ProbeBoard,
+        [
+            ("READ:SCHEME TRACKB", "OK"),
+            ("SEL 3,4", "OK"),
+            ("LINE? R0", "TRACKB"),
+            ("LINE C1,TRACKB", "OK"),
+            ("READ:SCHEME?", "TRACKB"),
+        ],
+    ) as board:
+        board.set_read_scheme("TRACKB")
+        board.select(3, 4)
+        assert board.line_state("row", 0) == ("TRACKB", None)
+        board.set_line("col", 1, "TRACKB")
+        assert board.read_scheme() == "TRACKB"
+
+
+def test_the_board_role_asks_for_the_tracking_read_with_track_b() -> None:
+    from nvmlab.instruments.boards import make_array_board
+    from nvmlab.instruments.safety import SafetyLimits
+
+    with expected_protocol(
+        ProbeBoard,
+        [("CONF?", "MEMRISTOR,8,8"), ("READ:SCHEME TRACKB", "OK"), ("SEL 3,4", "OK")],
+    ) as board:
+        make_array_board(board, SafetyLimits()).select(3, 4, unselected="track-b")

@@ -10,9 +10,13 @@ from nvmlab.drivers.keithley2636b import Keithley2636B
 from nvmlab.drivers.keysight_b2902a import KeysightB2902A
 from nvmlab.drivers.testing import Exchange, ScriptedTransport
 from nvmlab.errors import ConfigError, InstrumentIOError, SafetyLimitError
+from nvmlab.instruments.arrays import ArrayOperations
 from nvmlab.instruments.roles import SourceMeter
 from nvmlab.instruments.safety import SafetyLimits
+from nvmlab.instruments.scripts import ScriptStopped, ScriptTemplate
 from nvmlab.instruments.sourcemeters import make_source_meter
+from nvmlab.instruments.station import Station
+from nvmlab.mocks.emulated import build_emulated_bench
 
 LIMITS = SafetyLimits(max_read_v=0.5, max_write_v=2.5, max_current_a=1e-3, max_pulse_width_s=0.1)
 DRIVERS = {
@@ -231,3 +235,231 @@ def test_make_source_meter_rejects_unknown_or_mismatched_drivers() -> None:
         make_source_meter("keithley6430", Keithley2400(ScriptedTransport([])), LIMITS)
     with pytest.raises(ConfigError, match="Keithley2636B"):
         make_source_meter("keithley2636b", Keithley2400(ScriptedTransport([])), LIMITS)
+
+
+# -- scripts on the 2636B: parameters checked by kind, run time bounded on the instrument ----
+
+
+#: Pulses of v_write on A with B at v_half (the tracking routing's write), each followed by
+#: one reading on A with A and B at v_read (its read).
+WRITE_AND_READ = ScriptTemplate(
+    "nvmlab_write_read",
+    """\
+smua.source.levelv = 0
+smub.source.levelv = 0
+smua.source.output = smua.OUTPUT_ON
+smub.source.output = smub.OUTPUT_ON
+for k = 1, $count do
+  smub.source.levelv = $v_half
+  smua.source.levelv = $v_write
+  delay($width)
+  smub.source.levelv = $v_read
+  smua.source.levelv = $v_read
+  print(smua.measure.i())
+  smua.source.levelv = 0
+  smub.source.levelv = 0
+  nvmlab_watchdog()
+end""",
+    {
+        "count": "count",
+        "v_half": "write_v",
+        "v_write": "write_v",
+        "width": "width_s",
+        "v_read": "read_v",
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"v_write": 2.6}, "parameter v_write 2.6 V exceeds the station's write limit"),
+        ({"v_read": 0.6}, "parameter v_read 0.6 V exceeds the station's read limit"),
+        ({"width": 0.5}, "parameter width"),
+        ({"v_half": float("nan")}, "not a finite number"),
+    ],
+)
+def test_an_over_limit_script_parameter_sends_nothing(values: dict, match: str) -> None:
+    smu, transport = role("keithley2636b", [])
+    good = {"count": 1, "v_half": 0.5, "v_write": 1.0, "width": 1e-3, "v_read": 0.2}
+    with pytest.raises(SafetyLimitError, match=match):
+        smu.run_script(WRITE_AND_READ, {**good, **values}, max_run_s=1.0)  # type: ignore[attr-defined]
+    assert transport.sent == []
+
+
+def test_a_template_must_declare_every_placeholder() -> None:
+    with pytest.raises(ValueError, match=r"placeholders \['v'\] are not declared"):
+        ScriptTemplate("t", "smua.source.levelv = $v", {})
+    with pytest.raises(ValueError, match=r"declared parameters \['w'\] are not used"):
+        ScriptTemplate("t", "smua.source.levelv = $v", {"v": "read_v", "w": "write_v"})
+
+
+def open_2636b(**options):  # type: ignore[no-untyped-def]
+    bench = build_emulated_bench(rows=8, cols=8, smu_model="keithley2636b", **options)
+    station = Station(bench.station_dict(), visa_library=bench.visa_library(), clock=bench.clock)
+    return bench, station
+
+
+def test_an_over_limit_script_parameter_applies_nothing_on_the_bench() -> None:
+    bench, station = open_2636b()
+    with station:
+        with pytest.raises(SafetyLimitError):
+            station.smu.run_script(  # type: ignore[attr-defined]
+                WRITE_AND_READ,
+                {"count": 1, "v_half": 0.5, "v_write": 3.0, "width": 1e-3, "v_read": 0.2},
+                max_run_s=1.0,
+            )
+        assert bench.bench.max_applied_v["A"] == bench.bench.max_applied_v["B"] == 0.0
+    bench.close()
+
+
+def test_a_tracking_write_and_read_script_reads_the_device_and_spares_the_half_selected() -> None:
+    """The tracking routing (every unselected line following B): the script pulses A at V
+    with B at V/2, then reads with A and B at the read voltage, with no board command in
+    between. The last read equals the device's true conductance within the read noise;
+    half-selected devices whose V/2 is below the switching floor of their own threshold
+    are not disturbed."""
+    floor = 0.5  # the device model's switching_floor_fraction (devices.md)
+    bench, station = open_2636b(seed=4)
+    with station:
+        before = bench.ground_truth()
+        candidates = (before["defect"] == 0) & (before["set_threshold_v"] < 1.2)
+        row, col = (int(i[0]) for i in np.nonzero(candidates))
+        station.board.select(row, col, unselected="track-b")
+        v, v_read, count = 1.6, 0.2, 3
+        result = station.smu.run_script(  # type: ignore[attr-defined]
+            WRITE_AND_READ,
+            {"count": count, "v_half": v / 2, "v_write": v, "width": 1e-3, "v_read": v_read},
+            max_run_s=5.0,
+        )
+        after = bench.ground_truth()
+        assert bench.bench.max_applied_v["A"] == pytest.approx(v)
+        assert bench.bench.max_applied_v["B"] == pytest.approx(v / 2)
+    bench.close()
+    amps = np.array(result.numbers())
+    assert amps.size == count
+    g_true = after["conductance_s"][row, col]
+    assert g_true > before["conductance_s"][row, col] * 1.02  # the pulses set it
+    sigma = 0.002 * g_true + 0.02e-6
+    assert (
+        abs(amps[-1] / v_read - g_true) <= 5 * sigma + after["rtn_amplitude_rel"][row, col] * g_true
+    )
+    # Half-selected devices see +V/2 for count x 1 ms. The device model (devices.md) moves
+    # ln G at most at ln(1.02) per ms at the threshold, changing by e per switching slope
+    # (50 mV) of overdrive, and not at all below the switching floor; a cycle-to-cycle
+    # factor (CV 30 %) rarely exceeds 3. Relaxation adds < 0.1 %.
+    half = np.zeros((8, 8), dtype=bool)
+    half[row, :] = half[:, col] = True
+    half[row, col] = False
+    vth = before["set_threshold_v"][half]
+    rate = np.log(1.02) * np.exp((v / 2 - vth) / 0.05)
+    rate[v / 2 < floor * vth] = 0.0
+    bound = 3 * count * rate + 1e-3
+    change = np.abs(np.log(after["conductance_s"][half] / before["conductance_s"][half]))
+    assert np.all(change <= bound), (change, bound)
+    untouched = ~half
+    untouched[row, col] = False
+    assert np.allclose(
+        after["conductance_s"][untouched], before["conductance_s"][untouched], rtol=1e-3
+    )
+
+
+def test_the_run_time_bound_stops_a_long_script_on_the_bench_clock() -> None:
+    """1000 pulses of 10 ms would take 10 s; bounded at 0.5 s the script stops itself at
+    0.5 s of bench time, outputs off, and the role says so."""
+    bench, station = open_2636b()
+    with station:
+        station.board.select(1, 1, unselected="track-b")
+        start = bench.clock.now()
+        with pytest.raises(ScriptStopped, match="run-time bound of 0.5 s") as stopped:
+            station.smu.run_script(  # type: ignore[attr-defined]
+                WRITE_AND_READ,
+                {"count": 1000, "v_half": 0.1, "v_write": 0.2, "width": 0.01, "v_read": 0.1},
+                max_run_s=0.5,
+            )
+        elapsed = bench.clock.now() - start
+        driver = station.drivers["smu"]
+        assert not driver.smua.output_enabled and not driver.smub.output_enabled
+        assert driver.smua.source_voltage == driver.smub.source_voltage == 0.0
+    bench.close()
+    assert 0.5 <= elapsed < 0.6
+    assert 10 < len(stopped.value.lines) < 60  # the reads made before it stopped
+
+
+def test_a_script_without_delays_is_bounded_by_its_watchdog_calls() -> None:
+    """Reads only (time passes in the measurements): nvmlab_watchdog() in the loop stops it."""
+    template = ScriptTemplate(
+        "nvmlab_reads",
+        """\
+smua.source.output = smua.OUTPUT_ON
+smua.source.levelv = $v
+for k = 1, $count do
+  smua.measure.i()
+  nvmlab_watchdog()
+end""",
+        {"v": "read_v", "count": "count"},
+    )
+    bench, station = open_2636b()
+    with station:
+        station.smu.configure(current_limit_a=1e-4, nplc=1.0)
+        start = bench.clock.now()
+        with pytest.raises(ScriptStopped, match="run-time bound"):
+            station.smu.run_script(template, {"v": 0.1, "count": 100_000}, max_run_s=0.2)  # type: ignore[attr-defined]
+        elapsed = bench.clock.now() - start
+        assert not station.drivers["smu"].smua.output_enabled
+    bench.close()
+    assert 0.2 <= elapsed < 0.25
+
+
+def test_array_operations_read_on_the_2636b_after_a_script() -> None:
+    """The role's bookkeeping survives a script: a read afterwards still works."""
+    bench, station = open_2636b(seed=1)
+    with station:
+        ops = ArrayOperations(station.smu, station.board, station.limits)
+        station.smu.run_script(  # type: ignore[attr-defined]
+            WRITE_AND_READ,
+            {"count": 1, "v_half": 0.1, "v_write": 0.2, "width": 1e-3, "v_read": 0.1},
+            max_run_s=1.0,
+        )
+        read = ops.read_device(2, 3)
+        truth = bench.ground_truth()["conductance_s"][2, 3]
+    bench.close()
+    assert read.conductance_s == pytest.approx(truth, rel=0.03)
+
+
+# -- sweeps read back from the instrument's buffer ------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DRIVERS))
+def test_an_over_limit_trace_sweep_sends_nothing(name: str) -> None:
+    smu, transport = role(name, [])
+    with pytest.raises(SafetyLimitError, match="list sweep voltage"):
+        smu.sweep_trace(np.array([0.1, 0.7]))
+    assert transport.sent == []
+
+
+@pytest.mark.parametrize("name", sorted(DRIVERS))
+def test_a_trace_sweep_reads_the_device_and_times_each_reading(name: str) -> None:
+    """A sweep at read voltages on one routed device, read back from the buffer: each
+    current is the device's I(V) = G V (1 + b V^2) from the ground truth within 5 sigma of
+    the read noise, and the times rise from 0 within the bench time the sweep took."""
+    levels = np.array([0.05, 0.1, 0.15, 0.2, -0.1, -0.2])
+    bench = build_emulated_bench(rows=6, cols=6, seed=9, smu_model=name)
+    with Station(bench.station_dict(), visa_library=bench.visa_library(), clock=bench.clock) as st:
+        st.smu.configure(current_limit_a=1e-4, nplc=1.0)
+        st.board.select(2, 4, unselected="track")
+        start = bench.clock.now()
+        trace = st.smu.sweep_trace(levels)
+        elapsed = bench.clock.now() - start
+        truth = bench.ground_truth()
+    bench.close()
+    g = truth["linear_conductance_s"][2, 4]
+    b = truth["iv_cubic_b_per_v2"][2, 4]
+    expected = g * levels * (1 + b * levels**2)
+    sigma = (0.002 * g + 0.02e-6) * np.abs(levels)
+    telegraph = truth["rtn_amplitude_rel"][2, 4] * g * np.abs(levels)
+    assert np.all(np.abs(trace.current_a - expected) <= 5 * sigma + telegraph)
+    assert trace.source_v == pytest.approx(levels, abs=1e-6)
+    assert trace.time_s[0] == 0.0
+    assert np.all(np.diff(trace.time_s) > 0)
+    assert trace.time_s[-1] < elapsed

@@ -211,7 +211,7 @@ def test_preselect_is_the_python_form_of_a_track_selection(
     )
     with pytest.raises(ValueError, match="outside the 8x8 array"):
         board.preselect(8, 0)
-    with pytest.raises(ValueError, match="allowed track, gnd, float"):
+    with pytest.raises(ValueError, match="allowed track, track-b, gnd, float"):
         board.preselect(0, 0, scheme="v/2")
 
 
@@ -358,13 +358,19 @@ ERROR_CASES = [
     ("SEL 1,", b"ERR 3,\"SEL col: '' is not a non-negative integer\"\n"),
     ("SEL? 1", b'ERR 2,"SEL?: expected no parameters, got 1"\n'),
     ("*IDN? x", b'ERR 2,"*IDN?: expected no parameters, got 1"\n'),
-    ("READ:SCHEME V2", b"ERR 3,\"READ:SCHEME: 'V2' is not one of GND, FLOAT, TRACK\"\n"),
-    ("READ:SCHEME", b'ERR 2,"READ:SCHEME: expected 1 parameters (GND|FLOAT|TRACK), got 0"\n'),
+    ("READ:SCHEME V2", b"ERR 3,\"READ:SCHEME: 'V2' is not one of GND, FLOAT, TRACK, TRACKB\"\n"),
+    (
+        "READ:SCHEME",
+        b'ERR 2,"READ:SCHEME: expected 1 parameters (GND|FLOAT|TRACK|TRACKB), got 0"\n',
+    ),
     ("READ:COL SMUA", b"ERR 3,\"READ:COL: 'SMUA' is not one of GND, SMUB\"\n"),
     ("WRITE:SCHEME V4", b"ERR 3,\"WRITE:SCHEME: 'V4' is not one of V2, V3, GND, FLOAT\"\n"),
     ("LINE X3,GND", b"ERR 3,\"LINE line: 'X3' is not R<row> or C<col>\"\n"),
     ("LINE R8,GND", b'ERR 4,"LINE row: 8 out of range 0..7"\n'),
-    ("LINE C1,ON", b"ERR 3,\"LINE: 'ON' is not one of GND, FLOAT, SMUA, SMUB, TRACK, DAC\"\n"),
+    (
+        "LINE C1,ON",
+        b"ERR 3,\"LINE: 'ON' is not one of GND, FLOAT, SMUA, SMUB, TRACK, TRACKB, DAC\"\n",
+    ),
     ("LINE C1,DAC", b'ERR 2,"LINE: mode DAC needs a voltage (line,DAC,volts)"\n'),
     ("LINE C1,GND,0.1", b'ERR 2,"LINE: mode GND takes no voltage (line,GND)"\n'),
     ("LINE C1,DAC,5.5", b'ERR 4,"LINE volts: 5.5 V out of range -5..5 V"\n'),
@@ -479,3 +485,49 @@ def test_the_documented_examples_are_what_the_board_answers(conductances: np.nda
     assert replay(ProbeBoardEmulator(bench), memristor_block) >= 25
     eflash = Bench(create_array("eflash", 8, 8, seed=0), clock, ThermalModel(clock))
     assert replay(ProbeBoardEmulator(eflash), eflash_block) >= 7
+
+
+def test_the_documented_tracking_read_is_what_the_board_answers(conductances: np.ndarray) -> None:
+    """The TRACKB transcript of docs/probe-board.md, byte for byte."""
+    doc = Path(__file__).resolve().parents[3] / "docs" / "probe-board.md"
+    block = doc.read_text().split("### The tracking read")[1].split("```")[1]
+    clock = VirtualClock()
+    bench = Bench(RecordingArray(conductances, kind="memristor"), clock, ThermalModel(clock))
+    assert replay(ProbeBoardEmulator(bench), block) == 7
+
+
+def test_the_tracking_read_routes_every_other_line_to_the_buffer_following_b(
+    conductances: np.ndarray,
+) -> None:
+    """READ:SCHEME TRACKB + SEL: selected row on A, selected column grounded, every other
+    line on the buffer following terminal B; READ:COL SMUB is refused and changes nothing."""
+    clock = VirtualClock()
+    bench = Bench(RecordingArray(conductances, kind="memristor"), clock, ThermalModel(clock))
+    board = ProbeBoardEmulator(bench)
+    assert ask(board, "READ:SCHEME TRACKB") == b"OK\n"
+    assert ask(board, "SEL 2,5") == b"OK\n"
+    rows, cols = bench.rows_state, bench.cols_state
+    assert (rows[2].mode, rows[2].terminal) == ("smu", "A")
+    assert cols[5].mode == "gnd"
+    others = [s for i, s in enumerate(rows) if i != 2] + [s for j, s in enumerate(cols) if j != 5]
+    assert {(s.mode, s.terminal) for s in others} == {("track", "B")}
+    assert ask(board, "READ:COL SMUB").startswith(b"ERR 3,")
+    assert ask(board, "READ:COL?") == b"GND\n" and cols[5].mode == "gnd"
+    assert ask(board, "LINE C1,TRACK") == b"OK\n"
+    assert ask(board, "LINE? C1") == b"TRACK\n"
+    assert ask(board, "LINE C1,TRACKB") == b"OK\n"
+    assert ask(board, "LINE? C1") == b"TRACKB\n"
+    assert ask(board, "READ:SCHEME GND") == b"OK\n"
+    assert ask(board, "READ:COL SMUB") == b"OK\n"
+    assert ask(board, "READ:SCHEME TRACKB").startswith(b"ERR 3,")
+    assert ask(board, "READ:SCHEME?") == b"GND\n"
+
+
+def test_preselect_applies_the_tracking_read_too(conductances: np.ndarray) -> None:
+    clock = VirtualClock()
+    bench = Bench(RecordingArray(conductances, kind="memristor"), clock, ThermalModel(clock))
+    board = ProbeBoardEmulator(bench)
+    assert ask(board, "READ:COL SMUB") == b"OK\n"
+    board.preselect(1, 6, "track-b")
+    assert ask(board, "STAT?").startswith(b"SEL=1,6;READ=TRACKB;COL=GND;")
+    assert ask(board, "LINE? R0") == b"TRACKB\n" and ask(board, "LINE? C6") == b"GND\n"
