@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -49,11 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _build_parser_uninterrupted() -> argparse.ArgumentParser | None:
+    """:func:`build_parser`, with Ctrl-C held back while it imports the subcommands' modules
+    (numpy, pyvisa, SQLAlchemy ...: an interrupt inside a C extension's import surfaces as
+    an ImportError and a traceback); None when Ctrl-C was pressed meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        return build_parser()
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        parser = build_parser()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return None if pressed else parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        # Loading the subcommands imports numpy, pyvisa, SQLAlchemy ...: a Ctrl-C there is
-        # an interruption like any other, not a traceback.
-        parser = build_parser()
+        parser = _build_parser_uninterrupted()
+        if parser is None:
+            raise KeyboardInterrupt
         args = parser.parse_args(argv)
         handler = getattr(args, "handler", None)
         if handler is None:

@@ -174,11 +174,6 @@ def test_two_ctrl_c_in_a_row_leave_nothing_running(tmp_path: Path) -> None:
         _interrupt_twice(tmp_path, attempt, rng)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the core/cli.py change (helper 'arrays' report, /work/arrays-cli.patch): "
-    "Ctrl-C while build_parser imports the subcommands is a traceback",
-)
 def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path) -> None:
     """Ctrl-C while the command is still starting (imports, bench, station): exit 130,
     one line on stderr, no run left running."""
