@@ -19,6 +19,7 @@ from nvmlab.mocks.benchfile import (
     BenchConfig,
     load_bench_file,
 )
+from nvmlab.mocks.serving.tcp import WILDCARD_HOSTS, client_host, is_loopback
 from nvmlab.models import spelled
 
 DESCRIPTION = """\
@@ -158,7 +159,11 @@ def register(subparsers: Any) -> None:
         "bit-line voltage (1 V) on channel A",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1, loopback only); any other address lets other "
+        "machines drive the bench, which has no authentication (a warning is printed); "
+        "0.0.0.0 binds every interface and the resource strings name this machine",
     )
     parser.add_argument(
         "--port-base",
@@ -210,6 +215,23 @@ def _station_file(emulated: Any, resources: Mapping[str, str], config: BenchConf
     if config.time_scale != 1.0:
         data["station"]["time_scale"] = config.time_scale
     return data
+
+
+def _exposure_warning(host: str) -> str:
+    """The warning printed when the bench listens on an address other machines can reach."""
+    where = "every interface" if host in WILDCARD_HOSTS else "a network interface"
+    named = (
+        f"; the resource strings name this machine as {client_host(host)!r} (a client "
+        "elsewhere may need its IP address instead)"
+        if host in WILDCARD_HOSTS
+        else ""
+    )
+    return (
+        f"nvmlab emulate: WARNING: listening on {host or '0.0.0.0'} ({where}): anyone who "
+        "can reach this machine can drive the emulated instruments and rewrite the chip "
+        f"state, the bench has no authentication; use --host 127.0.0.1 unless remote "
+        f"clients need it{named}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
             for role, resource in tcp.resources.items():
                 print(f"{role} {resource}")
             sys.stdout.flush()
+            if not is_loopback(args.host):
+                print(_exposure_warning(args.host), file=sys.stderr, flush=True)
             print(
                 f"nvmlab emulate: serving {config.smu.model}, {config.chamber.model} and the probe "
                 f"board on a {config.rows} x {config.cols} {config.array} array (seed {config.seed}, "

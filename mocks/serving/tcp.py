@@ -17,6 +17,7 @@ replies are sent when due (wall clock).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import select
 import socket
 import threading
@@ -154,8 +155,24 @@ class InstrumentServer:
             thread.join(timeout=2.0)
 
 
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("", "0.0.0.0") else host
+#: Bind addresses meaning "every interface".
+WILDCARD_HOSTS: frozenset[str] = frozenset({"", "0.0.0.0"})
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` (a bind address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def client_host(host: str) -> str:
+    """The address a client puts in a resource string for a server bound to ``host``:
+    the bind address itself, or for every interface (``0.0.0.0``) this machine's name."""
+    return socket.gethostname() if host in WILDCARD_HOSTS else host
 
 
 class TcpBench:
@@ -163,7 +180,8 @@ class TcpBench:
 
     :attr:`resources` maps each role to the string a VISA client opens
     (``TCPIP::host::port::SOCKET`` for socket roles, ``ASRLsocket://host:port::INSTR``
-    otherwise); :attr:`serial_urls` maps serial roles to ``socket://host:port``.
+    otherwise); :attr:`serial_urls` maps serial roles to ``socket://host:port``. ``host``
+    in them is :func:`client_host` of the bind address (this machine's name for 0.0.0.0).
     """
 
     def __init__(
@@ -203,7 +221,7 @@ class TcpBench:
 
     @property
     def resources(self) -> dict[str, str]:
-        host = _client_host(self.host)
+        host = client_host(self.host)
         out = {}
         for role, server in self.servers.items():
             if role in self.socket_roles:
@@ -214,7 +232,7 @@ class TcpBench:
 
     @property
     def serial_urls(self) -> dict[str, str]:
-        host = _client_host(self.host)
+        host = client_host(self.host)
         return {
             role: f"socket://{host}:{server.port}"
             for role, server in self.servers.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -295,3 +296,30 @@ def test_the_chip_is_as_it_was_left_after_kill_9(tmp_path: Path) -> None:
         assert lab.conductance_s(1, 2) == pytest.approx(written[(1, 2)], rel=0.01)
         lab.close()
     assert [p.name for p in tmp_path.iterdir()] == ["chip.npz"]  # no stale temporary files
+
+
+def test_serving_every_interface_warns_and_prints_an_address_clients_can_use() -> None:
+    """--host 0.0.0.0 opens the bench (no authentication) to the network: a warning on
+    stderr, and resource strings naming this machine, not 127.0.0.1 nor 0.0.0.0."""
+    with nvmlab_emulate("--rows", "4", "--cols", "4", "--host", "0.0.0.0") as emu:
+        for resource in emu.resources.values():
+            assert "127.0.0.1" not in resource and "0.0.0.0" not in resource, resource
+            assert socket.gethostname() in resource
+        rm = pyvisa.ResourceManager("@py")
+        smu = rm.open_resource(
+            emu.resources["smu"], read_termination="\n", write_termination="\n", timeout=5000
+        )
+        assert smu.query("*IDN?").startswith("KEITHLEY INSTRUMENTS INC.,MODEL 2400")
+        smu.close()
+        rm.close()
+    assert emu.proc.stderr is not None
+    err = emu.proc.stderr.read()
+    assert "WARNING" in err and "0.0.0.0" in err and "no authentication" in err, err
+
+
+def test_serving_on_loopback_warns_of_nothing() -> None:
+    with nvmlab_emulate("--rows", "4", "--cols", "4", "--host", "127.0.0.1") as emu:
+        assert emu.resources["smu"].startswith("TCPIP::127.0.0.1::")
+    assert emu.proc.stderr is not None
+    err = emu.proc.stderr.read()
+    assert "serving keithley2400" in err and "WARNING" not in err, err
