@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         # (the chip state is rewritten after every write pulse and when the emulator stops).
         emulated.bench.save_state()
     except OSError as exc:
-        emulated.close()
+        emulated.close(save_state=False)
         raise ConfigError(
             f"cannot write the chip state file {str(config.state_file)!r}: "
             f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
@@ -319,8 +319,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        emulated.bench.save_state()
-        emulated.close()
+        emulated.close()  # saves the chip as it is now (relaxation included)
     print(
         f"nvmlab emulate: stopped after {emulated.instrument_time_s():.1f} s of instrument time",
         file=sys.stderr,

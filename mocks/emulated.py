@@ -206,9 +206,33 @@ class EmulatedBench:
         board = self.firmware["board"]
         board.preselect(row, col, scheme)  # type: ignore[attr-defined]
 
-    def close(self) -> None:
-        """Unregister the bench (its in-process resources disappear)."""
-        unregister_bench(self.bench_id)
+    def save_state(self) -> None:
+        """Write the chip state file (if any) as the chip is at this instant of the bench
+        clock: relaxation and telegraph flips since the last operation included, so a
+        truth read from the file is the chip as the measurement left it."""
+        with self.bench.lock:
+            # Bench.ground_truth brings the chip up to the clock (Bench has no public call
+            # for that step alone); the truth itself is not needed here.
+            self.bench.ground_truth()
+            try:
+                self.bench.save_state()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write the chip state file {str(self.bench.state_file)!r}: "
+                    f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
+                    file=self.config.source,
+                    field="bench.state_file",
+                ) from None
+
+    def close(self, *, save_state: bool = True) -> None:
+        """Save the chip state (:meth:`save_state`; ``save_state=False`` skips it, e.g.
+        when the file was just refused) and unregister the bench (its in-process resources
+        disappear). Safe to call more than once."""
+        try:
+            if save_state:
+                self.save_state()
+        finally:
+            unregister_bench(self.bench_id)
 
 
 def build_emulated_bench(
