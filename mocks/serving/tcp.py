@@ -8,10 +8,11 @@ as a serial-to-Ethernet bridge would serve them: ``socket://127.0.0.1:<port>`` f
 Each server sets ``TCP_NODELAY`` on its connections and re-arms ``TCP_QUICKACK`` before
 every ``recv`` (Linux): without that, a client writing a command with no reply and then a
 query stalls about 40 ms (client Nagle + server delayed ACK), a latency no real instrument
-has. Connections are handled concurrently (one thread each); every new connection resets
-the instrument's partial input and unread output, as a fresh connection to a real
-instrument does. A *closed connection* fault makes the server close the socket; *late*
-replies are sent when due (wall clock).
+has. Connections are handled concurrently (one thread each), each blocked in ``recv``
+until the client writes (a select with a timeout only while a late reply is held); every
+new connection resets the instrument's partial input and unread output, as a fresh
+connection to a real instrument does. A *closed connection* fault makes the server close
+the socket; *late* replies are sent when due (wall clock).
 """
 
 from __future__ import annotations
@@ -112,9 +113,14 @@ class InstrumentServer:
             while not self._stop.is_set():
                 due_fn = getattr(inst, "next_due_in_s", None)
                 due = due_fn() if due_fn is not None else None
-                wait = _POLL_S if due is None else min(max(due, 0.0), _POLL_S)
                 _arm_quickack(conn)
-                readable, _, _ = select.select([conn], [], [], wait)
+                if due is None:
+                    # Nothing to send until the client writes: block in recv (one system
+                    # call per message; stop() shuts the socket down, which ends it).
+                    readable = True
+                else:  # a late reply is held: wake when it is due
+                    ready, _, _ = select.select([conn], [], [], min(max(due, 0.0), _POLL_S))
+                    readable = bool(ready)
                 out = b""
                 if readable:
                     data = conn.recv(65536)
