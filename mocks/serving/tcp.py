@@ -7,12 +7,14 @@ as a serial-to-Ethernet bridge would serve them: ``socket://127.0.0.1:<port>`` f
 
 Each server sets ``TCP_NODELAY`` on its connections and re-arms ``TCP_QUICKACK`` before
 every ``recv`` (Linux): without that, a client writing a command with no reply and then a
-query stalls about 40 ms (client Nagle + server delayed ACK), a latency no real instrument
-has. Connections are handled concurrently (one thread each), each blocked in ``recv``
-until the client writes (a select with a timeout only while a late reply is held); every
-new connection resets the instrument's partial input and unread output, as a fresh
-connection to a real instrument does. A *closed connection* fault makes the server close
-the socket; *late* replies are sent when due (wall clock).
+query stalls until the server's delayed-ACK timer fires (client Nagle + server delayed
+ACK), a latency no real instrument has. Connections are handled concurrently (one thread
+each), each blocked in ``recv`` until the client writes (a select with a timeout only
+while a late reply is held); every new connection resets the instrument's partial input
+and unread output, as a fresh connection to a real instrument does. A *closed connection*
+fault makes the server close the socket; *late* replies are sent when due (wall clock).
+The bind address is 127.0.0.1 by default; see :func:`client_host` for what the resource
+strings name otherwise.
 """
 
 from __future__ import annotations
