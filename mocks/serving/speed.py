@@ -85,7 +85,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def _first_lines(proc: subprocess.Popen[str], count: int, what: str) -> list[str]:
     assert proc.stdout is not None
-    lines = []
+    lines: list[str] = []
     deadline = time.monotonic() + _START_TIMEOUT_S
     while len(lines) < count:
         line = proc.stdout.readline()
