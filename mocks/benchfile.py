@@ -65,6 +65,8 @@ ARRAY_KINDS: tuple[str, ...] = ("memristor", "eflash", "resistor")
 SMU_MODELS: tuple[str, ...] = models_of_kind("smu")
 CHAMBER_MODELS: tuple[str, ...] = models_of_kind("chamber")
 ROLES: tuple[str, ...] = ("smu", "chamber", "board")
+#: The sections a bench file may hold.
+SECTIONS: tuple[str, ...] = ("bench", "physics", "thermal", "smu", "chamber", "board", "faults")
 LINE_FREQUENCIES_HZ: tuple[float, ...] = (50.0, 60.0)
 MAX_LINES = 4096
 
@@ -277,18 +279,32 @@ class _Parser:
             )
         return value
 
+    # -- the steps of a parse, one section each ----------------------------------------
     def parse(self, data: Mapping[str, Any]) -> BenchConfig:
+        """Validate a whole bench-file table, section by section."""
+        self.check_sections(data)
+        cfg = BenchConfig(source=self.source)
+        self.bench_section(self.table(data, "bench"), cfg)
+        cfg.physics = dict(self.table(data, "physics"))
+        cfg.thermal = self.thermal_section(self.table(data, "thermal"))
+        cfg.smu = self.smu_section(self.table(data, "smu"))
+        cfg.chamber = self.chamber_section(self.table(data, "chamber"))
+        cfg.board = self.board_section(self.table(data, "board"))
+        cfg.faults = self.faults_section(self.table(data, "faults"))
+        return cfg
+
+    def check_sections(self, data: Mapping[str, Any]) -> None:
+        """The file is a table and holds only known sections."""
         if not isinstance(data, Mapping):
             raise self.error("", "a bench file must be a TOML table")
-        sections = ["bench", "physics", "thermal", "smu", "chamber", "board", "faults"]
         for key in data:
-            if key not in sections:
+            if key not in SECTIONS:
                 raise self.error(
-                    key, f"unknown section [{key}]; allowed sections: {', '.join(sections)}"
+                    key, f"unknown section [{key}]; allowed sections: {', '.join(SECTIONS)}"
                 )
-        cfg = BenchConfig(source=self.source)
 
-        bench = self.table(data, "bench")
+    def bench_section(self, bench: Mapping[str, Any], cfg: BenchConfig) -> None:
+        """[bench]: seed, array kind and size, time scale, state file (into ``cfg``)."""
         self.check_keys(
             bench, "bench", ["seed", "array", "rows", "cols", "time_scale", "state_file"]
         )
@@ -299,41 +315,47 @@ class _Parser:
         cfg.time_scale = self.number(
             bench, "bench", "time_scale", 1.0, float, low=0.0, low_open=True, high=1e6
         )
+        cfg.state_file = self.state_file(bench)
+
+    def state_file(self, bench: Mapping[str, Any]) -> Path | None:
+        """[bench] state_file: a non-empty path, relative ones taken from the file's folder."""
         state = self.number(bench, "bench", "state_file", None, str)
-        if state is not None:
-            if not state.strip():
-                raise self.error("bench.state_file", "value '' is not allowed; give a file path")
-            path = Path(state).expanduser()
-            if not path.is_absolute() and self.base_dir is not None:
-                path = self.base_dir / path
-            cfg.state_file = path
+        if state is None:
+            return None
+        if not state.strip():
+            raise self.error("bench.state_file", "value '' is not allowed; give a file path")
+        path = Path(state).expanduser()
+        if not path.is_absolute() and self.base_dir is not None:
+            path = self.base_dir / path
+        return path
 
-        physics = self.table(data, "physics")
-        cfg.physics = dict(physics)
-
-        thermal = self.table(data, "thermal")
+    def thermal_section(self, thermal: Mapping[str, Any]) -> dict[str, float]:
+        """[thermal]: ThermalParams fields, each in its range; setpoint limits in order."""
         thermal_fields = [f.name for f in dataclasses.fields(ThermalParams)]
         self.check_keys(thermal, "thermal", thermal_fields)
+        values: dict[str, float] = {}
         for key in thermal:
             if key in ("ambient_c", "min_setpoint_c", "max_setpoint_c"):
-                cfg.thermal[key] = self.number(thermal, "thermal", key, None, float, low=-273.15)
+                values[key] = self.number(thermal, "thermal", key, None, float, low=-273.15)
             elif key == "sensor_noise_c":
-                cfg.thermal[key] = self.number(thermal, "thermal", key, None, float, low=0.0)
+                values[key] = self.number(thermal, "thermal", key, None, float, low=0.0)
             else:  # time constants, ramp rate, integration step: strictly positive
-                cfg.thermal[key] = self.number(
+                values[key] = self.number(
                     thermal, "thermal", key, None, float, low=0.0, low_open=True
                 )
-        lo = cfg.thermal.get("min_setpoint_c", ThermalParams.min_setpoint_c)
-        hi = cfg.thermal.get("max_setpoint_c", ThermalParams.max_setpoint_c)
+        lo = values.get("min_setpoint_c", ThermalParams.min_setpoint_c)
+        hi = values.get("max_setpoint_c", ThermalParams.max_setpoint_c)
         if not lo < hi:
             raise self.error(
                 "thermal.max_setpoint_c",
                 f"value {hi!r} is not allowed; it must be above min_setpoint_c ({lo!r})",
             )
+        return values
 
-        smu = self.table(data, "smu")
+    def smu_section(self, smu: Mapping[str, Any]) -> SmuConfig:
+        """[smu]: model, per-message latency, mains frequency."""
         self.check_keys(smu, "smu", ["model", "query_latency_s", "line_frequency_hz"])
-        cfg.smu = SmuConfig(
+        return SmuConfig(
             model=self.model(smu, "smu", "keithley2400", SMU_MODELS),
             query_latency_s=self.number(
                 smu, "smu", "query_latency_s", 0.0, float, low=0.0, high=10.0
@@ -343,9 +365,10 @@ class _Parser:
             ),
         )
 
-        chamber = self.table(data, "chamber")
+    def chamber_section(self, chamber: Mapping[str, Any]) -> ChamberConfig:
+        """[chamber]: model, per-message latency, Modbus address."""
         self.check_keys(chamber, "chamber", ["model", "query_latency_s", "address"])
-        cfg.chamber = ChamberConfig(
+        return ChamberConfig(
             model=self.model(chamber, "chamber", "espec", CHAMBER_MODELS),
             query_latency_s=self.number(
                 chamber, "chamber", "query_latency_s", 0.0, float, low=0.0, high=10.0
@@ -353,15 +376,18 @@ class _Parser:
             address=self.number(chamber, "chamber", "address", 1, int, low=1, high=247),
         )
 
-        board = self.table(data, "board")
+    def board_section(self, board: Mapping[str, Any]) -> BoardConfig:
+        """[board]: per-message latency."""
         self.check_keys(board, "board", ["query_latency_s"])
-        cfg.board = BoardConfig(
+        return BoardConfig(
             query_latency_s=self.number(
                 board, "board", "query_latency_s", 0.0, float, low=0.0, high=10.0
             )
         )
 
-        faults = self.table(data, "faults")
+    def faults_section(self, faults: Mapping[str, Any]) -> dict[str, list[FaultSpec]]:
+        """[faults.<role>]: one table or a list of tables per role."""
+        out: dict[str, list[FaultSpec]] = {}
         for role, value in faults.items():
             if role not in ROLES:
                 raise self.error(
@@ -373,18 +399,21 @@ class _Parser:
                     f"faults.{role}",
                     f"value {value!r} is not allowed; use a table [faults.{role}] or tables [[faults.{role}]]",
                 )
-            specs = []
-            for index, table in enumerate(tables):
-                where = f"faults.{role}" + (f"[{index}]" if len(tables) > 1 else "")
-                try:
-                    spec = FaultSpec.from_dict(table)
-                except (ValueError, TypeError) as exc:
-                    raise self.error(where, str(exc)) from None
-                if spec.kind in ("alarm", "sensor") and role != "chamber":
-                    raise self.error(
-                        where,
-                        f"fault kind {spec.kind!r} is not allowed for role {role!r}; only for the chamber",
-                    )
-                specs.append(spec)
-            cfg.faults[role] = specs
-        return cfg
+            out[role] = [
+                self.fault(role, table, index, len(tables)) for index, table in enumerate(tables)
+            ]
+        return out
+
+    def fault(self, role: str, table: Mapping[str, Any], index: int, count: int) -> FaultSpec:
+        """One fault table of ``role`` (the ``index``-th of ``count``)."""
+        where = f"faults.{role}" + (f"[{index}]" if count > 1 else "")
+        try:
+            spec = FaultSpec.from_dict(table)
+        except (ValueError, TypeError) as exc:
+            raise self.error(where, str(exc)) from None
+        if spec.kind in ("alarm", "sensor") and role != "chamber":
+            raise self.error(
+                where,
+                f"fault kind {spec.kind!r} is not allowed for role {role!r}; only for the chamber",
+            )
+        return spec

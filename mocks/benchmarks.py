@@ -8,7 +8,15 @@
 3. Single query round trip: in-process (VISA library, ``nvmlab://`` serial port) and over
    loopback TCP (pyvisa-py raw socket, pyserial ``socket://``), plus a set-then-query loop
    over TCP (the Nagle / delayed-ACK check).
-4. Virtual instrument time against wall time for the whole run.
+4. The served bench against a trivial socket server: ``nvmlab emulate`` (8 x 8, Keithley
+   2400) in a child process at time scales 1 and 1e6, and a server that answers every line
+   with a fixed reply in another, queried in turn by the same pyvisa-py client: median wall
+   cost of ``*IDN?`` and ``:READ?`` (0.01 PLC, no source delay), the instrument time a
+   read stands for, and the ratio of each cost beyond that time to the trivial server's.
+5. Emulator work per read in a list sweep: the wall time of a 1000-point 2400 list sweep
+   divided by its points, in-process (virtual clock) and served (time scale 1e6), less
+   the instrument time the points stand for.
+6. Virtual instrument time against wall time for the whole run.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import numpy as np
 
 from nvmlab.mocks.emulated import EmulatedBench, build_emulated_bench
 from nvmlab.mocks.physics import solver_benchmark
+from nvmlab.mocks.serving import speed
 
 READ_V = 0.2
 SMU_MODELS = ("keithley2400", "keithley2636b", "keysight_b2902a")
@@ -240,6 +249,51 @@ def round_trips(n: int) -> list[tuple[str, float]]:
     return out
 
 
+def print_served_query_costs(queries: int, time_scales: Sequence[float]) -> None:
+    """Section 4: the served bench's cost per query beside the trivial server's."""
+    print(
+        f"\nServed bench against a trivial socket server (nvmlab emulate, {speed.ROWS} x "
+        f"{speed.COLS}, Keithley 2400, child process; median of {queries} queries each, "
+        "taken in turn with the trivial server's):"
+    )
+    for scale in time_scales:
+        c = speed.served_query_costs(queries, scale)
+        print(f"  time scale {scale:g}: trivial server {1e6 * c.trivial_s:8.1f} us per query")
+        print(
+            f"    *IDN?                        {1e6 * c.idn_s:8.1f} us   "
+            f"{c.ratio(c.idn_s):6.2f} x trivial"
+        )
+        print(
+            f"    :READ? ({speed.READ_NPLC:g} PLC)            {1e6 * c.read_s:8.1f} us   "
+            f"{c.ratio(c.read_s):6.2f} x trivial  (instrument time "
+            f"{1e6 * c.read_instrument_s:.4g} us; beyond it {1e6 * c.read_overhead_s:.1f} us = "
+            f"{c.ratio(c.read_overhead_s):.2f} x trivial)"
+        )
+
+
+def print_list_sweep_costs(points: int) -> None:
+    """Section 5: the emulator's work per read in a list sweep."""
+    print(f"\nEmulator work per read in a {points}-point 2400 list sweep (wall time / points):")
+    for r in speed.list_sweep_costs(points):
+        waited = (
+            f"(instrument time {1e6 * r.instrument_per_point_s:.4g} us; beyond it "
+            f"{1e6 * r.work_per_point_s:.1f} us)"
+            if r.instrument_per_point_s > 0
+            else "(no instrument time waited)"
+        )
+        print(f"  {r.path:32s} {1e6 * r.wall_per_point_s:8.1f} us per point  {waited}")
+
+
+def _time_scales(text: str) -> list[float]:
+    try:
+        scales = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
+    if not all(0 < x <= 1e6 for x in scales):
+        raise argparse.ArgumentTypeError(f"{text!r}: time scales are in (0, 1e6]")
+    return scales
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nvmlab-mocks-bench", description=__doc__)
     parser.add_argument("--rows", type=int, default=64, help="array rows (default 64)")
@@ -256,6 +310,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--models", default=",".join(SMU_MODELS), help="SMU models for the array read"
+    )
+    parser.add_argument(
+        "--served-queries",
+        type=int,
+        default=300,
+        help="queries per served-bench figure, each beside one to the trivial server",
+    )
+    parser.add_argument(
+        "--time-scales",
+        type=_time_scales,
+        default=[1.0, 1e6],
+        help="time scales of the served bench, comma-separated (default 1,1e6)",
+    )
+    parser.add_argument(
+        "--sweep-points", type=int, default=1000, help="points of the timed list sweep"
     )
     args = parser.parse_args(list(argv) if argv is not None else [])
     wall0 = time.perf_counter()
@@ -288,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nSingle query round trip (median wall time):")
     for label, seconds in round_trips(args.round_trips):
         print(f"  {label:58s} {1e6 * seconds:9.1f} us")
+
+    print_served_query_costs(args.served_queries, args.time_scales)
+    print_list_sweep_costs(args.sweep_points)
 
     print()
     solver_benchmark.main(["--size", str(args.rows)])

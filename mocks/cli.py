@@ -6,9 +6,10 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nvmlab.clock import ScaledClock
 from nvmlab.errors import ConfigError
@@ -19,7 +20,11 @@ from nvmlab.mocks.benchfile import (
     BenchConfig,
     load_bench_file,
 )
+from nvmlab.mocks.serving.tcp import WILDCARD_HOSTS, TcpBench, client_host, is_loopback
 from nvmlab.models import spelled
+
+if TYPE_CHECKING:
+    from nvmlab.mocks.emulated import EmulatedBench
 
 DESCRIPTION = """\
 Serve an emulated bench (one physical world: chip, probe board, SMU, temperature chamber)
@@ -158,7 +163,11 @@ def register(subparsers: Any) -> None:
         "bit-line voltage (1 V) on channel A",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1, loopback only); any other address lets other "
+        "machines drive the bench, which has no authentication (a warning is printed); "
+        "0.0.0.0 binds every interface and the resource strings name this machine",
     )
     parser.add_argument(
         "--port-base",
@@ -212,9 +221,47 @@ def _station_file(emulated: Any, resources: Mapping[str, str], config: BenchConf
     return data
 
 
-def run(args: argparse.Namespace) -> int:
-    from nvmlab.mocks.emulated import build_emulated_bench
+def _exposure_warning(host: str) -> str:
+    """The warning printed when the bench listens on an address other machines can reach."""
+    where = "every interface" if host in WILDCARD_HOSTS else "a network interface"
+    named = (
+        f"; the resource strings name this machine as {client_host(host)!r} (a client "
+        "elsewhere may need its IP address instead)"
+        if host in WILDCARD_HOSTS
+        else ""
+    )
+    return (
+        f"nvmlab emulate: WARNING: listening on {host or '0.0.0.0'} ({where}): anyone who "
+        "can reach this machine can drive the emulated instruments and rewrite the chip "
+        f"state, the bench has no authentication; use --host 127.0.0.1 unless remote "
+        f"clients need it{named}"
+    )
 
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the bench the options describe until SIGINT or SIGTERM; the steps in order."""
+    config = _bench_config(args)
+    emulated = _start_bench(config, args)
+    tcp_bench = _serve_tcp(emulated, args)
+    try:
+        with _stop_on_signal() as stop, tcp_bench as tcp:
+            if args.station_out is not None:
+                _write_station_out(args.station_out, emulated, tcp, config)
+            _announce(tcp, config, args.host)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        emulated.close()  # saves the chip as it is now (relaxation included)
+    print(
+        f"nvmlab emulate: stopped after {emulated.instrument_time_s():.1f} s of instrument time",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _bench_config(args: argparse.Namespace) -> BenchConfig:
+    """The bench file (if any) with the command-line values over it; --select checked
+    against the array size."""
     config = load_bench_file(args.bench) if args.bench is not None else BenchConfig()
     config = config.with_overrides(
         seed=args.seed,
@@ -234,13 +281,21 @@ def run(args: argparse.Namespace) -> int:
                 f"allowed rows 0..{config.rows - 1}, columns 0..{config.cols - 1}",
                 field="--select",
             )
+    return config
+
+
+def _start_bench(config: BenchConfig, args: argparse.Namespace) -> EmulatedBench:
+    """Build the bench on a clock scaled to ``config.time_scale``, check that its state file
+    can be written, and pre-route the board for --select."""
+    from nvmlab.mocks.emulated import build_emulated_bench
+
     emulated = build_emulated_bench(config, clock=ScaledClock(config.time_scale))
     try:
         # Written once now: an unwritable state file is refused before anything is served
         # (the chip state is rewritten after every write pulse and when the emulator stops).
         emulated.bench.save_state()
     except OSError as exc:
-        emulated.close()
+        emulated.close(save_state=False)
         raise ConfigError(
             f"cannot write the chip state file {str(config.state_file)!r}: "
             f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
@@ -248,14 +303,13 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if args.select is not None:
         emulated.preselect(*args.select)
+    return emulated
 
-    stop = threading.Event()
 
-    def _on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
+def _serve_tcp(emulated: EmulatedBench, args: argparse.Namespace) -> TcpBench:
+    """Open the listening ports (--host, --port-base); the bench is closed if they cannot."""
     try:
-        tcp_bench = emulated.serve_tcp(host=args.host, port_base=args.port_base)
+        return emulated.serve_tcp(host=args.host, port_base=args.port_base)
     except OSError as exc:
         emulated.close()
         raise ConfigError(
@@ -263,42 +317,55 @@ def run(args: argparse.Namespace) -> int:
             "machine (--host, default 127.0.0.1)",
             field="--host/--port-base",
         ) from None
+
+
+@contextmanager
+def _stop_on_signal() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs; the handlers restored after."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with tcp_bench as tcp:
-            if args.station_out is not None:
-                station_resources = {**tcp.resources, **tcp.serial_urls}
-                try:
-                    args.station_out.write_text(
-                        "# Station file for the bench served by 'nvmlab emulate' "
-                        f"(seed {config.seed}, {config.rows} x {config.cols} {config.array}).\n"
-                        + toml_dumps(_station_file(emulated, station_resources, config))
-                    )
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot write the station file {str(args.station_out)!r}: "
-                        f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
-                        field="--station-out",
-                    ) from None
-            for role, resource in tcp.resources.items():
-                print(f"{role} {resource}")
-            sys.stdout.flush()
-            print(
-                f"nvmlab emulate: serving {config.smu.model}, {config.chamber.model} and the probe "
-                f"board on a {config.rows} x {config.cols} {config.array} array (seed {config.seed}, "
-                f"time scale {config.time_scale:g}); Ctrl-C to stop",
-                file=sys.stderr,
-                flush=True,
-            )
-            while not stop.wait(0.5):
-                pass
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        emulated.bench.save_state()
-        emulated.close()
+
+
+def _write_station_out(
+    path: Path, emulated: EmulatedBench, tcp: TcpBench, config: BenchConfig
+) -> None:
+    """Write the station file (--station-out) for the served resource strings."""
+    station_resources = {**tcp.resources, **tcp.serial_urls}
+    try:
+        path.write_text(
+            "# Station file for the bench served by 'nvmlab emulate' "
+            f"(seed {config.seed}, {config.rows} x {config.cols} {config.array}).\n"
+            + toml_dumps(_station_file(emulated, station_resources, config))
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the station file {str(path)!r}: "
+            f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
+            field="--station-out",
+        ) from None
+
+
+def _announce(tcp: TcpBench, config: BenchConfig, host: str) -> None:
+    """One '<role> <resource>' line per instrument on stdout, then on stderr the exposure
+    warning (a non-loopback --host) and what is served."""
+    for role, resource in tcp.resources.items():
+        print(f"{role} {resource}")
+    sys.stdout.flush()
+    if not is_loopback(host):
+        print(_exposure_warning(host), file=sys.stderr, flush=True)
     print(
-        f"nvmlab emulate: stopped after {emulated.instrument_time_s():.1f} s of instrument time",
+        f"nvmlab emulate: serving {config.smu.model}, {config.chamber.model} and the probe "
+        f"board on a {config.rows} x {config.cols} {config.array} array (seed {config.seed}, "
+        f"time scale {config.time_scale:g}); Ctrl-C to stop",
         file=sys.stderr,
+        flush=True,
     )
-    return 0

@@ -30,6 +30,7 @@ from nvmlab.clock import Clock, VirtualClock
 from nvmlab.errors import ConfigError
 from nvmlab.mocks.benchfile import BenchConfig
 from nvmlab.mocks.firmware.base import EmulatedInstrument
+from nvmlab.mocks.firmware.probe_board import EFLASH_LIMITS
 from nvmlab.mocks.physics.base import ArrayPhysics
 from nvmlab.mocks.serving import serial_url
 from nvmlab.mocks.serving.faults import FaultInjector, check_chamber_fault_support
@@ -44,6 +45,9 @@ from nvmlab.models import MODELS, canonical_model
 EMULATORS: dict[str, str] = {name: m.emulator for name, m in MODELS.items()}
 #: Station-file driver name for each emulated model (the canonical name itself).
 DRIVER_NAMES: dict[str, str] = {name: name for name in MODELS}
+
+#: Compliance cap (A) of an eFlash bench's station: 100 x the largest cell current.
+EFLASH_MAX_CURRENT_A = 1e-4
 
 _bench_numbers = itertools.count(1)
 
@@ -190,7 +194,35 @@ class EmulatedBench:
                 if self.models[role] == "watlow_f4" and self.config.chamber.address != 1:
                     entry["options"] = {"address": self.config.chamber.address}
             instruments[role] = entry
-        return {"station": {"name": name}, "instruments": instruments}
+        data: dict[str, Any] = {"station": {"name": name}}
+        limits = self.station_limits()
+        if limits:
+            data["limits"] = limits
+        data["instruments"] = instruments
+        return data
+
+    def station_limits(self) -> dict[str, float]:
+        """The station-file ``[limits]`` this bench needs beyond the station defaults
+        (which suit the memristor crossbars of docs/devices.md): none for a memristor or
+        resistor chip.
+
+        For an eFlash chip, the read, program and erase biases of docs/devices.md and
+        docs/probe-board.md must pass: ``max_read_v`` is the larger read bias of the
+        chip (bit line 1 V, word line 1.5 V by default); ``max_eflash_v`` (control gate,
+        erase gate, source line and pulse amplitudes) is the board's own pulse range,
+        12 V (erase pulses about 8-11 V; program pulses, a few V on the source line, are
+        also held by the board to its 0-6 V source-line range); ``max_current_a`` is
+        100 uA, a hundred times the largest cell current (about 1 uA, weak inversion),
+        so a compliance set for a memristor cannot be used on the cells.
+        """
+        if getattr(self.bench.array, "kind", None) != "eflash":
+            return {}
+        params = self.bench.array.params  # type: ignore[attr-defined]
+        return {
+            "max_read_v": float(max(params.read_bit_line_v, params.read_word_line_v)),
+            "max_eflash_v": float(EFLASH_LIMITS.pulse_abs_v),
+            "max_current_a": EFLASH_MAX_CURRENT_A,
+        }
 
     # -- truth and time --------------------------------------------------------------------
     def ground_truth(self) -> dict[str, Any]:
@@ -206,9 +238,33 @@ class EmulatedBench:
         board = self.firmware["board"]
         board.preselect(row, col, scheme)  # type: ignore[attr-defined]
 
-    def close(self) -> None:
-        """Unregister the bench (its in-process resources disappear)."""
-        unregister_bench(self.bench_id)
+    def save_state(self) -> None:
+        """Write the chip state file (if any) as the chip is at this instant of the bench
+        clock: relaxation and telegraph flips since the last operation included, so a
+        truth read from the file is the chip as the measurement left it."""
+        with self.bench.lock:
+            # Bench.ground_truth brings the chip up to the clock (Bench has no public call
+            # for that step alone); the truth itself is not needed here.
+            self.bench.ground_truth()
+            try:
+                self.bench.save_state()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write the chip state file {str(self.bench.state_file)!r}: "
+                    f"{exc.strerror or exc}; allowed: a file in an existing, writable folder",
+                    file=self.config.source,
+                    field="bench.state_file",
+                ) from None
+
+    def close(self, *, save_state: bool = True) -> None:
+        """Save the chip state (:meth:`save_state`; ``save_state=False`` skips it, e.g.
+        when the file was just refused) and unregister the bench (its in-process resources
+        disappear). Safe to call more than once."""
+        try:
+            if save_state:
+                self.save_state()
+        finally:
+            unregister_bench(self.bench_id)
 
 
 def build_emulated_bench(

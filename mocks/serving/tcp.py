@@ -7,16 +7,20 @@ as a serial-to-Ethernet bridge would serve them: ``socket://127.0.0.1:<port>`` f
 
 Each server sets ``TCP_NODELAY`` on its connections and re-arms ``TCP_QUICKACK`` before
 every ``recv`` (Linux): without that, a client writing a command with no reply and then a
-query stalls about 40 ms (client Nagle + server delayed ACK), a latency no real instrument
-has. Connections are handled concurrently (one thread each); every new connection resets
-the instrument's partial input and unread output, as a fresh connection to a real
-instrument does. A *closed connection* fault makes the server close the socket; *late*
-replies are sent when due (wall clock).
+query stalls until the server's delayed-ACK timer fires (client Nagle + server delayed
+ACK), a latency no real instrument has. Connections are handled concurrently (one thread
+each), each blocked in ``recv`` until the client writes (a select with a timeout only
+while a late reply is held); every new connection resets the instrument's partial input
+and unread output, as a fresh connection to a real instrument does. A *closed connection*
+fault makes the server close the socket; *late* replies are sent when due (wall clock).
+The bind address is 127.0.0.1 by default; see :func:`client_host` for what the resource
+strings name otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import select
 import socket
 import threading
@@ -111,9 +115,14 @@ class InstrumentServer:
             while not self._stop.is_set():
                 due_fn = getattr(inst, "next_due_in_s", None)
                 due = due_fn() if due_fn is not None else None
-                wait = _POLL_S if due is None else min(max(due, 0.0), _POLL_S)
                 _arm_quickack(conn)
-                readable, _, _ = select.select([conn], [], [], wait)
+                if due is None:
+                    # Nothing to send until the client writes: block in recv (one system
+                    # call per message; stop() shuts the socket down, which ends it).
+                    readable = True
+                else:  # a late reply is held: wake when it is due
+                    ready, _, _ = select.select([conn], [], [], min(max(due, 0.0), _POLL_S))
+                    readable = bool(ready)
                 out = b""
                 if readable:
                     data = conn.recv(65536)
@@ -154,8 +163,24 @@ class InstrumentServer:
             thread.join(timeout=2.0)
 
 
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("", "0.0.0.0") else host
+#: Bind addresses meaning "every interface".
+WILDCARD_HOSTS: frozenset[str] = frozenset({"", "0.0.0.0"})
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` (a bind address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def client_host(host: str) -> str:
+    """The address a client puts in a resource string for a server bound to ``host``:
+    the bind address itself, or for every interface (``0.0.0.0``) this machine's name."""
+    return socket.gethostname() if host in WILDCARD_HOSTS else host
 
 
 class TcpBench:
@@ -163,7 +188,8 @@ class TcpBench:
 
     :attr:`resources` maps each role to the string a VISA client opens
     (``TCPIP::host::port::SOCKET`` for socket roles, ``ASRLsocket://host:port::INSTR``
-    otherwise); :attr:`serial_urls` maps serial roles to ``socket://host:port``.
+    otherwise); :attr:`serial_urls` maps serial roles to ``socket://host:port``. ``host``
+    in them is :func:`client_host` of the bind address (this machine's name for 0.0.0.0).
     """
 
     def __init__(
@@ -203,7 +229,7 @@ class TcpBench:
 
     @property
     def resources(self) -> dict[str, str]:
-        host = _client_host(self.host)
+        host = client_host(self.host)
         out = {}
         for role, server in self.servers.items():
             if role in self.socket_roles:
@@ -214,7 +240,7 @@ class TcpBench:
 
     @property
     def serial_urls(self) -> dict[str, str]:
-        host = _client_host(self.host)
+        host = client_host(self.host)
         return {
             role: f"socket://{host}:{server.port}"
             for role, server in self.servers.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -295,3 +296,58 @@ def test_the_chip_is_as_it_was_left_after_kill_9(tmp_path: Path) -> None:
         assert lab.conductance_s(1, 2) == pytest.approx(written[(1, 2)], rel=0.01)
         lab.close()
     assert [p.name for p in tmp_path.iterdir()] == ["chip.npz"]  # no stale temporary files
+
+
+def test_serving_every_interface_warns_and_prints_an_address_clients_can_use() -> None:
+    """--host 0.0.0.0 opens the bench (no authentication) to the network: a warning on
+    stderr, and resource strings naming this machine, not 127.0.0.1 nor 0.0.0.0."""
+    with nvmlab_emulate("--rows", "4", "--cols", "4", "--host", "0.0.0.0") as emu:
+        for resource in emu.resources.values():
+            assert "127.0.0.1" not in resource and "0.0.0.0" not in resource, resource
+            assert socket.gethostname() in resource
+        rm = pyvisa.ResourceManager("@py")
+        smu = rm.open_resource(
+            emu.resources["smu"], read_termination="\n", write_termination="\n", timeout=5000
+        )
+        assert smu.query("*IDN?").startswith("KEITHLEY INSTRUMENTS INC.,MODEL 2400")
+        smu.close()
+        rm.close()
+    assert emu.proc.stderr is not None
+    err = emu.proc.stderr.read()
+    assert "WARNING" in err and "0.0.0.0" in err and "no authentication" in err, err
+
+
+def test_serving_on_loopback_warns_of_nothing() -> None:
+    with nvmlab_emulate("--rows", "4", "--cols", "4", "--host", "127.0.0.1") as emu:
+        assert emu.resources["smu"].startswith("TCPIP::127.0.0.1::")
+    assert emu.proc.stderr is not None
+    err = emu.proc.stderr.read()
+    assert "serving keithley2400" in err and "WARNING" not in err, err
+
+
+def test_stopping_saves_the_chip_as_it_relaxed_since_the_last_write(tmp_path: Path) -> None:
+    """One write pulse (saved at once), then nothing but time: days of bench time pass at
+    --time-scale 1e6 before Ctrl-C. The state file left behind holds the chip as it was at
+    the stop, relaxation included, not as the write left it."""
+    state = tmp_path / "chip.npz"
+    args = ["--rows", "4", "--cols", "4", "--seed", str(SEED), "--state-file", str(state)]
+    with nvmlab_emulate(*args, "--time-scale", "1e6") as emu:
+        board = serial.serial_for_url(emu.serial_url("board"), timeout=5.0)
+        board.write(b"PULSE 1,2,2.5,1e-3,V3\n")
+        assert board.readline() == b"OK\n"
+        board.close()
+        after_write = tmp_path / "after-write.npz"
+        after_write.write_bytes(state.read_bytes())
+        time.sleep(0.5)  # about 6 days of bench time
+    from nvmlab.mocks.emulated import build_emulated_bench
+
+    def conductance_s(path: Path) -> float:
+        scratch = tmp_path / "scratch.npz"  # a copy: closing a bench saves its state file
+        scratch.write_bytes(path.read_bytes())
+        bench = build_emulated_bench(rows=4, cols=4, seed=SEED, state_file=scratch)
+        g = float(bench.ground_truth()["conductance_s"][1, 2])
+        bench.close()
+        return g
+
+    written, stopped = conductance_s(after_write), conductance_s(state)
+    assert abs(stopped / written - 1) > 1e-4, (written, stopped)

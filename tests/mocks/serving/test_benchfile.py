@@ -60,6 +60,7 @@ messages = [2, 4]
     assert config.thermal_params().air_time_constant_s == 30.0
     assert config.smu.line_frequency_hz == 50.0
     assert config.faults["smu"][0].messages == (2, 4)
+    (tmp_path / "state").mkdir()  # closing the bench saves the chip there
     emulated = build_emulated_bench(config)
     assert emulated.bench.array.kind == "eflash"
     assert emulated.firmware["chamber"].address == 3  # type: ignore[attr-defined]

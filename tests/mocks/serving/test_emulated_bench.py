@@ -147,6 +147,41 @@ def test_the_chip_is_non_volatile_through_its_state_file(tmp_path: Path) -> None
     again.close()
 
 
+def test_closing_saves_the_chip_as_the_reads_left_it_relaxation_included(
+    tmp_path: Path,
+) -> None:
+    """One write pulse (which saves the state file), then reads only and a year on the
+    bench clock: closing the bench saves the chip as it is now, so a bench (or a truth
+    reader) opened on the state file afterwards finds the relaxed conductances, not the
+    ones of the last write."""
+    state = tmp_path / "chip.npz"
+    emulated = build_emulated_bench(rows=4, cols=4, seed=3, state_file=state)
+    port = serial.serial_for_url(emulated.serial_urls()["board"], timeout=1.0)
+    port.write(b"PULSE 1,2,2.5,0.001\n")
+    assert port.readline() == b"OK\n"
+    port.close()
+    saved_by_the_write = state.read_bytes()
+    emulated.preselect(1, 2)
+    smu = emulated.resource_manager().open_resource(
+        emulated.resources()["smu"], read_termination="\n", write_termination="\n"
+    )
+    smu.write(":SOUR:VOLT 0.2;:FORM:ELEM CURR;:OUTP ON")
+    float(smu.query(":READ?"))
+    fresh = emulated.ground_truth()["conductance_s"].copy()
+    emulated.clock.sleep(365 * 24 * 3600.0)
+    float(smu.query(":READ?"))
+    smu.write(":OUTP OFF")
+    smu.close()
+    emulated.close()
+    relaxed = emulated.ground_truth()["conductance_s"]  # the same instant: the clock is still
+    assert np.max(np.abs(relaxed / fresh - 1)) > 1e-4  # a year of relaxation is visible
+
+    assert state.read_bytes() != saved_by_the_write
+    again = build_emulated_bench(rows=4, cols=4, seed=3, state_file=state)
+    np.testing.assert_allclose(again.ground_truth()["conductance_s"], relaxed, rtol=1e-9)
+    again.close()
+
+
 def test_unknown_models_are_refused_with_the_allowed_names() -> None:
     from nvmlab.errors import ConfigError
 
@@ -176,3 +211,14 @@ def test_a_bench_file_chamber_alarm_is_seen_by_a_plain_client(tmp_path: Path) ->
     assert alarms() == b"0\r\n"  # cleared after its 300 s
     port.close()
     emulated.close()
+
+
+def test_a_state_file_that_cannot_be_saved_on_close_is_named(tmp_path: Path) -> None:
+    from nvmlab.errors import ConfigError
+    from nvmlab.mocks.serving.registry import registered_benches
+
+    state = tmp_path / "missing" / "chip.npz"
+    emulated = build_emulated_bench(rows=2, cols=2, state_file=state)
+    with pytest.raises(ConfigError, match="cannot write the chip state file.*missing/chip.npz"):
+        emulated.close()
+    assert emulated.bench_id not in registered_benches()  # unregistered all the same

@@ -14,7 +14,7 @@ from pyvisa.errors import VisaIOError
 
 from nvmlab.mocks.firmware.base import LineInstrument
 from nvmlab.mocks.serving.faults import FaultInjector, FaultSpec
-from nvmlab.mocks.serving.tcp import TcpBench
+from nvmlab.mocks.serving.tcp import TcpBench, client_host, is_loopback
 
 pytestmark = pytest.mark.tcp
 
@@ -128,3 +128,34 @@ def test_ports_from_a_base_and_a_clear_error_when_taken(echo: LineInstrument) ->
         taken = blocker.getsockname()[1]
         with pytest.raises(OSError, match=f"smu: cannot listen on 127.0.0.1:{taken}"):
             TcpBench({"smu": echo}, port_base=taken)
+
+
+def test_a_wildcard_bind_names_this_machine_in_the_resources(echo: LineInstrument) -> None:
+    """Bound to every interface, the resource strings name this machine (a client on
+    another machine cannot use 127.0.0.1, nor 0.0.0.0)."""
+    with TcpBench({"smu": echo}, host="0.0.0.0") as tcp:
+        port = tcp.ports["smu"]
+        assert tcp.resources == {"smu": f"TCPIP::{socket.gethostname()}::{port}::SOCKET"}
+        rm = ResourceManager("@py")
+        smu = rm.open_resource(tcp.resources["smu"], read_termination="\n", write_termination="\n")
+        assert smu.query("ECHO reached") == "reached"
+        smu.close()
+        rm.close()
+
+
+@pytest.mark.parametrize(
+    ("bind", "client"),
+    [("0.0.0.0", socket.gethostname()), ("", socket.gethostname()), ("192.0.2.7", "192.0.2.7"),
+     ("127.0.0.1", "127.0.0.1"), ("localhost", "localhost")],
+)  # fmt: skip
+def test_the_client_address_for_each_bind_address(bind: str, client: str) -> None:
+    assert client_host(bind) == client
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True),
+     ("0.0.0.0", False), ("", False), ("192.0.2.7", False)],
+)  # fmt: skip
+def test_loopback_addresses_are_told_from_reachable_ones(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
