@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from nvmlab.drivers.transport import Transport
+from nvmlab.drivers.transport_base import Transport
 from nvmlab.errors import (
     InstrumentError,
     InstrumentIOError,
