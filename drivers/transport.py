@@ -25,6 +25,7 @@ Use :func:`open_transport` to pick the right implementation from a resource stri
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from nvmlab.drivers.resources import is_serial_url, is_visa_resource
 from nvmlab.drivers.transport_base import Transport
 from nvmlab.errors import (
     ConfigError,
+    InstrumentConnectionClosed,
     InstrumentError,
     InstrumentIOError,
     InstrumentTimeout,
@@ -44,6 +46,24 @@ from nvmlab.errors import (
 if TYPE_CHECKING:  # pragma: no cover
     import pyvisa.highlevel
     import serial
+
+#: Words with which pyserial, pyvisa-py and the emulated bench say the peer closed the link.
+_CLOSED_WORDS = (
+    "disconnected",
+    "connection closed",
+    "connection lost",
+    "broken pipe",
+    "reset by peer",
+)
+
+
+def _is_closed_connection(exc: BaseException) -> bool:
+    """True when ``exc`` says the other end closed the connection (not a silence)."""
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in _CLOSED_WORDS) or "connectionlost" in text
+
 
 __all__ = [
     "Transport",
@@ -85,6 +105,7 @@ class VisaTransport(Transport):
         self.serial_options = dict(serial_options or {})
         self._rm: Any = None
         self._inst: Any = None
+        self._socket_session: Any = None
         self.tcp_nodelay = False
         if open_now:
             self.open()
@@ -111,6 +132,7 @@ class VisaTransport(Transport):
                 f"cannot open VISA resource with backend {self._backend_name()}: {exc}",
             ) from exc
         self.tcp_nodelay = self._set_tcp_nodelay()
+        self._socket_session = self._find_socket_session()
         try:
             self._apply_serial_options(self._inst)
         except Exception as exc:
@@ -142,6 +164,48 @@ class VisaTransport(Transport):
     def _backend_name(self) -> str:
         lib = self.visa_library
         return lib if isinstance(lib, str) else type(lib).__name__
+
+    def _find_socket_session(self) -> Any:
+        """pyvisa-py's session object of a ``::SOCKET`` resource (None for any other)."""
+        if "SOCKET" not in self.resource.upper():
+            return None
+        try:
+            session = self._inst.visalib.sessions[self._inst.session]
+        except Exception:
+            return None
+        return session if isinstance(getattr(session, "interface", None), socket.socket) else None
+
+    def _wait_for_reply(self, doing: str) -> None:
+        """On a pyvisa-py ``::SOCKET`` session, wait for reply bytes or the peer's close.
+
+        pyvisa-py's read keeps polling a socket whose peer has closed until the whole
+        timeout has passed, then reports a timeout. Waiting here first (for at most the
+        timeout) lets a closed connection be reported as such, at once.
+        """
+        session = self._socket_session
+        if session is None or getattr(session, "_pending_buffer", None):
+            return
+        sock = session.interface
+        try:
+            readable, _, _ = select.select([sock], [], [], self.timeout_s)
+            if not readable:
+                raise self.error(
+                    InstrumentTimeout,
+                    f"no reply within {self.timeout_s:g} s while {doing}"
+                    + (f" (last command {self.last_command!r})" if self.last_command else ""),
+                )
+            peeked = sock.recv(1, socket.MSG_PEEK)
+        except InstrumentError:
+            raise
+        except OSError as exc:
+            raise self.error(
+                InstrumentConnectionClosed, f"the connection was closed while {doing}: {exc}"
+            ) from exc
+        if not peeked:
+            raise self.error(
+                InstrumentConnectionClosed,
+                f"the instrument closed the connection while {doing}; reconnect first",
+            )
 
     def _set_tcp_nodelay(self) -> bool:
         if "SOCKET" not in self.resource.upper():
@@ -178,7 +242,17 @@ class VisaTransport(Transport):
                     f"no reply within {self.timeout_s:g} s while {doing}"
                     + (f" (last command {self.last_command!r})" if self.last_command else ""),
                 )
+            if exc.error_code == pyvisa.constants.StatusCode.error_connection_lost:
+                return self.error(
+                    InstrumentConnectionClosed,
+                    f"the instrument closed the connection while {doing}; reconnect first ({exc})",
+                )
             return self.error(InstrumentIOError, f"VISA error while {doing}: {exc}")
+        if _is_closed_connection(exc):
+            return self.error(
+                InstrumentConnectionClosed,
+                f"the connection was closed while {doing}; reconnect first ({exc})",
+            )
         if isinstance(exc, UnicodeDecodeError):
             from nvmlab.errors import InstrumentProtocolError
 
@@ -195,6 +269,7 @@ class VisaTransport(Transport):
 
     def read(self) -> str:
         inst = self._session()
+        self._wait_for_reply("reading a reply")
         try:
             return str(inst.read()).strip()
         except Exception as exc:
@@ -211,6 +286,7 @@ class VisaTransport(Transport):
         inst = self._session()
         if size <= 0:
             return b""
+        self._wait_for_reply(f"reading {size} raw bytes")
         try:
             return bytes(inst.read_bytes(size, break_on_termchar=False))
         except Exception as exc:
@@ -240,6 +316,7 @@ class VisaTransport(Transport):
                 self._inst.close()
         self._inst = None
         self._rm = None
+        self._socket_session = None
 
     def close(self) -> None:
         self._close_quietly()
@@ -312,6 +389,11 @@ class SerialTransport(Transport):
 
         if isinstance(exc, serial.SerialTimeoutException):
             return self.error(InstrumentTimeout, f"write timed out while {doing}")
+        if _is_closed_connection(exc):
+            return self.error(
+                InstrumentConnectionClosed,
+                f"the connection was closed while {doing}; reconnect first ({exc})",
+            )
         return self.error(InstrumentIOError, f"I/O failure while {doing}: {exc}")
 
     def write_raw(self, data: bytes) -> None:
