@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from nvmlab.drivers.transport_base import Transport
 from nvmlab.errors import (
+    InstrumentConnectionClosed,
     InstrumentError,
     InstrumentIOError,
     InstrumentProtocolError,
@@ -39,7 +40,13 @@ __all__ = ["RecordingTransport", "ReplayTransport", "encode_entry", "read_transc
 
 _ERRORS: dict[str, type[InstrumentError]] = {
     cls.__name__: cls
-    for cls in (InstrumentError, InstrumentTimeout, InstrumentIOError, InstrumentProtocolError)
+    for cls in (
+        InstrumentError,
+        InstrumentTimeout,
+        InstrumentIOError,
+        InstrumentConnectionClosed,
+        InstrumentProtocolError,
+    )
 }
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 
@@ -132,6 +139,7 @@ class RecordingTransport(Transport):
         )
 
     def write(self, message: str) -> None:
+        self._before_command()
         self.last_command = message
         data = (message + self.write_termination).encode(self.encoding)
         self._log(encode_entry("write", data, time.monotonic()))
@@ -142,6 +150,7 @@ class RecordingTransport(Transport):
             raise
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         self._log(encode_entry("write", bytes(data), time.monotonic()))
         try:
             self.inner.write_raw(data)
@@ -154,6 +163,8 @@ class RecordingTransport(Transport):
             reply = self.inner.read()
         except InstrumentError as exc:
             self._log_error(exc)
+            if isinstance(exc, InstrumentTimeout):
+                self._timed_out()
             raise
         data = (reply + self.read_termination).encode(self.encoding)
         self._log(encode_entry("read", data, time.monotonic()))
@@ -164,6 +175,8 @@ class RecordingTransport(Transport):
             data = self.inner.read_raw(size)
         except InstrumentError as exc:
             self._log_error(exc)
+            if isinstance(exc, InstrumentTimeout):
+                self._timed_out()
             raise
         self._log(encode_entry("read", data, time.monotonic()))
         return data
@@ -181,6 +194,17 @@ class RecordingTransport(Transport):
     def reconnect(self) -> None:
         self._log({"direction": "reconnect", "t": round(time.monotonic(), 6)})
         self.inner.reconnect()
+        self.out_of_step = self.inner.out_of_step
+
+    def resynchronise(self) -> None:
+        """Logged as one ``resync`` entry; the live link resynchronises as it can."""
+        self._log({"direction": "resync", "t": round(time.monotonic(), 6)})
+        inner = self.inner
+        inner.resync_hook = inner.resync_hook or self.resync_hook
+        inner.identity_reply = inner.identity_reply or self.identity_reply
+        inner.unanswered = [*inner.unanswered, *self.unanswered]
+        inner.out_of_step = True
+        inner.resync_now()
 
 
 class ReplayTransport(Transport):
@@ -259,6 +283,8 @@ class ReplayTransport(Transport):
         if entry["direction"] == "error":
             self._pos += 1
             cls = _ERRORS.get(str(entry.get("error")), InstrumentError)
+            if issubclass(cls, InstrumentTimeout):
+                self._timed_out()
             raise cls(
                 f"(replayed from line {lineno}) {entry.get('message', '')}",
                 instrument=self.name,
@@ -272,10 +298,12 @@ class ReplayTransport(Transport):
         return _entry_bytes(entry)
 
     def write(self, message: str) -> None:
+        self._before_command()
         self.last_command = message
         self._expect_write((message + self.write_termination).encode(self.encoding))
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         self._expect_write(bytes(data))
 
     def read(self) -> str:
@@ -314,6 +342,17 @@ class ReplayTransport(Transport):
         self._pos += 1
         self._pending.clear()
         self.closed = False
+
+    def resynchronise(self) -> None:
+        """The recorded session resynchronised here: a ``resync`` entry must come next."""
+        self._check_open()
+        nxt = self._peek()
+        if nxt is None or nxt[1]["direction"] != "resync":
+            lineno = nxt[0] if nxt else None
+            what = self._describe(nxt[1]) if nxt else "the end"
+            raise self._mismatch(lineno, f"expected {what}, but the driver resynchronised")
+        self._pos += 1
+        self._pending.clear()
 
     @property
     def finished(self) -> bool:

@@ -189,6 +189,7 @@ class VisaTransport(Transport):
         try:
             readable, _, _ = select.select([sock], [], [], self.timeout_s)
             if not readable:
+                self._timed_out()
                 raise self.error(
                     InstrumentTimeout,
                     f"no reply within {self.timeout_s:g} s while {doing}"
@@ -237,6 +238,7 @@ class VisaTransport(Transport):
 
         if isinstance(exc, pyvisa.errors.VisaIOError):
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                self._timed_out()
                 return self.error(
                     InstrumentTimeout,
                     f"no reply within {self.timeout_s:g} s while {doing}"
@@ -260,6 +262,7 @@ class VisaTransport(Transport):
         return self.error(InstrumentIOError, f"I/O failure while {doing}: {exc!r}")
 
     def write(self, message: str) -> None:
+        self._before_command()
         inst = self._session()
         self.last_command = message
         try:
@@ -276,6 +279,7 @@ class VisaTransport(Transport):
             raise self._translate(exc, "reading a reply") from exc
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         inst = self._session()
         try:
             inst.write_raw(data)
@@ -324,6 +328,32 @@ class VisaTransport(Transport):
     def reconnect(self) -> None:
         self._close_quietly()
         self.open()
+        if self._separate_connections():
+            self.out_of_step = False
+            self.unanswered.clear()
+
+    def _separate_connections(self) -> bool:
+        """True when each opening is a connection of its own (raw TCP socket, serial URL)."""
+        text = self.resource.strip().upper()
+        return "::SOCKET" in text or (text.startswith("ASRL") and "://" in text)
+
+    def resynchronise(self) -> None:
+        """A fresh connection for a socket or serial URL (a late reply stays on the old one);
+        a device clear for GPIB, USB, VXI-11 / HiSLIP, VXI and PXI (the instrument empties its
+        output queue); a probe on a local serial port (see :class:`Transport`)."""
+        text = self.resource.strip().upper()
+        if self._separate_connections():
+            self._close_quietly()
+            self.open()
+        elif text.startswith("ASRL"):
+            super().resynchronise()
+        else:
+            inst = self._session()
+            try:
+                inst.clear()
+            except Exception as exc:
+                raise self._translate(exc, "clearing the device after a timeout") from exc
+            self.clear_input()
 
 
 # --------------------------------------------------------------------------------------
@@ -397,6 +427,7 @@ class SerialTransport(Transport):
         return self.error(InstrumentIOError, f"I/O failure while {doing}: {exc}")
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         port = self._serial()
         try:
             port.write(data)
@@ -424,6 +455,7 @@ class SerialTransport(Transport):
         # timeout is counted in slices as well as on the wall clock: whichever ends first.
         wait.waited_s += port.timeout if port.timeout else 0.0
         if wait.waited_s >= self.timeout_s or time.monotonic() >= wait.deadline:
+            self._timed_out()
             got = f"; got {bytes(self._buffer[:60])!r} so far" if self._buffer else ""
             raise self.error(
                 InstrumentTimeout,
@@ -477,6 +509,23 @@ class SerialTransport(Transport):
     def reconnect(self) -> None:
         self.close()
         self.open()
+        if self._separate_connections():
+            self.out_of_step = False
+            self.unanswered.clear()
+
+    def _separate_connections(self) -> bool:
+        """True for a URL (``socket://``, ``rfc2217://``, ``nvmlab://``): each opening is a
+        connection of its own; False for a local port, whose line carries every reply."""
+        return "://" in self.resource
+
+    def resynchronise(self) -> None:
+        """A fresh connection for a URL (a late reply stays on the old one); a probe on a
+        local port (see :class:`Transport`)."""
+        if self._separate_connections():
+            self.close()
+            self.open()
+        else:
+            super().resynchronise()
 
 
 # --------------------------------------------------------------------------------------

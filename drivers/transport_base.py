@@ -5,17 +5,29 @@ bytes, one error family (:mod:`nvmlab.errors`), bounded retries of idempotent qu
 The live implementations (pyvisa, pyserial) live in :mod:`nvmlab.drivers.transport`, the
 recording and replaying ones in :mod:`nvmlab.drivers.recording`; both import this module
 and neither imports the other's implementation, so the two never form an import cycle.
+
+Resynchronising after a timeout: a reply that missed its timeout may still arrive, and
+would then be read as the answer to the next query (a 0.25 V reading returned for a
+0.3 V read). So a read that times out leaves the transport *out of step*
+(:attr:`Transport.out_of_step`), and before the next command is written the transport
+calls :meth:`Transport.resynchronise`, which each implementation fills with the strongest
+means its link has: a fresh connection (a late reply belongs to the old one and can never
+be read on the new one), a device clear (the instrument empties its output queue), or a
+probe whose reply is recognised, every reply before it discarded.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from nvmlab.errors import ConfigError, InstrumentError, InstrumentTimeout
 
 __all__ = ["Transport"]
+
+log = logging.getLogger(__name__)
 
 
 class Transport(ABC):
@@ -27,6 +39,11 @@ class Transport(ABC):
         timeout_s: how long a read may wait for the instrument (s).
         read_termination / write_termination: message terminators (``"\\n"`` by default).
         query_retries: extra attempts an *idempotent* query gets after a timeout (0..5).
+        out_of_step: True after a read timed out, until :meth:`resynchronise` has run.
+        unanswered: the commands whose replies timed out since the last resynchronisation.
+        resync_hook: a driver may set a callable ``hook(transport)`` that sends a probe and
+            reads up to its recognised reply; used where the link offers nothing stronger
+            (a local serial line).
     """
 
     name: str
@@ -61,6 +78,13 @@ class Transport(ABC):
         self.encoding = encoding
         self.query_retries = int(query_retries)
         self.last_command: str = ""
+        self.out_of_step = False
+        self.unanswered: list[str] = []
+        self.resync_hook: Callable[[Transport], None] | None = None
+        self.resyncs = 0
+        self._resyncing = False
+        #: The identity reply seen for ``*IDN?`` (a probe for :meth:`probe_identity`).
+        self.identity_reply: str | None = None
 
     @property
     def timeout_s(self) -> float:
@@ -117,6 +141,79 @@ class Transport(ABC):
     def clear_input(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Discard any reply bytes already received but not read (before a retry)."""
 
+    # -- resynchronising after a timeout ---------------------------------------------------
+    def _timed_out(self) -> None:
+        """Record that a read timed out: its reply may still arrive, later."""
+        self.out_of_step = True
+        if self.last_command:
+            self.unanswered.append(self.last_command)
+
+    def _before_command(self) -> None:
+        """Called by every ``write`` / ``write_raw``: resynchronise first when out of step."""
+        if self.out_of_step and not self._resyncing:
+            self.resync_now()
+
+    def resync_now(self) -> None:
+        """Run :meth:`resynchronise` now; the transport is in step again when it returns.
+
+        When it fails (the probe's reply timed out too) the transport stays out of step and
+        the next command tries again.
+        """
+        self._resyncing = True
+        try:
+            log.info(
+                "%s: resynchronising after a timeout (unanswered: %s)",
+                self.name,
+                ", ".join(repr(c) for c in self.unanswered) or "-",
+            )
+            self.resynchronise()
+        finally:
+            self._resyncing = False
+        self.out_of_step = False
+        self.unanswered.clear()
+        self.resyncs += 1
+
+    def resynchronise(self) -> None:
+        """Make sure no reply still on its way is read as a later query's (see module doc).
+
+        The base version discards what has arrived and runs :attr:`resync_hook` (or the
+        identity probe when ``*IDN?`` has been answered before); implementations with a
+        stronger means (a fresh connection, a device clear) override it.
+        """
+        self.clear_input()
+        if self.resync_hook is not None:
+            self.resync_hook(self)
+        elif self.identity_reply is not None:
+            self.probe_identity()
+        else:
+            log.warning(
+                "%s: cannot resynchronise this link after a timeout (no probe known); "
+                "a late reply could still be read as a later query's",
+                self.name,
+            )
+
+    def probe_identity(self, *, max_stale: int = 64) -> None:
+        """Send ``*IDN?`` and read up to the identity seen before, discarding stale replies.
+
+        As many identity replies are awaited as ``*IDN?`` queries are unanswered, plus one
+        (ours), so a late identity is not taken for the probe's.
+        """
+        assert self.identity_reply is not None
+        wanted = 1 + self.unanswered.count("*IDN?")
+        self.write("*IDN?")
+        for _ in range(max_stale + wanted):
+            reply = self.read()
+            if reply == self.identity_reply:
+                wanted -= 1
+                if wanted == 0:
+                    return
+            else:
+                log.warning("%s: discarded a late reply %r", self.name, reply[:80])
+        raise self.error(
+            InstrumentTimeout,
+            f"could not resynchronise: more than {max_stale} stale replies before the probe's",
+        )
+
     # -- built on the primitives ----------------------------------------------------------
     def query(self, message: str, *, idempotent: bool = False) -> str:
         """Write ``message`` and read one reply.
@@ -129,7 +226,10 @@ class Transport(ABC):
         for attempt in range(attempts):
             try:
                 self.write(message)
-                return self.read()
+                reply = self.read()
+                if message == "*IDN?" and not self._resyncing:
+                    self.identity_reply = reply
+                return reply
             except InstrumentTimeout:
                 if attempt + 1 >= attempts:
                     raise
