@@ -17,6 +17,12 @@ controller power           ``POWER, ON|OFF``                  ``OK:POWER, ...``
 identification             ``TYPE?`` then ``ROM?``            model, firmware
 =========================  =================================  =============================
 
+Alarms: ``ALARM?`` lists the active alarm codes; :data:`ALARM_NAMES` gives each code the
+chamber's name for it (the codes the emulator documents, mocks/firmware/espec.py; an unknown
+code is reported by number). A dry-bulb sensor burnout (code 31) makes the controller's PV
+the upscale burnout value, so a temperature read while it is active raises
+:class:`~nvmlab.drivers.chamber_alarms.ChamberSensorFault` instead of returning it.
+
 Temperatures in C. The constructor does no I/O.
 """
 
@@ -26,11 +32,27 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from nvmlab.drivers.chamber_alarms import ChamberAlarm, ChamberSensorFault
 from nvmlab.drivers.transport import Transport
 from nvmlab.errors import InstrumentProtocolError
 
 EspecMode = Literal["constant", "standby", "off"]
 _MODES: tuple[str, ...] = ("constant", "standby", "off")
+
+#: ``ALARM?`` codes and the chamber's name for each (mocks/firmware/espec.py).
+ALARM_NAMES: dict[int, str] = {
+    1: "alarm stop (operation stopped by a protective device)",
+    2: "temperature absolute alarm (PV outside the upper / lower alarm limits)",
+    31: "dry-bulb temperature sensor burnout",
+}
+#: Codes that make the temperature reading invalid.
+SENSOR_FAULT_CODES: frozenset[int] = frozenset({31})
+
+
+def alarm_name(code: int) -> str:
+    """``"code 31: dry-bulb temperature sensor burnout"`` (the number alone when unknown)."""
+    name = ALARM_NAMES.get(code)
+    return f"code {code}: {name}" if name else f"code {code} (not in the alarm table)"
 
 
 @dataclass(frozen=True)
@@ -120,13 +142,30 @@ class EspecChamber:
         return EspecTemperature(*values)
 
     def read_pv_sp(self) -> tuple[float, float]:
-        """Process value and setpoint (C) in one query."""
-        status = self.read_temperature_status()
-        return status.process_c, status.setpoint_c
+        """Process value (C, checked as :meth:`read_temperature` does) and setpoint (C)."""
+        return self.read_temperature(), self.read_setpoint()
 
     def read_temperature(self) -> float:
-        """Process value (C)."""
-        return self.read_temperature_status().process_c
+        """Process value (C), from ``MON?`` with the alarm count.
+
+        Raises :class:`~nvmlab.drivers.chamber_alarms.ChamberSensorFault` naming the alarm
+        when an active alarm marks the reading invalid (``ALARM?`` is asked only when the
+        count is not zero); other alarms leave the reading valid.
+        """
+        monitor = self.monitor()
+        if monitor.alarms:
+            self._check_reading(self.alarms())
+        return monitor.temperature_c
+
+    def _check_reading(self, codes: list[int]) -> None:
+        faults = [code for code in codes if code in SENSOR_FAULT_CODES]
+        if faults:
+            raise self.transport.error(
+                ChamberSensorFault,
+                "chamber sensor fault, the temperature reading is invalid: "
+                + "; ".join(alarm_name(code) for code in faults)
+                + " (repair the sensor and clear the alarm at the chamber)",
+            )
 
     def read_setpoint(self) -> float:
         """Setpoint (C)."""
@@ -185,13 +224,16 @@ class EspecChamber:
 
     # -- the common chamber-driver interface used by instruments/chambers.py ---------------
     def check_alarms(self) -> None:
-        """Raise :class:`~nvmlab.errors.InstrumentProtocolError` when an alarm is active."""
+        """Raise :class:`~nvmlab.drivers.chamber_alarms.ChamberAlarm` naming every active
+        alarm (:class:`~nvmlab.drivers.chamber_alarms.ChamberSensorFault` for a sensor one)."""
         codes = self.alarms()
         if codes:
+            cls = ChamberSensorFault if SENSOR_FAULT_CODES.intersection(codes) else ChamberAlarm
             raise self.transport.error(
-                InstrumentProtocolError,
-                f"chamber alarm: {len(codes)} active (codes {', '.join(map(str, codes))}); "
-                "operation stopped, clear it at the chamber",
+                cls,
+                f"chamber alarm: {len(codes)} active ("
+                + "; ".join(alarm_name(code) for code in codes)
+                + "); operation stopped, clear it at the chamber",
             )
 
     def regulate(self) -> None:
