@@ -16,6 +16,11 @@ the bytes as they came off the wire, termination included.
 :class:`ReplayTransport` serves a transcript back to a driver: each write must equal the
 recorded one, byte for byte, or :class:`~nvmlab.errors.ReplayMismatch` names the
 transcript line, what was expected and what was sent. Recorded errors are raised again.
+After the first mismatch the replay refuses every further exchange with a
+:class:`~nvmlab.errors.ReplayMismatch` repeating it (:attr:`ReplayTransport.mismatch`):
+what a diverged session sends next (a clean-up, a safe state) has nothing in the
+transcript to be checked against, and a replay has no instrument to make safe
+(:attr:`~nvmlab.drivers.transport_base.Transport.is_replay`).
 """
 
 from __future__ import annotations
@@ -211,8 +216,11 @@ class ReplayTransport(Transport):
     """Serves a recorded transcript back; stops at the first write that differs.
 
     Reads return the recorded replies (``read()`` strips the termination as a live
-    transport does); recorded errors are raised again with their recorded message.
+    transport does); recorded errors are raised again with their recorded message. The
+    first mismatch is kept in :attr:`mismatch`; every exchange after it is refused.
     """
+
+    is_replay = True
 
     def __init__(
         self,
@@ -237,11 +245,30 @@ class ReplayTransport(Transport):
         self._pos = 0
         self._pending = bytearray()  # part of a recorded read not yet consumed
         self.closed = False
+        #: The first mismatch, once the session has diverged from the transcript.
+        self.mismatch: ReplayMismatch | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """True once a mismatch stopped the replay."""
+        return self.mismatch is not None
 
     def _mismatch(self, lineno: int | None, message: str) -> ReplayMismatch:
         # The resource (named by the error) is the transcript's path.
         where = f"transcript line {lineno}" if lineno else "transcript"
-        return ReplayMismatch(f"{where}: {message}", instrument=self.name, resource=self.resource)
+        error = ReplayMismatch(f"{where}: {message}", instrument=self.name, resource=self.resource)
+        if self.mismatch is None:
+            self.mismatch = error
+        return error
+
+    def _refuse_after_mismatch(self) -> None:
+        if self.mismatch is not None:
+            first = str(self.mismatch).removeprefix(f"{self.name} ({self.resource}): ")
+            raise ReplayMismatch(
+                f"replay stopped at the first mismatch, nothing more is served: {first}",
+                instrument=self.name,
+                resource=self.resource,
+            )
 
     def _peek(self) -> tuple[int, dict[str, Any]] | None:
         return self._entries[self._pos] if self._pos < len(self._entries) else None
@@ -254,6 +281,7 @@ class ReplayTransport(Transport):
         return f"a {entry['direction']}"
 
     def _check_open(self) -> None:
+        self._refuse_after_mismatch()
         if self.closed:
             raise self.error(InstrumentIOError, "replay transport is closed; call reconnect()")
 
@@ -307,6 +335,7 @@ class ReplayTransport(Transport):
         self._expect_write(bytes(data))
 
     def read(self) -> str:
+        self._refuse_after_mismatch()
         term = self.read_termination.encode(self.encoding)
         while True:
             idx = self._pending.find(term) if term else -1
@@ -321,6 +350,7 @@ class ReplayTransport(Transport):
             self._pending += self._next_read()
 
     def read_raw(self, size: int) -> bytes:
+        self._refuse_after_mismatch()
         while len(self._pending) < size:
             self._pending += self._next_read()
         data = bytes(self._pending[:size])
@@ -334,6 +364,7 @@ class ReplayTransport(Transport):
         self.closed = True
 
     def reconnect(self) -> None:
+        self._refuse_after_mismatch()
         nxt = self._peek()
         if nxt is None or nxt[1]["direction"] != "reconnect":
             lineno = nxt[0] if nxt else None
@@ -356,11 +387,13 @@ class ReplayTransport(Transport):
 
     @property
     def finished(self) -> bool:
-        """True when every transcript entry has been served."""
-        return self._pos >= len(self._entries) and not self._pending
+        """True when every transcript entry has been served (never after a mismatch)."""
+        return self.mismatch is None and self._pos >= len(self._entries) and not self._pending
 
     def assert_finished(self) -> None:
-        """Raise :class:`~nvmlab.errors.ReplayMismatch` if transcript entries are left."""
+        """Raise :class:`~nvmlab.errors.ReplayMismatch` if transcript entries are left (or
+        the replay stopped at a mismatch)."""
+        self._refuse_after_mismatch()
         nxt = self._peek()
         if nxt is not None:
             raise self._mismatch(nxt[0], f"session ended before {self._describe(nxt[1])}")

@@ -46,6 +46,9 @@ class Transport(ABC):
             (a local serial line).
     """
 
+    #: True only for a transport that serves a recorded transcript (no instrument behind it).
+    is_replay: bool = False
+
     name: str
     resource: str
     read_termination: str
