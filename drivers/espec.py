@@ -28,6 +28,7 @@ Temperatures in C. The constructor does no I/O.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +36,8 @@ from typing import Any, Literal
 from nvmlab.drivers.chamber_alarms import ChamberAlarm, ChamberSensorFault
 from nvmlab.drivers.transport import Transport
 from nvmlab.errors import InstrumentProtocolError
+
+log = logging.getLogger(__name__)
 
 EspecMode = Literal["constant", "standby", "off"]
 _MODES: tuple[str, ...] = ("constant", "standby", "off")
@@ -92,6 +95,23 @@ class EspecChamber:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        #: ``TYPE?`` and ``ROM?`` replies learned by :meth:`identify`: the probes that find
+        #: the reply stream's place again after a timeout on a local serial line.
+        self._identity: dict[str, str] = {}
+        transport.resync_hook = self._resync
+
+    def _resync(self, transport: Transport) -> None:
+        """After a timeout on a local serial line: ``ROM?`` (``TYPE?`` when a ``ROM?`` is
+        unanswered), every reply before the one :meth:`identify` learned discarded."""
+        if not self._identity:
+            log.warning(
+                "%s: no identity learned yet (identify() not run): cannot resynchronise "
+                "after a timeout; a late reply could be read as a later query's",
+                transport.name,
+            )
+            return
+        probe = "TYPE?" if "ROM?" in transport.unanswered else "ROM?"
+        transport.probe(probe, self._identity[probe])
 
     # -- plumbing -------------------------------------------------------------------------
     def _ask(self, message: str, *, idempotent: bool = False) -> str:
@@ -126,6 +146,7 @@ class EspecChamber:
         """Controller type and firmware, e.g. ``"SCP-220 ROM P-300 Ver 1.10"``."""
         kind = self._ask("TYPE?", idempotent=True)
         rom = self._ask("ROM?", idempotent=True)
+        self._identity = {"TYPE?": kind, "ROM?": rom}
         return f"ESPEC {kind} ROM {rom}"
 
     # -- temperature ----------------------------------------------------------------------

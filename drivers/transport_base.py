@@ -195,18 +195,22 @@ class Transport(ABC):
                 self.name,
             )
 
-    def probe_identity(self, *, max_stale: int = 64) -> None:
-        """Send ``*IDN?`` and read up to the identity seen before, discarding stale replies.
-
-        As many identity replies are awaited as ``*IDN?`` queries are unanswered, plus one
-        (ours), so a late identity is not taken for the probe's.
-        """
+    def probe_identity(self) -> None:
+        """:meth:`probe` with ``*IDN?`` and the identity answered before."""
         assert self.identity_reply is not None
-        wanted = 1 + self.unanswered.count("*IDN?")
-        self.write("*IDN?")
+        self.probe("*IDN?", self.identity_reply)
+
+    def probe(self, message: str, expected_reply: str, *, max_stale: int = 64) -> None:
+        """Send ``message`` and read up to ``expected_reply``, discarding stale replies.
+
+        As many expected replies are awaited as ``message`` queries are unanswered, plus
+        one (ours), so a late reply to the same query is not taken for the probe's.
+        """
+        wanted = 1 + self.unanswered.count(message)
+        self.write(message)
         for _ in range(max_stale + wanted):
             reply = self.read()
-            if reply == self.identity_reply:
+            if reply == expected_reply:
                 wanted -= 1
                 if wanted == 0:
                     return
@@ -214,7 +218,8 @@ class Transport(ABC):
                 log.warning("%s: discarded a late reply %r", self.name, reply[:80])
         raise self.error(
             InstrumentTimeout,
-            f"could not resynchronise: more than {max_stale} stale replies before the probe's",
+            f"could not resynchronise: more than {max_stale} stale replies before the "
+            f"reply to the probe {message!r}",
         )
 
     # -- built on the primitives ----------------------------------------------------------

@@ -32,6 +32,7 @@ chamber role applies. Temperatures in C (converted when the controller runs in F
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import minimalmodbus
@@ -66,6 +67,21 @@ def input_error_name(code: int) -> str:
     """``"input 1 error 1: open sensor"`` (the number alone when the code is unknown)."""
     name = INPUT_ERRORS.get(code)
     return f"input 1 error {code}: {name}" if name else f"input 1 error {code} (not in the table)"
+
+
+#: Block lengths (registers from 100) of the resynchronisation probe, used in turn: no other
+#: request of this driver reads 3, 4, 5 or 7 registers, so its reply is recognised.
+_PROBE_COUNTS = (3, 4, 5, 7)
+
+
+def _crc16(frame: bytes) -> bytes:
+    """CRC-16/Modbus of ``frame``, low byte first as on the wire."""
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return struct.pack("<H", crc)
 
 
 def _is_local_uart(resource: str) -> bool:
@@ -147,6 +163,47 @@ class WatlowF4:
         self._modbus.clear_buffers_before_each_transaction = False
         self._decimals: int | None = None
         self._celsius: bool | None = None
+        self._probes = 0
+        transport.resync_hook = self._resync
+
+    # -- resynchronising after a timeout (a local serial line) ----------------------------
+    def _resync(self, transport: Transport) -> None:
+        """Read a block no other request reads (3, 4, 5 or 7 registers from 100, in turn)
+        and discard every frame before its reply: a late reply of the same length as the
+        next request's would otherwise pass minimalmodbus's checks."""
+        count = _PROBE_COUNTS[self._probes % len(_PROBE_COUNTS)]
+        self._probes += 1
+        body = struct.pack(">BBHH", self.address, 3, REG_PROCESS_VALUE, count)
+        transport.write_raw(body + _crc16(body))
+        for _ in range(64):
+            frame = self._read_frame(transport)
+            if frame[0] == self.address and frame[1] == 3 and frame[2] == 2 * count:
+                return
+        raise transport.error(
+            InstrumentProtocolError, "could not resynchronise: more than 64 stale frames"
+        )
+
+    def _read_frame(self, transport: Transport) -> bytes:
+        """One RTU frame, delimited by its function code, CRC checked."""
+        head = transport.read_raw(2)
+        function = head[1]
+        if function & 0x80:
+            rest = transport.read_raw(3)
+        elif function == 3:
+            size = transport.read_raw(1)
+            rest = size + transport.read_raw(size[0] + 2)
+        elif function in (6, 16):
+            rest = transport.read_raw(6)
+        else:
+            raise transport.error(
+                InstrumentProtocolError, f"cannot resynchronise on a frame {head!r}..."
+            )
+        frame = head + rest
+        if _crc16(frame[:-2]) != frame[-2:]:
+            raise transport.error(
+                InstrumentProtocolError, f"cannot resynchronise: bad CRC in {frame!r}"
+            )
+        return frame
 
     # -- plumbing -------------------------------------------------------------------------
     def _call_raw(self, func: Any, *args: Any) -> Any:

@@ -13,6 +13,7 @@ the delay is wall time (short: the client's timeout is 0.3 s there).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +23,10 @@ import numpy as np
 import pytest
 
 from nvmlab.clock import VirtualClock
+from nvmlab.drivers.espec import EspecChamber
 from nvmlab.drivers.recording import ReplayTransport
 from nvmlab.drivers.transport import Transport, open_transport
-from nvmlab.drivers.watlow_f4 import REG_DECIMALS
+from nvmlab.drivers.watlow_f4 import REG_DECIMALS, WatlowF4
 from nvmlab.errors import InstrumentTimeout
 from nvmlab.instruments.station import Station
 from nvmlab.mocks.benchfile import BenchConfig
@@ -273,3 +275,63 @@ def test_a_recorded_resynchronisation_replays(tmp_path: Path) -> None:
         replay.query(":SYST:ERR?")
     assert replay.query("*IDN?").startswith("KEITHLEY")
     replay.assert_finished()
+
+
+def test_espec_on_a_local_line_resynchronises_with_its_rom_reply() -> None:
+    line = LocalLine(["SCP-220,200.0", "P-300 Ver 1.10"])
+    chamber = EspecChamber(line)
+    chamber.identify()
+    with pytest.raises(InstrumentTimeout):
+        chamber.set_setpoint(30.0)  # the OK arrives late
+    line.replies += ["OK: TEMP, S30.0", "P-300 Ver 1.10", "CONSTANT"]
+    assert chamber.mode() == "constant"
+    assert line.sent[-3:] == ["TEMP, S30.0", "ROM?", "MODE?"]
+
+
+class RawLocalLine(LocalLine):
+    """A local serial line carrying raw frames (Modbus RTU)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.rx = bytearray()
+        self.frames: list[bytes] = []
+
+    def write_raw(self, data: bytes) -> None:
+        self._before_command()
+        self.last_command = data.hex()
+        self.frames.append(bytes(data))
+
+    def read_raw(self, size: int) -> bytes:
+        if len(self.rx) < size:
+            self._timed_out()
+            raise self.error(InstrumentTimeout, "no reply")
+        data = bytes(self.rx[:size])
+        del self.rx[:size]
+        return data
+
+
+def _crc16(frame: bytes) -> bytes:
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return struct.pack("<H", crc)
+
+
+def _rtu(*fields: int, fmt: str) -> bytes:
+    body = struct.pack(fmt, *fields)
+    return body + _crc16(body)
+
+
+def test_watlow_on_a_local_line_skips_a_late_frame_of_the_same_length() -> None:
+    line = RawLocalLine()
+    chamber = WatlowF4(line)
+    line.rx += _rtu(1, 3, 2, 1, fmt=">BBBH") + _rtu(1, 3, 2, 1, fmt=">BBBH")  # 606, 901
+    with pytest.raises(InstrumentTimeout):
+        chamber.read_setpoint()  # register 300 answers late
+    late = _rtu(1, 3, 2, 300, fmt=">BBBH")  # 30.0 C, the same length as B's reply
+    probe_reply = _rtu(1, 3, 6, 250, 0, 0, fmt=">BBBHHH")
+    line.rx += late + probe_reply + _rtu(1, 3, 2, 1, fmt=">BBBH")
+    assert chamber.read_register(REG_DECIMALS, signed=False) == 1
+    assert line.frames[-2] == _rtu(1, 3, 100, 3, fmt=">BBHH")  # the probe: 3 registers
