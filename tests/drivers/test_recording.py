@@ -205,3 +205,21 @@ def test_a_corrupt_transcript_is_refused_with_its_line(tmp_path: Path) -> None:
     path.write_text('{"direction": "write", "text": "*IDN?\\n", "t": 1}\nnot json\n')
     with pytest.raises(ReplayMismatch, match="line 2 is not JSON"):
         ReplayTransport(path)
+
+
+def test_a_transcript_from_before_resynchronisation_still_replays(tmp_path: Path) -> None:
+    """A timeout followed by more traffic, with no ``resync`` entry (older transcripts)."""
+    path = tmp_path / "old.jsonl"
+    entries = [
+        {"direction": "write", "text": "*IDN?\n", "t": 1.0},
+        {"direction": "error", "error": "InstrumentTimeout", "message": "no reply", "t": 2.0},
+        {"direction": "write", "text": "*IDN?\n", "t": 3.0},
+        {"direction": "read", "text": "A\n", "t": 3.1},
+    ]
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    replay = ReplayTransport(path)
+    with pytest.raises(InstrumentTimeout):
+        replay.query("*IDN?")
+    assert replay.out_of_step
+    assert replay.query("*IDN?") == "A"
+    replay.assert_finished()
