@@ -46,6 +46,10 @@ class InstrumentIOError(InstrumentError):
     """The connection failed or was closed."""
 
 
+class InstrumentConnectionClosed(InstrumentIOError):
+    """The instrument (or the bridge in front of it) closed the connection; reconnect first."""
+
+
 class InstrumentProtocolError(InstrumentError):
     """A reply could not be parsed, or the instrument reported an error."""
 

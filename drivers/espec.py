@@ -17,20 +17,45 @@ controller power           ``POWER, ON|OFF``                  ``OK:POWER, ...``
 identification             ``TYPE?`` then ``ROM?``            model, firmware
 =========================  =================================  =============================
 
+Alarms: ``ALARM?`` lists the active alarm codes; :data:`ALARM_NAMES` gives each code the
+chamber's name for it (the codes the emulator documents, mocks/firmware/espec.py; an unknown
+code is reported by number). A dry-bulb sensor burnout (code 31) makes the controller's PV
+the upscale burnout value, so a temperature read while it is active raises
+:class:`~nvmlab.drivers.chamber_alarms.ChamberSensorFault` instead of returning it.
+
 Temperatures in C. The constructor does no I/O.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from nvmlab.drivers.chamber_alarms import ChamberAlarm, ChamberSensorFault
 from nvmlab.drivers.transport import Transport
 from nvmlab.errors import InstrumentProtocolError
 
+log = logging.getLogger(__name__)
+
 EspecMode = Literal["constant", "standby", "off"]
 _MODES: tuple[str, ...] = ("constant", "standby", "off")
+
+#: ``ALARM?`` codes and the chamber's name for each (mocks/firmware/espec.py).
+ALARM_NAMES: dict[int, str] = {
+    1: "alarm stop (operation stopped by a protective device)",
+    2: "temperature absolute alarm (PV outside the upper / lower alarm limits)",
+    31: "dry-bulb temperature sensor burnout",
+}
+#: Codes that make the temperature reading invalid.
+SENSOR_FAULT_CODES: frozenset[int] = frozenset({31})
+
+
+def alarm_name(code: int) -> str:
+    """``"code 31: dry-bulb temperature sensor burnout"`` (the number alone when unknown)."""
+    name = ALARM_NAMES.get(code)
+    return f"code {code}: {name}" if name else f"code {code} (not in the alarm table)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,23 @@ class EspecChamber:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        #: ``TYPE?`` and ``ROM?`` replies learned by :meth:`identify`: the probes that find
+        #: the reply stream's place again after a timeout on a local serial line.
+        self._identity: dict[str, str] = {}
+        transport.resync_hook = self._resync
+
+    def _resync(self, transport: Transport) -> None:
+        """After a timeout on a local serial line: ``ROM?`` (``TYPE?`` when a ``ROM?`` is
+        unanswered), every reply before the one :meth:`identify` learned discarded."""
+        if not self._identity:
+            log.warning(
+                "%s: no identity learned yet (identify() not run): cannot resynchronise "
+                "after a timeout; a late reply could be read as a later query's",
+                transport.name,
+            )
+            return
+        probe = "TYPE?" if "ROM?" in transport.unanswered else "ROM?"
+        transport.probe(probe, self._identity[probe])
 
     # -- plumbing -------------------------------------------------------------------------
     def _ask(self, message: str, *, idempotent: bool = False) -> str:
@@ -104,6 +146,7 @@ class EspecChamber:
         """Controller type and firmware, e.g. ``"SCP-220 ROM P-300 Ver 1.10"``."""
         kind = self._ask("TYPE?", idempotent=True)
         rom = self._ask("ROM?", idempotent=True)
+        self._identity = {"TYPE?": kind, "ROM?": rom}
         return f"ESPEC {kind} ROM {rom}"
 
     # -- temperature ----------------------------------------------------------------------
@@ -120,13 +163,30 @@ class EspecChamber:
         return EspecTemperature(*values)
 
     def read_pv_sp(self) -> tuple[float, float]:
-        """Process value and setpoint (C) in one query."""
-        status = self.read_temperature_status()
-        return status.process_c, status.setpoint_c
+        """Process value (C, checked as :meth:`read_temperature` does) and setpoint (C)."""
+        return self.read_temperature(), self.read_setpoint()
 
     def read_temperature(self) -> float:
-        """Process value (C)."""
-        return self.read_temperature_status().process_c
+        """Process value (C), from ``MON?`` with the alarm count.
+
+        Raises :class:`~nvmlab.drivers.chamber_alarms.ChamberSensorFault` naming the alarm
+        when an active alarm marks the reading invalid (``ALARM?`` is asked only when the
+        count is not zero); other alarms leave the reading valid.
+        """
+        monitor = self.monitor()
+        if monitor.alarms:
+            self._check_reading(self.alarms())
+        return monitor.temperature_c
+
+    def _check_reading(self, codes: list[int]) -> None:
+        faults = [code for code in codes if code in SENSOR_FAULT_CODES]
+        if faults:
+            raise self.transport.error(
+                ChamberSensorFault,
+                "chamber sensor fault, the temperature reading is invalid: "
+                + "; ".join(alarm_name(code) for code in faults)
+                + " (repair the sensor and clear the alarm at the chamber)",
+            )
 
     def read_setpoint(self) -> float:
         """Setpoint (C)."""
@@ -185,13 +245,16 @@ class EspecChamber:
 
     # -- the common chamber-driver interface used by instruments/chambers.py ---------------
     def check_alarms(self) -> None:
-        """Raise :class:`~nvmlab.errors.InstrumentProtocolError` when an alarm is active."""
+        """Raise :class:`~nvmlab.drivers.chamber_alarms.ChamberAlarm` naming every active
+        alarm (:class:`~nvmlab.drivers.chamber_alarms.ChamberSensorFault` for a sensor one)."""
         codes = self.alarms()
         if codes:
+            cls = ChamberSensorFault if SENSOR_FAULT_CODES.intersection(codes) else ChamberAlarm
             raise self.transport.error(
-                InstrumentProtocolError,
-                f"chamber alarm: {len(codes)} active (codes {', '.join(map(str, codes))}); "
-                "operation stopped, clear it at the chamber",
+                cls,
+                f"chamber alarm: {len(codes)} active ("
+                + "; ".join(alarm_name(code) for code in codes)
+                + "); operation stopped, clear it at the chamber",
             )
 
     def regulate(self) -> None:

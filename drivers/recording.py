@@ -8,6 +8,7 @@ crash keeps everything up to the last exchange::
     {"direction": "read", "base64": "IzAAAIA/", "t": 1234.58}          # binary bytes
     {"direction": "error", "error": "InstrumentTimeout", "message": "...", "t": ...}
     {"direction": "reconnect", "t": ...}
+    {"direction": "resync", "t": ...}      # resynchronised after a timeout
 
 ``text`` holds the bytes as a JSON string when they are printable ASCII (plus CR, LF, TAB),
 ``base64`` otherwise; ``t`` is :func:`time.monotonic` (s) at the exchange. Read entries hold
@@ -16,6 +17,11 @@ the bytes as they came off the wire, termination included.
 :class:`ReplayTransport` serves a transcript back to a driver: each write must equal the
 recorded one, byte for byte, or :class:`~nvmlab.errors.ReplayMismatch` names the
 transcript line, what was expected and what was sent. Recorded errors are raised again.
+After the first mismatch the replay refuses every further exchange with a
+:class:`~nvmlab.errors.ReplayMismatch` repeating it (:attr:`ReplayTransport.mismatch`):
+what a diverged session sends next (a clean-up, a safe state) has nothing in the
+transcript to be checked against, and a replay has no instrument to make safe
+(:attr:`~nvmlab.drivers.transport_base.Transport.is_replay`).
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from nvmlab.drivers.transport import Transport
+from nvmlab.drivers.transport_base import Transport
 from nvmlab.errors import (
+    InstrumentConnectionClosed,
     InstrumentError,
     InstrumentIOError,
     InstrumentProtocolError,
@@ -39,7 +46,13 @@ __all__ = ["RecordingTransport", "ReplayTransport", "encode_entry", "read_transc
 
 _ERRORS: dict[str, type[InstrumentError]] = {
     cls.__name__: cls
-    for cls in (InstrumentError, InstrumentTimeout, InstrumentIOError, InstrumentProtocolError)
+    for cls in (
+        InstrumentError,
+        InstrumentTimeout,
+        InstrumentIOError,
+        InstrumentConnectionClosed,
+        InstrumentProtocolError,
+    )
 }
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 
@@ -132,6 +145,7 @@ class RecordingTransport(Transport):
         )
 
     def write(self, message: str) -> None:
+        self._before_command()
         self.last_command = message
         data = (message + self.write_termination).encode(self.encoding)
         self._log(encode_entry("write", data, time.monotonic()))
@@ -142,6 +156,7 @@ class RecordingTransport(Transport):
             raise
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         self._log(encode_entry("write", bytes(data), time.monotonic()))
         try:
             self.inner.write_raw(data)
@@ -154,6 +169,8 @@ class RecordingTransport(Transport):
             reply = self.inner.read()
         except InstrumentError as exc:
             self._log_error(exc)
+            if isinstance(exc, InstrumentTimeout):
+                self._timed_out()
             raise
         data = (reply + self.read_termination).encode(self.encoding)
         self._log(encode_entry("read", data, time.monotonic()))
@@ -164,6 +181,8 @@ class RecordingTransport(Transport):
             data = self.inner.read_raw(size)
         except InstrumentError as exc:
             self._log_error(exc)
+            if isinstance(exc, InstrumentTimeout):
+                self._timed_out()
             raise
         self._log(encode_entry("read", data, time.monotonic()))
         return data
@@ -181,14 +200,28 @@ class RecordingTransport(Transport):
     def reconnect(self) -> None:
         self._log({"direction": "reconnect", "t": round(time.monotonic(), 6)})
         self.inner.reconnect()
+        self.out_of_step = self.inner.out_of_step
+
+    def resynchronise(self) -> None:
+        """Logged as one ``resync`` entry; the live link resynchronises as it can."""
+        self._log({"direction": "resync", "t": round(time.monotonic(), 6)})
+        inner = self.inner
+        inner.resync_hook = inner.resync_hook or self.resync_hook
+        inner.identity_reply = inner.identity_reply or self.identity_reply
+        inner.unanswered = [*inner.unanswered, *self.unanswered]
+        inner.out_of_step = True
+        inner.resync_now()
 
 
 class ReplayTransport(Transport):
     """Serves a recorded transcript back; stops at the first write that differs.
 
     Reads return the recorded replies (``read()`` strips the termination as a live
-    transport does); recorded errors are raised again with their recorded message.
+    transport does); recorded errors are raised again with their recorded message. The
+    first mismatch is kept in :attr:`mismatch`; every exchange after it is refused.
     """
+
+    is_replay = True
 
     def __init__(
         self,
@@ -213,11 +246,30 @@ class ReplayTransport(Transport):
         self._pos = 0
         self._pending = bytearray()  # part of a recorded read not yet consumed
         self.closed = False
+        #: The first mismatch, once the session has diverged from the transcript.
+        self.mismatch: ReplayMismatch | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """True once a mismatch stopped the replay."""
+        return self.mismatch is not None
 
     def _mismatch(self, lineno: int | None, message: str) -> ReplayMismatch:
         # The resource (named by the error) is the transcript's path.
         where = f"transcript line {lineno}" if lineno else "transcript"
-        return ReplayMismatch(f"{where}: {message}", instrument=self.name, resource=self.resource)
+        error = ReplayMismatch(f"{where}: {message}", instrument=self.name, resource=self.resource)
+        if self.mismatch is None:
+            self.mismatch = error
+        return error
+
+    def _refuse_after_mismatch(self) -> None:
+        if self.mismatch is not None:
+            first = str(self.mismatch).removeprefix(f"{self.name} ({self.resource}): ")
+            raise ReplayMismatch(
+                f"replay stopped at the first mismatch, nothing more is served: {first}",
+                instrument=self.name,
+                resource=self.resource,
+            )
 
     def _peek(self) -> tuple[int, dict[str, Any]] | None:
         return self._entries[self._pos] if self._pos < len(self._entries) else None
@@ -230,6 +282,7 @@ class ReplayTransport(Transport):
         return f"a {entry['direction']}"
 
     def _check_open(self) -> None:
+        self._refuse_after_mismatch()
         if self.closed:
             raise self.error(InstrumentIOError, "replay transport is closed; call reconnect()")
 
@@ -259,6 +312,8 @@ class ReplayTransport(Transport):
         if entry["direction"] == "error":
             self._pos += 1
             cls = _ERRORS.get(str(entry.get("error")), InstrumentError)
+            if issubclass(cls, InstrumentTimeout):
+                self._timed_out()
             raise cls(
                 f"(replayed from line {lineno}) {entry.get('message', '')}",
                 instrument=self.name,
@@ -272,13 +327,16 @@ class ReplayTransport(Transport):
         return _entry_bytes(entry)
 
     def write(self, message: str) -> None:
+        self._before_command()
         self.last_command = message
         self._expect_write((message + self.write_termination).encode(self.encoding))
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         self._expect_write(bytes(data))
 
     def read(self) -> str:
+        self._refuse_after_mismatch()
         term = self.read_termination.encode(self.encoding)
         while True:
             idx = self._pending.find(term) if term else -1
@@ -293,6 +351,7 @@ class ReplayTransport(Transport):
             self._pending += self._next_read()
 
     def read_raw(self, size: int) -> bytes:
+        self._refuse_after_mismatch()
         while len(self._pending) < size:
             self._pending += self._next_read()
         data = bytes(self._pending[:size])
@@ -306,6 +365,7 @@ class ReplayTransport(Transport):
         self.closed = True
 
     def reconnect(self) -> None:
+        self._refuse_after_mismatch()
         nxt = self._peek()
         if nxt is None or nxt[1]["direction"] != "reconnect":
             lineno = nxt[0] if nxt else None
@@ -315,13 +375,24 @@ class ReplayTransport(Transport):
         self._pending.clear()
         self.closed = False
 
+    def resynchronise(self) -> None:
+        """The recorded session resynchronised here: its ``resync`` entry is consumed (a
+        transcript recorded before resynchronisation existed has none, and replays too)."""
+        self._check_open()
+        nxt = self._peek()
+        if nxt is not None and nxt[1]["direction"] == "resync":
+            self._pos += 1
+        self._pending.clear()
+
     @property
     def finished(self) -> bool:
-        """True when every transcript entry has been served."""
-        return self._pos >= len(self._entries) and not self._pending
+        """True when every transcript entry has been served (never after a mismatch)."""
+        return self.mismatch is None and self._pos >= len(self._entries) and not self._pending
 
     def assert_finished(self) -> None:
-        """Raise :class:`~nvmlab.errors.ReplayMismatch` if transcript entries are left."""
+        """Raise :class:`~nvmlab.errors.ReplayMismatch` if transcript entries are left (or
+        the replay stopped at a mismatch)."""
+        self._refuse_after_mismatch()
         nxt = self._peek()
         if nxt is not None:
             raise self._mismatch(nxt[0], f"session ended before {self._describe(nxt[1])}")

@@ -25,18 +25,19 @@ Use :func:`open_transport` to pick the right implementation from a resource stri
 from __future__ import annotations
 
 import contextlib
-import re
+import select
 import socket
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nvmlab.drivers.recording import RecordingTransport
+from nvmlab.drivers.resources import is_serial_url, is_visa_resource
+from nvmlab.drivers.transport_base import Transport
 from nvmlab.errors import (
     ConfigError,
+    InstrumentConnectionClosed,
     InstrumentError,
     InstrumentIOError,
     InstrumentTimeout,
@@ -46,6 +47,24 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyvisa.highlevel
     import serial
 
+#: Words with which pyserial, pyvisa-py and the emulated bench say the peer closed the link.
+_CLOSED_WORDS = (
+    "disconnected",
+    "connection closed",
+    "connection lost",
+    "broken pipe",
+    "reset by peer",
+)
+
+
+def _is_closed_connection(exc: BaseException) -> bool:
+    """True when ``exc`` says the other end closed the connection (not a silence)."""
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in _CLOSED_WORDS) or "connectionlost" in text
+
+
 __all__ = [
     "Transport",
     "VisaTransport",
@@ -54,156 +73,6 @@ __all__ = [
     "is_serial_url",
     "is_visa_resource",
 ]
-
-_SERIAL_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|/dev/|COM\d+$)", re.IGNORECASE)
-_VISA_PREFIX = re.compile(r"^(TCPIP|GPIB|USB|ASRL|VXI|PXI|GPIB-VXI|VICP)\d*", re.IGNORECASE)
-
-
-def is_visa_resource(resource: str) -> bool:
-    """True for a VISA resource string (``TCPIP::...``, ``GPIB0::...``, ``ASRL...::INSTR``).
-
-    ``ASRLsocket://host:port::INSTR`` and ``ASRLnvmlab://bench/role::INSTR`` are VISA
-    resources (pyvisa-py hands the URL to pyserial), not pyserial URLs.
-    """
-    text = resource.strip()
-    return bool(_VISA_PREFIX.match(text)) and "::" in text
-
-
-def is_serial_url(resource: str) -> bool:
-    """True when ``resource`` is a pyserial URL or device path rather than a VISA string."""
-    return not is_visa_resource(resource) and bool(_SERIAL_URL.match(resource.strip()))
-
-
-class Transport(ABC):
-    """One instrument connection: text messages with terminations, and raw bytes.
-
-    Attributes:
-        name: the instrument's name in error messages (e.g. ``"smu"``).
-        resource: the resource string it was opened with.
-        timeout_s: how long a read may wait for the instrument (s).
-        read_termination / write_termination: message terminators (``"\\n"`` by default).
-        query_retries: extra attempts an *idempotent* query gets after a timeout (0..5).
-    """
-
-    name: str
-    resource: str
-    read_termination: str
-    write_termination: str
-    encoding: str
-    query_retries: int
-
-    def __init__(
-        self,
-        *,
-        name: str = "",
-        resource: str = "",
-        timeout_s: float = 5.0,
-        read_termination: str = "\n",
-        write_termination: str = "\n",
-        encoding: str = "ascii",
-        query_retries: int = 1,
-    ) -> None:
-        if not timeout_s > 0:
-            raise ConfigError(f"timeout_s must be > 0 s, got {timeout_s!r}", field="timeout_s")
-        if not 0 <= int(query_retries) <= 5:
-            raise ConfigError(
-                f"query_retries must be within 0..5, got {query_retries!r}", field="query_retries"
-            )
-        self.name = name or resource
-        self.resource = resource
-        self._timeout_s = float(timeout_s)
-        self.read_termination = read_termination
-        self.write_termination = write_termination
-        self.encoding = encoding
-        self.query_retries = int(query_retries)
-        self.last_command: str = ""
-
-    @property
-    def timeout_s(self) -> float:
-        """How long a read may wait for the instrument (s); settable while open."""
-        return self._timeout_s
-
-    @timeout_s.setter
-    def timeout_s(self, seconds: float) -> None:
-        if not seconds > 0:
-            raise ValueError(f"{self.name}: timeout_s must be > 0 s, got {seconds!r}")
-        self._timeout_s = float(seconds)
-        self._timeout_changed()
-
-    def _timeout_changed(self) -> None:  # noqa: B027 - optional hook
-        """Apply a new :attr:`timeout_s` to an open connection."""
-
-    @contextmanager
-    def timeout_at_least(self, seconds: float) -> Iterator[None]:
-        """Raise the timeout to at least ``seconds`` (s) for a long operation, then restore it."""
-        old = self._timeout_s
-        if seconds > old:
-            self.timeout_s = seconds
-        try:
-            yield
-        finally:
-            if self._timeout_s != old:
-                self.timeout_s = old
-
-    # -- the primitive operations every transport implements ------------------------------
-    @abstractmethod
-    def write(self, message: str) -> None:
-        """Send ``message`` followed by :attr:`write_termination`."""
-
-    @abstractmethod
-    def read(self) -> str:
-        """Read one message up to :attr:`read_termination`; returned without it, stripped."""
-
-    @abstractmethod
-    def write_raw(self, data: bytes) -> None:
-        """Send ``data`` exactly as given (no termination added)."""
-
-    @abstractmethod
-    def read_raw(self, size: int) -> bytes:
-        """Read exactly ``size`` bytes, or raise :class:`~nvmlab.errors.InstrumentTimeout`."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-
-    @abstractmethod
-    def reconnect(self) -> None:
-        """Close and reopen the same resource with the same settings."""
-
-    def clear_input(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Discard any reply bytes already received but not read (before a retry)."""
-
-    # -- built on the primitives ----------------------------------------------------------
-    def query(self, message: str, *, idempotent: bool = False) -> str:
-        """Write ``message`` and read one reply.
-
-        With ``idempotent=True`` (the query changes nothing on the instrument) a timeout is
-        retried up to :attr:`query_retries` times, stale input discarded first; otherwise
-        the first :class:`~nvmlab.errors.InstrumentTimeout` propagates.
-        """
-        attempts = 1 + (self.query_retries if idempotent else 0)
-        for attempt in range(attempts):
-            try:
-                self.write(message)
-                return self.read()
-            except InstrumentTimeout:
-                if attempt + 1 >= attempts:
-                    raise
-                self.clear_input()
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def error(self, cls: type[InstrumentError], message: str) -> InstrumentError:
-        """Build an error of ``cls`` naming this instrument and resource."""
-        return cls(message, instrument=self.name, resource=self.resource)
-
-    def __enter__(self) -> Transport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, resource={self.resource!r})"
 
 
 # --------------------------------------------------------------------------------------
@@ -236,6 +105,7 @@ class VisaTransport(Transport):
         self.serial_options = dict(serial_options or {})
         self._rm: Any = None
         self._inst: Any = None
+        self._socket_session: Any = None
         self.tcp_nodelay = False
         if open_now:
             self.open()
@@ -262,6 +132,7 @@ class VisaTransport(Transport):
                 f"cannot open VISA resource with backend {self._backend_name()}: {exc}",
             ) from exc
         self.tcp_nodelay = self._set_tcp_nodelay()
+        self._socket_session = self._find_socket_session()
         try:
             self._apply_serial_options(self._inst)
         except Exception as exc:
@@ -294,6 +165,49 @@ class VisaTransport(Transport):
         lib = self.visa_library
         return lib if isinstance(lib, str) else type(lib).__name__
 
+    def _find_socket_session(self) -> Any:
+        """pyvisa-py's session object of a ``::SOCKET`` resource (None for any other)."""
+        if "SOCKET" not in self.resource.upper():
+            return None
+        try:
+            session = self._inst.visalib.sessions[self._inst.session]
+        except Exception:
+            return None
+        return session if isinstance(getattr(session, "interface", None), socket.socket) else None
+
+    def _wait_for_reply(self, doing: str) -> None:
+        """On a pyvisa-py ``::SOCKET`` session, wait for reply bytes or the peer's close.
+
+        pyvisa-py's read keeps polling a socket whose peer has closed until the whole
+        timeout has passed, then reports a timeout. Waiting here first (for at most the
+        timeout) lets a closed connection be reported as such, at once.
+        """
+        session = self._socket_session
+        if session is None or getattr(session, "_pending_buffer", None):
+            return
+        sock = session.interface
+        try:
+            readable, _, _ = select.select([sock], [], [], self.timeout_s)
+            if not readable:
+                self._timed_out()
+                raise self.error(
+                    InstrumentTimeout,
+                    f"no reply within {self.timeout_s:g} s while {doing}"
+                    + (f" (last command {self.last_command!r})" if self.last_command else ""),
+                )
+            peeked = sock.recv(1, socket.MSG_PEEK)
+        except InstrumentError:
+            raise
+        except OSError as exc:
+            raise self.error(
+                InstrumentConnectionClosed, f"the connection was closed while {doing}: {exc}"
+            ) from exc
+        if not peeked:
+            raise self.error(
+                InstrumentConnectionClosed,
+                f"the instrument closed the connection while {doing}; reconnect first",
+            )
+
     def _set_tcp_nodelay(self) -> bool:
         if "SOCKET" not in self.resource.upper():
             return False
@@ -324,12 +238,23 @@ class VisaTransport(Transport):
 
         if isinstance(exc, pyvisa.errors.VisaIOError):
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                self._timed_out()
                 return self.error(
                     InstrumentTimeout,
                     f"no reply within {self.timeout_s:g} s while {doing}"
                     + (f" (last command {self.last_command!r})" if self.last_command else ""),
                 )
+            if exc.error_code == pyvisa.constants.StatusCode.error_connection_lost:
+                return self.error(
+                    InstrumentConnectionClosed,
+                    f"the instrument closed the connection while {doing}; reconnect first ({exc})",
+                )
             return self.error(InstrumentIOError, f"VISA error while {doing}: {exc}")
+        if _is_closed_connection(exc):
+            return self.error(
+                InstrumentConnectionClosed,
+                f"the connection was closed while {doing}; reconnect first ({exc})",
+            )
         if isinstance(exc, UnicodeDecodeError):
             from nvmlab.errors import InstrumentProtocolError
 
@@ -337,6 +262,7 @@ class VisaTransport(Transport):
         return self.error(InstrumentIOError, f"I/O failure while {doing}: {exc!r}")
 
     def write(self, message: str) -> None:
+        self._before_command()
         inst = self._session()
         self.last_command = message
         try:
@@ -346,12 +272,14 @@ class VisaTransport(Transport):
 
     def read(self) -> str:
         inst = self._session()
+        self._wait_for_reply("reading a reply")
         try:
             return str(inst.read()).strip()
         except Exception as exc:
             raise self._translate(exc, "reading a reply") from exc
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         inst = self._session()
         try:
             inst.write_raw(data)
@@ -362,6 +290,7 @@ class VisaTransport(Transport):
         inst = self._session()
         if size <= 0:
             return b""
+        self._wait_for_reply(f"reading {size} raw bytes")
         try:
             return bytes(inst.read_bytes(size, break_on_termchar=False))
         except Exception as exc:
@@ -391,6 +320,7 @@ class VisaTransport(Transport):
                 self._inst.close()
         self._inst = None
         self._rm = None
+        self._socket_session = None
 
     def close(self) -> None:
         self._close_quietly()
@@ -398,6 +328,32 @@ class VisaTransport(Transport):
     def reconnect(self) -> None:
         self._close_quietly()
         self.open()
+        if self._separate_connections():
+            self.out_of_step = False
+            self.unanswered.clear()
+
+    def _separate_connections(self) -> bool:
+        """True when each opening is a connection of its own (raw TCP socket, serial URL)."""
+        text = self.resource.strip().upper()
+        return "::SOCKET" in text or (text.startswith("ASRL") and "://" in text)
+
+    def resynchronise(self) -> None:
+        """A fresh connection for a socket or serial URL (a late reply stays on the old one);
+        a device clear for GPIB, USB, VXI-11 / HiSLIP, VXI and PXI (the instrument empties its
+        output queue); a probe on a local serial port (see :class:`Transport`)."""
+        text = self.resource.strip().upper()
+        if self._separate_connections():
+            self._close_quietly()
+            self.open()
+        elif text.startswith("ASRL"):
+            super().resynchronise()
+        else:
+            inst = self._session()
+            try:
+                inst.clear()
+            except Exception as exc:
+                raise self._translate(exc, "clearing the device after a timeout") from exc
+            self.clear_input()
 
 
 # --------------------------------------------------------------------------------------
@@ -463,9 +419,15 @@ class SerialTransport(Transport):
 
         if isinstance(exc, serial.SerialTimeoutException):
             return self.error(InstrumentTimeout, f"write timed out while {doing}")
+        if _is_closed_connection(exc):
+            return self.error(
+                InstrumentConnectionClosed,
+                f"the connection was closed while {doing}; reconnect first ({exc})",
+            )
         return self.error(InstrumentIOError, f"I/O failure while {doing}: {exc}")
 
     def write_raw(self, data: bytes) -> None:
+        self._before_command()
         port = self._serial()
         try:
             port.write(data)
@@ -493,6 +455,7 @@ class SerialTransport(Transport):
         # timeout is counted in slices as well as on the wall clock: whichever ends first.
         wait.waited_s += port.timeout if port.timeout else 0.0
         if wait.waited_s >= self.timeout_s or time.monotonic() >= wait.deadline:
+            self._timed_out()
             got = f"; got {bytes(self._buffer[:60])!r} so far" if self._buffer else ""
             raise self.error(
                 InstrumentTimeout,
@@ -546,6 +509,23 @@ class SerialTransport(Transport):
     def reconnect(self) -> None:
         self.close()
         self.open()
+        if self._separate_connections():
+            self.out_of_step = False
+            self.unanswered.clear()
+
+    def _separate_connections(self) -> bool:
+        """True for a URL (``socket://``, ``rfc2217://``, ``nvmlab://``): each opening is a
+        connection of its own; False for a local port, whose line carries every reply."""
+        return "://" in self.resource
+
+    def resynchronise(self) -> None:
+        """A fresh connection for a URL (a late reply stays on the old one); a probe on a
+        local port (see :class:`Transport`)."""
+        if self._separate_connections():
+            self.close()
+            self.open()
+        else:
+            super().resynchronise()
 
 
 # --------------------------------------------------------------------------------------
@@ -606,7 +586,5 @@ def open_transport(
             field="resource",
         )
     if record_to is not None:
-        from nvmlab.drivers.recording import RecordingTransport
-
         transport = RecordingTransport(transport, record_to)
     return transport

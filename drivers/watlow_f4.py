@@ -19,6 +19,11 @@ decimal places        606       0..3; read once, scales every temperature
 temperature units     901       1 = C, 0 = F
 ====================  ========  ===================================================
 
+Registers 101-106 are the chamber's alarms, named as the F4 names them: input 1 error (101,
+:data:`INPUT_ERRORS` names its codes, mocks/firmware/watlow_f4.py), alarm 1 (102) and alarm
+2 (106). A temperature read while input 1 reports an error raises
+:class:`~nvmlab.drivers.chamber_alarms.ChamberSensorFault` naming it.
+
 Modbus exception replies, bad CRCs and silences become the nvmlab error family. There is no
 standby register: "standby" for an F4 chamber is the station's safe setpoint, which the
 chamber role applies. Temperatures in C (converted when the controller runs in F).
@@ -27,10 +32,12 @@ chamber role applies. Temperatures in C (converted when the controller runs in F
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import minimalmodbus
 
+from nvmlab.drivers.chamber_alarms import ChamberAlarm, ChamberSensorFault
 from nvmlab.drivers.transport import Transport
 from nvmlab.errors import InstrumentError, InstrumentProtocolError, InstrumentTimeout
 
@@ -44,6 +51,37 @@ REG_SETPOINT = 300
 REG_DECIMALS = 606
 REG_UNITS = 901
 UNITS_CELSIUS = 1
+
+#: Input 1 error codes (register 101) and the controller's name for each
+#: (mocks/firmware/watlow_f4.py); 0 is no error.
+INPUT_ERRORS: dict[int, str] = {1: "open sensor"}
+#: The alarm registers and the F4's name for each.
+ALARM_REGISTERS: tuple[tuple[str, int], ...] = (
+    ("input 1 error (register 101)", REG_INPUT_ERROR),
+    ("alarm 1 (register 102)", REG_ALARM_1),
+    ("alarm 2 (register 106)", REG_ALARM_2),
+)
+
+
+def input_error_name(code: int) -> str:
+    """``"input 1 error 1: open sensor"`` (the number alone when the code is unknown)."""
+    name = INPUT_ERRORS.get(code)
+    return f"input 1 error {code}: {name}" if name else f"input 1 error {code} (not in the table)"
+
+
+#: Block lengths (registers from 100) of the resynchronisation probe, used in turn: no other
+#: request of this driver reads 3, 4, 5 or 7 registers, so its reply is recognised.
+_PROBE_COUNTS = (3, 4, 5, 7)
+
+
+def _crc16(frame: bytes) -> bytes:
+    """CRC-16/Modbus of ``frame``, low byte first as on the wire."""
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return struct.pack("<H", crc)
 
 
 def _is_local_uart(resource: str) -> bool:
@@ -125,6 +163,47 @@ class WatlowF4:
         self._modbus.clear_buffers_before_each_transaction = False
         self._decimals: int | None = None
         self._celsius: bool | None = None
+        self._probes = 0
+        transport.resync_hook = self._resync
+
+    # -- resynchronising after a timeout (a local serial line) ----------------------------
+    def _resync(self, transport: Transport) -> None:
+        """Read a block no other request reads (3, 4, 5 or 7 registers from 100, in turn)
+        and discard every frame before its reply: a late reply of the same length as the
+        next request's would otherwise pass minimalmodbus's checks."""
+        count = _PROBE_COUNTS[self._probes % len(_PROBE_COUNTS)]
+        self._probes += 1
+        body = struct.pack(">BBHH", self.address, 3, REG_PROCESS_VALUE, count)
+        transport.write_raw(body + _crc16(body))
+        for _ in range(64):
+            frame = self._read_frame(transport)
+            if frame[0] == self.address and frame[1] == 3 and frame[2] == 2 * count:
+                return
+        raise transport.error(
+            InstrumentProtocolError, "could not resynchronise: more than 64 stale frames"
+        )
+
+    def _read_frame(self, transport: Transport) -> bytes:
+        """One RTU frame, delimited by its function code, CRC checked."""
+        head = transport.read_raw(2)
+        function = head[1]
+        if function & 0x80:
+            rest = transport.read_raw(3)
+        elif function == 3:
+            size = transport.read_raw(1)
+            rest = size + transport.read_raw(size[0] + 2)
+        elif function in (6, 16):
+            rest = transport.read_raw(6)
+        else:
+            raise transport.error(
+                InstrumentProtocolError, f"cannot resynchronise on a frame {head!r}..."
+            )
+        frame = head + rest
+        if _crc16(frame[:-2]) != frame[-2:]:
+            raise transport.error(
+                InstrumentProtocolError, f"cannot resynchronise: bad CRC in {frame!r}"
+            )
+        return frame
 
     # -- plumbing -------------------------------------------------------------------------
     def _call_raw(self, func: Any, *args: Any) -> Any:
@@ -255,8 +334,9 @@ class WatlowF4:
         process_raw, error = self.read_registers(REG_PROCESS_VALUE, 2)
         if error:
             raise self.transport.error(
-                InstrumentProtocolError,
-                f"chamber sensor fault: input error register {REG_INPUT_ERROR} reads {error}",
+                ChamberSensorFault,
+                f"chamber sensor fault, the temperature reading is invalid: {input_error_name(error)} "
+                f"(register {REG_INPUT_ERROR} reads {error}); repair the sensor at the chamber",
             )
         return self._to_celsius(process_raw)
 
@@ -280,19 +360,17 @@ class WatlowF4:
         """Raise when the input error (101), alarm 1 (102, limit controller) or alarm 2
         (106) is active; registers 101-106 are read in one frame."""
         block = self.read_registers(REG_INPUT_ERROR, REG_ALARM_2 - REG_INPUT_ERROR + 1)
+        input_error = block[0]
         active = [
-            name
-            for name, register in (
-                ("input error", REG_INPUT_ERROR),
-                ("alarm 1", REG_ALARM_1),
-                ("alarm 2", REG_ALARM_2),
-            )
+            input_error_name(input_error) if register == REG_INPUT_ERROR else name
+            for name, register in ALARM_REGISTERS
             if block[register - REG_INPUT_ERROR]
         ]
         if active:
             raise self.transport.error(
-                InstrumentProtocolError,
-                f"chamber alarm: {' and '.join(active)} active; operation stopped, clear it at the chamber",
+                ChamberSensorFault if input_error else ChamberAlarm,
+                f"chamber alarm: {' and '.join(active)} active; operation stopped, "
+                "clear it at the chamber",
             )
 
     # -- the common chamber-driver interface used by instruments/chambers.py ---------------

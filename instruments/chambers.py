@@ -9,6 +9,9 @@ Both drivers offer the same small interface (``identify``, ``read_temperature``,
 - :meth:`StationChamber.wait_until_stable`: |PV - SP| within a tolerance for N consecutive
   readings, then a soak, timed on an injected :class:`~nvmlab.clock.Clock` so it runs in
   virtual time against the in-process emulated bench;
+- a reading the chamber marks invalid raises :class:`ChamberSensorFault` and an active
+  alarm :class:`ChamberAlarm`, each naming the alarm as the chamber does (the drivers'
+  tables);
 - standby and the safe state: Espec's own standby mode, or the configured safe setpoint
   (always the safe setpoint for an F4, which has no standby register).
 
@@ -20,8 +23,18 @@ from __future__ import annotations
 from typing import Protocol
 
 from nvmlab.clock import Clock, WallClock
+from nvmlab.drivers.chamber_alarms import ChamberAlarm, ChamberSensorFault
 from nvmlab.errors import InstrumentTimeout
 from nvmlab.instruments.safety import SafetyLimits
+
+__all__ = [
+    "ChamberAlarm",
+    "ChamberDriver",
+    "ChamberNotStable",
+    "ChamberSensorFault",
+    "StationChamber",
+    "make_chamber",
+]
 
 #: Where an F4 chamber goes on standby when the station names no safe setpoint (C).
 DEFAULT_SAFE_SETPOINT_C = 25.0
@@ -84,7 +97,11 @@ class StationChamber:
         self.driver.regulate()
 
     def temperature(self) -> float:
-        """Process value (C)."""
+        """Process value (C).
+
+        Raises :class:`ChamberSensorFault` naming the fault, in the chamber's words, when
+        the chamber marks the reading invalid (a burnt-out or open sensor).
+        """
         return self.driver.read_temperature()
 
     def setpoint(self) -> float:

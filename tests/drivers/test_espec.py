@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from nvmlab.drivers.espec import EspecChamber, EspecMonitor, EspecTemperature
+from nvmlab.drivers.chamber_alarms import ChamberSensorFault
+from nvmlab.drivers.espec import (
+    ALARM_NAMES,
+    SENSOR_FAULT_CODES,
+    EspecChamber,
+    EspecMonitor,
+    EspecTemperature,
+)
 from nvmlab.drivers.testing import expected_protocol
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
 
@@ -21,9 +28,40 @@ def test_identify_reads_type_then_rom() -> None:
         assert chamber.identify() == "ESPEC SCP-220,TEMP ROM P-300 Ver 1.10"
 
 
-def test_pv_and_sp_come_from_one_temp_query() -> None:
-    with expected_protocol(EspecChamber, [("TEMP?", "-10.3,-10.0,140.0,-45.0")]) as chamber:
+def test_pv_comes_with_the_alarm_count_and_sp_from_temp() -> None:
+    with expected_protocol(
+        EspecChamber, [("MON?", "-10.3,,CONSTANT,0"), ("TEMP?", "-10.2,-10.0,140.0,-45.0")]
+    ) as chamber:
         assert chamber.read_pv_sp() == (-10.3, -10.0)
+
+
+def test_a_sensor_burnout_makes_the_reading_an_error_naming_it() -> None:
+    with (
+        expected_protocol(
+            EspecChamber, [("MON?", "999.9,,CONSTANT,1"), ("ALARM?", "1,31")]
+        ) as chamber,
+        pytest.raises(
+            ChamberSensorFault,
+            match="sensor fault, the temperature reading is invalid: code 31: dry-bulb "
+            "temperature sensor burnout",
+        ),
+    ):
+        chamber.read_temperature()
+
+
+def test_an_alarm_that_spares_the_sensor_leaves_the_reading_valid() -> None:
+    with expected_protocol(
+        EspecChamber, [("MON?", "24.1,,CONSTANT,1"), ("ALARM?", "1,2")]
+    ) as chamber:
+        assert chamber.read_temperature() == 24.1
+
+
+def test_every_alarm_code_the_emulator_raises_has_a_name() -> None:
+    from nvmlab.mocks.firmware import espec as firmware
+
+    codes = {firmware.ALARM_INJECTED, firmware.ALARM_LIMIT, firmware.ALARM_SENSOR}
+    assert codes <= set(ALARM_NAMES)
+    assert firmware.ALARM_SENSOR in SENSOR_FAULT_CODES
 
 
 @pytest.mark.parametrize(
@@ -75,16 +113,16 @@ def test_garbled_replies_are_protocol_errors_naming_the_field() -> None:
         [("TEMP?", "23.5,2#.0,140.0,-40.0"), ("TEMP?", "23.5"), ("MODE, STANDBY", "MODE")],
     ) as chamber:
         with pytest.raises(InstrumentProtocolError, match="SP '2#.0'"):
-            chamber.read_temperature()
+            chamber.read_setpoint()
         with pytest.raises(InstrumentProtocolError, match="is not 'PV,SP,upper,lower'"):
-            chamber.read_temperature()
+            chamber.read_setpoint()
         with pytest.raises(InstrumentProtocolError, match="expected 'OK:...'"):
             chamber.standby()
 
 
 def test_a_silent_chamber_times_out_after_one_retry_of_the_read() -> None:
     with expected_protocol(
-        EspecChamber, [("TEMP?", InstrumentTimeout), ("TEMP?", "25.0,25.0,140.0,-40.0")]
+        EspecChamber, [("MON?", InstrumentTimeout), ("MON?", "25.0,,CONSTANT,0")]
     ) as chamber:
         assert chamber.read_temperature() == 25.0
     with (
@@ -106,6 +144,8 @@ def test_alarms_are_listed_and_raise_when_active() -> None:
     with expected_protocol(EspecChamber, [("ALARM?", "0"), ("ALARM?", "2,1,31")]) as chamber:
         chamber.check_alarms()
         with pytest.raises(
-            InstrumentProtocolError, match=r"chamber alarm: 2 active \(codes 1, 31\)"
+            ChamberSensorFault,
+            match=r"chamber alarm: 2 active \(code 1: alarm stop .*; code 31: dry-bulb "
+            r"temperature sensor burnout\)",
         ):
             chamber.check_alarms()

@@ -91,9 +91,44 @@ def test_a_replay_that_reads_where_the_transcript_writes_is_a_mismatch(tmp_path:
     replay = ReplayTransport(path)
     with pytest.raises(ReplayMismatch, match="line 1: expected a write"):
         replay.read()
+    replay = ReplayTransport(path)
     replay.write("*RST")
     with pytest.raises(ReplayMismatch, match="transcript has ended"):
         replay.write("*CLS")
+
+
+def test_after_a_mismatch_the_replay_refuses_all_further_traffic(tmp_path: Path) -> None:
+    path, live = record(tmp_path, IV_SESSION)
+    with RecordingTransport(live, path) as recorder:
+        run_iv(Keithley2400(recorder), [0.1, 0.2, 0.3])
+    replay = ReplayTransport(path, name="smu")
+    assert replay.is_replay and replay.mismatch is None
+    with pytest.raises(ReplayMismatch) as first:
+        run_iv(Keithley2400(replay), [0.1, 0.2, 0.35])
+    assert replay.mismatch is first.value
+    # Even the command the transcript holds next is refused: the session has diverged, and
+    # nothing after the divergence (a safe state, a clean-up) is checked against it.
+    refused = [
+        lambda: replay.write(":SOUR:LIST:VOLT 0.1,0.2,0.3"),
+        replay.read,
+        lambda: replay.read_raw(4),
+        lambda: replay.write_raw(b"*RST\n"),
+        replay.reconnect,
+        replay.assert_finished,
+    ]
+    for operation in refused:
+        with pytest.raises(ReplayMismatch, match=r"replay stopped at .*line 6") as info:
+            operation()
+        assert "0.35" in str(info.value)  # it repeats what diverged
+
+
+def test_only_a_replay_says_it_is_one(tmp_path: Path) -> None:
+    path, live = record(tmp_path, IV_SESSION)
+    with RecordingTransport(live, path) as recorder:
+        assert not recorder.is_replay and not live.is_replay
+    with open_transport("loop://", name="loopback", timeout_s=0.2) as loop:
+        assert not loop.is_replay
+    assert ReplayTransport(path).is_replay
 
 
 def test_an_unfinished_replay_is_reported(tmp_path: Path) -> None:
@@ -145,8 +180,11 @@ def test_reconnects_are_part_of_the_transcript(tmp_path: Path) -> None:
     assert replay.query("*IDN?") == "A"
     with pytest.raises(ReplayMismatch, match="expected a reconnect"):
         replay.write("*IDN?")
+    replay = ReplayTransport(path)
+    assert replay.query("*IDN?") == "A"
     replay.reconnect()
     assert replay.query("*IDN?") == "A"
+    replay.assert_finished()
 
 
 def test_open_transport_can_record_a_serial_session(tmp_path: Path) -> None:
@@ -167,3 +205,21 @@ def test_a_corrupt_transcript_is_refused_with_its_line(tmp_path: Path) -> None:
     path.write_text('{"direction": "write", "text": "*IDN?\\n", "t": 1}\nnot json\n')
     with pytest.raises(ReplayMismatch, match="line 2 is not JSON"):
         ReplayTransport(path)
+
+
+def test_a_transcript_from_before_resynchronisation_still_replays(tmp_path: Path) -> None:
+    """A timeout followed by more traffic, with no ``resync`` entry (older transcripts)."""
+    path = tmp_path / "old.jsonl"
+    entries = [
+        {"direction": "write", "text": "*IDN?\n", "t": 1.0},
+        {"direction": "error", "error": "InstrumentTimeout", "message": "no reply", "t": 2.0},
+        {"direction": "write", "text": "*IDN?\n", "t": 3.0},
+        {"direction": "read", "text": "A\n", "t": 3.1},
+    ]
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    replay = ReplayTransport(path)
+    with pytest.raises(InstrumentTimeout):
+        replay.query("*IDN?")
+    assert replay.out_of_step
+    assert replay.query("*IDN?") == "A"
+    replay.assert_finished()

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from nvmlab.drivers.chamber_alarms import ChamberAlarm, ChamberSensorFault
 from nvmlab.drivers.testing import expected_protocol
 from nvmlab.drivers.watlow_f4 import WatlowF4
 from nvmlab.errors import InstrumentProtocolError, InstrumentTimeout
@@ -132,9 +133,12 @@ def test_alarms_come_from_registers_101_to_106_in_one_frame() -> None:
         ],
     ) as chamber:
         chamber.check_alarms()
-        with pytest.raises(InstrumentProtocolError, match="chamber alarm: alarm 1 active"):
+        with pytest.raises(ChamberAlarm, match=r"chamber alarm: alarm 1 \(register 102\) active"):
             chamber.check_alarms()
-        with pytest.raises(InstrumentProtocolError, match="input error and alarm 2 active"):
+        with pytest.raises(
+            ChamberSensorFault,
+            match=r"input 1 error 1: open sensor and alarm 2 \(register 106\) active",
+        ):
             chamber.check_alarms()
 
 
@@ -144,7 +148,9 @@ def test_a_sensor_fault_in_register_101_is_an_error_not_a_temperature() -> None:
             WatlowF4, [*SETUP, (read_block_request(100, 2), read_block_reply(9999, 5))]
         ) as chamber,
         pytest.raises(
-            InstrumentProtocolError, match="sensor fault: input error register 101 reads 5"
+            ChamberSensorFault,
+            match=r"sensor fault, the temperature reading is invalid: input 1 error 5 "
+            r"\(not in the table\) \(register 101 reads 5\)",
         ),
     ):
         chamber.read_temperature()

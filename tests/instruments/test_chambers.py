@@ -9,7 +9,12 @@ import pytest
 from nvmlab.drivers.espec import EspecChamber
 from nvmlab.drivers.testing import expected_protocol
 from nvmlab.errors import InstrumentProtocolError, SafetyLimitError
-from nvmlab.instruments.chambers import ChamberNotStable, make_chamber
+from nvmlab.instruments.chambers import (
+    ChamberAlarm,
+    ChamberNotStable,
+    ChamberSensorFault,
+    make_chamber,
+)
 from nvmlab.instruments.roles import Chamber
 from nvmlab.instruments.safety import SafetyLimits
 from nvmlab.instruments.station import Station
@@ -133,8 +138,9 @@ def test_the_stabilization_rule_counts_consecutive_readings_in_band() -> None:
     readings = ["24.0", "24.6", "25.1", "24.9", "25.6", "25.2", "25.1", "25.0"]
     script = []
     for pv in readings:
-        script += [("TEMP?", f"{pv},25.0,140.0,-40.0"), ("ALARM?", "0")]
-    script.append(("TEMP?", "25.0,25.0,140.0,-40.0"))
+        script += [("MON?", f"{pv},,CONSTANT,0"), ("TEMP?", f"{pv},25.0,140.0,-40.0")]
+        script.append(("ALARM?", "0"))
+    script.append(("MON?", "25.0,,CONSTANT,0"))
 
     class CountingClock:
         def __init__(self) -> None:
@@ -154,3 +160,39 @@ def test_the_stabilization_rule_counts_consecutive_readings_in_band() -> None:
         )
     assert final == 25.0
     assert clock.t == 7 * 5.0 + 100.0
+
+
+#: What each chamber calls its sensor fault and its injected alarm (the drivers' tables,
+#: from the emulators' documented codes: mocks/firmware/espec.py, mocks/firmware/watlow_f4.py).
+SENSOR_FAULT_WORDS = {"espec": "dry-bulb temperature sensor burnout", "watlow_f4": "open sensor"}
+ALARM_WORDS = {"espec": r"code 1: alarm stop", "watlow_f4": r"alarm 1 \(register 102\)"}
+
+
+@CHAMBERS
+def test_a_reading_the_chamber_marks_invalid_raises_naming_the_fault(
+    chamber_station, emulated_bench, request
+) -> None:  # type: ignore[no-untyped-def]
+    kind = request.node.callspec.id
+    chamber = chamber_station.chamber
+    assert chamber.temperature() < 100.0
+    emulated_bench.firmware["chamber"].inject_sensor_fault(True)
+    for read in (chamber.temperature, chamber.driver.read_pv_sp):
+        with pytest.raises(ChamberSensorFault, match=SENSOR_FAULT_WORDS[kind]) as info:
+            read()
+        assert "chamber" in str(info.value)
+    with pytest.raises(ChamberSensorFault, match=SENSOR_FAULT_WORDS[kind]):
+        chamber.wait_until_stable(poll_interval_s=10.0)
+    emulated_bench.firmware["chamber"].inject_sensor_fault(False)
+    assert chamber.temperature() < 100.0  # repaired: a reading again
+
+
+@CHAMBERS
+def test_alarms_are_reported_with_the_chamber_s_own_name(
+    chamber_station, emulated_bench, request
+) -> None:  # type: ignore[no-untyped-def]
+    kind = request.node.callspec.id
+    emulated_bench.firmware["chamber"].inject_alarm("HEATER")
+    with pytest.raises(ChamberAlarm, match=ALARM_WORDS[kind]):
+        chamber_station.chamber.driver.check_alarms()
+    # an alarm that does not touch the sensor leaves the reading valid
+    assert chamber_station.chamber.temperature() < 100.0
