@@ -18,6 +18,7 @@ from typing import Any
 from nvmlab.errors import NvmlabError, StorageError
 from nvmlab.storage.database import head_revision, open_database, upgrade_database
 from nvmlab.storage.engine import mask_text, mask_url, parse_url, resolve_database_url
+from nvmlab.storage.runs import parse_run_id
 
 
 def _masked(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -126,12 +127,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from nvmlab.storage.export import export_run
 
-    try:
-        run_id = int(args.run)
-    except ValueError:
-        raise StorageError(
-            f"run id {args.run!r} is not a number; 'nvmlab runs' lists them"
-        ) from None
+    run_id = parse_run_id(args.run)
     with open_database(_url(args), create=False) as db:
         files = export_run(db, run_id, args.format, args.out)
     print(f"exported run {run_id} ({len(files)} files) to {files[0].parent}")

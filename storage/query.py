@@ -34,10 +34,11 @@ from sqlalchemy import Float, Integer, SmallInteger, func, select
 from sqlalchemy.sql.type_api import TypeEngine
 
 from nvmlab.errors import StorageError
+from nvmlab.storage.bulk import COLUMNS
 from nvmlab.storage.database import Database
 from nvmlab.storage.engine import sqlite_file_uri, sqlite_path
-from nvmlab.storage.ingest import COLUMNS, resume_chain
 from nvmlab.storage.models import Chip, Run, Trace, Unit
+from nvmlab.storage.runs import check_run_id, resume_chain
 from nvmlab.storage.sqlite_arrow import ArrowReadError, read_arrow
 
 #: Record tables readable with :func:`load_records` / :func:`fetch_arrays`.
@@ -75,6 +76,7 @@ def _table_columns(table: str) -> list[tuple[str, str, bool]]:
 
 
 def _check_run(db: Database, run_id: int) -> None:
+    check_run_id(run_id)
     with db.errors(f"look up run {run_id}"), db.read_connection() as conn:
         found = conn.execute(select(Run.id).where(Run.id == run_id)).scalar()
     if found is None:
@@ -356,6 +358,7 @@ def conductance_map(db: Database, run_id: int, chip_id: int | None = None) -> np
 
     Devices never read hold NaN. ``chip_id`` defaults to the run's chip.
     """
+    check_run_id(run_id)
     with db.errors(f"read the conductance map of run {run_id}"), db.read_connection() as conn:
         run = conn.execute(select(Run.chip_id).where(Run.id == run_id)).first()
         if run is None:
@@ -412,6 +415,7 @@ def load_traces(
 
 def get_run(db: Database, run_id: int) -> dict[str, Any]:
     """The run's row as a dict; :class:`StorageError` if there is no such run."""
+    check_run_id(run_id)
     with db.errors(f"look up run {run_id}"), db.read_connection() as conn:
         row = conn.execute(select(Run.__table__).where(Run.id == run_id)).first()
     if row is None:
