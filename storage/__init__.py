@@ -2,8 +2,10 @@
 
 Public API (see the modules for details)::
 
-    from nvmlab.storage import open_database, resolve_database_url, RecordWriter
-    db = open_database(resolve_database_url(args.db, job.database))   # checks the revision
+    from nvmlab.storage import open_database, resolve_database, RecordWriter
+    url, source = resolve_database(args.db, job_file_url=job.database,
+                                   station_file_url=station.database)
+    db = open_database(url)                                # checks the revision
     chip = ensure_chip(db, "W3-D12", array_kind="memristor", n_rows=64, n_cols=64)
     run = start_run(db, "tune", config=job_dict, chip_id=chip, seed=7)
     with RecordWriter(db, run, chip_id=chip) as w, w.unit("tune:3,4", row=3, col=4):
@@ -18,7 +20,13 @@ Modules: ``engine`` (URLs, engine factory, password masking), ``models`` (schema
 """
 
 from nvmlab.storage.database import Database, open_database, upgrade_database
-from nvmlab.storage.engine import create_engine_for, mask_url, resolve_database_url
+from nvmlab.storage.engine import (
+    DatabaseChoice,
+    create_engine_for,
+    mask_url,
+    resolve_database,
+    resolve_database_url,
+)
 from nvmlab.storage.ingest import (
     RecordWriter,
     completed_units,
@@ -42,6 +50,7 @@ from nvmlab.storage.query import (
 
 __all__ = [
     "Database",
+    "DatabaseChoice",
     "RecordWriter",
     "completed_units",
     "conductance_map",
@@ -59,6 +68,7 @@ __all__ = [
     "mark_interrupted",
     "mask_url",
     "open_database",
+    "resolve_database",
     "resolve_database_url",
     "resume_run",
     "start_run",

@@ -1,7 +1,7 @@
 """Storage subcommands of ``nvmlab``: ``db upgrade``, ``db current``, ``runs``, ``export``.
 
 Every command takes ``--db URL``; without it the URL comes from ``NVMLAB_DB``, then
-``./nvmlab.sqlite`` (:func:`nvmlab.storage.engine.resolve_database_url`). Errors are
+``./nvmlab.sqlite`` (:func:`nvmlab.storage.engine.resolve_database`). Errors are
 :class:`~nvmlab.errors.StorageError` with the password masked; the top-level CLI prints them
 on one line and exits non-zero.
 """
