@@ -18,6 +18,7 @@ from typing import Any
 from nvmlab.errors import NvmlabError, StorageError
 from nvmlab.storage.database import head_revision, open_database, upgrade_database
 from nvmlab.storage.engine import mask_text, mask_url, parse_url, resolve_database_url
+from nvmlab.storage.liveness import HEARTBEAT_INTERVAL_S, STALE_AFTER_S
 from nvmlab.storage.runs import parse_run_id
 
 
@@ -92,7 +93,17 @@ def _fmt(value: Any) -> str:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from nvmlab.storage.query import list_runs
+    from nvmlab.storage.runs import mark_aborted
 
+    if args.mark_aborted is not None:
+        run_id = parse_run_id(args.mark_aborted)
+        with open_database(_url(args), create=False) as db:
+            interrupted = mark_aborted(db, run_id)
+        print(
+            f"run {run_id} marked aborted ({interrupted} unit attempt(s) left running marked "
+            "interrupted); it can now be resumed"
+        )
+        return 0
     with open_database(_url(args), create=False) as db:
         frame = list_runs(db)
     if frame.empty:
@@ -111,9 +122,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     ]
     rows = [
         [
-            _fmt(r.id), _fmt(r.kind), _fmt(r.status), _fmt(r.chip), _fmt(r.started_at),
-            _fmt(r.ended_at), _fmt(r.units_completed), _fmt(r.units_interrupted),
-            _fmt(r.resumes_run_id),
+            _fmt(r.id), _fmt(r.kind), "dead" if r.liveness == "dead" else _fmt(r.status),
+            _fmt(r.chip), _fmt(r.started_at), _fmt(r.ended_at), _fmt(r.units_completed),
+            _fmt(r.units_interrupted), _fmt(r.resumes_run_id),
         ]
         for r in frame.itertuples(index=False)
     ]  # fmt: skip
@@ -121,6 +132,12 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    dead = frame[frame["liveness"] == "dead"]
+    for run_id, reason in zip(dead["id"], dead["liveness_reason"], strict=True):
+        print(
+            f"run {run_id} is dead: {reason}; 'nvmlab runs --mark-aborted {run_id}' ends it "
+            "so that it can be resumed"
+        )
     return 0
 
 
@@ -177,9 +194,17 @@ example:
 """
 
 RUNS_EPILOG = f"""\
-One row per run, newest first: id, kind, status (running, completed, failed, aborted),
-chip, start and end (UTC), units done (completed units), interrupted (units
-that did not complete), resumes (the run this one resumed). Changes nothing.
+One row per run, newest first: id, kind, status (running, completed, failed, aborted,
+or dead), chip, start and end (UTC), units done (completed units), interrupted (units
+that did not complete), resumes (the run this one resumed). Changes nothing, except
+with --mark-aborted.
+
+A running run is shown as dead when its process is gone: on this host, no process has
+its pid (or the pid now belongs to a process started at another time); on another host,
+its heartbeat (refreshed every {HEARTBEAT_INTERVAL_S:g} s while it writes) is older than
+{STALE_AFTER_S:g} s. 'nvmlab runs --mark-aborted RUN' ends a dead run (status aborted,
+unit attempts left running marked interrupted) so that it can be resumed; a run that is
+alive is refused.
 
 {_DB_URLS}
 
@@ -188,6 +213,7 @@ that did not complete), resumes (the run this one resumed). Changes nothing.
 examples:
   nvmlab runs
   nvmlab runs --db postgresql+psycopg://postgres@127.0.0.1/test
+  nvmlab runs --mark-aborted 12
 """
 
 EXPORT_EPILOG = f"""\
@@ -246,6 +272,13 @@ def register(subparsers: Any) -> None:
         description="List the runs stored in the results database with their status.",
         epilog=RUNS_EPILOG,
         formatter_class=_RAW,
+    )
+    runs.add_argument(
+        "--mark-aborted",
+        metavar="RUN",
+        default=None,
+        help="end RUN, a running run whose process is gone (shown as dead): status aborted, "
+        "its open unit attempts interrupted, so that it can be resumed; refused if alive",
     )
     _db_option(runs)
     runs.set_defaults(handler=_masked(_cmd_runs))

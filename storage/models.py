@@ -229,6 +229,11 @@ class Run(Base):
         ForeignKey("runs.id"), index=True, unique=True
     )
     message: Mapped[str | None] = mapped_column(Text)
+    #: The process that runs it (liveness, :mod:`nvmlab.storage.liveness`): its id on
+    #: ``host``, its start time (s since the Unix epoch) and its last heartbeat (UTC).
+    pid: Mapped[int | None] = mapped_column(Integer)
+    process_start_s: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[dt.datetime | None]
 
 
 class Unit(Base):
@@ -393,6 +398,25 @@ class Event(Base):
     source: Mapped[str | None] = mapped_column(String(200))
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None]
+
+
+class ChipProfileRecord(Base):
+    """A chip's typed profile (:class:`nvmlab.storage.profile.ChipProfile`): scalars as
+    columns, the per-device arrays as one compressed NPZ blob."""
+
+    __tablename__ = "chip_profiles"
+    __table_args__ = (Index("ix_chip_profiles_chip", "chip_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id", ondelete="CASCADE"))
+    #: The run (characterization) that produced it, if any.
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    safe_read_v: Mapped[float | None] = mapped_column(Float)
+    amplitude_cap_half_select_v: Mapped[float | None] = mapped_column(Float)
+    amplitude_cap_third_select_v: Mapped[float | None] = mapped_column(Float)
+    arrays_npz: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[dict[str, Any] | None]
 
 
 #: The per-device record tables, in the order export writes them.

@@ -37,8 +37,9 @@ from nvmlab.errors import StorageError
 from nvmlab.storage.bulk import COLUMNS
 from nvmlab.storage.database import Database
 from nvmlab.storage.engine import sqlite_file_uri, sqlite_path
+from nvmlab.storage.liveness import STALE_AFTER_S
 from nvmlab.storage.models import Chip, Run, Trace, Unit
-from nvmlab.storage.runs import check_run_id, resume_chain
+from nvmlab.storage.runs import check_run_id, resume_chain, runs_liveness
 from nvmlab.storage.sqlite_arrow import ArrowReadError, read_arrow
 
 #: Record tables readable with :func:`load_records` / :func:`fetch_arrays`.
@@ -425,8 +426,11 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def list_runs(db: Database) -> pd.DataFrame:
-    """All runs, newest first, with chip name and counts of completed/interrupted units."""
+def list_runs(db: Database, *, stale_after_s: float = STALE_AFTER_S) -> pd.DataFrame:
+    """All runs, newest first, with chip name, counts of completed/interrupted units, and
+    for a ``running`` run whether its process is still there: ``liveness`` is ``alive`` or
+    ``dead`` (``None`` for a run that ended) and ``liveness_reason`` says why
+    (:func:`nvmlab.storage.runs.run_liveness`)."""
     units = Unit.__table__
     completed = (
         select(func.count())
@@ -443,6 +447,7 @@ def list_runs(db: Database) -> pd.DataFrame:
             Run.id, Run.kind, Run.status, Chip.name.label("chip"), Run.started_at, Run.ended_at,
             Run.operator, Run.host, Run.seed, Run.resumes_run_id,
             completed.label("units_completed"), interrupted.label("units_interrupted"),
+            Run.pid, Run.heartbeat_at,
         )
         .outerjoin(Chip, Chip.id == Run.chip_id)
         .order_by(Run.id.desc())
@@ -451,9 +456,15 @@ def list_runs(db: Database) -> pd.DataFrame:
         rows = conn.execute(query).all()
     columns = [
         "id", "kind", "status", "chip", "started_at", "ended_at", "operator", "host", "seed",
-        "resumes_run_id", "units_completed", "units_interrupted",
+        "resumes_run_id", "units_completed", "units_interrupted", "pid", "heartbeat_at",
     ]  # fmt: skip
     frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+    verdicts = runs_liveness(db, stale_after_s=stale_after_s)
+    frame["liveness"] = [v.state if (v := verdicts.get(int(i))) else None for i in frame["id"]]
+    frame["liveness_reason"] = [
+        v.reason if (v := verdicts.get(int(i))) else None for i in frame["id"]
+    ]
+    frame["pid"] = frame["pid"].astype("Int64")
     frame["resumes_run_id"] = frame["resumes_run_id"].astype("Int64")
     frame["seed"] = frame["seed"].astype("Int64")
     return frame

@@ -16,10 +16,10 @@ attempt per unit key and chain through a partial unique index).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import operator
-import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -27,6 +27,15 @@ from sqlalchemy import Connection, insert, select, update
 from nvmlab import __version__
 from nvmlab.errors import StorageError
 from nvmlab.storage.database import Database
+from nvmlab.storage.liveness import (
+    HEARTBEAT_INTERVAL_S,
+    STALE_AFTER_S,
+    Heartbeat,
+    Owner,
+    Verdict,
+    database_now,
+    judge,
+)
 from nvmlab.storage.models import RUN_STATUSES, Run, Unit, utcnow
 
 #: The largest id either engine stores (a signed 64-bit key).
@@ -70,8 +79,10 @@ def start_run(
     """Record a new run (status ``running``) and return its id.
 
     ``operator`` and ``host`` default to the login name and host name; the nvmlab version
-    is recorded automatically.
+    is recorded automatically, and so is this process (pid, start time, a first
+    heartbeat) for :func:`run_liveness`.
     """
+    me = Owner.current()
     if operator is None:
         try:
             operator = getpass.getuser()
@@ -89,7 +100,10 @@ def start_run(
                     station_id=station_id,
                     started_at=utcnow(),
                     operator=operator,
-                    host=host or socket.gethostname(),
+                    host=host or me.host,
+                    pid=me.pid,
+                    process_start_s=me.process_start_s,
+                    heartbeat_at=database_now(db.dialect),
                     nvmlab_version=__version__,
                     seed=seed,
                     resumes_run_id=resumes_run_id,
@@ -204,6 +218,110 @@ def completed_units(db: Database, run_id: int) -> set[str]:
             .distinct()
         ).scalars()
         return set(keys)
+
+
+# --------------------------------------------------------------------------- liveness
+
+
+def beat(conn: Connection, run_id: int) -> None:
+    """Refresh the heartbeat of run ``run_id`` (if still running) in ``conn``'s transaction."""
+    conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running")
+        .values(heartbeat_at=database_now(conn.dialect.name))
+    )
+
+
+def claim_run(conn: Connection, run_id: int) -> None:
+    """Record this process as the one running ``run_id`` (host, pid, start time, heartbeat):
+    the process that writes a run is its owner, whichever process started it."""
+    me = Owner.current()
+    conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running")
+        .values(
+            host=me.host,
+            pid=me.pid,
+            process_start_s=me.process_start_s,
+            heartbeat_at=database_now(conn.dialect.name),
+        )
+    )
+
+
+@contextlib.contextmanager
+def keep_alive(
+    db: Database, run_id: int, interval_s: float = HEARTBEAT_INTERVAL_S
+) -> Iterator[Heartbeat]:
+    """Refresh the heartbeat of ``run_id`` every ``interval_s`` seconds from a thread of
+    its own while the block runs (for a run that has no open
+    :class:`~nvmlab.storage.writer.RecordWriter`, which does it from its flushing thread)."""
+
+    def refresh() -> None:
+        with db.errors(f"refresh the heartbeat of run {run_id}"), db.engine.begin() as conn:
+            beat(conn, run_id)
+
+    with Heartbeat(refresh, interval_s, name=f"nvmlab-heartbeat-run{run_id}") as heartbeat:
+        yield heartbeat
+
+
+def _verdict(conn: Connection, run: Any, stale_after_s: float) -> Verdict | None:
+    if run.status != "running":
+        return None
+    now = conn.execute(select(database_now(conn.dialect.name))).scalar_one()
+    owner = Owner(run.host, run.pid, run.process_start_s, run.heartbeat_at)
+    return judge(owner, now=now, stale_after_s=stale_after_s)
+
+
+def run_liveness(
+    db: Database, run_id: int, *, stale_after_s: float = STALE_AFTER_S
+) -> Verdict | None:
+    """Whether the process of a ``running`` run is still there (``None``: the run ended)."""
+    with db.errors(f"check run {run_id}"), db.read_connection() as conn:
+        return _verdict(conn, require_run(conn, db, run_id), stale_after_s)
+
+
+def runs_liveness(db: Database, *, stale_after_s: float = STALE_AFTER_S) -> dict[int, Verdict]:
+    """The verdict of every ``running`` run, by run id."""
+    with db.errors("check running runs"), db.read_connection() as conn:
+        rows = conn.execute(select(Run.__table__).where(Run.status == "running")).all()
+        verdicts = {int(r.id): _verdict(conn, r, stale_after_s) for r in rows}
+    return {run: v for run, v in verdicts.items() if v is not None}
+
+
+def mark_aborted(db: Database, run_id: int, *, stale_after_s: float = STALE_AFTER_S) -> int:
+    """End a ``running`` run whose process is gone: status ``aborted``, its attempts still
+    ``running`` marked ``interrupted`` (returns how many), so that it can be resumed.
+
+    Refuses (:class:`StorageError`) a run that has ended, or whose process is alive.
+    """
+    with db.errors(f"mark run {run_id} aborted"), db.engine.begin() as conn:
+        run = require_run(conn, db, run_id)
+        verdict = _verdict(conn, run, stale_after_s)
+        if verdict is None:
+            raise StorageError(
+                f"run {run_id} is {run.status}, not running; only a running run whose "
+                "process is gone can be marked aborted"
+            )
+        if verdict.alive:
+            raise StorageError(
+                f"run {run_id} is alive ({verdict.reason}); refusing to mark it aborted. "
+                "Stop that process first (Ctrl-C), or wait for it to finish"
+            )
+        interrupted = conn.execute(
+            update(Unit)
+            .where(Unit.run_id == run_id, Unit.status == "running")
+            .values(status="interrupted", ended_at=utcnow(), message="process gone inside the unit")
+        )
+        conn.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                status="aborted",
+                ended_at=utcnow(),
+                message=f"marked aborted: {verdict.reason}",
+            )
+        )
+        return int(interrupted.rowcount or 0)
 
 
 def unit_attempts(db: Database, run_id: int) -> list[dict[str, Any]]:

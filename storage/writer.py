@@ -51,8 +51,9 @@ from nvmlab.clock import Clock
 from nvmlab.errors import StorageError
 from nvmlab.storage.bulk import BULK_TABLES, COLUMNS, insert_rows, records_from_columns
 from nvmlab.storage.database import Database
+from nvmlab.storage.liveness import HEARTBEAT_INTERVAL_S
 from nvmlab.storage.models import EVENT_LEVELS, Chip, Unit, utcnow
-from nvmlab.storage.runs import require_run, resume_chain
+from nvmlab.storage.runs import beat, claim_run, require_run, resume_chain
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,12 @@ class RecordWriter:
     background:
         Flush from a background thread (default). ``False``: flush only on ``flush()``,
         unit boundaries, ``close()`` and when an ``add_*`` finds the interval elapsed.
+    heartbeat_interval_s:
+        Seconds between refreshes of the run's heartbeat (liveness,
+        :mod:`nvmlab.storage.liveness`). The first flush records this process as the
+        run's owner (host, pid, start time); the flushing thread then refreshes the
+        heartbeat inside its flush transactions, an empty flush included. Without the
+        background thread the heartbeat is refreshed only when the writer flushes.
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class RecordWriter:
         batch_rows: int = 50_000,
         max_pending_rows: int = 2_000_000,
         background: bool = True,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         if flush_interval_s <= 0:
             raise StorageError(f"flush_interval_s = {flush_interval_s}; must be > 0 s")
@@ -162,6 +170,11 @@ class RecordWriter:
         self.batches_written = 0
         self._chip_sizes: dict[int, tuple[int, int]] = {}
         self._bulk_sql: dict[str, str] = {}
+        if not heartbeat_interval_s > 0:
+            raise StorageError(f"heartbeat_interval_s = {heartbeat_interval_s}; must be > 0 s")
+        self.heartbeat_interval_s = float(heartbeat_interval_s)
+        self._claimed = False
+        self._last_beat = time.monotonic()
         with db.errors(f"open a writer for run {run_id}"), db.read_connection() as conn:
             run = require_run(conn, db, run_id)
             if run.status != "running":
@@ -581,12 +594,23 @@ class RecordWriter:
     def _insert(self, conn: Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
         insert_rows(conn, table, rows, self._bulk_sql)
 
+    def _beat(self, conn: Connection) -> None:
+        """Liveness, inside a flush transaction: the first one records this process as the
+        run's owner, later ones refresh the run's heartbeat."""
+        if self._claimed:
+            beat(conn, self.run_id)
+        else:
+            claim_run(conn, self.run_id)
+
     def _flush(
         self, extra: Callable[[Connection], None] | None = None, action: str = "flush"
     ) -> int:
         with self._db_lock:
             taken, count = self._take()
-            if count == 0 and extra is None:
+            beat_due = (
+                not self._claimed or time.monotonic() - self._last_beat >= self.heartbeat_interval_s
+            )
+            if count == 0 and extra is None and not beat_due:
                 self._last_flush = time.monotonic()
                 return 0
             try:
@@ -599,9 +623,14 @@ class RecordWriter:
                             self._insert(conn, table, taken[table])
                     if extra is not None:
                         extra(conn)
+                    if beat_due:
+                        self._beat(conn)
             except StorageError:
                 self._put_back(taken, count)
                 raise
+            if beat_due:
+                self._claimed = True
+                self._last_beat = time.monotonic()
             self._last_flush = time.monotonic()
             self.rows_written += count
             self.batches_written += 1

@@ -49,3 +49,18 @@ def test_the_storage_api_turns_an_out_of_range_run_id_into_a_storage_error(db) -
     for call in (lambda: load_reads(db, int(HUGE)), lambda: completed_units(db, int(HUGE))):
         with pytest.raises(StorageError, match=f"run id {HUGE} is out of range"):
             call()
+
+
+@pytest.mark.parametrize("run", [HUGE, "0"])
+def test_mark_aborted_of_a_run_id_out_of_range_is_one_line(
+    db, capsys: pytest.CaptureFixture[str], run: str
+) -> None:
+    url = db.url.render_as_string(hide_password=False)
+    assert main(["runs", "--mark-aborted", run, "--db", url]) == 1
+    assert one_line_error(capsys).startswith(f"nvmlab: error: run id {run} is out of range")
+
+
+def test_mark_aborted_of_an_unknown_run_is_one_line(db, capsys) -> None:
+    url = db.url.render_as_string(hide_password=False)
+    assert main(["runs", "--mark-aborted", "4242", "--db", url]) == 1
+    assert "no run 4242 in database" in one_line_error(capsys)
