@@ -14,8 +14,11 @@ Public API (see the modules for details)::
     finish_run(db, run, "completed")
     reads = load_reads(db, run)          # pandas DataFrame (fast path, no pandas.read_sql)
 
-Modules: ``engine`` (URLs, engine factory, password masking), ``models`` (schema),
-``database`` (open / revision check / upgrade), ``ingest`` (runs, units, buffered writer),
+Modules: ``engine`` (URLs, database precedence, engine factory, password masking),
+``models`` (schema), ``database`` (open / revision check / upgrade), ``inventory`` (chips,
+stations), ``runs`` (run lifecycle, resume, liveness), ``liveness`` (is a process still
+there), ``writer`` (the buffered record writer), ``bulk`` (per-engine insert paths),
+``ingest`` (all the writing API under one name), ``profile`` (the typed chip profile),
 ``query`` (numpy / pandas reads), ``export`` (CSV / Parquet), ``cli``, ``bench``.
 """
 
@@ -29,11 +32,15 @@ from nvmlab.storage.engine import (
 )
 from nvmlab.storage.ingest import (
     RecordWriter,
+    RegisteredChip,
     completed_units,
     ensure_chip,
     ensure_station,
     finish_run,
+    list_chips,
     mark_interrupted,
+    register_chip,
+    require_chip,
     resume_run,
     start_run,
 )
@@ -52,6 +59,7 @@ __all__ = [
     "Database",
     "DatabaseChoice",
     "RecordWriter",
+    "RegisteredChip",
     "completed_units",
     "conductance_map",
     "create_engine_for",
@@ -60,6 +68,7 @@ __all__ = [
     "ensure_station",
     "fetch_arrays",
     "finish_run",
+    "list_chips",
     "list_runs",
     "load_pulses",
     "load_reads",
@@ -68,6 +77,8 @@ __all__ = [
     "mark_interrupted",
     "mask_url",
     "open_database",
+    "register_chip",
+    "require_chip",
     "resolve_database",
     "resolve_database_url",
     "resume_run",

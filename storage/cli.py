@@ -1,4 +1,5 @@
-"""Storage subcommands of ``nvmlab``: ``db upgrade``, ``db current``, ``runs``, ``export``.
+"""Storage subcommands of ``nvmlab``: ``db upgrade``, ``db current``, ``runs``, ``export``,
+``chip add``, ``chip list``.
 
 Every command takes ``--db URL``; without it the URL comes from ``NVMLAB_DB``, then
 ``./nvmlab.sqlite`` (:func:`nvmlab.storage.engine.resolve_database`). Errors are
@@ -19,6 +20,7 @@ from nvmlab.errors import NvmlabError, StorageError
 from nvmlab.storage.database import head_revision, open_database, upgrade_database
 from nvmlab.storage.engine import mask_text, mask_url, parse_url, resolve_database_url
 from nvmlab.storage.liveness import HEARTBEAT_INTERVAL_S, STALE_AFTER_S
+from nvmlab.storage.models import ARRAY_KINDS
 from nvmlab.storage.runs import parse_run_id
 
 
@@ -151,6 +153,47 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_chip_add(args: argparse.Namespace) -> int:
+    from nvmlab.storage.inventory import register_chip
+
+    with open_database(_url(args), create=True) as db:
+        chip, created = register_chip(
+            db, args.name, array_kind=args.kind, n_rows=args.rows, n_cols=args.cols,
+            lot=args.lot, wafer=args.wafer, die=args.die, notes=args.notes,
+        )  # fmt: skip
+    size = f"{chip.kind}, {chip.rows} rows x {chip.cols} cols"
+    if created:
+        print(f"chip {chip.name} registered: {size}")
+    else:
+        print(f"chip {chip.name} is already registered as {size}; nothing to do")
+    return 0
+
+
+def _cmd_chip_list(args: argparse.Namespace) -> int:
+    from nvmlab.storage.inventory import list_chips
+
+    with open_database(_url(args), create=False) as db:
+        chips = list_chips(db)
+        shown = db.display_url
+    if not chips:
+        print(
+            f"no chips registered in {shown}; add one with 'nvmlab chip add NAME "
+            "--kind memristor|eflash --rows R --cols C'"
+        )
+        return 0
+    headers = ["name", "kind", "rows", "cols", "lot", "wafer", "die", "registered"]
+    rows = [
+        [c.name, c.kind, str(c.rows), str(c.cols), _fmt(c.lot), _fmt(c.wafer), _fmt(c.die),
+         _fmt(c.created_at)]
+        for c in chips
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 _RAW = argparse.RawDescriptionHelpFormatter
 
 _DB_URLS = """\
@@ -236,8 +279,75 @@ examples:
 """
 
 
+CHIP_ADD_EPILOG = f"""\
+Registers a chip under test: its name (unique in the database), array kind and size.
+Measurement commands refuse a chip that is not registered. Registering the same chip
+again with the same kind and size does nothing; with another kind or size it is an
+error (a name names one chip). Creates the database if it does not exist yet.
+
+{_DB_URLS}
+
+{_EXIT}
+
+examples:
+  nvmlab chip add W07-D12 --kind memristor --rows 64 --cols 64 --lot L42 --wafer 7
+  nvmlab chip add EF-3 --kind eflash --rows 32 --cols 32 --db sqlite:///results.sqlite
+"""
+
+CHIP_LIST_EPILOG = f"""\
+One row per registered chip, by name: kind, rows, cols, lot, wafer, die, and when it
+was registered (UTC). Changes nothing.
+
+{_DB_URLS}
+
+{_EXIT}
+
+example:
+  nvmlab chip list
+"""
+
+
+def _register_chip_commands(subparsers: Any) -> None:
+    chip = subparsers.add_parser(
+        "chip",
+        help="register chips under test and list them",
+        description="Register the chips under test (name, kind, size) and list them.",
+        epilog="examples:\n  nvmlab chip add W07-D12 --kind memristor --rows 64 --cols 64\n"
+        "  nvmlab chip list",
+        formatter_class=_RAW,
+    )
+    chip_sub = chip.add_subparsers(dest="chip_command", metavar="ACTION")
+    add = chip_sub.add_parser(
+        "add",
+        help="register a chip (name, kind, rows, cols)",
+        description="Register a chip under test.",
+        epilog=CHIP_ADD_EPILOG,
+        formatter_class=_RAW,
+    )
+    add.add_argument("name", metavar="NAME", help="the chip's name, e.g. W07-D12")
+    add.add_argument("--kind", required=True, choices=ARRAY_KINDS, help="array kind")
+    add.add_argument("--rows", required=True, type=int, metavar="R", help="rows of the array")
+    add.add_argument("--cols", required=True, type=int, metavar="C", help="columns of the array")
+    add.add_argument("--lot", default=None, help="lot (optional)")
+    add.add_argument("--wafer", default=None, help="wafer (optional)")
+    add.add_argument("--die", default=None, help="die (optional)")
+    add.add_argument("--notes", default=None, help="free text (optional)")
+    _db_option(add)
+    add.set_defaults(handler=_masked(_cmd_chip_add))
+    listing = chip_sub.add_parser(
+        "list",
+        help="list the registered chips",
+        description="List the chips registered in the results database.",
+        epilog=CHIP_LIST_EPILOG,
+        formatter_class=_RAW,
+    )
+    _db_option(listing)
+    listing.set_defaults(handler=_masked(_cmd_chip_list))
+    chip.set_defaults(handler=lambda _args: (chip.print_help(sys.stderr), 2)[1])
+
+
 def register(subparsers: Any) -> None:
-    """Add ``db``, ``runs`` and ``export`` to the ``nvmlab`` command line."""
+    """Add ``db``, ``runs``, ``export`` and ``chip`` to the ``nvmlab`` command line."""
     db = subparsers.add_parser(
         "db",
         help="create or upgrade the results database schema",
@@ -302,3 +412,4 @@ def register(subparsers: Any) -> None:
     )
     _db_option(export)
     export.set_defaults(handler=_masked(_cmd_export))
+    _register_chip_commands(subparsers)

@@ -13,7 +13,14 @@ This module gathers the writing API under one name; each part lives in its own m
 from __future__ import annotations
 
 from nvmlab.storage.bulk import BULK_TABLES, COLUMNS
-from nvmlab.storage.inventory import ensure_chip, ensure_station
+from nvmlab.storage.inventory import (
+    RegisteredChip,
+    ensure_chip,
+    ensure_station,
+    list_chips,
+    register_chip,
+    require_chip,
+)
 from nvmlab.storage.runs import (
     completed_units,
     finish_run,
@@ -29,12 +36,16 @@ __all__ = [
     "BULK_TABLES",
     "COLUMNS",
     "RecordWriter",
+    "RegisteredChip",
     "UnitAttempt",
     "completed_units",
     "ensure_chip",
     "ensure_station",
     "finish_run",
+    "list_chips",
     "mark_interrupted",
+    "register_chip",
+    "require_chip",
     "resume_chain",
     "resume_run",
     "start_run",

@@ -9,7 +9,9 @@ of each instrument it used.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -17,7 +19,77 @@ from sqlalchemy.exc import IntegrityError
 
 from nvmlab.errors import StorageError
 from nvmlab.storage.database import Database
+from nvmlab.storage.engine import mask_url
 from nvmlab.storage.models import ARRAY_KINDS, Chip, Instrument, Station, utcnow
+
+
+@dataclass(frozen=True)
+class RegisteredChip:
+    """A chip as registered: id, name, array kind (``memristor`` or ``eflash``), rows,
+    cols, and where it came from (lot, wafer, die), notes and registration time (UTC)."""
+
+    id: int
+    name: str
+    kind: str
+    rows: int
+    cols: int
+    lot: str | None = None
+    wafer: str | None = None
+    die: str | None = None
+    notes: str | None = None
+    created_at: dt.datetime | None = None
+
+
+def _chip(row: Any) -> RegisteredChip:
+    return RegisteredChip(
+        id=int(row.id), name=row.name, kind=row.array_kind, rows=int(row.n_rows),
+        cols=int(row.n_cols), lot=row.lot, wafer=row.wafer, die=row.die, notes=row.notes,
+        created_at=row.created_at,
+    )  # fmt: skip
+
+
+def register_chip(
+    db: Database,
+    name: str,
+    *,
+    array_kind: str,
+    n_rows: int,
+    n_cols: int,
+    lot: str | None = None,
+    wafer: str | None = None,
+    die: str | None = None,
+    notes: str | None = None,
+) -> tuple[RegisteredChip, bool]:
+    """Register chip ``name`` unless it is already; return it and whether it is new.
+
+    Registering a chip again with the same kind and size changes nothing; with another
+    kind or size it is a :class:`StorageError` (a name names one chip).
+    """
+    if not name or not name.strip() or name != name.strip():
+        raise StorageError(
+            f"chip name {name!r}: must be non-empty, without leading or trailing spaces"
+        )
+    if array_kind not in ARRAY_KINDS:
+        raise StorageError(f"chip {name!r}: array_kind {array_kind!r}; allowed: {ARRAY_KINDS}")
+    if n_rows <= 0 or n_cols <= 0:
+        raise StorageError(f"chip {name!r}: size {n_rows} x {n_cols}; rows and cols must be > 0")
+    query = select(Chip.__table__).where(Chip.name == name)
+    new_chip = insert(Chip).values(
+        name=name, array_kind=array_kind, n_rows=n_rows, n_cols=n_cols,
+        lot=lot, wafer=wafer, die=die, notes=notes, created_at=utcnow(),
+    ).returning(Chip.id)  # fmt: skip
+    with db.errors(f"record chip {name!r}"), db.engine.begin() as conn:
+        row = conn.execute(query).first()
+        created = False
+        if row is None:
+            created = _insert_unless_exists(conn, new_chip) is not None
+            row = conn.execute(query).one()  # ours, or another process's meanwhile
+        if (row.array_kind, row.n_rows, row.n_cols) != (array_kind, n_rows, n_cols):
+            raise StorageError(
+                f"chip {name!r} is registered as {row.array_kind} {row.n_rows} x {row.n_cols}, "
+                f"not {array_kind} {n_rows} x {n_cols}; use another chip name"
+            )
+        return _chip(row), created
 
 
 def ensure_chip(
@@ -32,32 +104,44 @@ def ensure_chip(
     die: str | None = None,
     notes: str | None = None,
 ) -> int:
-    """Return the id of chip ``name``, recording it first if it is new.
+    """Return the id of chip ``name``, registering it first if it is new.
 
-    An existing chip must match ``array_kind``, ``n_rows`` and ``n_cols``.
+    An existing chip must match ``array_kind``, ``n_rows`` and ``n_cols``
+    (:func:`register_chip`).
     """
-    if array_kind not in ARRAY_KINDS:
-        raise StorageError(f"chip {name!r}: array_kind {array_kind!r}; allowed: {ARRAY_KINDS}")
-    if n_rows <= 0 or n_cols <= 0:
-        raise StorageError(f"chip {name!r}: size {n_rows} x {n_cols}; rows and cols must be > 0")
-    query = select(Chip.id, Chip.array_kind, Chip.n_rows, Chip.n_cols).where(Chip.name == name)
-    new_chip = insert(Chip).values(
-        name=name, array_kind=array_kind, n_rows=n_rows, n_cols=n_cols,
-        lot=lot, wafer=wafer, die=die, notes=notes, created_at=utcnow(),
-    ).returning(Chip.id)  # fmt: skip
-    with db.errors(f"record chip {name!r}"), db.engine.begin() as conn:
-        row = conn.execute(query).first()
-        if row is None:
-            created = _insert_unless_exists(conn, new_chip)
-            if created is not None:
-                return created
-            row = conn.execute(query).one()  # another process recorded it meanwhile
-        if (row.array_kind, row.n_rows, row.n_cols) != (array_kind, n_rows, n_cols):
-            raise StorageError(
-                f"chip {name!r} is stored as {row.array_kind} {row.n_rows} x {row.n_cols}, "
-                f"not {array_kind} {n_rows} x {n_cols}; use another chip name"
-            )
-        return int(row.id)
+    chip, _created = register_chip(
+        db, name, array_kind=array_kind, n_rows=n_rows, n_cols=n_cols,
+        lot=lot, wafer=wafer, die=die, notes=notes,
+    )  # fmt: skip
+    return chip.id
+
+
+def require_chip(db_or_conn: Database | Connection, name: str) -> RegisteredChip:
+    """The registered chip ``name``; a :class:`StorageError` naming the command that
+    registers it when there is none. Measurement commands call this before recording
+    anything on a chip. ``db_or_conn``: the database, or a connection of the caller's
+    transaction."""
+    query = select(Chip.__table__).where(Chip.name == name)
+    if isinstance(db_or_conn, Database):
+        with db_or_conn.errors(f"look up chip {name!r}"), db_or_conn.read_connection() as conn:
+            row = conn.execute(query).first()
+        shown = db_or_conn.display_url
+    else:
+        row = db_or_conn.execute(query).first()
+        shown = mask_url(db_or_conn.engine.url)
+    if row is None:
+        raise StorageError(
+            f"chip {name!r} is not registered in database {shown}; register it first: "
+            f"nvmlab chip add {name} --kind {'|'.join(ARRAY_KINDS)} --rows R --cols C"
+        )
+    return _chip(row)
+
+
+def list_chips(db: Database) -> list[RegisteredChip]:
+    """Every registered chip, by name."""
+    with db.errors("list chips"), db.read_connection() as conn:
+        rows = conn.execute(select(Chip.__table__).order_by(Chip.name)).all()
+    return [_chip(row) for row in rows]
 
 
 def _insert_unless_exists(conn: Connection, statement: Any) -> int | None:
