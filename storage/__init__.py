@@ -44,6 +44,7 @@ from nvmlab.storage.ingest import (
     resume_run,
     start_run,
 )
+from nvmlab.storage.profile import ChipProfile, load_profile, save_profile
 from nvmlab.storage.query import (
     conductance_map,
     device_history,
@@ -56,6 +57,7 @@ from nvmlab.storage.query import (
 )
 
 __all__ = [
+    "ChipProfile",
     "Database",
     "DatabaseChoice",
     "RecordWriter",
@@ -70,6 +72,7 @@ __all__ = [
     "finish_run",
     "list_chips",
     "list_runs",
+    "load_profile",
     "load_pulses",
     "load_reads",
     "load_records",
@@ -82,6 +85,7 @@ __all__ = [
     "resolve_database",
     "resolve_database_url",
     "resume_run",
+    "save_profile",
     "start_run",
     "upgrade_database",
 ]
