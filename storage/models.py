@@ -38,38 +38,25 @@ Tables
 ``events``
     Warnings, faults and recoveries, with the run and attempt they happened in.
 
-Row-per-record or arrays, by measured cost
-------------------------------------------
-Figures printed by ``python -P -m nvmlab.storage.bench`` (1,000,000 records per table,
-SQLite WAL with ``synchronous=FULL``, batches of 50,000, every rate from an emptied table,
-with the per-device and per-run indexes and the foreign keys), on the 2-core lab machine
-shared with other jobs, three runs (the writer rates from the last one, the first to
-measure every rate from an emptied table):
+Row-per-record or arrays
+------------------------
+The choice rests on costs that ``python -P -m nvmlab.storage.bench`` measures and prints
+(ingest rates of the buffered writer beside a plain driver baseline measured in the same
+run, the time of a per-device query, loading a run into a DataFrame, and a long trace
+stored both ways). The goals are 100,000 rows/s on SQLite and 50,000 rows/s on
+PostgreSQL, and a 1,000,000-read run loaded in under 2 s.
 
-* SQLite: plain ``sqlite3.executemany`` 158,000-182,000 rows/s; the buffered writer, one
-  ``add_read`` / ``add_pulse`` call per record, 121,000-126,000 rows/s, ``add_records``
-  (arrays) 145,000 rows/s (goal 100,000). PostgreSQL: psycopg ``COPY`` 71,000-81,000
-  rows/s, ``executemany`` 40,000-49,000; the writer (COPY inside its batch transaction)
-  71,000-77,000 rows/s (goal 50,000).
-* Each of those rows is one record queryable per device: the 245 reads of device (3, 4)
-  among 1,000,000 come back in 4-19 ms through ``ix_reads_device``. Packing the same
-  values into one blob per device would be faster to write but makes "all reads of
-  device (chip, 3, 4) above 50 uS at 85 C" a full decode in Python, and pulses/reads
-  arrive one at a time from write-verify loops (1 to 50 per device per attempt), so
-  blobs would need read-modify-write on every flush.
-* Loading a 1,000,000-read run into a DataFrame: SQLite 1.37-1.48 s (ADBC reader in a
-  child process; ``sqlite3`` fetchall 2.6-3.0 s), PostgreSQL 1.5-1.6 s (binary COPY);
-  ``pandas.read_sql`` 5.1-6.3 s and 4.8-5.9 s.
-
-Hence **pulses and reads are stored row per record** (queryable per device through the
-``(chip_id, row, col)`` index and per run through ``(run_id, attempt_id)``), while
-**traces store arrays**: an I-V sweep or a noise series (10^3 - 10^6 samples) is always
-written and read whole, its samples are never selected individually, and one row per
-sample would multiply the table size by the sample count (a 10^5-sample noise trace is
-7-8 ms as one row of float64 bytes versus 0.48 s as 10^5 rows on SQLite, 64-72 ms versus
-1.15-1.24 s on PostgreSQL). Arrays are stored as
-little-endian float64 bytes (``LargeBinary``), portable between SQLite and PostgreSQL and
-decoded with ``numpy.frombuffer`` without copying.
+* Pulses and reads arrive one at a time from write-verify loops (1 to 50 per device per
+  attempt) and are queried per device ("all reads of device (chip, 3, 4) above 50 uS at
+  85 C"). Packing them into one blob per device would need a read-modify-write on every
+  flush and a full decode in Python for such a query. Hence **pulses and reads are
+  stored row per record**, queryable per device through the ``(chip_id, row, col)``
+  index and per run through ``(run_id, attempt_id)``.
+* An I-V sweep or a noise series (10^3 - 10^6 samples) is always written and read whole
+  and its samples are never selected individually; one row per sample would multiply the
+  table size by the sample count. Hence **traces store arrays**: little-endian float64
+  bytes (``LargeBinary``), portable between SQLite and PostgreSQL and decoded with
+  ``numpy.frombuffer`` without copying.
 
 Times
 -----

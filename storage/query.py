@@ -13,9 +13,11 @@ that bypasses ORM objects and ``pandas.read_sql``:
   REPEATABLE READ snapshot.
 
 The benchmark (``python -P -m nvmlab.storage.bench``) prints these paths beside
-``pandas.read_sql`` for a 1,000,000-record run. Integer columns that may be NULL (``attempt_id``) come back as
-``int64`` with ``-1`` for NULL in numpy arrays and as pandas ``Int64`` (nullable) in
-DataFrames; float columns use NaN for NULL; text columns are object arrays.
+``pandas.read_sql`` for a 1,000,000-record run.
+
+Integer columns that may be NULL (``attempt_id``) come back as ``int64`` with ``-1`` for
+NULL in numpy arrays and as pandas ``Int64`` (nullable) in DataFrames; float columns use
+NaN for NULL; text columns are object arrays.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ from nvmlab.storage.sqlite_arrow import ArrowReadError, read_arrow
 #: Record tables readable with :func:`load_records` / :func:`fetch_arrays`.
 SCALAR_TABLES = ("pulses", "reads", "tuning_outcomes", "device_parameters", "chamber_log", "events")
 _FILTERS = ("run_id", "attempt_id", "chip_id", "row", "col")
-#: SQLite results of at least this many rows are read by the ADBC child process (about
-#: 0.2 s to start, then ~3x faster per row than sqlite3); smaller ones through sqlite3.
+#: SQLite results of at least this many rows are read by the ADBC child process (slower to
+#: start, faster per row than sqlite3; the benchmark prints both); smaller ones through
+#: sqlite3.
 ARROW_MIN_ROWS = 100_000
 
 
