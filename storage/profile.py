@@ -176,10 +176,10 @@ class ChipProfile:
             **_FORMAT, "chip": self.chip, "kind": self.kind, "rows": self.rows,
             "cols": self.cols, "scalars": self.scalars(), "meta": self.meta,
         }  # fmt: skip
+        contents: dict[str, Any] = {_FILE_KEY: np.array(json.dumps(header)), **self.arrays()}
         try:
             with open(path, "wb") as file:
-                np.savez_compressed(file, **{_FILE_KEY: np.array(json.dumps(header))},
-                                    **self.arrays())  # fmt: skip
+                np.savez_compressed(file, **contents)
         except OSError as exc:
             raise StorageError(f"cannot write chip profile {os.fspath(path)}: {exc}") from None
 
@@ -233,11 +233,11 @@ class ChipProfile:
             raise StorageError(
                 f"chip profile {source}: unknown scalars {extra}; allowed: {list(SCALARS)}"
             )
-        return cls(chip=chip, kind=kind, rows=rows, cols=cols, **arrays, **scalars,
-                   meta=meta, **ids)  # fmt: skip
+        fields: dict[str, Any] = {**arrays, **scalars, **ids}
+        return cls(chip=chip, kind=kind, rows=rows, cols=cols, meta=meta, **fields)
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
