@@ -6,7 +6,9 @@ time (so a reused pid is told apart) and a heartbeat it refreshes every
 is still there:
 
 * on the same host: dead when no process has its pid, or when the process with that pid
-  started at another time (the pid was reused); otherwise alive, whatever the heartbeat;
+  started at another time (the pid was reused; the start time is read from Linux
+  ``/proc``, and where there is none a reused pid looks alive); otherwise alive, whatever
+  the heartbeat;
 * on another host (its pids cannot be checked from here): dead when its heartbeat is
   older than :data:`STALE_AFTER_S` seconds by the database's clock; otherwise alive.
 

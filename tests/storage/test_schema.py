@@ -157,7 +157,7 @@ def test_constraints_hold_on_both_engines(db, chip) -> None:
         )
     with pytest.raises(StorageError, match="array_kind 'sram'"):
         ensure_chip(db, "bad", array_kind="sram", n_rows=4, n_cols=4)
-    with pytest.raises(StorageError, match="stored as memristor 16 x 16"):
+    with pytest.raises(StorageError, match="registered as memristor 16 x 16"):
         ensure_chip(db, "W07-D12", array_kind="eflash", n_rows=16, n_cols=16)
 
 
