@@ -55,19 +55,22 @@ def archive_dir() -> Iterator[Path]:
 
 
 def _as_unprivileged(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as a process that file modes bind (root ignores them).
+    """Run ``argv`` as a process that may read everything but write only where file modes
+    allow (root ignores them).
 
-    As root the child keeps user id 0 but loses every capability (``setpriv`` empties the
-    bounding, inheritable and ambient sets): without ``CAP_DAC_OVERRIDE`` the kernel checks
-    the owner bits of the root-owned files, so a 0444 file in a 0555 folder cannot be
-    written, while the checkout and its ``.venv`` stay readable wherever they live (a
-    clone in a private 0700 folder, which user ``nobody`` could not even enter). As an
-    ordinary user the child runs as that user.
+    As root the child keeps user id 0 but loses every capability except
+    ``CAP_DAC_READ_SEARCH`` (``setpriv`` empties the bounding set but for it): without
+    ``CAP_DAC_OVERRIDE`` the kernel checks the owner bits of the root-owned files, so a
+    0444 file in a 0555 folder cannot be written, while the checkout, its ``.venv`` and
+    the interpreter stay readable wherever they live and whoever owns them (a clone in a
+    private 0700 folder, which user ``nobody`` could not even enter). As an ordinary user
+    the child runs as that user.
     """
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) is needed to drop root's capabilities for this test"
-        argv = [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", *argv]
+        argv = [setpriv, "--bounding-set=-all,+dac_read_search", "--inh-caps=-all",
+                "--ambient-caps=-all", *argv]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=120)
 
 
