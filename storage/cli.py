@@ -244,10 +244,10 @@ with --mark-aborted.
 
 A running run is shown as dead when its process is gone: on this host, no process has
 its pid (or the pid now belongs to a process started at another time); on another host,
-its heartbeat (refreshed every {HEARTBEAT_INTERVAL_S:g} s while it writes) is older than
-{STALE_AFTER_S:g} s. 'nvmlab runs --mark-aborted RUN' ends a dead run (status aborted,
-unit attempts left running marked interrupted) so that it can be resumed; a run that is
-alive is refused.
+its heartbeat is older than {STALE_AFTER_S:g} s (a live run's writer refreshes it every {HEARTBEAT_INTERVAL_S:g} s).
+'nvmlab runs --mark-aborted RUN' ends a dead run (status aborted, unit attempts left
+running marked interrupted) so that it can be resumed; a run that is alive is refused
+(exit 1).
 
 {_DB_URLS}
 
