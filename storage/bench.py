@@ -35,6 +35,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,128 +78,154 @@ def _empty(db: Database, table: str) -> None:
         conn.exec_driver_sql(statement)
 
 
-def _device_columns(n: int) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.arange(n)
-    return (idx // N_COLS) % N_ROWS, idx % N_COLS
+@dataclass(frozen=True)
+class _Records:
+    """The records every measurement writes: ``rows`` reads/pulses over a 64 x 64 chip."""
 
+    rows: int
+    dev_r: np.ndarray
+    dev_c: np.ndarray
+    r_list: list[int]
+    c_list: list[int]
+    current: list[float]
+    t_list: list[float]
 
-def _bench_engine(label: str, url: str, rows: int) -> None:
-    print(f"\n== {label}: {mask_url(url)}")
-    db = open_database(url)
-    chip = ensure_chip(db, f"bench-{secrets.token_hex(3)}", array_kind="memristor",
-                       n_rows=N_ROWS, n_cols=N_COLS)  # fmt: skip
-    dev_r, dev_c = _device_columns(rows)
-    r_list, c_list = dev_r.tolist(), dev_c.tolist()
-    current = (1e-6 * (1 + (np.arange(rows) % 997))).tolist()
-    t_list = np.arange(rows, dtype=float).tolist()
+    @classmethod
+    def make(cls, rows: int) -> _Records:
+        idx = np.arange(rows)
+        dev_r, dev_c = (idx // N_COLS) % N_ROWS, idx % N_COLS
+        return cls(
+            rows=rows, dev_r=dev_r, dev_c=dev_c, r_list=dev_r.tolist(), c_list=dev_c.tolist(),
+            current=(1e-6 * (1 + (idx % 997))).tolist(), t_list=idx.astype(float).tolist(),
+        )  # fmt: skip
 
-    # --- plain baseline on the same schema -------------------------------------------
-    base_run = start_run(db, "bench-baseline", chip_id=chip)
-    for table in ("reads", "pulses"):
-        names = COLUMNS[table]
-        records: list[tuple[object, ...]]
+    def tuples(self, table: str, run: int, chip: int) -> list[tuple[object, ...]]:
+        """The records as tuples in ``COLUMNS[table]`` order (what a driver inserts)."""
         if table == "reads":
-            records = [
-                (base_run, None, chip, r, c, t, 0.2, i, i / 0.2, 25.0)
-                for r, c, t, i in zip(r_list, c_list, t_list, current, strict=True)
-            ]
-        else:
-            records = [
-                (base_run, None, chip, r, c, t, 1.2, 1e-6, 1, "V/2")
-                for r, c, t in zip(r_list, c_list, t_list, strict=True)
-            ]
+            return [
+                (run, None, chip, r, c, t, 0.2, i, i / 0.2, 25.0)
+                for r, c, t, i in zip(self.r_list, self.c_list, self.t_list, self.current,
+                                      strict=True)
+            ]  # fmt: skip
+        return [
+            (run, None, chip, r, c, t, 1.2, 1e-6, 1, "V/2")
+            for r, c, t in zip(self.r_list, self.c_list, self.t_list, strict=True)
+        ]
+
+
+def _baseline_sqlite(db: Database, url: str, table: str, records: list[tuple[object, ...]]) -> None:
+    """Plain ``sqlite3.executemany`` in batches, on the same file and schema."""
+    names = COLUMNS[table]
+    path = make_url(url).database
+    assert path is not None
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+    def raw() -> None:
+        for k in range(0, len(records), BATCH):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, records[k : k + BATCH])
+            conn.execute("COMMIT")
+
+    _empty(db, table)
+    print(f"  {table:6s} baseline sqlite3.executemany : {_rate(len(records), _timed(raw))}")
+    conn.close()
+
+
+def _baseline_postgresql(
+    db: Database, url: str, table: str, records: list[tuple[object, ...]]
+) -> None:
+    """Plain psycopg ``COPY`` and ``executemany`` in batches, on the same schema."""
+    names = COLUMNS[table]
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg.connect(conninfo)
+    cols = ", ".join(f'"{n}"' for n in names)
+    copy_sql = f"COPY {table} ({cols}) FROM STDIN"
+
+    def copy() -> None:
+        for k in range(0, len(records), BATCH):
+            with conn.cursor().copy(copy_sql) as cp:
+                for rec in records[k : k + BATCH]:
+                    cp.write_row(rec)
+            conn.commit()
+
+    _empty(db, table)
+    print(f"  {table:6s} baseline psycopg COPY         : {_rate(len(records), _timed(copy))}")
+    some = records[: min(len(records), 100_000)]
+    insert_sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(names))})"
+
+    def many() -> None:
+        for k in range(0, len(some), BATCH):
+            with conn.cursor() as cur:
+                cur.executemany(insert_sql, some[k : k + BATCH])
+            conn.commit()
+
+    _empty(db, table)
+    print(f"  {table:6s} baseline psycopg executemany  : {_rate(len(some), _timed(many))}")
+    conn.close()
+
+
+def _bench_baseline(db: Database, url: str, chip: int, data: _Records) -> None:
+    """The plain driver baseline for reads and pulses, each into an emptied table."""
+    run = start_run(db, "bench-baseline", chip_id=chip)
+    for table in ("reads", "pulses"):
+        records = data.tuples(table, run, chip)
         if db.dialect == "sqlite":
-            path = make_url(url).database
-            assert path is not None
-            conn_sqlite = sqlite3.connect(path, isolation_level=None)
-            conn_sqlite.execute("PRAGMA synchronous = FULL")
-            conn_sqlite.execute("PRAGMA foreign_keys = ON")
-            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-
-            def raw(
-                conn: sqlite3.Connection = conn_sqlite, sql: str = sql, recs: list = records
-            ) -> None:
-                for k in range(0, len(recs), BATCH):
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.executemany(sql, recs[k : k + BATCH])
-                    conn.execute("COMMIT")
-
-            _empty(db, table)
-            print(f"  {table:6s} baseline sqlite3.executemany : {_rate(rows, _timed(raw))}")
-            conn_sqlite.close()
+            _baseline_sqlite(db, url, table, records)
         else:
-            conninfo = (
-                make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-            )
-            conn_pg = psycopg.connect(conninfo)
-            cols = ", ".join(f'"{n}"' for n in names)
+            _baseline_postgresql(db, url, table, records)
+    finish_run(db, run, "completed")
 
-            copy_sql = f"COPY {table} ({cols}) FROM STDIN"
 
-            def copy(
-                conn: psycopg.Connection = conn_pg, recs: list = records, stmt: str = copy_sql
-            ) -> None:
-                for k in range(0, len(recs), BATCH):
-                    with conn.cursor().copy(stmt) as cp:
-                        for rec in recs[k : k + BATCH]:
-                            cp.write_row(rec)
-                    conn.commit()
-
-            _empty(db, table)
-            print(f"  {table:6s} baseline psycopg COPY         : {_rate(rows, _timed(copy))}")
-            n_many = min(rows, 100_000)
-            sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(names))})"
-
-            def many(
-                conn: psycopg.Connection = conn_pg, recs: list = records[:n_many], stmt: str = sql
-            ) -> None:
-                for k in range(0, len(recs), BATCH):
-                    with conn.cursor() as cur:
-                        cur.executemany(stmt, recs[k : k + BATCH])
-                    conn.commit()
-
-            _empty(db, table)
-            print(f"  {table:6s} baseline psycopg executemany  : {_rate(n_many, _timed(many))}")
-            conn_pg.close()
-    finish_run(db, base_run, "completed")
-
-    # --- the buffered writer, one call per record --------------------------------------
+def _bench_writer_per_record(db: Database, chip: int, data: _Records) -> int:
+    """The buffered writer, one ``add_read`` / ``add_pulse`` call per record (the
+    measurement-loop path); returns the run holding the reads."""
     run = start_run(db, "bench-writer", chip_id=chip)
     writer = RecordWriter(db, run, chip_id=chip)
     add_read, add_pulse = writer.add_read, writer.add_pulse
 
     def per_record_reads() -> None:
-        for r, c, t, i in zip(r_list, c_list, t_list, current, strict=True):
+        for r, c, t, i in zip(data.r_list, data.c_list, data.t_list, data.current, strict=True):
             add_read(r, c, 0.2, i, temperature_c=25.0, t_s=t)
         writer.flush()
 
     def per_record_pulses() -> None:
-        for r, c, t in zip(r_list, c_list, t_list, strict=True):
+        for r, c, t in zip(data.r_list, data.c_list, data.t_list, strict=True):
             add_pulse(r, c, 1.2, 1e-6, 1, "V/2", t_s=t)
         writer.flush()
 
     _empty(db, "reads")
-    print(f"  reads  RecordWriter.add_read      : {_rate(rows, _timed(per_record_reads))}")
+    print(f"  reads  RecordWriter.add_read      : {_rate(data.rows, _timed(per_record_reads))}")
     _empty(db, "pulses")
-    print(f"  pulses RecordWriter.add_pulse     : {_rate(rows, _timed(per_record_pulses))}")
+    print(f"  pulses RecordWriter.add_pulse     : {_rate(data.rows, _timed(per_record_pulses))}")
     writer.close()
     finish_run(db, run, "completed")
+    return run
 
-    run_bulk = start_run(db, "bench-writer-arrays", chip_id=chip)
-    writer = RecordWriter(db, run_bulk, chip_id=chip)
-    amps = np.full(rows, 1.2)
+
+def _bench_writer_arrays(db: Database, chip: int, data: _Records) -> None:
+    """The buffered writer fed whole arrays through ``add_records``."""
+    run = start_run(db, "bench-writer-arrays", chip_id=chip)
+    writer = RecordWriter(db, run, chip_id=chip)
+    columns = {
+        "row": data.dev_r, "col": data.dev_c, "t_s": np.asarray(data.t_list),
+        "amplitude_v": np.full(data.rows, 1.2), "width_s": np.full(data.rows, 1e-6),
+    }  # fmt: skip
 
     def bulk_pulses() -> None:
-        writer.add_records("pulses", {"row": dev_r, "col": dev_c, "t_s": np.asarray(t_list),
-                                      "amplitude_v": amps, "width_s": np.full(rows, 1e-6)})  # fmt: skip
+        writer.add_records("pulses", columns)
         writer.flush()
 
     _empty(db, "pulses")
-    print(f"  pulses RecordWriter.add_records   : {_rate(rows, _timed(bulk_pulses))}")
+    print(f"  pulses RecordWriter.add_records   : {_rate(data.rows, _timed(bulk_pulses))}")
     writer.close()
-    finish_run(db, run_bulk, "completed")
+    finish_run(db, run, "completed")
 
-    # --- queryable per device -----------------------------------------------------------
+
+def _bench_per_device_query(db: Database, run: int, chip: int) -> None:
+    """How many rows one device holds, and the time of the query through its index."""
     with db.read_connection() as conn:
         start = time.perf_counter()
         per_device = conn.execute(
@@ -210,7 +237,10 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
     print(f"  rows per device (3, 4) in the writer run: {per_device} reads, "
           f"queried in {query_s * 1e3:.1f} ms through ix_reads_device")  # fmt: skip
 
-    # --- loading a run of `rows` reads --------------------------------------------------
+
+def _bench_load(db: Database, run: int, rows: int) -> None:
+    """Loading the run's reads into a DataFrame: the fast path, on SQLite the sqlite3
+    path, and ``pandas.read_sql``."""
     fast_s = _timed(lambda: load_reads(db, run))
     frame = load_reads(db, run)
     assert len(frame) == rows, (len(frame), rows)
@@ -232,26 +262,45 @@ def _bench_engine(label: str, url: str, rows: int) -> None:
     assert len(slow) == rows
     print(f"  load {rows:,} reads -> DataFrame: {paths}, pandas.read_sql {slow_s:.2f} s")
 
-    # --- a long trace as arrays versus one row per sample -------------------------------
-    n = 100_000
+
+def _bench_trace(db: Database, chip: int, n: int = 100_000) -> None:
+    """A noise trace of ``n`` samples as one row of arrays versus one row per sample."""
     x, y = np.arange(n, dtype=float), np.random.default_rng(1).normal(1e-6, 1e-9, n)
-    trace_run = start_run(db, "bench-trace", chip_id=chip)
-    tw = RecordWriter(db, trace_run, chip_id=chip, background=False)
+    run = start_run(db, "bench-trace", chip_id=chip)
+    writer = RecordWriter(db, run, chip_id=chip, background=False)
 
     def as_arrays() -> None:
-        tw.add_trace(0, 0, "noise", x, y, x_name="t_s")
-        tw.flush()
+        writer.add_trace(0, 0, "noise", x, y, x_name="t_s")
+        writer.flush()
 
     def as_rows() -> None:
-        tw.add_records("reads", {"row": np.zeros(n, dtype=int), "col": np.zeros(n, dtype=int),
-                                 "t_s": x, "voltage_v": np.full(n, 0.2), "current_a": y})  # fmt: skip
-        tw.flush()
+        writer.add_records("reads", {"row": np.zeros(n, dtype=int), "col": np.zeros(n, dtype=int),
+                                     "t_s": x, "voltage_v": np.full(n, 0.2), "current_a": y})  # fmt: skip
+        writer.flush()
 
     print(f"  noise trace of {n:,} samples: one row of arrays {_timed(as_arrays) * 1e3:.1f} ms, "
           f"one row per sample {_timed(as_rows) * 1e3:.1f} ms")  # fmt: skip
-    tw.close()
-    finish_run(db, trace_run, "completed")
-    db.close()
+    writer.close()
+    finish_run(db, run, "completed")
+
+
+def _bench_engine(label: str, url: str, rows: int) -> None:
+    """Every measurement on one engine, in an order that favours none (each rate is
+    measured into an emptied table)."""
+    print(f"\n== {label}: {mask_url(url)}")
+    db = open_database(url)
+    try:
+        chip = ensure_chip(db, f"bench-{secrets.token_hex(3)}", array_kind="memristor",
+                           n_rows=N_ROWS, n_cols=N_COLS)  # fmt: skip
+        data = _Records.make(rows)
+        _bench_baseline(db, url, chip, data)
+        reads_run = _bench_writer_per_record(db, chip, data)
+        _bench_writer_arrays(db, chip, data)
+        _bench_per_device_query(db, reads_run, chip)
+        _bench_load(db, reads_run, rows)
+        _bench_trace(db, chip)
+    finally:
+        db.close()
 
 
 def run_storage_benchmark(pg_url: str | None, rows: int) -> None:

@@ -1,7 +1,8 @@
-"""Storage subcommands of ``nvmlab``: ``db upgrade``, ``db current``, ``runs``, ``export``.
+"""Storage subcommands of ``nvmlab``: ``db upgrade``, ``db current``, ``runs``, ``export``,
+``chip add``, ``chip list``.
 
 Every command takes ``--db URL``; without it the URL comes from ``NVMLAB_DB``, then
-``./nvmlab.sqlite`` (:func:`nvmlab.storage.engine.resolve_database_url`). Errors are
+``./nvmlab.sqlite`` (:func:`nvmlab.storage.engine.resolve_database`). Errors are
 :class:`~nvmlab.errors.StorageError` with the password masked; the top-level CLI prints them
 on one line and exits non-zero.
 """
@@ -18,6 +19,9 @@ from typing import Any
 from nvmlab.errors import NvmlabError, StorageError
 from nvmlab.storage.database import head_revision, open_database, upgrade_database
 from nvmlab.storage.engine import mask_text, mask_url, parse_url, resolve_database_url
+from nvmlab.storage.liveness import HEARTBEAT_INTERVAL_S, STALE_AFTER_S
+from nvmlab.storage.models import ARRAY_KINDS
+from nvmlab.storage.runs import parse_run_id
 
 
 def _masked(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -91,7 +95,17 @@ def _fmt(value: Any) -> str:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from nvmlab.storage.query import list_runs
+    from nvmlab.storage.runs import mark_aborted
 
+    if args.mark_aborted is not None:
+        run_id = parse_run_id(args.mark_aborted)
+        with open_database(_url(args), create=False) as db:
+            interrupted = mark_aborted(db, run_id)
+        print(
+            f"run {run_id} marked aborted ({interrupted} unit attempt(s) left running marked "
+            "interrupted); it can now be resumed"
+        )
+        return 0
     with open_database(_url(args), create=False) as db:
         frame = list_runs(db)
     if frame.empty:
@@ -110,9 +124,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     ]
     rows = [
         [
-            _fmt(r.id), _fmt(r.kind), _fmt(r.status), _fmt(r.chip), _fmt(r.started_at),
-            _fmt(r.ended_at), _fmt(r.units_completed), _fmt(r.units_interrupted),
-            _fmt(r.resumes_run_id),
+            _fmt(r.id), _fmt(r.kind), "dead" if r.liveness == "dead" else _fmt(r.status),
+            _fmt(r.chip), _fmt(r.started_at), _fmt(r.ended_at), _fmt(r.units_completed),
+            _fmt(r.units_interrupted), _fmt(r.resumes_run_id),
         ]
         for r in frame.itertuples(index=False)
     ]  # fmt: skip
@@ -120,21 +134,63 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    dead = frame[frame["liveness"] == "dead"]
+    for run_id, reason in zip(dead["id"], dead["liveness_reason"], strict=True):
+        print(
+            f"run {run_id} is dead: {reason}; 'nvmlab runs --mark-aborted {run_id}' ends it "
+            "so that it can be resumed"
+        )
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from nvmlab.storage.export import export_run
 
-    try:
-        run_id = int(args.run)
-    except ValueError:
-        raise StorageError(
-            f"run id {args.run!r} is not a number; 'nvmlab runs' lists them"
-        ) from None
+    run_id = parse_run_id(args.run)
     with open_database(_url(args), create=False) as db:
         files = export_run(db, run_id, args.format, args.out)
     print(f"exported run {run_id} ({len(files)} files) to {files[0].parent}")
+    return 0
+
+
+def _cmd_chip_add(args: argparse.Namespace) -> int:
+    from nvmlab.storage.inventory import register_chip
+
+    with open_database(_url(args), create=True) as db:
+        chip, created = register_chip(
+            db, args.name, array_kind=args.kind, n_rows=args.rows, n_cols=args.cols,
+            lot=args.lot, wafer=args.wafer, die=args.die, notes=args.notes,
+        )  # fmt: skip
+    size = f"{chip.kind}, {chip.rows} rows x {chip.cols} cols"
+    if created:
+        print(f"chip {chip.name} registered: {size}")
+    else:
+        print(f"chip {chip.name} is already registered as {size}; nothing to do")
+    return 0
+
+
+def _cmd_chip_list(args: argparse.Namespace) -> int:
+    from nvmlab.storage.inventory import list_chips
+
+    with open_database(_url(args), create=False) as db:
+        chips = list_chips(db)
+        shown = db.display_url
+    if not chips:
+        print(
+            f"no chips registered in {shown}; add one with 'nvmlab chip add NAME "
+            "--kind memristor|eflash --rows R --cols C'"
+        )
+        return 0
+    headers = ["name", "kind", "rows", "cols", "lot", "wafer", "die", "registered"]
+    rows = [
+        [c.name, c.kind, str(c.rows), str(c.cols), _fmt(c.lot), _fmt(c.wafer), _fmt(c.die),
+         _fmt(c.created_at)]
+        for c in chips
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -181,9 +237,17 @@ example:
 """
 
 RUNS_EPILOG = f"""\
-One row per run, newest first: id, kind, status (running, completed, failed, aborted),
-chip, start and end (UTC), units done (completed units), interrupted (units
-that did not complete), resumes (the run this one resumed). Changes nothing.
+One row per run, newest first: id, kind, status (running, completed, failed, aborted,
+or dead), chip, start and end (UTC), units done (completed units), interrupted (units
+that did not complete), resumes (the run this one resumed). Changes nothing, except
+with --mark-aborted.
+
+A running run is shown as dead when its process is gone: on this host, no process has
+its pid (or the pid now belongs to a process started at another time); on another host,
+its heartbeat is older than {STALE_AFTER_S:g} s (a live run's writer refreshes it every {HEARTBEAT_INTERVAL_S:g} s).
+'nvmlab runs --mark-aborted RUN' ends a dead run (status aborted, unit attempts left
+running marked interrupted) so that it can be resumed; a run that is alive is refused
+(exit 1).
 
 {_DB_URLS}
 
@@ -192,6 +256,7 @@ that did not complete), resumes (the run this one resumed). Changes nothing.
 examples:
   nvmlab runs
   nvmlab runs --db postgresql+psycopg://postgres@127.0.0.1/test
+  nvmlab runs --mark-aborted 12
 """
 
 EXPORT_EPILOG = f"""\
@@ -214,8 +279,75 @@ examples:
 """
 
 
+CHIP_ADD_EPILOG = f"""\
+Registers a chip under test: its name (unique in the database), array kind and size.
+Measurement commands refuse a chip that is not registered. Registering the same chip
+again with the same kind and size does nothing; with another kind or size it is an
+error (a name names one chip). Creates the database if it does not exist yet.
+
+{_DB_URLS}
+
+{_EXIT}
+
+examples:
+  nvmlab chip add W07-D12 --kind memristor --rows 64 --cols 64 --lot L42 --wafer 7
+  nvmlab chip add EF-3 --kind eflash --rows 32 --cols 32 --db sqlite:///results.sqlite
+"""
+
+CHIP_LIST_EPILOG = f"""\
+One row per registered chip, by name: kind, rows, cols, lot, wafer, die, and when it
+was registered (UTC). Changes nothing.
+
+{_DB_URLS}
+
+{_EXIT}
+
+example:
+  nvmlab chip list
+"""
+
+
+def _register_chip_commands(subparsers: Any) -> None:
+    chip = subparsers.add_parser(
+        "chip",
+        help="register chips under test and list them",
+        description="Register the chips under test (name, kind, size) and list them.",
+        epilog="examples:\n  nvmlab chip add W07-D12 --kind memristor --rows 64 --cols 64\n"
+        "  nvmlab chip list",
+        formatter_class=_RAW,
+    )
+    chip_sub = chip.add_subparsers(dest="chip_command", metavar="ACTION")
+    add = chip_sub.add_parser(
+        "add",
+        help="register a chip (name, kind, rows, cols)",
+        description="Register a chip under test.",
+        epilog=CHIP_ADD_EPILOG,
+        formatter_class=_RAW,
+    )
+    add.add_argument("name", metavar="NAME", help="the chip's name, e.g. W07-D12")
+    add.add_argument("--kind", required=True, choices=ARRAY_KINDS, help="array kind")
+    add.add_argument("--rows", required=True, type=int, metavar="R", help="rows of the array")
+    add.add_argument("--cols", required=True, type=int, metavar="C", help="columns of the array")
+    add.add_argument("--lot", default=None, help="lot (optional)")
+    add.add_argument("--wafer", default=None, help="wafer (optional)")
+    add.add_argument("--die", default=None, help="die (optional)")
+    add.add_argument("--notes", default=None, help="free text (optional)")
+    _db_option(add)
+    add.set_defaults(handler=_masked(_cmd_chip_add))
+    listing = chip_sub.add_parser(
+        "list",
+        help="list the registered chips",
+        description="List the chips registered in the results database.",
+        epilog=CHIP_LIST_EPILOG,
+        formatter_class=_RAW,
+    )
+    _db_option(listing)
+    listing.set_defaults(handler=_masked(_cmd_chip_list))
+    chip.set_defaults(handler=lambda _args: (chip.print_help(sys.stderr), 2)[1])
+
+
 def register(subparsers: Any) -> None:
-    """Add ``db``, ``runs`` and ``export`` to the ``nvmlab`` command line."""
+    """Add ``db``, ``runs``, ``export`` and ``chip`` to the ``nvmlab`` command line."""
     db = subparsers.add_parser(
         "db",
         help="create or upgrade the results database schema",
@@ -251,6 +383,13 @@ def register(subparsers: Any) -> None:
         epilog=RUNS_EPILOG,
         formatter_class=_RAW,
     )
+    runs.add_argument(
+        "--mark-aborted",
+        metavar="RUN",
+        default=None,
+        help="end RUN, a running run whose process is gone (shown as dead): status aborted, "
+        "its open unit attempts interrupted, so that it can be resumed; refused if alive",
+    )
     _db_option(runs)
     runs.set_defaults(handler=_masked(_cmd_runs))
 
@@ -273,3 +412,4 @@ def register(subparsers: Any) -> None:
     )
     _db_option(export)
     export.set_defaults(handler=_masked(_cmd_export))
+    _register_chip_commands(subparsers)

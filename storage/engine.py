@@ -11,8 +11,8 @@ One engine factory, :func:`create_engine_for`, serves both engines nvmlab suppor
   ask for a plain ``BEGIN`` with ``execution_options(sqlite_begin="DEFERRED")``.
 * PostgreSQL through ``postgresql+psycopg://user:password@host:port/db`` (psycopg 3).
 
-The database URL is chosen by :func:`resolve_database_url`: ``--db``, then the ``NVMLAB_DB``
-environment variable, then the job or station file, then ``./nvmlab.sqlite``. A password in
+The database URL is chosen by :func:`resolve_database`: ``--db``, then the ``NVMLAB_DB``
+environment variable, then the job file, then the station file, then ``./nvmlab.sqlite``. A password in
 a URL is never printed: every message goes through :func:`mask_url` / :func:`mask_text`.
 """
 
@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.parse
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -44,18 +45,44 @@ PG_CONNECT_TIMEOUT_S = 10
 # ("u:se@cret@host") must not leave its tail ("cret") visible.
 
 
-def resolve_database_url(cli_db: str | None, file_db: str | None) -> str:
-    """Return the database URL by the lab's precedence rule.
+class DatabaseChoice(NamedTuple):
+    """The database URL a command uses and the level of the precedence rule it came from:
+    ``"--db"``, ``"NVMLAB_DB"``, ``"job file"``, ``"station file"`` or ``"default"``."""
 
-    ``cli_db`` (the ``--db`` option) wins, then the ``NVMLAB_DB`` environment variable, then
-    ``file_db`` (the ``database`` value of a job or station file), then
-    :data:`DEFAULT_DATABASE_URL` (``./nvmlab.sqlite`` in the working directory). Empty
-    strings count as unset.
+    url: str
+    source: str
+
+
+def resolve_database(
+    cli_url: str | None,
+    *,
+    job_file_url: str | None = None,
+    station_file_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DatabaseChoice:
+    """Choose the results database by the lab's precedence rule and say which level won.
+
+    ``cli_url`` (the ``--db`` option) wins, then the ``NVMLAB_DB`` variable of ``env``
+    (default: the process environment), then ``job_file_url`` (the ``database`` value of a
+    job file), then ``station_file_url`` (the ``database`` value of the station file), then
+    :data:`DEFAULT_DATABASE_URL` (``./nvmlab.sqlite`` in the working directory). Empty or
+    blank values count as unset; values are stripped of surrounding white space.
     """
-    for candidate in (cli_db, os.environ.get(DATABASE_ENV), file_db):
+    environment = os.environ if env is None else env
+    for source, candidate in (
+        ("--db", cli_url),
+        (DATABASE_ENV, environment.get(DATABASE_ENV)),
+        ("job file", job_file_url),
+        ("station file", station_file_url),
+    ):
         if candidate is not None and candidate.strip():
-            return candidate.strip()
-    return DEFAULT_DATABASE_URL
+            return DatabaseChoice(candidate.strip(), source)
+    return DatabaseChoice(DEFAULT_DATABASE_URL, "default")
+
+
+def resolve_database_url(cli_db: str | None, file_db: str | None = None) -> str:
+    """The URL :func:`resolve_database` chooses, ``file_db`` being a job file's value."""
+    return resolve_database(cli_db, job_file_url=file_db).url
 
 
 def mask_url(url: str | URL) -> str:

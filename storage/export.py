@@ -27,8 +27,8 @@ import pandas as pd
 
 from nvmlab.errors import StorageError
 from nvmlab.storage.database import Database
-from nvmlab.storage.ingest import unit_attempts
 from nvmlab.storage.query import get_run, load_records, load_traces, run_chain
+from nvmlab.storage.runs import unit_attempts
 
 FORMATS = ("csv", "parquet")
 EXPORTED_TABLES = (

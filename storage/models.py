@@ -38,38 +38,25 @@ Tables
 ``events``
     Warnings, faults and recoveries, with the run and attempt they happened in.
 
-Row-per-record or arrays, by measured cost
-------------------------------------------
-Figures printed by ``python -P -m nvmlab.storage.bench`` (1,000,000 records per table,
-SQLite WAL with ``synchronous=FULL``, batches of 50,000, every rate from an emptied table,
-with the per-device and per-run indexes and the foreign keys), on the 2-core lab machine
-shared with other jobs, three runs (the writer rates from the last one, the first to
-measure every rate from an emptied table):
+Row-per-record or arrays
+------------------------
+The choice rests on costs that ``python -P -m nvmlab.storage.bench`` measures and prints
+(ingest rates of the buffered writer beside a plain driver baseline measured in the same
+run, the time of a per-device query, loading a run into a DataFrame, and a long trace
+stored both ways). The goals are 100,000 rows/s on SQLite and 50,000 rows/s on
+PostgreSQL, and a 1,000,000-read run loaded in under 2 s.
 
-* SQLite: plain ``sqlite3.executemany`` 158,000-182,000 rows/s; the buffered writer, one
-  ``add_read`` / ``add_pulse`` call per record, 121,000-126,000 rows/s, ``add_records``
-  (arrays) 145,000 rows/s (goal 100,000). PostgreSQL: psycopg ``COPY`` 71,000-81,000
-  rows/s, ``executemany`` 40,000-49,000; the writer (COPY inside its batch transaction)
-  71,000-77,000 rows/s (goal 50,000).
-* Each of those rows is one record queryable per device: the 245 reads of device (3, 4)
-  among 1,000,000 come back in 4-19 ms through ``ix_reads_device``. Packing the same
-  values into one blob per device would be faster to write but makes "all reads of
-  device (chip, 3, 4) above 50 uS at 85 C" a full decode in Python, and pulses/reads
-  arrive one at a time from write-verify loops (1 to 50 per device per attempt), so
-  blobs would need read-modify-write on every flush.
-* Loading a 1,000,000-read run into a DataFrame: SQLite 1.37-1.48 s (ADBC reader in a
-  child process; ``sqlite3`` fetchall 2.6-3.0 s), PostgreSQL 1.5-1.6 s (binary COPY);
-  ``pandas.read_sql`` 5.1-6.3 s and 4.8-5.9 s.
-
-Hence **pulses and reads are stored row per record** (queryable per device through the
-``(chip_id, row, col)`` index and per run through ``(run_id, attempt_id)``), while
-**traces store arrays**: an I-V sweep or a noise series (10^3 - 10^6 samples) is always
-written and read whole, its samples are never selected individually, and one row per
-sample would multiply the table size by the sample count (a 10^5-sample noise trace is
-7-8 ms as one row of float64 bytes versus 0.48 s as 10^5 rows on SQLite, 64-72 ms versus
-1.15-1.24 s on PostgreSQL). Arrays are stored as
-little-endian float64 bytes (``LargeBinary``), portable between SQLite and PostgreSQL and
-decoded with ``numpy.frombuffer`` without copying.
+* Pulses and reads arrive one at a time from write-verify loops (1 to 50 per device per
+  attempt) and are queried per device ("all reads of device (chip, 3, 4) above 50 uS at
+  85 C"). Packing them into one blob per device would need a read-modify-write on every
+  flush and a full decode in Python for such a query. Hence **pulses and reads are
+  stored row per record**, queryable per device through the ``(chip_id, row, col)``
+  index and per run through ``(run_id, attempt_id)``.
+* An I-V sweep or a noise series (10^3 - 10^6 samples) is always written and read whole
+  and its samples are never selected individually; one row per sample would multiply the
+  table size by the sample count. Hence **traces store arrays**: little-endian float64
+  bytes (``LargeBinary``), portable between SQLite and PostgreSQL and decoded with
+  ``numpy.frombuffer`` without copying.
 
 Times
 -----
@@ -96,9 +83,11 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Constraint naming convention, so migrations name constraints identically on every engine.
@@ -128,9 +117,37 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A wall-clock time stored as UTC and always returned timezone-aware in UTC.
+
+    PostgreSQL stores ``timestamp with time zone``; SQLite stores text without a zone,
+    so a time is converted to UTC before it is stored (an aware time in another zone
+    keeps its instant) and read back with the UTC zone attached. A naive time is taken
+    as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)  # type: ignore[no-any-return]
+        return value.astimezone(dt.timezone.utc)  # type: ignore[no-any-return]
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: UTCDateTime()}
 
 
 class Station(Base):
@@ -199,6 +216,11 @@ class Run(Base):
         ForeignKey("runs.id"), index=True, unique=True
     )
     message: Mapped[str | None] = mapped_column(Text)
+    #: The process that runs it (liveness, :mod:`nvmlab.storage.liveness`): its id on
+    #: ``host``, its start time (s since the Unix epoch) and its last heartbeat (UTC).
+    pid: Mapped[int | None] = mapped_column(Integer)
+    process_start_s: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[dt.datetime | None]
 
 
 class Unit(Base):
@@ -363,6 +385,25 @@ class Event(Base):
     source: Mapped[str | None] = mapped_column(String(200))
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None]
+
+
+class ChipProfileRecord(Base):
+    """A chip's typed profile (:class:`nvmlab.storage.profile.ChipProfile`): scalars as
+    columns, the per-device arrays as one compressed NPZ blob."""
+
+    __tablename__ = "chip_profiles"
+    __table_args__ = (Index("ix_chip_profiles_chip", "chip_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    chip_id: Mapped[int] = mapped_column(ForeignKey("chips.id", ondelete="CASCADE"))
+    #: The run (characterization) that produced it, if any.
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    safe_read_v: Mapped[float | None] = mapped_column(Float)
+    amplitude_cap_half_select_v: Mapped[float | None] = mapped_column(Float)
+    amplitude_cap_third_select_v: Mapped[float | None] = mapped_column(Float)
+    arrays_npz: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[dict[str, Any] | None]
 
 
 #: The per-device record tables, in the order export writes them.

@@ -13,9 +13,11 @@ that bypasses ORM objects and ``pandas.read_sql``:
   REPEATABLE READ snapshot.
 
 The benchmark (``python -P -m nvmlab.storage.bench``) prints these paths beside
-``pandas.read_sql`` for a 1,000,000-record run. Integer columns that may be NULL (``attempt_id``) come back as
-``int64`` with ``-1`` for NULL in numpy arrays and as pandas ``Int64`` (nullable) in
-DataFrames; float columns use NaN for NULL; text columns are object arrays.
+``pandas.read_sql`` for a 1,000,000-record run.
+
+Integer columns that may be NULL (``attempt_id``) come back as ``int64`` with ``-1`` for
+NULL in numpy arrays and as pandas ``Int64`` (nullable) in DataFrames; float columns use
+NaN for NULL; text columns are object arrays.
 """
 
 from __future__ import annotations
@@ -34,17 +36,20 @@ from sqlalchemy import Float, Integer, SmallInteger, func, select
 from sqlalchemy.sql.type_api import TypeEngine
 
 from nvmlab.errors import StorageError
+from nvmlab.storage.bulk import COLUMNS
 from nvmlab.storage.database import Database
 from nvmlab.storage.engine import sqlite_file_uri, sqlite_path
-from nvmlab.storage.ingest import COLUMNS, resume_chain
+from nvmlab.storage.liveness import STALE_AFTER_S
 from nvmlab.storage.models import Chip, Run, Trace, Unit
+from nvmlab.storage.runs import check_run_id, resume_chain, runs_liveness
 from nvmlab.storage.sqlite_arrow import ArrowReadError, read_arrow
 
 #: Record tables readable with :func:`load_records` / :func:`fetch_arrays`.
 SCALAR_TABLES = ("pulses", "reads", "tuning_outcomes", "device_parameters", "chamber_log", "events")
 _FILTERS = ("run_id", "attempt_id", "chip_id", "row", "col")
-#: SQLite results of at least this many rows are read by the ADBC child process (about
-#: 0.2 s to start, then ~3x faster per row than sqlite3); smaller ones through sqlite3.
+#: SQLite results of at least this many rows are read by the ADBC child process (slower to
+#: start, faster per row than sqlite3; the benchmark prints both); smaller ones through
+#: sqlite3.
 ARROW_MIN_ROWS = 100_000
 
 
@@ -75,6 +80,7 @@ def _table_columns(table: str) -> list[tuple[str, str, bool]]:
 
 
 def _check_run(db: Database, run_id: int) -> None:
+    check_run_id(run_id)
     with db.errors(f"look up run {run_id}"), db.read_connection() as conn:
         found = conn.execute(select(Run.id).where(Run.id == run_id)).scalar()
     if found is None:
@@ -356,6 +362,7 @@ def conductance_map(db: Database, run_id: int, chip_id: int | None = None) -> np
 
     Devices never read hold NaN. ``chip_id`` defaults to the run's chip.
     """
+    check_run_id(run_id)
     with db.errors(f"read the conductance map of run {run_id}"), db.read_connection() as conn:
         run = conn.execute(select(Run.chip_id).where(Run.id == run_id)).first()
         if run is None:
@@ -412,6 +419,7 @@ def load_traces(
 
 def get_run(db: Database, run_id: int) -> dict[str, Any]:
     """The run's row as a dict; :class:`StorageError` if there is no such run."""
+    check_run_id(run_id)
     with db.errors(f"look up run {run_id}"), db.read_connection() as conn:
         row = conn.execute(select(Run.__table__).where(Run.id == run_id)).first()
     if row is None:
@@ -421,8 +429,11 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def list_runs(db: Database) -> pd.DataFrame:
-    """All runs, newest first, with chip name and counts of completed/interrupted units."""
+def list_runs(db: Database, *, stale_after_s: float = STALE_AFTER_S) -> pd.DataFrame:
+    """All runs, newest first, with chip name, counts of completed/interrupted units, and
+    for a ``running`` run whether its process is still there: ``liveness`` is ``alive`` or
+    ``dead`` (``None`` for a run that ended) and ``liveness_reason`` says why
+    (:func:`nvmlab.storage.runs.run_liveness`)."""
     units = Unit.__table__
     completed = (
         select(func.count())
@@ -439,6 +450,7 @@ def list_runs(db: Database) -> pd.DataFrame:
             Run.id, Run.kind, Run.status, Chip.name.label("chip"), Run.started_at, Run.ended_at,
             Run.operator, Run.host, Run.seed, Run.resumes_run_id,
             completed.label("units_completed"), interrupted.label("units_interrupted"),
+            Run.pid, Run.heartbeat_at,
         )
         .outerjoin(Chip, Chip.id == Run.chip_id)
         .order_by(Run.id.desc())
@@ -447,9 +459,15 @@ def list_runs(db: Database) -> pd.DataFrame:
         rows = conn.execute(query).all()
     columns = [
         "id", "kind", "status", "chip", "started_at", "ended_at", "operator", "host", "seed",
-        "resumes_run_id", "units_completed", "units_interrupted",
+        "resumes_run_id", "units_completed", "units_interrupted", "pid", "heartbeat_at",
     ]  # fmt: skip
     frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+    verdicts = runs_liveness(db, stale_after_s=stale_after_s)
+    frame["liveness"] = [v.state if (v := verdicts.get(int(i))) else None for i in frame["id"]]
+    frame["liveness_reason"] = [
+        v.reason if (v := verdicts.get(int(i))) else None for i in frame["id"]
+    ]
+    frame["pid"] = frame["pid"].astype("Int64")
     frame["resumes_run_id"] = frame["resumes_run_id"].astype("Int64")
     frame["seed"] = frame["seed"].astype("Int64")
     return frame

@@ -1,8 +1,7 @@
 """Large SQLite reads as Arrow, through the ADBC SQLite driver in a child process.
 
 Loading a 1,000,000-record run through Python's ``sqlite3`` builds ten million Python
-objects (one per value) before numpy sees them: about 2.5-3 s on the 2-core lab machine.
-The ADBC SQLite driver (``adbc-driver-sqlite``) reads rows straight into Arrow columns in
+objects (one per value) before numpy sees them. The ADBC SQLite driver (``adbc-driver-sqlite``) reads rows straight into Arrow columns in
 C; ``python -P -m nvmlab.storage.bench`` prints both paths side by side.
 
 Why a child process
@@ -11,13 +10,13 @@ The ADBC driver links its *own* copy of the SQLite library. Two SQLite copies in
 process break SQLite's locking (https://www.sqlite.org/howtocorrupt.html, section 2.2.1):
 POSIX advisory locks belong to the process, so when the ADBC copy closes its file
 descriptor the kernel drops every lock this process holds on the file, including the
-write lock of a :class:`~nvmlab.storage.ingest.RecordWriter` flushing in another thread.
+write lock of a :class:`~nvmlab.storage.writer.RecordWriter` flushing in another thread.
 Another process may then write at the same time, and the database is corrupted
 (``tests/storage/test_query_cli.py`` shows the lock surviving the load). Run in a child
 process, the driver holds and drops only its own locks.
 
-The child (this file run as a script, so that it imports only pyarrow and the driver,
-about 0.2 s) opens the file read-only (``mode=ro``), runs one SELECT (one snapshot),
+The child (this file run as a script, so that it imports only pyarrow and the driver)
+opens the file read-only (``mode=ro``), runs one SELECT (one snapshot),
 and streams the result to its stdout in the Arrow IPC format; the parent reads the
 stream with pyarrow. Column types are inferred by the driver from the whole result (one
 batch), so leading NULLs cannot fix a column to the wrong type.

@@ -23,7 +23,6 @@ from nvmlab.cli import main
 from nvmlab.storage import RecordWriter, ensure_chip, finish_run, open_database, start_run
 from nvmlab.storage.database import head_revision
 
-NOBODY = 65534
 NVMLAB = [sys.executable, "-P", "-m", "nvmlab.cli"]
 
 
@@ -44,7 +43,7 @@ def _store_one_run(url: str) -> int:
 
 @pytest.fixture
 def archive_dir() -> Iterator[Path]:
-    """A directory an unprivileged user can enter (pytest's tmp_path is root-only)."""
+    """A directory whose modes the test changes (restored before removal)."""
     folder = Path(tempfile.mkdtemp(prefix="nvmlab-archive-"))
     folder.chmod(0o755)
     try:
@@ -56,12 +55,42 @@ def archive_dir() -> Iterator[Path]:
 
 
 def _as_unprivileged(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as a user without write permission (root ignores file modes)."""
+    """Run ``argv`` as a process that may read everything but write only where file modes
+    allow (root ignores them).
+
+    As root the child keeps user id 0 but loses every capability except
+    ``CAP_DAC_READ_SEARCH`` (``setpriv`` empties the bounding set but for it): without
+    ``CAP_DAC_OVERRIDE`` the kernel checks the owner bits of the root-owned files, so a
+    0444 file in a 0555 folder cannot be written, while the checkout, its ``.venv`` and
+    the interpreter stay readable wherever they live and whoever owns them (a clone in a
+    private 0700 folder, which user ``nobody`` could not even enter). As an ordinary user
+    the child runs as that user.
+    """
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
-        assert setpriv, "setpriv (util-linux) is needed to drop root for this test"
-        argv = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+        assert setpriv, "setpriv (util-linux) is needed to drop root's capabilities for this test"
+        argv = [setpriv, "--bounding-set=-all,+dac_read_search", "--inh-caps=-all",
+                "--ambient-caps=-all", *argv]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=120)
+
+
+def test_the_unprivileged_child_really_cannot_write_the_archive(archive_dir: Path) -> None:
+    """The premise of the read-only test: the child is refused by the kernel, not by nvmlab."""
+    path = archive_dir / "f"
+    path.write_text("x")
+    path.chmod(0o444)
+    archive_dir.chmod(0o555)
+    probe = _as_unprivileged(
+        [sys.executable, "-P", "-c",
+         "import os, sys\n"
+         "print(os.access(sys.argv[1], os.W_OK))\n"
+         "for target, mode in ((sys.argv[1], 'a'), (sys.argv[1] + '.new', 'w')):\n"
+         "    try:\n        open(target, mode)\n        print('written')\n"
+         "    except PermissionError:\n        print('refused')\n"
+         "import nvmlab.storage\nprint('imported')", str(path)]
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["False", "refused", "refused", "imported"]
 
 
 def test_a_read_only_archive_is_read_and_never_written(archive_dir: Path) -> None:

@@ -30,7 +30,8 @@ from nvmlab.storage.models import Base, Instrument, Run, Unit
 
 ALL_TABLES = {
     "stations", "instruments", "chips", "runs", "units", "pulses", "reads", "traces",
-    "tuning_outcomes", "device_parameters", "chamber_log", "events", "alembic_version",
+    "tuning_outcomes", "device_parameters", "chamber_log", "events", "chip_profiles",
+    "alembic_version",
 }  # fmt: skip
 
 
@@ -156,7 +157,7 @@ def test_constraints_hold_on_both_engines(db, chip) -> None:
         )
     with pytest.raises(StorageError, match="array_kind 'sram'"):
         ensure_chip(db, "bad", array_kind="sram", n_rows=4, n_cols=4)
-    with pytest.raises(StorageError, match="stored as memristor 16 x 16"):
+    with pytest.raises(StorageError, match="registered as memristor 16 x 16"):
         ensure_chip(db, "W07-D12", array_kind="eflash", n_rows=16, n_cols=16)
 
 
@@ -258,3 +259,45 @@ def test_downgrade_to_0001_and_back_keeps_every_record(db, chip) -> None:
     assert [(a["unit_key"], a["chain_run_id"]) for a in unit_attempts(db, run)] == [
         ("tune:1,1", run)
     ]
+
+
+def test_0003_adds_liveness_and_chip_profiles_and_downgrades_keeping_records(db, chip) -> None:
+    """0003 adds runs.pid / process_start_s / heartbeat_at and the chip_profiles table;
+    its downgrade removes them and keeps every record (no table is rebuilt)."""
+    from alembic import command
+
+    from nvmlab.storage.database import _alembic_config
+    from nvmlab.storage.runs import run_liveness
+
+    run = start_run(db, "tune", chip_id=chip)
+    with RecordWriter(db, run, chip_id=chip, background=False) as w, w.unit("tune:2,2"):
+        w.add_read(2, 2, 0.2, 1e-6)
+
+    def migrate(target: str) -> None:
+        with db.engine.begin() as conn:
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            (command.downgrade if target == "0002" else command.upgrade)(config, target)
+
+    def run_columns() -> set[str]:
+        with db.read_connection() as conn:
+            return {c["name"] for c in inspect(conn).get_columns("runs")}
+
+    def tables() -> set[str]:
+        with db.read_connection() as conn:
+            return set(inspect(conn).get_table_names())
+
+    liveness = {"pid", "process_start_s", "heartbeat_at"}
+    assert liveness <= run_columns() and "chip_profiles" in tables()
+    migrate("0002")
+    assert not liveness & run_columns() and "chip_profiles" not in tables()
+    with db.read_connection() as conn:
+        for table in ("runs", "units", "reads"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 1
+    migrate("head")
+    assert liveness <= run_columns() and "chip_profiles" in tables()
+    # The run stored by 0002 carries no liveness: still running, it is shown as dead.
+    verdict = run_liveness(db, run)
+    assert verdict is not None and not verdict.alive
+    with db.read_connection() as conn:
+        assert conn.execute(text("SELECT count(*) FROM reads")).scalar() == 1

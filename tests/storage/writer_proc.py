@@ -10,6 +10,9 @@ Run as ``python -P writer_proc.py MODE URL ...``:
     tags the unit number); prints ``run RUN_ID``, ``flushing K`` before each flush and
     ``completed K`` after each unit, and, inside the last unit, sleeps after its flush
     (a long unit) so that a SIGKILL lands mid-batch or mid-unit, never after it.
+``hold URL``
+    starts a run, completes unit ``done`` and opens unit ``open``, flushes, prints
+    ``run RUN_ID`` and sleeps inside the open unit (a live measurement to be killed).
 """
 
 from __future__ import annotations
@@ -68,11 +71,27 @@ def crash(url: str, units: int, rows: int) -> None:
             print(f"completed {u}", flush=True)
 
 
+def hold(url: str) -> None:
+    db = open_database(url)
+    chip = ensure_chip(db, "held-chip", array_kind="memristor", n_rows=4, n_cols=4)
+    run = start_run(db, "hold", chip_id=chip)
+    with RecordWriter(db, run, chip_id=chip, heartbeat_interval_s=0.2) as w:
+        with w.unit("done", kind="test"):
+            w.add_read(0, 0, 0.2, 1e-6)
+        with w.unit("open", kind="test"):
+            w.add_read(1, 1, 0.2, 2e-6)
+            w.flush()
+            print(f"run {run}", flush=True)
+            time.sleep(600)
+
+
 if __name__ == "__main__":
     mode, url, *rest = sys.argv[1:]
     if mode == "concurrent":
         concurrent(url, rest[0], rest[1], int(rest[2]), int(rest[3]))
     elif mode == "crash":
         crash(url, int(rest[0]), int(rest[1]))
+    elif mode == "hold":
+        hold(url)
     else:
-        raise SystemExit(f"unknown mode {mode!r}; allowed: concurrent, crash")
+        raise SystemExit(f"unknown mode {mode!r}; allowed: concurrent, crash, hold")
