@@ -35,13 +35,6 @@ def record(tmp_path: Path) -> dict:
     return data
 
 
-# Needs the station.py change described in the transport helper's report (Station, when
-# replaying, checks no safe state after a divergence, says it has no instruments to make
-# safe, and reports the mismatch only); xfail(strict) until then, so applying the change
-# makes this test pass and the marker must then be removed.
-@pytest.mark.xfail(
-    strict=True, reason="needs the station.py replay safe-state change (transport report)"
-)
 def test_a_diverging_replay_reports_only_the_mismatch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
