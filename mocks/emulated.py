@@ -30,7 +30,6 @@ from nvmlab.clock import Clock, VirtualClock
 from nvmlab.errors import ConfigError
 from nvmlab.mocks.benchfile import BenchConfig
 from nvmlab.mocks.firmware.base import EmulatedInstrument
-from nvmlab.mocks.firmware.probe_board import EFLASH_LIMITS
 from nvmlab.mocks.physics.base import ArrayPhysics
 from nvmlab.mocks.serving import serial_url
 from nvmlab.mocks.serving.faults import FaultInjector, check_chamber_fault_support
@@ -45,9 +44,6 @@ from nvmlab.models import MODELS, canonical_model
 EMULATORS: dict[str, str] = {name: m.emulator for name, m in MODELS.items()}
 #: Station-file driver name for each emulated model (the canonical name itself).
 DRIVER_NAMES: dict[str, str] = {name: name for name in MODELS}
-
-#: Compliance cap (A) of an eFlash bench's station: 100 x the largest cell current.
-EFLASH_MAX_CURRENT_A = 1e-4
 
 _bench_numbers = itertools.count(1)
 
@@ -195,34 +191,12 @@ class EmulatedBench:
                     entry["options"] = {"address": self.config.chamber.address}
             instruments[role] = entry
         data: dict[str, Any] = {"station": {"name": name}}
-        limits = self.station_limits()
-        if limits:
-            data["limits"] = limits
+        if getattr(self.bench.array, "kind", None) == "eflash":
+            # the station's eFlash limit defaults admit the documented read, program and
+            # erase biases (docs/station-file.md, [station] array)
+            data["station"]["array"] = "eflash"
         data["instruments"] = instruments
         return data
-
-    def station_limits(self) -> dict[str, float]:
-        """The station-file ``[limits]`` this bench needs beyond the station defaults
-        (which suit the memristor crossbars of docs/devices.md): none for a memristor or
-        resistor chip.
-
-        For an eFlash chip, the read, program and erase biases of docs/devices.md and
-        docs/probe-board.md must pass: ``max_read_v`` is the larger read bias of the
-        chip (bit line 1 V, word line 1.5 V by default); ``max_eflash_v`` (control gate,
-        erase gate, source line and pulse amplitudes) is the board's own pulse range,
-        12 V (erase pulses about 8-11 V; program pulses, a few V on the source line, are
-        also held by the board to its 0-6 V source-line range); ``max_current_a`` is
-        100 uA, a hundred times the largest cell current (about 1 uA, weak inversion),
-        so a compliance set for a memristor cannot be used on the cells.
-        """
-        if getattr(self.bench.array, "kind", None) != "eflash":
-            return {}
-        params = self.bench.array.params  # type: ignore[attr-defined]
-        return {
-            "max_read_v": float(max(params.read_bit_line_v, params.read_word_line_v)),
-            "max_eflash_v": float(EFLASH_LIMITS.pulse_abs_v),
-            "max_current_a": EFLASH_MAX_CURRENT_A,
-        }
 
     # -- truth and time --------------------------------------------------------------------
     def ground_truth(self) -> dict[str, Any]:

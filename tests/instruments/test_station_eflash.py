@@ -45,7 +45,10 @@ def eflash_bench() -> Iterator[EmulatedBench]:
 
 
 def station_on(bench: EmulatedBench, array: str | None) -> Station:
+    """A station on ``bench`` whose file says ``[station] array = ARRAY`` (None: a
+    hand-written file without the key; the bench's own station file has it)."""
     data: dict[str, Any] = bench.station_dict()
+    data["station"].pop("array", None)
     if array is not None:
         data["station"]["array"] = array
     return Station(data, visa_library=bench.visa_library(), clock=bench.clock)
