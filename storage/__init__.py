@@ -4,7 +4,7 @@ Public API (see the modules for details)::
 
     from nvmlab.storage import open_database, resolve_database, RecordWriter
     url, source = resolve_database(args.db, job_file_url=job.database,
-                                   station_file_url=station.database)
+                                   station_file_url=station_file_database(args.station))
     db = open_database(url)                                # checks the revision
     chip = ensure_chip(db, "W3-D12", array_kind="memristor", n_rows=64, n_cols=64)
     run = start_run(db, "tune", config=job_dict, chip_id=chip, seed=7)
@@ -19,7 +19,8 @@ Modules: ``engine`` (URLs, database precedence, engine factory, password masking
 stations), ``runs`` (run lifecycle, resume, liveness), ``liveness`` (is a process still
 there), ``writer`` (the buffered record writer), ``bulk`` (per-engine insert paths),
 ``ingest`` (all the writing API under one name), ``profile`` (the typed chip profile),
-``query`` (numpy / pandas reads), ``export`` (CSV / Parquet), ``cli``, ``bench``.
+``query`` (numpy / pandas reads), ``export`` (CSV / Parquet), ``station_database`` (a
+station file's ``[station] database``), ``cli``, ``bench``.
 """
 
 from nvmlab.storage.database import Database, open_database, upgrade_database
@@ -55,6 +56,7 @@ from nvmlab.storage.query import (
     load_records,
     load_traces,
 )
+from nvmlab.storage.station_database import station_file_database
 
 __all__ = [
     "ChipProfile",
@@ -84,6 +86,7 @@ __all__ = [
     "require_chip",
     "resolve_database",
     "resolve_database_url",
+    "station_file_database",
     "resume_run",
     "save_profile",
     "start_run",

@@ -1,10 +1,14 @@
 """Storage subcommands of ``nvmlab``: ``db upgrade``, ``db current``, ``runs``, ``export``,
 ``chip add``, ``chip list``.
 
-Every command takes ``--db URL``; without it the URL comes from ``NVMLAB_DB``, then
-``./nvmlab.sqlite`` (:func:`nvmlab.storage.engine.resolve_database`). Errors are
-:class:`~nvmlab.errors.StorageError` with the password masked; the top-level CLI prints them
-on one line and exits non-zero.
+Every command takes ``--db URL`` and ``--station FILE``. The database is chosen by the
+lab's precedence rule (:func:`nvmlab.storage.engine.resolve_database`): ``--db``, then
+``NVMLAB_DB``, then (in job commands) the job file, then the ``[station] database`` key of
+the ``--station`` file (:mod:`nvmlab.storage.station_database`), then ``./nvmlab.sqlite``.
+When the database does not come from ``--db``, one line on stderr says which it is and
+where it came from (password masked). Errors are :class:`~nvmlab.errors.StorageError` (or
+:class:`~nvmlab.errors.ConfigError` for a station file) with the password masked; the
+top-level CLI prints them on one line and exits non-zero.
 """
 
 from __future__ import annotations
@@ -18,10 +22,18 @@ from typing import Any
 
 from nvmlab.errors import NvmlabError, StorageError
 from nvmlab.storage.database import head_revision, open_database, upgrade_database
-from nvmlab.storage.engine import mask_text, mask_url, parse_url, resolve_database_url
+from nvmlab.storage.engine import (
+    DATABASE_ENV,
+    DatabaseChoice,
+    mask_text,
+    mask_url,
+    parse_url,
+    resolve_database,
+)
 from nvmlab.storage.liveness import HEARTBEAT_INTERVAL_S, STALE_AFTER_S
 from nvmlab.storage.models import ARRAY_KINDS
 from nvmlab.storage.runs import parse_run_id
+from nvmlab.storage.station_database import station_file_database
 
 
 def _masked(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -35,7 +47,8 @@ def _masked(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except (NvmlabError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - shown masked, then reported
-            url = _url(args)
+            choice = getattr(args, "database_choice", None)
+            url = choice.url if choice is not None else (getattr(args, "db", None) or "")
             trace = "".join(traceback.format_exception(exc))
             print(mask_text(trace, url), file=sys.stderr, end="")
             raise StorageError(
@@ -46,20 +59,61 @@ def _masked(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return run
 
 
+#: The precedence rule, as the --help of every storage command states it.
+PRECEDENCE = (
+    "--db wins over $NVMLAB_DB, which wins over a job file's database (job commands), "
+    "which wins over the --station file's [station] database, else ./nvmlab.sqlite"
+)
+
+
 def _db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         metavar="URL",
         default=None,
         help=(
-            "results database: sqlite:///path.sqlite or postgresql+psycopg://user@host/db "
-            "(default: $NVMLAB_DB, else ./nvmlab.sqlite)"
+            "results database: sqlite:///path.sqlite or postgresql+psycopg://user@host/db. "
+            f"Which database is used: {PRECEDENCE}"
+        ),
+    )
+    parser.add_argument(
+        "--station",
+        metavar="FILE",
+        default=None,
+        help=(
+            "station file whose [station] database key names the results database (a "
+            "relative sqlite:/// path is taken from the station file's folder); used only "
+            "when neither --db nor $NVMLAB_DB is given"
         ),
     )
 
 
+def _describe(choice: DatabaseChoice, station: str | None) -> str:
+    if choice.source == "station file":
+        return f"from station file {station}"
+    if choice.source == DATABASE_ENV:
+        return f"from ${DATABASE_ENV}"
+    if choice.source == "default":
+        return "default: no --db, $NVMLAB_DB or station file database given"
+    return f"from {choice.source}"
+
+
 def _url(args: argparse.Namespace) -> str:
-    return resolve_database_url(getattr(args, "db", None), None)
+    """The database URL of this command (chosen once); says on stderr where it came from
+    unless it is --db's."""
+    choice: DatabaseChoice | None = getattr(args, "database_choice", None)
+    if choice is not None:
+        return choice.url
+    cli_url = getattr(args, "db", None)
+    station = getattr(args, "station", None)
+    choice = resolve_database(cli_url)
+    if choice.source == "default" and station is not None:
+        # The station file is read only when it decides (neither --db nor NVMLAB_DB).
+        choice = resolve_database(cli_url, station_file_url=station_file_database(station))
+    args.database_choice = choice
+    if choice.source != "--db":
+        print(f"database: {mask_url(choice.url)} ({_describe(choice, station)})", file=sys.stderr)
+    return choice.url
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -197,7 +251,11 @@ def _cmd_chip_list(args: argparse.Namespace) -> int:
 _RAW = argparse.RawDescriptionHelpFormatter
 
 _DB_URLS = """\
-database URL: --db, else $NVMLAB_DB, else sqlite:///./nvmlab.sqlite (in the current folder).
+database URL: --db, else $NVMLAB_DB, else the [station] database of the --station file
+(a relative sqlite:/// path there is taken from the station file's folder), else
+sqlite:///./nvmlab.sqlite (in the current folder); a job file (job commands) ranks between
+$NVMLAB_DB and the station file. Unless it is --db, stderr says which database is used and
+where it came from (password masked).
   sqlite:///results.sqlite                 a file relative to the current folder
   sqlite:////data/lab/results.sqlite       an absolute path (four slashes)
   postgresql+psycopg://user:pw@host:5432/db  the shared lab database (the password is
@@ -207,7 +265,8 @@ _EXIT = """\
 exit status:
   0  done
   1  the database could not be used (one line says why: unreachable server, missing file,
-     wrong schema revision, read-only, unknown run, unwritable output folder)
+     wrong schema revision, read-only, unknown run, unwritable output folder), or the
+     --station file could not be read or its [station] database is not a URL string
   2  a command-line option is malformed"""
 
 DB_UPGRADE_EPILOG = f"""\
@@ -257,6 +316,7 @@ examples:
   nvmlab runs
   nvmlab runs --db postgresql+psycopg://postgres@127.0.0.1/test
   nvmlab runs --mark-aborted 12
+  nvmlab runs --station station.toml                   # the station file's database
 """
 
 EXPORT_EPILOG = f"""\

@@ -22,6 +22,14 @@ the database falls ``max_pending_rows`` behind, or at a unit boundary (one short
 A failed flush keeps its rows in the buffer and the next call on the writer raises
 :class:`~nvmlab.errors.StorageError` (password masked).
 
+Interrupts: a flush removes its rows from the buffer only once their transaction has
+committed, so any exception before the commit (KeyboardInterrupt included) leaves them
+buffered for the next flush, and one after it never stores them twice. On the main thread
+a Ctrl-C arriving during the commit itself is held until the commit and the writer's
+bookkeeping are done, then raised (:func:`_sigint_deferred`). If the commit that completes
+a unit does not happen, the attempt is marked ``interrupted`` (or ``failed``), best effort,
+never left ``running``.
+
 Units: if the block raises, the records already buffered are flushed (they were really
 applied) and the attempt is marked ``interrupted`` (KeyboardInterrupt, SystemExit) or
 ``failed``. :meth:`RecordWriter.unit` refuses a key that already has a completed attempt
@@ -36,8 +44,10 @@ commit: the second fails with a StorageError.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -84,6 +94,33 @@ def _refuse_completed(conn: Connection, chain: Sequence[int], key: str) -> None:
             f"unit {key!r} was already completed (run {done.run_id}, attempt {done.attempt}); "
             "a unit is completed once per resume chain: skip the keys completed_units() returns"
         )
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT while the block runs (on the main thread), then deliver it.
+
+    A Ctrl-C arriving in the block is recorded instead of raising KeyboardInterrupt at
+    whatever bytecode runs then (between a commit and the bookkeeping that must follow
+    it); after the block the previous handler is restored and the signal raised again, so
+    the program sees it at once. Elsewhere (another thread, a handler installed outside
+    Python) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 class UnitAttempt:
@@ -532,16 +569,39 @@ class RecordWriter:
         self._current = handle
         try:
             yield handle
-        except Exception as exc:
-            self._current = None
-            self._end_unit(handle, "failed", f"{type(exc).__name__}: {exc}")
-            raise
         except BaseException as exc:
             self._current = None
-            self._end_unit(handle, "interrupted", f"{type(exc).__name__}")
+            self._end_unit_after(handle, exc)
             raise
         self._current = None
-        self._end_unit(handle, "completed", None)
+        try:
+            self._end_unit(handle, "completed", None)
+        except BaseException as exc:
+            # The commit completing the unit did not happen (its records stay buffered),
+            # or happened and something after it raised: either way the attempt must not
+            # stay running. Marking it is conditional on it still being running, so a
+            # committed completion is never overwritten.
+            if handle.status == "running":
+                self._end_unit_after(handle, exc)
+            raise
+
+    def _end_unit_after(self, handle: UnitAttempt, exc: BaseException) -> None:
+        """Best effort, after ``exc``: flush the unit's records and mark the attempt
+        ``failed`` (an Exception) or ``interrupted`` (KeyboardInterrupt, SystemExit);
+        tried twice (a second Ctrl-C may strike the first try), never raising."""
+        if isinstance(exc, Exception):
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            status, message = "interrupted", type(exc).__name__
+        for attempt in (1, 2):
+            try:
+                self._end_unit(handle, status, message)
+                return
+            except BaseException as error:  # noqa: BLE001 - best effort; exc propagates
+                log.error(
+                    "could not mark unit %r of run %d %s (try %d): %r",
+                    handle.key, self.run_id, status, attempt, error,
+                )  # fmt: skip
 
     def _end_unit(self, handle: UnitAttempt, status: str, message: str | None) -> None:
         values = {
@@ -562,7 +622,13 @@ class RecordWriter:
                 except StorageError as exc:
                     duplicate.append(str(exc))
                     values.update(status="failed", message=str(exc))
-            conn.execute(update(Unit).where(Unit.id == handle.id).values(**values))
+            marked = conn.execute(
+                update(Unit).where(Unit.id == handle.id, Unit.status == "running").values(**values)
+            )
+            if not marked.rowcount:  # already ended (a completing commit that did happen)
+                values["status"] = conn.execute(
+                    select(Unit.status).where(Unit.id == handle.id)
+                ).scalar_one()
 
         self._flush(extra=mark, action=f"commit unit {handle.key!r} as {status}")
         handle.status = str(values["status"])
@@ -577,19 +643,19 @@ class RecordWriter:
             raise error
 
     def _take(self) -> tuple[dict[str, list[tuple[Any, ...]]], int]:
+        """A copy of what is buffered now; the rows stay in the buffer until
+        :meth:`_drop` removes them once they are committed."""
         with self._buffer_lock:
-            taken = self._buffer
-            count = self._pending
-            self._buffer = {name: [] for name in COLUMNS}
-            self._pending = 0
-            self._space.notify_all()
-            return taken, count
+            return {name: rows[:] for name, rows in self._buffer.items()}, self._pending
 
-    def _put_back(self, taken: dict[str, list[tuple[Any, ...]]], count: int) -> None:
+    def _drop(self, taken: dict[str, list[tuple[Any, ...]]], count: int) -> None:
+        """Remove the committed rows ``taken`` (the oldest of each table) from the buffer."""
         with self._buffer_lock:
             for name, rows in taken.items():
-                self._buffer[name][:0] = rows
-            self._pending += count
+                if rows:
+                    del self._buffer[name][: len(rows)]
+            self._pending -= count
+            self._space.notify_all()
 
     def _insert(self, conn: Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
         insert_rows(conn, table, rows, self._bulk_sql)
@@ -613,11 +679,14 @@ class RecordWriter:
             if count == 0 and extra is None and not beat_due:
                 self._last_flush = time.monotonic()
                 return 0
-            try:
-                with (
-                    self.db.errors(f"{action} ({count} records of run {self.run_id})"),
-                    self.db.engine.begin() as conn,
-                ):
+            # Until the commit, any exception leaves the rows in the buffer; the commit
+            # and their removal happen with Ctrl-C held, so they are never split.
+            with (
+                self.db.errors(f"{action} ({count} records of run {self.run_id})"),
+                self.db.engine.connect() as conn,
+            ):
+                transaction = conn.begin()
+                try:
                     for table in COLUMNS:
                         if taken[table]:
                             self._insert(conn, table, taken[table])
@@ -625,15 +694,25 @@ class RecordWriter:
                         extra(conn)
                     if beat_due:
                         self._beat(conn)
-            except StorageError:
-                self._put_back(taken, count)
-                raise
-            if beat_due:
-                self._claimed = True
-                self._last_beat = time.monotonic()
-            self._last_flush = time.monotonic()
-            self.rows_written += count
-            self.batches_written += 1
+                except BaseException:
+                    transaction.rollback()
+                    raise
+                with _sigint_deferred():
+                    try:
+                        transaction.commit()
+                    except BaseException:
+                        # Not committed; the connection's state is unknown: discard it
+                        # (closing it rolls back whatever it still holds).
+                        with contextlib.suppress(Exception):
+                            conn.invalidate()
+                        raise
+                    self._drop(taken, count)
+                    if beat_due:
+                        self._claimed = True
+                        self._last_beat = time.monotonic()
+                    self._last_flush = time.monotonic()
+                    self.rows_written += count
+                    self.batches_written += 1
             return count
 
     def flush(self) -> int:

@@ -106,6 +106,39 @@ def test_a_sigkilled_run_is_dead_then_marked_aborted_and_resumed(
     assert _runs_table(capsys, url)[str(resumed)][2] == "running"  # this process: alive
 
 
+def test_a_run_killed_before_any_record_is_dead_not_running(
+    db, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """start_run itself records the owner (host, pid, start time, heartbeat): a process
+    SIGKILLed right after committing its run, before its writer flushed anything, leaves
+    a run that ``nvmlab runs`` shows as dead, and that can be marked aborted."""
+    url = db.url.render_as_string(hide_password=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-P", str(HERE / "writer_proc.py"), "started", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("run "), proc.stderr.read() if proc.stderr else line
+        run = int(line.split()[1])
+        with db.read_connection() as conn:
+            owner = conn.execute(
+                select(Run.host, Run.pid, Run.process_start_s).where(Run.id == run)
+            ).one()
+        assert (owner.host, owner.pid) == (this_host(), proc.pid)
+        assert owner.process_start_s == pytest.approx(process_start_time(proc.pid), abs=1.0)
+        assert _runs_table(capsys, url)[str(run)][2] == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert _runs_table(capsys, url)[str(run)][2] == "dead"
+    assert main(["runs", "--mark-aborted", str(run), "--db", url]) == 0
+    assert capsys.readouterr().out.startswith(f"run {run} marked aborted (0 unit attempt(s)")
+
+
 def _set_owner(db, run: int, **values: object) -> None:
     with db.engine.begin() as conn:
         conn.execute(update(Run).where(Run.id == run).values(**values))

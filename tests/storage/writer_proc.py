@@ -10,6 +10,9 @@ Run as ``python -P writer_proc.py MODE URL ...``:
     tags the unit number); prints ``run RUN_ID``, ``flushing K`` before each flush and
     ``completed K`` after each unit, and, inside the last unit, sleeps after its flush
     (a long unit) so that a SIGKILL lands mid-batch or mid-unit, never after it.
+``started URL``
+    starts a run, opens a writer on it (no record added, nothing flushed), prints
+    ``run RUN_ID`` and sleeps (a process killed right after committing its run).
 ``hold URL``
     starts a run, completes unit ``done`` and opens unit ``open``, flushes, prints
     ``run RUN_ID`` and sleeps inside the open unit (a live measurement to be killed).
@@ -71,6 +74,14 @@ def crash(url: str, units: int, rows: int) -> None:
             print(f"completed {u}", flush=True)
 
 
+def started(url: str) -> None:
+    db = open_database(url)
+    run = start_run(db, "started")
+    with RecordWriter(db, run, background=False, flush_interval_s=3600):
+        print(f"run {run}", flush=True)
+        time.sleep(600)
+
+
 def hold(url: str) -> None:
     db = open_database(url)
     chip = ensure_chip(db, "held-chip", array_kind="memristor", n_rows=4, n_cols=4)
@@ -91,7 +102,9 @@ if __name__ == "__main__":
         concurrent(url, rest[0], rest[1], int(rest[2]), int(rest[3]))
     elif mode == "crash":
         crash(url, int(rest[0]), int(rest[1]))
+    elif mode == "started":
+        started(url)
     elif mode == "hold":
         hold(url)
     else:
-        raise SystemExit(f"unknown mode {mode!r}; allowed: concurrent, crash, hold")
+        raise SystemExit(f"unknown mode {mode!r}; allowed: concurrent, crash, started, hold")
