@@ -402,7 +402,8 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="URL",
         help="results database: sqlite:///path.sqlite or postgresql+psycopg://user@host/db "
-        "(default: $NVMLAB_DB, else sqlite:///./nvmlab.sqlite)",
+        "(default: $NVMLAB_DB, else sqlite:///./nvmlab.sqlite; the demo builds its own "
+        "bench, so no station or job file takes part in the choice)",
     )
     parser.set_defaults(handler=run_demo)
 
