@@ -87,12 +87,20 @@ class TerminalReading:
     in_compliance: bool  #: the current limit clamped the source
 
 
+def _same_lines(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal line voltages, NaN (floating) equal to NaN."""
+    if a.shape != b.shape:
+        return False
+    same = a == b
+    return bool(same.all()) or bool((same | (np.isnan(a) & np.isnan(b))).all())
+
+
 def _same_bias(a: LineBias, b: LineBias) -> bool:
     return a is b or (
-        np.array_equal(a.row_v, b.row_v, equal_nan=True)
-        and np.array_equal(a.col_v, b.col_v, equal_nan=True)
-        and (a.control_gate_v, a.erase_gate_v, a.source_v)
+        (a.control_gate_v, a.erase_gate_v, a.source_v)
         == (b.control_gate_v, b.erase_gate_v, b.source_v)
+        and _same_lines(a.row_v, b.row_v)
+        and _same_lines(a.col_v, b.col_v)
     )
 
 
@@ -130,6 +138,8 @@ class Bench:
         #: per terminal, the (is row, index) of the lines routed to it, in line order
         self._routed_cache: tuple[tuple[Any, ...], dict[str, list[tuple[bool, int]]]] | None
         self._routed_cache = None
+        #: _routing_template under its routing key
+        self._template_cache: tuple[tuple[Any, ...], Any] | None = None
         #: Bench time (s) the chip may relax during reads before the state file is rewritten.
         self.save_interval_s = float(save_interval_s)
         self._last_save_t = self._last_relax_t
@@ -171,26 +181,47 @@ class Bench:
         cached = self._bias_cache
         if cached is not None and cached[0] == key:
             return cached[1]
-
-        def volts(line: LineState) -> float:
-            if line.mode == "gnd":
-                return 0.0
-            if line.mode == "dac":
-                return line.volts
-            if line.mode == "smu":
-                v = tv.get(line.terminal)
-                return float("nan") if v is None else v
-            if line.mode == "track":
-                v = tv.get(line.terminal)
-                return 0.0 if v is None else v
-            return float("nan")
-
-        row_v = np.array([volts(s) for s in self.rows_state], dtype=float)
-        col_v = np.array([volts(s) for s in self.cols_state], dtype=float)
+        base_row, base_col, followers = self._routing_template()
+        row_v, col_v = base_row.copy(), base_col.copy()
+        for (is_row, mode, terminal), index in followers.items():
+            v = tv.get(terminal)
+            if v is None:
+                v = float("nan") if mode == "smu" else 0.0  # an SMU off floats its lines
+            (row_v if is_row else col_v)[index] = v
         row_v.flags.writeable = col_v.flags.writeable = False
         bias = LineBias(row_v, col_v, self.control_gate_v, self.erase_gate_v, self.source_v)
         self._bias_cache = (key, bias)
         return bias
+
+    def _routing_template(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, dict[tuple[bool, str, str], np.ndarray]]:
+        """Row and column voltages (V) of the lines that follow no terminal (ground, DAC,
+        floating as NaN), and the indices of the lines connected to (``"smu"``) or tracking
+        (``"track"``) each terminal, by (is row, mode, terminal)."""
+        key = self._routing_key()
+        cached = self._template_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        followers: dict[tuple[bool, str, str], list[int]] = {}
+        bases = []
+        for is_row, lines in ((True, self.rows_state), (False, self.cols_state)):
+            base = np.zeros(len(lines))
+            for index, line in enumerate(lines):
+                if line.mode == "dac":
+                    base[index] = line.volts
+                elif line.mode in ("smu", "track"):
+                    followers.setdefault((is_row, line.mode, line.terminal), []).append(index)
+                elif line.mode != "gnd":
+                    base[index] = float("nan")
+            bases.append(base)
+        template = (
+            bases[0],
+            bases[1],
+            {k: np.array(v, dtype=np.intp) for k, v in followers.items()},
+        )
+        self._template_cache = (key, template)
+        return template
 
     # -- solving --------------------------------------------------------------------
     def _relax_to_now(self) -> None:
