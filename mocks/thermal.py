@@ -204,6 +204,8 @@ class ThermalModel:
         self.advance()
         with self._lock:
             log = self._chip_log
+            if len(log) == 1:  # nothing logged since: the chip held the logged temperature
+                return log[0][1]
             times = np.array([t for t, _ in log], dtype=float)
             temps = np.array([c for _, c in log], dtype=float)
             self._chip_log = [log[-1]]

@@ -220,3 +220,17 @@ def test_the_cost_of_catching_up_does_not_grow_with_the_time_elapsed() -> None:
     clock.sleep(30 * 86400.0)
     model.advance()
     assert len(model._chip_log) <= 2 + 2 * 512
+
+
+def test_chip_history_of_a_settled_chip_is_its_temperature() -> None:
+    model, clock = make_model(sensor_noise_c=0.0)
+    clock.sleep(100.0)
+    assert model.chip_history(0.0) == 25.0
+    model.setpoint_c = 30.0
+    clock.sleep(50 * 60.0)
+    history = model.chip_history(100.0)
+    assert not isinstance(history, float)  # a ramp and its approach
+    settled_c = model.chip_temperature_c()
+    clock.sleep(3 * 86400.0)
+    assert model.chip_history(clock.now() - 3 * 86400.0) == pytest.approx(30.0, abs=1e-9)
+    assert settled_c == pytest.approx(30.0, abs=0.05)
