@@ -33,6 +33,9 @@ class ThermalParams:
     sensor_noise_c: float = 0.05
     min_setpoint_c: float = -40.0
     max_setpoint_c: float = 180.0
+    #: Accepted so bench files written for the former stepwise integration still load
+    #: (s, above 0); unused: the model is solved in closed form (see ThermalModel.advance).
+    max_step_s: float = 1.0
 
 
 #: Chip temperature changes smaller than this (C) are not logged for retention.
