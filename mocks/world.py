@@ -29,6 +29,7 @@ into the line (Keithley and Keysight convention for sourced current).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ BISECTION_STEPS = 100
 BISECTION_TOLERANCE = 1e-10
 
 
+#: Bumped by every change of any :class:`LineState` (the key of the bench's routing caches).
+_routing_changes = itertools.count()
+_routing_generation = next(_routing_changes)
+
+
 @dataclass
 class LineState:
     """How one array line is connected.
@@ -66,6 +72,11 @@ class LineState:
     volts: float = 0.0
     terminal: str = "A"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        global _routing_generation
+        object.__setattr__(self, name, value)
+        _routing_generation = next(_routing_changes)
+
 
 @dataclass
 class TerminalReading:
@@ -76,12 +87,20 @@ class TerminalReading:
     in_compliance: bool  #: the current limit clamped the source
 
 
+def _same_lines(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal line voltages, NaN (floating) equal to NaN."""
+    if a.shape != b.shape:
+        return False
+    same = a == b
+    return bool(same.all()) or bool((same | (np.isnan(a) & np.isnan(b))).all())
+
+
 def _same_bias(a: LineBias, b: LineBias) -> bool:
-    return (
-        np.array_equal(a.row_v, b.row_v, equal_nan=True)
-        and np.array_equal(a.col_v, b.col_v, equal_nan=True)
-        and (a.control_gate_v, a.erase_gate_v, a.source_v)
+    return a is b or (
+        (a.control_gate_v, a.erase_gate_v, a.source_v)
         == (b.control_gate_v, b.erase_gate_v, b.source_v)
+        and _same_lines(a.row_v, b.row_v)
+        and _same_lines(a.col_v, b.col_v)
     )
 
 
@@ -114,6 +133,13 @@ class Bench:
         self.max_applied_a: dict[str, float] = {t: 0.0 for t in TERMINALS}
         self._last_relax_t = clock.now()
         self._last_hold: tuple[float, LineBias] | None = None
+        #: line_bias of the last routing, terminal voltages and eFlash biases (its key)
+        self._bias_cache: tuple[tuple[Any, ...], LineBias] | None = None
+        #: per terminal, the (is row, index) of the lines routed to it, in line order
+        self._routed_cache: tuple[tuple[Any, ...], dict[str, list[tuple[bool, int]]]] | None
+        self._routed_cache = None
+        #: _routing_template under its routing key
+        self._template_cache: tuple[tuple[Any, ...], Any] | None = None
         #: Bench time (s) the chip may relax during reads before the state file is rewritten.
         self.save_interval_s = float(save_interval_s)
         self._last_save_t = self._last_relax_t
@@ -136,30 +162,66 @@ class Bench:
                 line.mode, line.volts, line.terminal = "gnd", 0.0, "A"
             self.control_gate_v = self.erase_gate_v = self.source_v = 0.0
 
+    def _routing_key(self) -> tuple[Any, ...]:
+        return (_routing_generation, id(self.rows_state), id(self.cols_state))
+
     def line_bias(self, terminal_v: dict[str, float | None] | None = None) -> LineBias:
-        """Resolve the routing into line voltages (NaN = floating)."""
+        """Resolve the routing into line voltages (NaN = floating).
+
+        The result is shared while the routing, the terminal voltages and the eFlash
+        biases stay as they are: its arrays are read-only."""
         tv = self.terminal_v if terminal_v is None else terminal_v
-
-        def volts(line: LineState) -> float:
-            if line.mode == "gnd":
-                return 0.0
-            if line.mode == "dac":
-                return line.volts
-            if line.mode == "smu":
-                v = tv.get(line.terminal)
-                return float("nan") if v is None else v
-            if line.mode == "track":
-                v = tv.get(line.terminal)
-                return 0.0 if v is None else v
-            return float("nan")
-
-        return LineBias(
-            np.array([volts(s) for s in self.rows_state], dtype=float),
-            np.array([volts(s) for s in self.cols_state], dtype=float),
+        key = (
+            self._routing_key(),
+            tuple(tv.items()),
             self.control_gate_v,
             self.erase_gate_v,
             self.source_v,
         )
+        cached = self._bias_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        base_row, base_col, followers = self._routing_template()
+        row_v, col_v = base_row.copy(), base_col.copy()
+        for (is_row, mode, terminal), index in followers.items():
+            v = tv.get(terminal)
+            if v is None:
+                v = float("nan") if mode == "smu" else 0.0  # an SMU off floats its lines
+            (row_v if is_row else col_v)[index] = v
+        row_v.flags.writeable = col_v.flags.writeable = False
+        bias = LineBias(row_v, col_v, self.control_gate_v, self.erase_gate_v, self.source_v)
+        self._bias_cache = (key, bias)
+        return bias
+
+    def _routing_template(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, dict[tuple[bool, str, str], np.ndarray]]:
+        """Row and column voltages (V) of the lines that follow no terminal (ground, DAC,
+        floating as NaN), and the indices of the lines connected to (``"smu"``) or tracking
+        (``"track"``) each terminal, by (is row, mode, terminal)."""
+        key = self._routing_key()
+        cached = self._template_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        followers: dict[tuple[bool, str, str], list[int]] = {}
+        bases = []
+        for is_row, lines in ((True, self.rows_state), (False, self.cols_state)):
+            base = np.zeros(len(lines))
+            for index, line in enumerate(lines):
+                if line.mode == "dac":
+                    base[index] = line.volts
+                elif line.mode in ("smu", "track"):
+                    followers.setdefault((is_row, line.mode, line.terminal), []).append(index)
+                elif line.mode != "gnd":
+                    base[index] = float("nan")
+            bases.append(base)
+        template = (
+            bases[0],
+            bases[1],
+            {k: np.array(v, dtype=np.intp) for k, v in followers.items()},
+        )
+        self._template_cache = (key, template)
+        return template
 
     # -- solving --------------------------------------------------------------------
     def _relax_to_now(self) -> None:
@@ -197,12 +259,34 @@ class Bench:
                 self.save_state()
             return solution
 
-    def _terminal_currents(self, solution: LineSolution) -> dict[str, float]:
-        currents = {t: 0.0 for t in TERMINALS}
-        for lines, line_i in ((self.rows_state, solution.row_i), (self.cols_state, solution.col_i)):
-            for state, amps in zip(lines, line_i, strict=True):
+    def _routed_lines(self) -> dict[str, list[tuple[bool, int]]]:
+        """Per terminal, the (is row, index) of the lines connected to it, rows first."""
+        key = self._routing_key()
+        cached = self._routed_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        routed: dict[str, list[tuple[bool, int]]] = {}
+        for is_row, lines in ((True, self.rows_state), (False, self.cols_state)):
+            for index, state in enumerate(lines):
                 if state.mode == "smu":
-                    currents[state.terminal] = currents.get(state.terminal, 0.0) + float(amps)
+                    routed.setdefault(state.terminal, []).append((is_row, index))
+        self._routed_cache = (key, routed)
+        return routed
+
+    def _terminal_currents(self, solution: LineSolution) -> dict[str, float]:
+        if solution.row_i.shape != (len(self.rows_state),) or solution.col_i.shape != (
+            len(self.cols_state),
+        ):
+            raise ValueError(
+                f"the solution has {solution.row_i.size} rows x {solution.col_i.size} columns; "
+                f"the bench routes {len(self.rows_state)} x {len(self.cols_state)}"
+            )
+        currents = {t: 0.0 for t in TERMINALS}
+        for terminal, lines in self._routed_lines().items():
+            amps = currents.get(terminal, 0.0)
+            for is_row, index in lines:
+                amps += float(solution.row_i[index] if is_row else solution.col_i[index])
+            currents[terminal] = amps
         return currents
 
     def terminal_currents(self, *, noise: bool = True, nplc: float = 1.0) -> dict[str, float]:

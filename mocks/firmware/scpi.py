@@ -198,6 +198,8 @@ class CommandTree:
 
     def __init__(self) -> None:
         self.commands: list[Command] = []
+        #: Bumped by every :meth:`add` (what caches of looked-up handlers check).
+        self.version = 0
         self._cache: dict[
             tuple[tuple[str, int | None], ...], tuple[Command, dict[str, int]] | None
         ] = {}
@@ -206,6 +208,8 @@ class CommandTree:
         self, pattern: str, set_fn: Handler | None = None, query_fn: Handler | None = None
     ) -> None:
         """Register ``pattern``; a pattern registered twice merges its handlers."""
+        self.version += 1
+        self._cache.clear()
         nodes = _compile_pattern(pattern)
         for cmd in self.commands:
             if cmd.nodes == nodes:
@@ -578,6 +582,9 @@ class ScpiInstrument(LineInstrument):
         self.ese = 0
         self.sre = 0
         self._common: dict[str, tuple[Handler | None, Handler | None]] = {}
+        #: Program messages parsed without error: text -> (tree version, number of common
+        #: commands, its units), so a repeated message skips lexing and header lookup.
+        self._parsed: dict[str, tuple[int, int, list[_ParsedUnit]]] = {}
         self._register_common()
         self._register_system()
         self.build_tree()
@@ -874,10 +881,50 @@ class ScpiInstrument(LineInstrument):
                 return None
 
     def _execute_message(self, line: str) -> str | None:
-        replies: list[str] = []
         text = line.strip()
         if not text:
             return None
+        parsed = self._parsed.get(text)
+        if parsed is None or parsed[:2] != (self.tree.version, len(self._common)):
+            units = self._parse_message(text)
+            if units is None:  # an error: parse and run unit by unit, reporting it in turn
+                return self._execute_units(text)
+            if len(self._parsed) >= PARSED_MESSAGES_KEPT:
+                self._parsed.clear()
+            parsed = (self.tree.version, len(self._common), units)
+            self._parsed[text] = parsed
+        replies: list[str] = []
+        for unit in parsed[2]:
+            try:
+                reply = unit.run()
+            except ScpiError as err:
+                self.push_error(err.code, err.detail, message=err.message)
+                if -199 <= err.code <= -100:
+                    break  # a parse error ends the program message
+                continue
+            if reply is not None:
+                replies.append(reply)
+        return ";".join(replies) if replies else None
+
+    def _parse_message(self, text: str) -> list[_ParsedUnit] | None:
+        """Every message unit of ``text`` parsed, or None if any fails to parse."""
+        if any(ord(ch) < 32 and ch not in "\t" or ord(ch) > 126 for ch in text):
+            return None
+        try:
+            units: list[_ParsedUnit] = []
+            prefix: list[tuple[str, int | None]] = []
+            for unit in split_top_level(text, ";"):
+                unit = unit.strip()
+                if unit:
+                    parsed, prefix = self._parse_unit(unit, prefix)
+                    units.append(parsed)
+        except ScpiError:
+            return None
+        return units
+
+    def _execute_units(self, text: str) -> str | None:
+        """Parse and run ``text`` unit by unit; an error is reported when reached."""
+        replies: list[str] = []
         if any(ord(ch) < 32 and ch not in "\t" or ord(ch) > 126 for ch in text):
             bad = next(ch for ch in text if ord(ch) < 32 and ch not in "\t" or ord(ch) > 126)
             self.push_error(-101, f"character {bad!r} (code {ord(bad)}) is not allowed")
@@ -906,6 +953,14 @@ class ScpiInstrument(LineInstrument):
     def _execute_unit(
         self, unit: str, prefix: list[tuple[str, int | None]]
     ) -> tuple[str | None, list[tuple[str, int | None]]]:
+        parsed, new_prefix = self._parse_unit(unit, prefix)
+        return parsed.run(), new_prefix
+
+    def _parse_unit(
+        self, unit: str, prefix: list[tuple[str, int | None]]
+    ) -> tuple[_ParsedUnit, list[tuple[str, int | None]]]:
+        """The handler and call of one message unit, and the header path it leaves for the
+        next unit; raises the parse errors (-1xx)."""
         m = re.match(r"^(\S+?)(\?)?(?:\s+(.*))?$", unit, re.S)
         if not m:
             raise ScpiError(-102, f"cannot parse {unit[:60]!r}")
@@ -931,7 +986,7 @@ class ScpiInstrument(LineInstrument):
                     -113,
                     f"{head}{'?' if query else ''} has no {'query' if query else 'command'} form",
                 )
-            return fn(Call(name, query, params)), prefix
+            return _ParsedUnit(fn, name, query, tuple(params), None), prefix
         absolute = head.startswith(":")
         words = head[1:].split(":") if absolute else head.split(":")
         tokens: list[tuple[str, int | None]] = []
@@ -953,9 +1008,29 @@ class ScpiInstrument(LineInstrument):
             raise ScpiError(
                 -113, f"{header}{'?' if query else ''}: {cmd.pattern} has no {kind} form"
             )
-        call = Call(header, query, params, suffixes)
-        new_prefix = full[:-1]
-        return fn(call), new_prefix
+        return _ParsedUnit(fn, header, query, tuple(params), suffixes), full[:-1]
+
+
+#: Parsed program messages kept per instrument (the cache starts over beyond).
+PARSED_MESSAGES_KEPT = 512
+
+
+@dataclass(frozen=True)
+class _ParsedUnit:
+    """One message unit parsed: its handler and what the handler's :class:`Call` holds
+    (``suffixes`` None for a common command)."""
+
+    fn: Handler
+    header: str
+    query: bool
+    params: tuple[str, ...]
+    suffixes: dict[str, int] | None
+
+    def run(self) -> str | None:
+        """Call the handler with a fresh :class:`Call` (handlers may change theirs)."""
+        if self.suffixes is None:
+            return self.fn(Call(self.header, self.query, list(self.params)))
+        return self.fn(Call(self.header, self.query, list(self.params), dict(self.suffixes)))
 
 
 __all__ = [

@@ -123,3 +123,114 @@ def test_a_very_long_gap_is_bounded_in_cost_and_ends_settled() -> None:
     clock.sleep(30 * 24 * 3600.0)  # a month of virtual time
     assert model.air_temperature_c() == pytest.approx(-20.0, abs=1e-6)
     assert model.chip_temperature_c() == pytest.approx(-20.0, abs=1e-6)
+
+
+class SteppedReference:
+    """The stepwise integration the closed form replaced, with a fine step: the air moves
+    by its lag clamped to the ramp rate per step, the chip's lag is solved exactly for
+    the air moving linearly across each step; every step's chip temperature is kept."""
+
+    def __init__(self, params: ThermalParams, step_s: float = 0.02) -> None:
+        self.p, self.step_s = params, step_s
+        self.air_c = self.chip_c = params.ambient_c
+        self.times_s: list[float] = [0.0]
+        self.chip_log_c: list[float] = [self.chip_c]
+
+    def run(self, seconds: float, target_c: float) -> None:
+        p = self.p
+        n = max(1, int(math.ceil(seconds / self.step_s)))
+        dt = seconds / n
+        a_air = math.exp(-dt / p.air_time_constant_s)
+        a_chip = math.exp(-dt / p.chip_time_constant_s)
+        max_change = p.ramp_rate_c_per_s * dt
+        tau_chip = p.chip_time_constant_s
+        air, chip, t = self.air_c, self.chip_c, self.times_s[-1]
+        for _ in range(n):
+            change = max(-max_change, min(max_change, (target_c - air) * (1.0 - a_air)))
+            rate = change / dt
+            chip = air + change - rate * tau_chip + (chip - air + rate * tau_chip) * a_chip
+            air += change
+            t += dt
+            self.times_s.append(t)
+            self.chip_log_c.append(chip)
+        self.air_c, self.chip_c = air, chip
+
+
+#: (duration s, setpoint C) schedules: ramps up and down, a setpoint changed mid-ramp,
+#: equilibria, short and very long gaps, read at the end of each entry.
+SCHEDULES = {
+    "ramp up, settle": [(600.0, 85.0), (1200.0, 85.0), (3.0, 85.0), (4000.0, 85.0)],
+    "ramp down": [(4000.0, -20.0)],
+    "changed mid-ramp": [(300.0, 150.0), (0.5, 40.0), (700.0, 40.0), (2000.0, 25.0)],
+    "small step, no ramp limit": [(10.0, 26.0), (90.0, 26.0), (1000.0, 26.0)],
+    "short gaps": [(0.25, 60.0)] * 40 + [(1e-6, 60.0)] * 5,
+    "equilibrium": [(100.0, 25.0), (2e4, 25.0)],
+    "long gap": [(20.0, 120.0), (2e4, 120.0)],
+}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("chip_tau_s", [CHIP_TAU_S, 60.0])  # 60 s: equal to the air's
+def test_the_closed_form_matches_the_stepwise_integration(schedule: str, chip_tau_s: float) -> None:
+    model, clock = make_model(sensor_noise_c=0.0, chip_time_constant_s=chip_tau_s)
+    reference = SteppedReference(model.params)
+    for seconds, setpoint_c in SCHEDULES[schedule]:
+        model.advance()
+        model.setpoint_c = setpoint_c
+        clock.sleep(seconds)
+        reference.run(seconds, setpoint_c)
+        # the fine reference's ramp threshold differs by ramp rate x step / 2 (5e-4 C)
+        assert model.air_temperature_c() == pytest.approx(reference.air_c, abs=1e-3)
+        assert model.chip_temperature_c() == pytest.approx(reference.chip_c, abs=1e-3)
+
+
+@pytest.mark.parametrize("schedule", ["ramp up, settle", "changed mid-ramp", "long gap"])
+def test_the_chip_log_ages_the_chip_as_the_stepwise_history_does(schedule: str) -> None:
+    """The retention integral (Arrhenius-weighted time, 1.1 eV) over the closed form's
+    logged samples matches the one over every step of the fine reference."""
+    from nvmlab.mocks.physics.base import TemperatureHistory, equivalent_age_s
+
+    model, clock = make_model(sensor_noise_c=0.0)
+    reference = SteppedReference(model.params, step_s=0.05)
+    for seconds, setpoint_c in SCHEDULES[schedule]:
+        model.advance()
+        model.setpoint_c = setpoint_c
+        clock.sleep(seconds)
+        reference.run(seconds, setpoint_c)
+    elapsed_s = clock.now()
+    history = model.chip_history(0.0)
+    assert isinstance(history, TemperatureHistory)
+    expected = equivalent_age_s(
+        elapsed_s,
+        TemperatureHistory(np.array(reference.times_s), np.array(reference.chip_log_c)),
+        None,
+        1.1,
+    )
+    assert equivalent_age_s(elapsed_s, history, None, 1.1) == pytest.approx(expected, rel=2e-3)
+
+
+def test_the_cost_of_catching_up_does_not_grow_with_the_time_elapsed() -> None:
+    """A year at equilibrium and a month after a setpoint change log a bounded number of
+    samples (the cost of :meth:`ThermalModel.advance` follows the samples it logs)."""
+    model, clock = make_model(sensor_noise_c=0.0)
+    clock.sleep(365 * 86400.0)
+    model.advance()
+    assert len(model._chip_log) <= 2
+    model.setpoint_c = 150.0
+    clock.sleep(30 * 86400.0)
+    model.advance()
+    assert len(model._chip_log) <= 2 + 2 * 512
+
+
+def test_chip_history_of_a_settled_chip_is_its_temperature() -> None:
+    model, clock = make_model(sensor_noise_c=0.0)
+    clock.sleep(100.0)
+    assert model.chip_history(0.0) == 25.0
+    model.setpoint_c = 30.0
+    clock.sleep(50 * 60.0)
+    history = model.chip_history(100.0)
+    assert not isinstance(history, float)  # a ramp and its approach
+    settled_c = model.chip_temperature_c()
+    clock.sleep(3 * 86400.0)
+    assert model.chip_history(clock.now() - 3 * 86400.0) == pytest.approx(30.0, abs=1e-9)
+    assert settled_c == pytest.approx(30.0, abs=0.05)

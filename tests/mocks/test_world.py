@@ -304,3 +304,37 @@ def test_a_pulse_held_in_two_pieces_counts_once_and_a_new_pulse_counts_again() -
         np.testing.assert_array_equal(bench.ground_truth()["pulse_count"][0] - before[0], [2, 2])
     finally:
         emulated.close()
+
+
+def test_line_bias_and_terminal_currents_follow_every_change_after_being_cached(
+    conductances: np.ndarray,
+) -> None:
+    """The bench keeps the resolved routing between reads; a change of any line, terminal
+    voltage or eFlash bias is seen at the next read, and the shared bias is read-only."""
+    bench = make_bench(conductances)
+    route_row_to_a(bench, 0)
+    bench.set_terminal("A", 0.2)
+    first = bench.line_bias()
+    assert bench.line_bias() is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.row_v[1] = 1.0
+    assert bench.terminal_currents(noise=False)["A"] == pytest.approx(
+        0.2 * conductances[0].sum(), rel=1e-12
+    )
+    bench.rows_state[1].mode = "smu"  # a second row joins terminal A
+    assert bench.line_bias().row_v[1] == 0.2
+    assert bench.terminal_currents(noise=False)["A"] == pytest.approx(
+        0.2 * conductances[:2].sum(), rel=1e-12
+    )
+    bench.rows_state[1].terminal = "B"  # ... then moves to B, which is off
+    assert np.isnan(bench.line_bias().row_v[1])
+    bench.set_terminal("B", 0.1)
+    assert bench.terminal_currents(noise=False)["B"] == pytest.approx(
+        0.1 * conductances[1].sum(), rel=1e-12
+    )
+    bench.cols_state[2].mode, bench.cols_state[2].volts = "dac", 0.05
+    assert bench.line_bias().col_v[2] == 0.05
+    bench.terminal_v["A"] = 0.3  # set directly, as the compliance loop does
+    assert bench.line_bias().row_v[0] == 0.3
+    bench.control_gate_v = 2.0
+    assert bench.line_bias().control_gate_v == 2.0

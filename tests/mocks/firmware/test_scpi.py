@@ -289,3 +289,32 @@ def test_input_may_arrive_in_any_chunking(dev: Supply) -> None:
     for ch in b":SOUR:VOLT 2.5\r\n:SOUR:VOLT?\n":
         dev.write(bytes([ch]))
     assert dev.read() == b"2.500000E+00\n"
+
+
+def test_a_repeated_message_runs_as_the_first_time(dev: Supply) -> None:
+    """A message is parsed once and kept: repeating it re-runs its handlers with fresh
+    parameters, relative headers resolve as before, and errors are reported each time."""
+    for volts in ("1.5", "2.5"):
+        for _ in range(3):
+            ask(dev, f":SOUR2:VOLT {volts};VOLT:RANG 5;:OUTP2 ON")
+            replies = ask(dev, ":SOUR2:VOLT?;VOLT:RANG?;:OUTP2?").strip().split(";")
+            assert [float(r) for r in replies] == [float(volts), 5.0, 1.0]
+            assert errors(dev) == []
+    for _ in range(2):  # a handler's error, then the later unit still runs
+        ask(dev, ':SOUR:VOLT 99;:DISP:TEXT "hi"')
+        assert errors(dev) == [-222]
+        assert ask(dev, ":DISP:TEXT?") == '"hi"\n'
+    for _ in range(2):  # a parse error in the second unit: the first ran, the third not
+        ask(dev, ":SOUR:VOLT 3;:NOPE 1;:SOUR:VOLT 4")
+        assert errors(dev) == [-113]
+        assert float(ask(dev, ":SOUR:VOLT?")) == 3.0
+
+
+def test_a_command_added_after_a_message_was_kept_is_found(dev: Supply) -> None:
+    ask(dev, ":DIAG:ECHO 1")
+    assert errors(dev) == [-113]
+    dev.tree.add(":DIAGnostic:ECHO", None, lambda call: "echo")
+    assert ask(dev, ":DIAG:ECHO?") == "echo\n"
+    dev.tree.add(":DIAGnostic:ECHO", lambda call: None, None)
+    ask(dev, ":DIAG:ECHO 1")
+    assert errors(dev) == []
