@@ -12,7 +12,14 @@ The :class:`Bench` is what every emulated instrument talks to:
 - the **chamber** firmware drives :attr:`Bench.thermal`; the chip follows the air.
 
 Currents come from the device state, the bias, the routing and the chip temperature;
-state changes come only from bias held over time. After every operation that changed the
+state changes come only from bias held over time. The chip's drift with no write bias
+(relaxation, telegraph flips: :meth:`ArrayPhysics.relax`) is brought up to date in steps of
+at least :data:`RELAX_RESOLUTION_S` of bench time: a read sees the chip as it was at most
+that long ago, while every write-level hold, board pulse, state save and truth read first
+relaxes the chip to the present. Relaxing once over a merged interval gives the same
+result as relaxing over its pieces (the age integrates the temperature history; a
+telegraph flip over the merged interval has the merged interval's Markov probability), so
+the deferral changes nothing but the staleness (docs/devices.md). After every operation that changed the
 chip, and during reads whenever the chip has relaxed for :data:`SAVE_INTERVAL_S` of bench
 time, the state file (if any) is rewritten atomically with the bench clock time, so a
 killed process finds the chip as it was left.
@@ -48,6 +55,9 @@ LineMode = Literal["gnd", "float", "dac", "smu", "track"]
 TERMINALS: tuple[str, ...] = ("A", "B")
 #: Bench time (s) of relaxation during reads after which the state file is rewritten.
 SAVE_INTERVAL_S = 5.0
+#: Reads relax the chip only once this much bench time (s) has passed since it was last
+#: relaxed (the whole interval at once); writes, saves and truth reads relax it to now.
+RELAX_RESOLUTION_S = 1e-3
 #: Bisection of a terminal voltage: at most this many halvings of the segment ...
 BISECTION_STEPS = 100
 #: ... or until the voltage is known to this relative precision.
@@ -140,6 +150,8 @@ class Bench:
         self._routed_cache = None
         #: _routing_template under its routing key
         self._template_cache: tuple[tuple[Any, ...], Any] | None = None
+        #: _quiet's answer for (bias object, the array's quiet span)
+        self._quiet_cache: tuple[tuple[LineBias, Any], bool] | None = None
         #: Bench time (s) the chip may relax during reads before the state file is rewritten.
         self.save_interval_s = float(save_interval_s)
         self._last_save_t = self._last_relax_t
@@ -224,10 +236,13 @@ class Bench:
         return template
 
     # -- solving --------------------------------------------------------------------
-    def _relax_to_now(self) -> None:
+    def _relax_to_now(self, *, force: bool = True) -> None:
+        """Relax the chip over the bench time since it was last relaxed; unless ``force``,
+        only once that is at least :data:`RELAX_RESOLUTION_S` (a read tolerates a chip
+        that much behind the clock)."""
         now = self.clock.now()
         elapsed = now - self._last_relax_t
-        if elapsed > 0:
+        if elapsed >= RELAX_RESOLUTION_S or (force and elapsed > 0):
             # retention integrates over the temperature the chip had since the last update
             self.array.relax(elapsed, self.thermal.chip_history(self._last_relax_t))
             self._last_relax_t = now
@@ -248,7 +263,7 @@ class Bench:
         relaxation of a long series of reads).
         """
         with self.lock:
-            self._relax_to_now()
+            self._relax_to_now(force=False)
             solution = self.array.solve(
                 self.line_bias(terminal_v), self.chip_temperature_c(), noise=noise, nplc=nplc
             )
@@ -413,13 +428,35 @@ class Bench:
             return self._finish(terminal, noise=noise, nplc=nplc, clamped=False)
 
     # -- time with bias held -----------------------------------------------------------
+    def _quiet(self, bias: LineBias) -> bool:
+        """Holding ``bias`` cannot change any device (the array's own cheap test, when it
+        has one; cached for the shared :meth:`line_bias` object, which is read-only)."""
+        test = getattr(self.array, "quiet", None)
+        if test is None:
+            return False
+        key = (bias, getattr(self.array, "quiet_span_v", None))
+        cached = self._quiet_cache
+        if cached is not None and cached[0][0] is bias and cached[0][1] == key[1]:
+            return cached[1]
+        quiet = bool(test(bias))
+        self._quiet_cache = (key, quiet)
+        return quiet
+
     def hold(self, duration_s: float) -> None:
-        """Let ``duration_s`` (s) pass with the present bias applied to the chip."""
+        """Let ``duration_s`` (s) pass with the present bias applied to the chip.
+
+        A bias that cannot change any device (a read) just lets the time pass: it counts
+        as relaxation time, brought in with the next relaxation. Any other bias first
+        relaxes the chip to now, then stresses it over the interval."""
         if duration_s <= 0:
             return
         with self.lock:
-            self._relax_to_now()
             bias = self.line_bias()
+            if self._quiet(bias):
+                self.clock.sleep(duration_s)
+                self._last_hold = (self.clock.now(), bias)
+                return
+            self._relax_to_now()
             start = self.clock.now()
             # one pulse held in several pieces (an SMU's delay then its measurement) counts once
             continues = (

@@ -325,6 +325,20 @@ class EflashArray(ChipState):
             bias.erase_gate_v = float(-amplitude_v)
         return bias
 
+    def _programs(self, bias: LineBias) -> bool:
+        """The bias is at program level: control gate and source-to-bit-line drop above
+        their floors."""
+        p = self.params
+        bl = np.asarray(bias.col_v, dtype=float)
+        return bool(
+            bias.control_gate_v >= p.program_gate_floor_v
+            and bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v
+        )
+
+    def quiet(self, bias: LineBias) -> bool:
+        """Holding ``bias`` cannot change any cell: neither program nor erase level."""
+        return not self._programs(bias) and bias.erase_gate_v < self.params.erase_floor_v
+
     def stress(
         self,
         bias: LineBias,
@@ -342,10 +356,7 @@ class EflashArray(ChipState):
         wl = np.nan_to_num(np.asarray(bias.row_v, dtype=float), nan=0.0)
         bl = np.asarray(bias.col_v, dtype=float)
         changed = False
-        if (
-            bias.control_gate_v >= p.program_gate_floor_v
-            and bias.source_v - np.nanmin(np.append(bl, bias.source_v)) >= p.program_floor_v
-        ):
+        if self._programs(bias):
             changed |= self._program(
                 wl, bl, bias.source_v, bias.control_gate_v, duration_s, temperature_c, count_pulse
             )

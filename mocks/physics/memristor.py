@@ -453,6 +453,13 @@ class MemristorArray(ChipState):
             row_v, col_v = sol.row_v, sol.col_v
         return row_v[:, None] - col_v[None, :]
 
+    def quiet(self, bias: LineBias) -> bool:
+        """Holding ``bias`` cannot change any device: the span of the driven line voltages
+        is below every switching floor and forming voltage (:attr:`quiet_span_v`)."""
+        driven = np.concatenate([bias.row_v, bias.col_v])
+        driven = driven[~np.isnan(driven)]
+        return driven.size == 0 or float(driven.max() - driven.min()) < self.quiet_span_v
+
     def stress(
         self,
         bias: LineBias,
@@ -470,11 +477,7 @@ class MemristorArray(ChipState):
         are grounded) unless ``count_pulse`` is False (the interval continues the previous
         one's pulse); a read far below every threshold counts nothing and returns at once.
         """
-        if duration_s <= 0:
-            return False
-        driven = np.concatenate([bias.row_v, bias.col_v])
-        driven = driven[~np.isnan(driven)]
-        if driven.size == 0 or float(driven.max() - driven.min()) < self.quiet_span_v:
+        if duration_s <= 0 or self.quiet(bias):
             return False
         v = self.device_voltages(bias, temperature_c)
         mag = np.abs(v)
