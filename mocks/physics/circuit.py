@@ -19,6 +19,8 @@ array; there is deliberately no line-resistance parameter rather than one that i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nvmlab.mocks.physics.base import LineBias, LineSolution
@@ -53,16 +55,22 @@ def solve_crossbar(g: np.ndarray, b: np.ndarray | float, bias: LineBias) -> Line
         raise ValueError(
             f"bias has {row_v.size} rows x {col_v.size} columns; the array is {rows} x {cols}"
         )
-    fr = np.flatnonzero(np.isnan(row_v))
-    fc = np.flatnonzero(np.isnan(col_v))
-    if fr.size or fc.size:
+    # A sum is NaN exactly when a line floats (driven voltages are finite and far from
+    # overflow): the common all-driven bias skips the search for floating lines.
+    floating = math.isnan(float(row_v.sum())) or math.isnan(float(col_v.sum()))
+    if floating:
+        fr = np.flatnonzero(np.isnan(row_v))
+        fc = np.flatnonzero(np.isnan(col_v))
+        floating = bool(fr.size or fc.size)  # (+inf and -inf also sum to NaN)
+    if floating:
         _settle_floating(g, b, row_v, col_v, fr, fc)
-    v = row_v[:, None] - col_v[None, :]
+    v = np.subtract.outer(row_v, col_v)
     device_i = device_currents(g, b, v)
     row_i = device_i.sum(axis=1)
     col_i = -device_i.sum(axis=0)
-    row_i[fr] = 0.0
-    col_i[fc] = 0.0
+    if floating:
+        row_i[fr] = 0.0
+        col_i[fc] = 0.0
     return LineSolution(row_v, col_v, row_i, col_i, device_i)
 
 

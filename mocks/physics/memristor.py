@@ -385,7 +385,9 @@ class MemristorArray(ChipState):
         self.pulse_count = np.zeros(shape, dtype=np.int64)
 
     def _refresh_limits(self) -> None:
-        """Cache what the cheap "nothing can switch" test of :meth:`stress` needs."""
+        """Cache what the cheap "nothing can switch" test of :meth:`stress` and the
+        telegraph flips of :meth:`relax` need (from the fixed parameters and the formed
+        state: refreshed whenever those change)."""
         f = self.params.switching_floor_fraction
         self._switchable = (self.defect == FUNCTIONAL) & self.formed
         self._unformed = (self.defect == FUNCTIONAL) & ~self.formed
@@ -399,6 +401,9 @@ class MemristorArray(ChipState):
             quiet.append(float(self.forming_voltage_v[self._unformed].min()))
         #: Below this line-voltage span (V) no device can change: stress returns at once.
         self.quiet_span_v = min(quiet)
+        #: The devices with telegraph noise and their mean dwell times (s), for relax.
+        self._rtn_mask = self.rtn_amplitude_rel > 0
+        self._rtn_dwell_s = self.rtn_dwell_s[self._rtn_mask]
 
     # -- conductance ------------------------------------------------------------------
     def _temp_coeff(self) -> np.ndarray:
@@ -561,9 +566,9 @@ class MemristorArray(ChipState):
                 1.0 + self.age_s[relaxing] / p.relax_time_s
             )
             self.g_s[relaxing] = self.g_prog_s[relaxing] * (1.0 + self.relax_sign[relaxing] * drift)
-        rtn = self.rtn_amplitude_rel > 0
-        if rtn.any():
-            p_flip = 0.5 * (1.0 - np.exp(-2.0 * elapsed_s / self.rtn_dwell_s[rtn]))
+        rtn, dwell_s = self._rtn_mask, self._rtn_dwell_s
+        if dwell_s.size:
+            p_flip = 0.5 * (1.0 - np.exp(-2.0 * elapsed_s / dwell_s))
             flips = self._noise.random(p_flip.size) < p_flip
             self.rtn_high[rtn] ^= flips
 
