@@ -793,56 +793,60 @@ class Keithley2400Emulator(ScpiInstrument):
     # ------------------------------------------------------------------------------
     def _source(self, level: float) -> tuple[float, float, int]:
         """Apply ``level`` of the source function; return (volts, amps, compliance bits)."""
-        func = self.s["sour.func"]
+        s = self.settings
+        func = s["sour.func"]
         if func == "VOLT":
-            limit = self.s["sens.CURR.prot"]
+            limit = s["sens.CURR.prot"]
             bits = SW_COMPLIANCE
-            if not self.s["sens.CURR.rang.auto"] and self.s["sens.CURR.rang"] < abs(limit):
-                limit, bits = self.s["sens.CURR.rang"], SW_RANGE_COMPLIANCE
+            if not s["sens.CURR.rang.auto"] and s["sens.CURR.rang"] < abs(limit):
+                limit, bits = s["sens.CURR.rang"], SW_RANGE_COMPLIANCE
             r = self.bench.source(self.terminal, level, abs(limit), nplc=self._integration_plc())
             self.tripped["CURR"] = r.in_compliance
             return r.volts, r.amps, bits if r.in_compliance else 0
-        limit = self.s["sens.VOLT.prot"]
+        limit = s["sens.VOLT.prot"]
         bits = SW_COMPLIANCE
-        if not self.s["sens.VOLT.rang.auto"] and self.s["sens.VOLT.rang"] < abs(limit):
-            limit, bits = self.s["sens.VOLT.rang"], SW_RANGE_COMPLIANCE
+        if not s["sens.VOLT.rang.auto"] and s["sens.VOLT.rang"] < abs(limit):
+            limit, bits = s["sens.VOLT.rang"], SW_RANGE_COMPLIANCE
         r = self.bench.source_current(self.terminal, level, limit, nplc=self._integration_plc())
         self.tripped["VOLT"] = r.in_compliance
         return r.volts, r.amps, bits if r.in_compliance else 0
 
     def _source_levels(self, n: int) -> list[float]:
-        func = self.s["sour.func"]
-        mode = self.s[f"sour.{func}.mode"]
+        s = self.settings
+        func = s["sour.func"]
+        mode = s[f"sour.{func}.mode"]
         if mode == "LIST":
-            pts = list(self.s[f"sour.list.{func}"])
+            pts = list(s[f"sour.list.{func}"])
         elif mode == "SWE":
-            start, stop = self.s[f"sour.{func}.star"], self.s[f"sour.{func}.stop"]
-            npts = int(self.s["sour.swe.poin"])
-            if self.s["sour.swe.spac"] == "LOG":
+            start, stop = s[f"sour.{func}.star"], s[f"sour.{func}.stop"]
+            npts = int(s["sour.swe.poin"])
+            if s["sour.swe.spac"] == "LOG":
                 if start == 0 or stop == 0 or (start > 0) != (stop > 0):
                     raise ScpiError(-221, "log sweep needs start and stop of the same sign, not 0")
                 pts = list(np.sign(start) * np.geomspace(abs(start), abs(stop), npts))
             else:
                 pts = list(np.linspace(start, stop, npts))
-            if self.s["sour.swe.dir"] == "DOWN":
+            if s["sour.swe.dir"] == "DOWN":
                 pts.reverse()
         else:
             return [self._fixed_level()] * n
         return [float(pts[i % len(pts)]) for i in range(n)]
 
     def _point_time(self) -> float:
-        nplc = float(self.s["sens.nplc"])
-        conversions = int(self.s["sens.aver.coun"]) if self.s["sens.aver"] else 1
-        lfr = float(self.s["syst.lfr"])
-        delay = AUTO_DELAY_S if self.s["sour.del.auto"] else float(self.s["sour.del"])
-        return delay + float(self.s["trig.del"]) + conversions * nplc / lfr
+        s = self.settings
+        nplc = float(s["sens.nplc"])
+        conversions = int(s["sens.aver.coun"]) if s["sens.aver"] else 1
+        lfr = float(s["syst.lfr"])
+        delay = AUTO_DELAY_S if s["sour.del.auto"] else float(s["sour.del"])
+        return delay + float(s["trig.del"]) + conversions * nplc / lfr
 
     def _status_word(self, compliance_bits: int) -> int:
+        s = self.settings
         word = compliance_bits
-        funcs = self.s["sens.func"]
-        if self.s["sens.aver"]:
+        funcs = s["sens.func"]
+        if s["sens.aver"]:
             word |= SW_FILTER
-        if self.s["rout.term"] == "FRON":
+        if s["rout.term"] == "FRON":
             word |= SW_FRONT
         if "VOLT" in funcs:
             word |= SW_V_MEAS
@@ -850,16 +854,17 @@ class Keithley2400Emulator(ScpiInstrument):
             word |= SW_I_MEAS
         if "RES" in funcs:
             word |= SW_R_MEAS
-            if self.s["sens.res.mode"] == "AUTO":
+            if s["sens.res.mode"] == "AUTO":
                 word |= SW_AUTO_OHMS
-        word |= SW_V_SOUR if self.s["sour.func"] == "VOLT" else SW_I_SOUR
-        if self.s["syst.rsen"]:
+        word |= SW_V_SOUR if s["sour.func"] == "VOLT" else SW_I_SOUR
+        if s["syst.rsen"]:
             word |= SW_REMOTE_SENSE
         return word
 
     def _reading(self, level: float, volts: float, amps: float, comp_bits: int) -> list[float]:
-        funcs = self.s["sens.func"]
-        src = self.s["sour.func"]
+        s = self.settings
+        funcs = s["sens.func"]
+        src = s["sour.func"]
         # Source read-back: the sourced quantity reports what the terminal really delivers,
         # so a clamped (compliance) voltage reads as the clamped value.
         v_field = volts if ("VOLT" in funcs or src == "VOLT") else NAN_READING
@@ -877,11 +882,11 @@ class Keithley2400Emulator(ScpiInstrument):
                 word |= SW_OFLO
         # Voltage: auto-range follows the reading; a fixed range too small for it overflows.
         if "VOLT" in funcs:
-            if self.s["sens.VOLT.rang.auto"]:
-                self.s["sens.VOLT.rang"] = _pick_range(
+            if s["sens.VOLT.rang.auto"]:
+                s["sens.VOLT.rang"] = _pick_range(
                     VOLT_RANGES, min(abs(volts), VOLT_RANGES[-1]), "VOLT"
                 )
-            elif abs(volts) > self.s["sens.VOLT.rang"] * (1 + 1e-6) and not comp_bits:
+            elif abs(volts) > s["sens.VOLT.rang"] * (1 + 1e-6) and not comp_bits:
                 word |= SW_OFLO
                 v_field = OVERFLOW_READING
         t = self.clock.now() - self._time_origin
@@ -889,8 +894,9 @@ class Keithley2400Emulator(ScpiInstrument):
 
     def _integration_plc(self) -> float:
         """Integration time of one reading (PLC): NPLC times the repeat filter's count."""
-        count = int(self.s["sens.aver.coun"]) if self.s["sens.aver"] else 1
-        return float(self.s["sens.nplc"]) * count
+        s = self.settings
+        count = int(s["sens.aver.coun"]) if s["sens.aver"] else 1
+        return float(s["sens.nplc"]) * count
 
     def _current_reading(self, amps: float, comp_bits: int) -> float:
         """The current (A) the 2400 reports for ``amps`` on its present range.
@@ -900,13 +906,14 @@ class Keithley2400Emulator(ScpiInstrument):
         answers it) or the fixed range applies. The reading carries the range's noise floor
         and resolution (:mod:`.smu_ranges`); in compliance (real or range compliance) it
         stops at the range's full scale, above a fixed range it is an overflow."""
-        if self.s["sour.func"] == "CURR":
-            rng = KEITHLEY_2400.fixed(self.s["sour.CURR.rang"] / RANGE_OVER)
-        elif self.s["sens.CURR.rang.auto"]:
+        s = self.settings
+        if s["sour.func"] == "CURR":
+            rng = KEITHLEY_2400.fixed(s["sour.CURR.rang"] / RANGE_OVER)
+        elif s["sens.CURR.rang.auto"]:
             rng = KEITHLEY_2400.auto(amps)
-            self.s["sens.CURR.rang"] = rng.max_reading_a
+            s["sens.CURR.rang"] = rng.max_reading_a
         else:
-            rng = KEITHLEY_2400.fixed(self.s["sens.CURR.rang"] / RANGE_OVER)
+            rng = KEITHLEY_2400.fixed(s["sens.CURR.rang"] / RANGE_OVER)
         if comp_bits:
             amps = float(np.clip(amps, -rng.max_reading_a, rng.max_reading_a))
         value = KEITHLEY_2400.read(amps, rng, self._integration_plc(), self.noise)
@@ -921,11 +928,12 @@ class Keithley2400Emulator(ScpiInstrument):
 
         Returns False (and queues +803) when the output is off and auto output-off is
         disabled."""
-        auto_clear = bool(self.s["sour.cle.auto"])
-        if not self.s["outp"] and not auto_clear:
+        s = self.settings
+        auto_clear = bool(s["sour.cle.auto"])
+        if not s["outp"] and not auto_clear:
             raise ScpiError(803, "turn the output on (:OUTP ON) before :READ? or :INIT",
                             message="Not permitted with OUTPUT off")  # fmt: skip
-        arm, trig = int(self.s["arm.coun"]), int(self.s["trig.coun"])
+        arm, trig = int(s["arm.coun"]), int(s["trig.coun"])
         levels = self._source_levels(arm * trig)
         readings: list[list[float]] = []
         point_time = self._point_time()
@@ -940,18 +948,18 @@ class Keithley2400Emulator(ScpiInstrument):
                     self.meas_event |= ME_COMPLIANCE
                 if auto_clear:
                     self.bench.set_terminal(self.terminal, None)
-            if self.s["arm.sour"] == "TIM" and a + 1 < arm:
-                wait = float(self.s["arm.tim"]) - (self.clock.now() - arm_start)
+            if s["arm.sour"] == "TIM" and a + 1 < arm:
+                wait = float(s["arm.tim"]) - (self.clock.now() - arm_start)
                 if wait > 0:
-                    if self.s["outp"] and not auto_clear:
+                    if s["outp"] and not auto_clear:
                         self.bench.hold(wait)
                     else:
                         self.clock.sleep(wait)
         # After a sweep the source returns to its bias (fixed) level.
         if auto_clear:
-            self.s["outp"] = False
+            s["outp"] = False
             self.bench.set_terminal(self.terminal, None)
-        elif self.s[f"sour.{self.s['sour.func']}.mode"] != "FIX":
+        elif s[f"sour.{s['sour.func']}.mode"] != "FIX":
             self._apply_output()
         self._last = readings
         self.meas_event |= ME_RAV
