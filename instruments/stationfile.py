@@ -41,13 +41,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
+from nvmlab.dburl import resolve_sqlite_path
 from nvmlab.errors import ConfigError
 from nvmlab.instruments.resources import RESOURCE_HELP, check_resource
 from nvmlab.instruments.safety import ARRAY_KINDS, SafetyLimits, default_limits
@@ -215,34 +215,6 @@ class StationConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> StationConfig:
         return load_station_file(path)
-
-
-_SQLITE_URL = re.compile(
-    r"^(?P<scheme>sqlite(?:\+[A-Za-z0-9_]+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?$"
-)
-_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[/\\]")
-
-
-def resolve_sqlite_path(url: str, folder: Path | None) -> str:
-    """``url`` with a relative SQLite file path made absolute against ``folder``.
-
-    ``sqlite:///lab.sqlite`` -> ``sqlite:////<folder>/lab.sqlite``; absolute paths
-    (``sqlite:////srv/lab.sqlite``), in-memory databases (``sqlite://``,
-    ``sqlite:///:memory:``), ``file:`` URIs and other databases are returned unchanged,
-    as is everything when ``folder`` is None.
-    """
-    match = _SQLITE_URL.match(url)
-    if folder is None or match is None:
-        return url
-    path = match["path"]
-    if (
-        not path
-        or path == ":memory:"
-        or path.startswith(("/", "file:"))
-        or _WINDOWS_ABSOLUTE.match(path)
-    ):
-        return url
-    return f"{match['scheme']}{(folder / path).as_posix()}{match['query'] or ''}"
 
 
 class StationFileError(ConfigError):

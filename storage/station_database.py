@@ -11,44 +11,16 @@ in ``/lab/station.toml`` names ``/lab/lab.sqlite`` from any working folder.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
+from nvmlab.dburl import resolve_sqlite_path
 from nvmlab.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-_SQLITE_URL = re.compile(
-    r"^(?P<scheme>sqlite(?:\+[A-Za-z0-9_]+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?$"
-)
-_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[/\\]")
-
-
-def resolve_sqlite_path(url: str, folder: Path | None) -> str:
-    """``url`` with a relative SQLite file path made absolute against ``folder``.
-
-    ``sqlite:///lab.sqlite`` -> ``sqlite:////<folder>/lab.sqlite``; absolute paths
-    (``sqlite:////srv/lab.sqlite``), in-memory databases (``sqlite://``,
-    ``sqlite:///:memory:``), ``file:`` URIs and other databases are returned unchanged,
-    as is everything when ``folder`` is None. (The same rule as the instruments layer's
-    function of this name.)
-    """
-    match = _SQLITE_URL.match(url)
-    if folder is None or match is None:
-        return url
-    path = match["path"]
-    if (
-        not path
-        or path == ":memory:"
-        or path.startswith(("/", "file:"))
-        or _WINDOWS_ABSOLUTE.match(path)
-    ):
-        return url
-    return f"{match['scheme']}{(folder / path).as_posix()}{match['query'] or ''}"
 
 
 def station_file_database(path: str | Path) -> str | None:

@@ -24,6 +24,7 @@ PACKAGE_DIR: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text(
 #: Modules of the core: they import no layer, and every layer may import them.
 CORE = {
     "nvmlab",
+    "nvmlab.dburl",
     "nvmlab.clock",
     "nvmlab.errors",
     "nvmlab.masking",
