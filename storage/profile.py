@@ -3,7 +3,7 @@
 A :class:`ChipProfile` names its chip (name, array kind, rows, cols) and holds
 
 * optional per-device arrays, each of shape (rows, cols) (:data:`DEVICE_ARRAYS`): the
-  defect class (0 functional, 1 stuck-off, 2 stuck-on), set and reset thresholds (V), the
+  defect class (0 functional, 1 stuck-off, 2 stuck-on, -1 not measured), set and reset thresholds (V), the
   temperature coefficient of the conductance (S/K), the read-noise standard deviation
   (S, at 1 PLC), the forming voltage (V) and the I-V nonlinearity (dimensionless). NaN
   marks a device where a quantity was not measured (a stuck device has no threshold);
@@ -40,13 +40,20 @@ from nvmlab.storage.models import ARRAY_KINDS, ChipProfileRecord, utcnow
 
 #: Per-device arrays: name -> (unit, what it is). All optional, shape (rows, cols).
 DEVICE_ARRAYS: dict[str, tuple[str, str]] = {
-    "defect_class": ("", "0 functional, 1 stuck-off, 2 stuck-on (int8)"),
+    "defect_class": ("", "0 functional, 1 stuck-off, 2 stuck-on, -1 not measured (int8)"),
+    "conductance_s": ("S", "conductance I(V_read)/V_read of the last map read"),
     "set_threshold_v": ("V", "set threshold (positive)"),
     "reset_threshold_v": ("V", "reset threshold (negative, as the ground truth)"),
     "temp_coeff_s_per_k": ("S/K", "temperature coefficient of the conductance"),
     "read_noise_sigma_s": ("S", "read-noise standard deviation at 1 PLC"),
     "forming_voltage_v": ("V", "forming voltage (positive)"),
     "iv_nonlinearity": ("", "I-V nonlinearity (dimensionless)"),
+    "read_noise_rel": ("", "read-noise standard deviation relative to the conductance, 1 PLC"),
+    "telegraph": ("", "1 telegraph (random telegraph) noise detected, 0 not, NaN not measured"),
+    "drift_per_decade_rel": ("", "conductance drift per decade of time, relative (signed)"),
+    "vth_v": ("V", "eFlash threshold voltage at 25 C"),
+    "subthreshold_slope_v_per_decade": ("V/dec", "eFlash subthreshold slope at 25 C"),
+    "vth_temp_coeff_v_per_k": ("V/K", "eFlash threshold voltage change with temperature"),
 }
 #: Scalars (V), each optional: name -> what it is.
 SCALARS: dict[str, str] = {
@@ -54,12 +61,14 @@ SCALARS: dict[str, str] = {
     "amplitude_cap_half_select_v": "largest write amplitude under the V/2 scheme",
     "amplitude_cap_third_select_v": "largest write amplitude under the V/3 scheme",
 }
-DEFECT_CLASSES = (0, 1, 2)
+DEFECT_CLASSES = (-1, 0, 1, 2)
 #: Sign rules of the float arrays: name -> (refused when, message tail).
 _SIGN_RULES: dict[str, tuple[Any, str]] = {
     "set_threshold_v": (lambda a: a <= 0, "values <= 0 V; a set threshold is positive"),
     "reset_threshold_v": (lambda a: a >= 0, "values >= 0 V; a reset threshold is negative"),
     "read_noise_sigma_s": (lambda a: a < 0, "values < 0 S; a standard deviation is >= 0"),
+    "read_noise_rel": (lambda a: a < 0, "values < 0; a standard deviation is >= 0"),
+    "conductance_s": (lambda a: a < 0, "values < 0 S; a conductance read is >= 0"),
     "forming_voltage_v": (lambda a: a <= 0, "values <= 0 V; a forming voltage is positive"),
 }
 _FILE_KEY = "__nvmlab_chip_profile__"
@@ -82,6 +91,13 @@ class ChipProfile:
     read_noise_sigma_s: np.ndarray | None = None
     forming_voltage_v: np.ndarray | None = None
     iv_nonlinearity: np.ndarray | None = None
+    conductance_s: np.ndarray | None = None
+    read_noise_rel: np.ndarray | None = None
+    telegraph: np.ndarray | None = None
+    drift_per_decade_rel: np.ndarray | None = None
+    vth_v: np.ndarray | None = None
+    subthreshold_slope_v_per_decade: np.ndarray | None = None
+    vth_temp_coeff_v_per_k: np.ndarray | None = None
     safe_read_v: float | None = None
     amplitude_cap_half_select_v: float | None = None
     amplitude_cap_third_select_v: float | None = None
@@ -136,13 +152,13 @@ class ChipProfile:
             )
         if name == "defect_class":
             if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-                raise StorageError(f"ChipProfile.{name} holds non-integer values; allowed: 0, 1, 2")
+                raise StorageError(f"ChipProfile.{name} holds non-integer values; allowed: -1, 0, 1, 2")
             bad = sorted(set(np.unique(array).tolist()) - set(DEFECT_CLASSES))
             if bad:
                 shown = ", ".join(str(int(b)) for b in bad)
                 raise StorageError(
                     f"ChipProfile.{name} holds {shown}; allowed: 0 functional, 1 stuck-off, "
-                    "2 stuck-on"
+                    "2 stuck-on, -1 not measured"
                 )
             return array.astype(np.int8)
         floats = array.astype(np.float64)

@@ -130,11 +130,11 @@ def test_loading_a_chip_without_profile_or_an_unknown_id_is_clear(db) -> None:
         ),
         (
             {"defect_class": np.full((ROWS, COLS), 3)},
-            "ChipProfile.defect_class holds 3; allowed: 0 functional, 1 stuck-off, 2 stuck-on",
+            "ChipProfile.defect_class holds 3; allowed: 0 functional, 1 stuck-off, 2 stuck-on, -1 not measured",
         ),
         (
             {"defect_class": np.full((ROWS, COLS), 0.5)},
-            "ChipProfile.defect_class holds non-integer values; allowed: 0, 1, 2",
+            "ChipProfile.defect_class holds non-integer values; allowed: -1, 0, 1, 2",
         ),
         (
             {"forming_voltage_v": np.full((ROWS, COLS), "x")},
