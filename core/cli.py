@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "nvmlab.mocks.truth",
     "nvmlab.instruments.cli",
     "nvmlab.storage.cli",
+    "nvmlab.characterization.cli",
     "nvmlab.demo",
     "nvmlab.benchmarks",
 )

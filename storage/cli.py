@@ -66,7 +66,10 @@ PRECEDENCE = (
 )
 
 
-def _db_option(parser: argparse.ArgumentParser) -> None:
+def add_database_options(parser: Any, *, station: bool = True) -> None:
+    """Add ``--db URL`` (and, with ``station``, ``--station FILE``) to ``parser``, the
+    options every command that stores or reads results shares; a command that has its own
+    ``--station`` (``nvmlab characterize``) passes ``station=False``."""
     parser.add_argument(
         "--db",
         metavar="URL",
@@ -76,6 +79,8 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
             f"Which database is used: {PRECEDENCE}"
         ),
     )
+    if not station:
+        return
     parser.add_argument(
         "--station",
         metavar="FILE",
@@ -98,7 +103,7 @@ def _describe(choice: DatabaseChoice, station: str | None) -> str:
     return f"from {choice.source}"
 
 
-def _url(args: argparse.Namespace) -> str:
+def choose_database_url(args: argparse.Namespace) -> str:
     """The database URL of this command (chosen once); says on stderr where it came from
     unless it is --db's."""
     choice: DatabaseChoice | None = getattr(args, "database_choice", None)
@@ -117,7 +122,7 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    url = parse_url(_url(args))
+    url = parse_url(choose_database_url(args))
     before, after = upgrade_database(url)
     shown = mask_url(url)
     if before == after:
@@ -130,7 +135,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_current(args: argparse.Namespace) -> int:
-    db = open_database(_url(args), create=False)
+    db = open_database(choose_database_url(args), create=False)
     with db:
         print(f"database {db.display_url} is at schema revision {head_revision()} (current)")
     return 0
@@ -153,17 +158,17 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
     if args.mark_aborted is not None:
         run_id = parse_run_id(args.mark_aborted)
-        with open_database(_url(args), create=False) as db:
+        with open_database(choose_database_url(args), create=False) as db:
             interrupted = mark_aborted(db, run_id)
         print(
             f"run {run_id} marked aborted ({interrupted} unit attempt(s) left running marked "
             "interrupted); it can now be resumed"
         )
         return 0
-    with open_database(_url(args), create=False) as db:
+    with open_database(choose_database_url(args), create=False) as db:
         frame = list_runs(db)
     if frame.empty:
-        print(f"no runs in {mask_url(_url(args))}")
+        print(f"no runs in {mask_url(choose_database_url(args))}")
         return 0
     headers = [
         "id",
@@ -201,7 +206,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from nvmlab.storage.export import export_run
 
     run_id = parse_run_id(args.run)
-    with open_database(_url(args), create=False) as db:
+    with open_database(choose_database_url(args), create=False) as db:
         files = export_run(db, run_id, args.format, args.out)
     print(f"exported run {run_id} ({len(files)} files) to {files[0].parent}")
     return 0
@@ -210,7 +215,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_chip_add(args: argparse.Namespace) -> int:
     from nvmlab.storage.inventory import register_chip
 
-    with open_database(_url(args), create=True) as db:
+    with open_database(choose_database_url(args), create=True) as db:
         chip, created = register_chip(
             db, args.name, array_kind=args.kind, n_rows=args.rows, n_cols=args.cols,
             lot=args.lot, wafer=args.wafer, die=args.die, notes=args.notes,
@@ -226,7 +231,7 @@ def _cmd_chip_add(args: argparse.Namespace) -> int:
 def _cmd_chip_list(args: argparse.Namespace) -> int:
     from nvmlab.storage.inventory import list_chips
 
-    with open_database(_url(args), create=False) as db:
+    with open_database(choose_database_url(args), create=False) as db:
         chips = list_chips(db)
         shown = db.display_url
     if not chips:
@@ -392,7 +397,7 @@ def _register_chip_commands(subparsers: Any) -> None:
     add.add_argument("--wafer", default=None, help="wafer (optional)")
     add.add_argument("--die", default=None, help="die (optional)")
     add.add_argument("--notes", default=None, help="free text (optional)")
-    _db_option(add)
+    add_database_options(add)
     add.set_defaults(handler=_masked(_cmd_chip_add))
     listing = chip_sub.add_parser(
         "list",
@@ -401,7 +406,7 @@ def _register_chip_commands(subparsers: Any) -> None:
         epilog=CHIP_LIST_EPILOG,
         formatter_class=_RAW,
     )
-    _db_option(listing)
+    add_database_options(listing)
     listing.set_defaults(handler=_masked(_cmd_chip_list))
     chip.set_defaults(handler=lambda _args: (chip.print_help(sys.stderr), 2)[1])
 
@@ -423,7 +428,7 @@ def register(subparsers: Any) -> None:
         epilog=DB_UPGRADE_EPILOG,
         formatter_class=_RAW,
     )
-    _db_option(upgrade)
+    add_database_options(upgrade)
     upgrade.set_defaults(handler=_masked(_cmd_db_upgrade))
     current = db_sub.add_parser(
         "current",
@@ -432,7 +437,7 @@ def register(subparsers: Any) -> None:
         epilog=DB_CURRENT_EPILOG,
         formatter_class=_RAW,
     )
-    _db_option(current)
+    add_database_options(current)
     current.set_defaults(handler=_masked(_cmd_db_current))
     db.set_defaults(handler=lambda _args: (db.print_help(sys.stderr), 2)[1])
 
@@ -450,7 +455,7 @@ def register(subparsers: Any) -> None:
         help="end RUN, a running run whose process is gone (shown as dead): status aborted, "
         "its open unit attempts interrupted, so that it can be resumed; refused if alive",
     )
-    _db_option(runs)
+    add_database_options(runs)
     runs.set_defaults(handler=_masked(_cmd_runs))
 
     export = subparsers.add_parser(
@@ -470,6 +475,6 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "--out", required=True, metavar="DIR", help="output folder; the run goes in DIR/run-RUN"
     )
-    _db_option(export)
+    add_database_options(export)
     export.set_defaults(handler=_masked(_cmd_export))
     _register_chip_commands(subparsers)
