@@ -338,12 +338,15 @@ def register_sweep(cls: type[Sweep]) -> type[Sweep]:
             progress=context.progress,
         )
 
+    def estimate(params: dict[str, Any]) -> float | None:
+        return sweep.estimate_s(params, None)
+
     step.__qualname__ = f"characterize_{sweep.kind}"
     register_step(
         sweep.kind,
         summary=sweep.summary,
         params=sweep.params,
-        estimate_s=lambda p, s=sweep: s.estimate_s(p, None),
+        estimate_s=estimate,  # type: ignore[arg-type]
     )(step)
     return cls
 
