@@ -8,56 +8,20 @@ from typing import Any
 import numpy as np
 import pytest
 from benches import characterization_bench
+from toysweep import registered_toy_sweep
 
 from nvmlab.characterization.sweep import (
-    _SWEEPS,
-    ProfileUpdate,
-    Sweep,
-    SweepUnit,
-    register_sweep,
     run_sweep,
 )
 from nvmlab.errors import ConfigError, StorageError
-from nvmlab.steps import Param, unregister_step
 from nvmlab.storage.profile import load_profile
 from nvmlab.storage.runs import unit_attempts
 
 
-class ReadEachRow(Sweep):
-    """Reads every device of each row once; stops on demand inside a chosen unit."""
-
-    kind = "test-read-rows"
-    summary = "test sweep"
-    params = (Param("sample", int, 0, low=0, high=1 << 24),)
-    interrupt_in: str | None = None
-    measured: list[str] = []
-
-    def plan(self, params, chip, rng, profile):
-        return [
-            SweepUnit(f"row-{r}", tuple((r, c) for c in range(chip.cols))) for r in range(chip.rows)
-        ]
-
-    def run_unit(self, ctx, unit):
-        for i, (r, c) in enumerate(unit.devices):
-            read = ctx.read(r, c)
-            ctx.parameter(r, c, "conductance_s", read.conductance_s, "S")
-            if unit.key == self.interrupt_in and i == 3:
-                raise KeyboardInterrupt
-        self.measured.append(unit.key)
-
-    def finish(self, ctx):
-        g = ctx.chain_parameters(["conductance_s"])["conductance_s"]
-        return ProfileUpdate(
-            arrays={"conductance_s": g}, summary={"median_s": float(np.nanmedian(g))}
-        )
-
-
 @pytest.fixture
 def sweep() -> Any:
-    register_sweep(ReadEachRow)
-    yield _SWEEPS["test-read-rows"]
-    _SWEEPS.pop("test-read-rows", None)
-    unregister_step("test-read-rows")
+    with registered_toy_sweep() as toy:
+        yield toy
 
 
 def test_an_interrupted_sweep_resumes_without_repeating_completed_units(sweep, tmp_path: Path):
