@@ -16,6 +16,7 @@ BENCHMARKS = {
     "mocks": "nvmlab.mocks.benchmarks",
     "drivers": "nvmlab.benchmarks.drivers",
     "storage": "nvmlab.storage.bench",
+    "characterization": "nvmlab.benchmarks.characterization",
 }
 
 
@@ -41,6 +42,7 @@ examples:
   nvmlab bench                          # every layer (about 3 minutes)
   nvmlab bench --only mocks             # the emulated bench only
   nvmlab bench --only drivers --only storage
+  nvmlab bench --only characterization  # a full 64 x 64 characterization, timed
 """
 
 
