@@ -319,9 +319,7 @@ def _matrix(plot: Mapping[str, Any], key: str, shape: tuple[int, int], where: st
     if value is None:
         raise _Skip(f"{where} has no {key!r}")
     try:
-        array = np.array(
-            [[np.nan if v is None else v for v in row] for row in value], dtype=float
-        )
+        array = np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
     except (TypeError, ValueError):
         raise _Skip(f"{where}: {key!r} is not a list of lists of numbers") from None
     if array.shape != shape:
@@ -399,6 +397,8 @@ PlotFunction = Callable[[_Data, Callable[..., Any]], Any]
 
 
 def _plot_conductance_map(data: _Data, figure: Callable[..., Any]) -> Any:
+    from matplotlib.colors import LogNorm
+
     profile = _need_profile(data)
     g = profile.conductance_s
     if g is None or _finite(g).size == 0:
@@ -406,10 +406,23 @@ def _plot_conductance_map(data: _Data, figure: Callable[..., Any]) -> Any:
     fig = figure(figsize=(6.4, 5.2))
     ax = fig.add_subplot()
     cmap = _cmap("viridis").with_extremes(bad="#d0d0d0")
-    image = ax.imshow(np.ma.masked_invalid(g * 1e6), cmap=cmap, interpolation="nearest")
-    bar = fig.colorbar(image, ax=ax)
-    bar.set_label("conductance (µS)")
     measured = _finite(g)
+    positive = measured[measured > 0]
+    # A few stuck-on devices would flatten a linear scale: log colours past 1.5 decades.
+    logarithmic = positive.size > 0 and positive.max() / positive.min() > 30
+    norm = LogNorm(positive.min() * 1e6, positive.max() * 1e6) if logarithmic else None
+    shown = np.where(g > 0, g, np.nan) if logarithmic else g
+    image = ax.imshow(
+        np.ma.masked_invalid(shown * 1e6), cmap=cmap, norm=norm, interpolation="nearest"
+    )
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("conductance (µS" + (", log scale)" if logarithmic else ")"))
+    if logarithmic:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        bar.ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_title(
         f"Conductance map, {profile.chip} ({profile.rows} x {profile.cols})\n"
         f"median {_si(float(np.median(measured)), 'S', 3)}, {measured.size} devices measured"
@@ -487,12 +500,17 @@ def _plot_threshold_histograms(data: _Data, figure: Callable[..., Any]) -> Any:
         bins = int(min(40, max(5, np.sqrt(values.size) * 2)))
         ax.hist(values, bins=bins, color=colors[name], edgecolor="white", linewidth=0.5)
         median = float(np.median(values))
+        mean = float(values.mean())
         std = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
-        ax.axvline(median, color="black", linestyle="--", linewidth=1)
+        ax.axvline(median, color="black", linestyle="--", linewidth=1, label="median")
         ax.set_xlabel(label)
         ax.set_ylabel("devices")
-        cv = abs(std / median) * 100 if median else float("nan")
-        ax.set_title(f"median {median:.3g} V, CV {cv:.1f} %\n{values.size} devices", fontsize=10)
+        cv = abs(std / mean) * 100 if mean else float("nan")
+        ax.set_title(
+            f"median {median:.3g} V, CV (std/mean) {cv:.1f} %\n{values.size} devices",
+            fontsize=10,
+        )
+        ax.legend(fontsize=8)
     fig.suptitle(f"Threshold distributions, {profile.chip}")
     return fig
 
@@ -544,12 +562,23 @@ def _plot_noise_vs_conductance(data: _Data, figure: Callable[..., Any]) -> Any:
         mask &= np.isfinite(g) & np.isfinite(sigma) & (g > 0) & (sigma > 0)
         label = f"{value:g} PLC" if math.isfinite(value) else "NPLC not given"
         ax.loglog(g[mask] * 1e6, sigma[mask] * 1e9, marker="o", linestyle="-", label=label)
+    _plain_log_ticks(ax)
     ax.set_xlabel("conductance (µS)")
     ax.set_ylabel("read-noise standard deviation σ (nS)")
     ax.set_title(f"Read noise versus conductance ({kind} sweep)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="integration time", fontsize=8)
     return fig
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Log axes labelled 1, 2, 5, 10, 20 ... (not 2 x 10^1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _plot_iv_loops(data: _Data, figure: Callable[..., Any]) -> Any:
@@ -601,7 +630,9 @@ def _x_name(trace: Mapping[str, Any], default: str) -> str:
 def _runs_text(data: _Data) -> str:
     if not data.runs:
         return data.scope
-    return "run" + ("s " if len(data.runs) > 1 else " ") + ", ".join(str(r["id"]) for r in data.runs)
+    return (
+        "run" + ("s " if len(data.runs) > 1 else " ") + ", ".join(str(r["id"]) for r in data.runs)
+    )
 
 
 def _chip_name(data: _Data) -> str:
@@ -669,8 +700,10 @@ def _plot_drift(data: _Data, figure: Callable[..., Any]) -> Any:
 def _plot_idvg(data: _Data, figure: Callable[..., Any]) -> Any:
     traces = data.traces.get("idvg")
     if not traces:
-        raise _Skip(f"no idvg traces stored by {_runs_text(data)} (the eFlash Id-Vg sweep records them)")
-    from matplotlib.colors import Normalize
+        raise _Skip(
+            f"no idvg traces stored by {_runs_text(data)} (the eFlash Id-Vg sweep records them)"
+        )
+    from matplotlib.colors import ListedColormap, Normalize
 
     devices = _devices(traces)[:4]
     temps = np.array(
@@ -681,10 +714,12 @@ def _plot_idvg(data: _Data, figure: Callable[..., Any]) -> Any:
     if high - low < 1.0:
         low, high = low - 1.0, high + 1.0
     norm = Normalize(low, high)
-    cmap = _cmap("coolwarm")
+    # plasma without its pale-yellow end: every temperature stays visible on white
+    cmap = ListedColormap(_cmap("plasma")(np.linspace(0.0, 0.85, 256)))
     fig = figure(figsize=(4.3 * len(devices) + 1.2, 4.4))
     axes = fig.subplots(1, len(devices), squeeze=False, sharey=True)[0]
     for ax, device in zip(axes, devices, strict=True):
+        name = "control gate"
         for t, temp in zip(traces, temps, strict=True):
             if (int(t["row"]), int(t["col"])) != device:
                 continue
@@ -692,9 +727,10 @@ def _plot_idvg(data: _Data, figure: Callable[..., Any]) -> Any:
             ok = current > 0
             color = cmap(norm(temp)) if math.isfinite(temp) else "black"
             ax.semilogy(t["x"][ok], current[ok], color=color, linewidth=1.2)
-        ax.set_xlabel(f"{_x_name(t, 'control gate')} voltage (V)")
+            name = _x_name(t, "control gate")
+        ax.set_xlabel(f"{name} voltage (V)")
         ax.set_title(f"device ({device[0]}, {device[1]})", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("drain current |Id| (A)")
     from matplotlib.cm import ScalarMappable
 
@@ -752,7 +788,9 @@ def _plot_disturb(data: _Data, figure: Callable[..., Any]) -> Any:
             ]
             lines = [(label, y) for label, y in lines if y.size == x.size]
             if not lines:
-                raise _Skip(f"{where} has no {' or '.join(k for k, _ in series)} of {x.size} values")
+                raise _Skip(
+                    f"{where} has no {' or '.join(k for k, _ in series)} of {x.size} values"
+                )
             panels.append((kind, xkey, x, lines))
         except _Skip as exc:
             reasons.append(str(exc))
@@ -898,6 +936,14 @@ def _flatten(summary: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
     return out
 
 
+CHIP_HEADERS = ("name", "array kind", "rows", "cols", "lot", "wafer", "die", "registered", "notes")
+RUN_HEADERS = (
+    "run", "kind", "status", "started (UTC)", "ended (UTC)", "seed", "resumes", "parameters",
+    "message",
+)  # fmt: skip
+STATS_HEADERS = (
+    "quantity", "unit", "meaning", "devices", "mean", "std", "CV", "min", "median", "max",
+)  # fmt: skip
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1200px; color: #222; padding: 0 1em; }
@@ -928,9 +974,20 @@ def _html(data: _Data, images: list[tuple[str, str, bytes]], skipped: dict[str, 
     if chip is not None:
         parts.append(
             _table(
-                ["name", "array kind", "rows", "cols", "lot", "wafer", "die", "registered", "notes"],
-                [[chip.name, chip.kind, chip.rows, chip.cols, chip.lot, chip.wafer, chip.die,
-                  chip.created_at, chip.notes]],
+                CHIP_HEADERS,
+                [
+                    [
+                        chip.name,
+                        chip.kind,
+                        chip.rows,
+                        chip.cols,
+                        chip.lot,
+                        chip.wafer,
+                        chip.die,
+                        chip.created_at,
+                        chip.notes,
+                    ]
+                ],
             )  # fmt: skip
         )
     else:
@@ -954,26 +1011,14 @@ def _html(data: _Data, images: list[tuple[str, str, bytes]], skipped: dict[str, 
                 run.get("ended_at"), run.get("seed"), run.get("resumes_run_id"),
                 params or {}, run.get("message"),
             ])  # fmt: skip
-        parts.append(
-            _table(
-                ["run", "kind", "status", "started (UTC)", "ended (UTC)", "seed", "resumes",
-                 "parameters", "message"],
-                rows,
-            )  # fmt: skip
-        )
+        parts.append(_table(RUN_HEADERS, rows))
     else:
         parts.append("<p>no runs recorded in the profile</p>")
     if profile is not None:
         parts.append("<h2>Profile statistics</h2>")
         stats = _stats_rows(profile)
         if stats:
-            parts.append(
-                _table(
-                    ["quantity", "unit", "meaning", "devices", "mean", "std", "CV", "min",
-                     "median", "max"],
-                    stats,
-                )  # fmt: skip
-            )
+            parts.append(_table(STATS_HEADERS, stats))
         defect = profile.defect_class
         if defect is not None:
             counts = [[DEFECT_LABELS[c], int((defect == c).sum())] for c in sorted(DEFECT_LABELS)]

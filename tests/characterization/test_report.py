@@ -18,6 +18,7 @@ from nvmlab.characterization.report import (
     PLOTS,
     MissingDependencyError,
     ReportResult,
+    _gather_run,
     register_report,
     write_report,
 )
@@ -37,6 +38,7 @@ from nvmlab.storage import (
     finish_run,
     open_database,
     register_chip,
+    resume_run,
     save_profile,
     start_run,
 )
@@ -292,6 +294,33 @@ def test_run_report_uses_the_profile_as_of_that_run_and_its_own_data(lab: Any, t
     temp = write_report(db, out_dir=tmp_path / "temp", run_id=runs["temperature"])
     _check_pngs(temp, {"conductance_map", "defect_map", "conductance_vs_temperature"})
     _check_html(temp)
+
+
+def test_a_resumed_run_reports_the_traces_of_its_whole_chain(tmp_path: Path):
+    db = open_database(f"sqlite:///{tmp_path / 'chain.sqlite'}", create=True)
+    with db:
+        chip, _ = register_chip(db, "R1", array_kind="memristor", n_rows=2, n_cols=2)
+        first = _run(db, chip.id, "iv", {})
+        v = np.linspace(-0.3, 0.3, 7)
+        with RecordWriter(db, first, chip_id=chip.id) as w:
+            w.add_trace(0, 0, "iv-dc", v, v * 1e-5)
+        finish_run(db, first, "aborted")
+        second = resume_run(db, first)
+        with RecordWriter(db, second, chip_id=chip.id) as w:
+            w.add_trace(1, 1, "iv-dc", v, v * 3e-5)
+        finish_run(db, second, "completed")
+        result = write_report(db, out_dir=tmp_path / "out", run_id=second)
+    assert set(result.png_paths) == {"iv_loops"}
+    assert "chip 'R1' had no stored profile as of run 2" in result.skipped["conductance_map"]
+    text = _check_html(result)
+    assert f"<td>{second}</td><td>characterize-iv</td><td>completed</td>" in text
+    # the traces drawn are those of both runs of the chain; the first run alone has one
+    with open_database(f"sqlite:///{tmp_path / 'chain.sqlite'}") as again:
+        chain = _gather_run(again, second).traces["iv-dc"]
+        alone = _gather_run(again, first).traces["iv-dc"]
+    assert [(t["run_id"], t["row"], t["col"]) for t in chain] == [(first, 0, 0), (second, 1, 1)]
+    assert [(t["run_id"], t["row"], t["col"]) for t in alone] == [(first, 0, 0)]
+    assert np.allclose(chain[1]["y"], v * 3e-5)
 
 
 def test_plots_with_malformed_data_are_skipped_with_the_reason(tmp_path: Path):
