@@ -588,32 +588,40 @@ def _plot_iv_loops(data: _Data, figure: Callable[..., Any]) -> Any:
             f"no I-V traces ({', '.join(IV_KINDS)}) stored by {_runs_text(data)} (the I-V / "
             "forming sweeps record them)"
         )
-    fig = figure(figsize=(5.2 * len(kinds) + 0.4, 4.6))
-    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    # loops also on a log |I| axis: the off branch is invisible on a linear one
+    panels = [(k, log) for k in kinds for log in ((False, True) if k == "iv-loop" else (False,))]
+    fig = figure(figsize=(5.0 * len(panels) + 0.4, 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     names = {"iv-loop": "I-V loops", "iv-dc": "DC I-V", "iv-pulsed": "pulsed I-V"}
-    for ax, kind in zip(axes, kinds, strict=True):
+    for ax, (kind, log) in zip(axes, panels, strict=True):
         traces = data.traces[kind]
         devices = _devices(traces)
-        currents = np.concatenate([t["y"] for t in traces if (t["row"], t["col"]) in devices])
-        scale, unit = _scale(currents, "A")
+        mine = [t for t in traces if (int(t["row"]), int(t["col"])) in devices]
+        scale, unit = _scale(np.concatenate([t["y"] for t in mine]), "A")
         for i, device in enumerate(devices):
-            color = f"C{i}"
             first = True
-            for t in traces:
+            for t in mine:
                 if (int(t["row"]), int(t["col"])) != device:
                     continue
+                label = f"device ({device[0]}, {device[1]})" if first else None
+                y = np.abs(t["y"]) if log else t["y"] / scale
+                x = t["x"][y > 0] if log else t["x"]
                 ax.plot(
-                    t["x"], t["y"] / scale, color=color, linewidth=1.2, marker=".",
-                    markersize=3, label=f"device ({device[0]}, {device[1]})" if first else None,
+                    x, y[y > 0] if log else y, color=f"C{i % 10}", linewidth=1.2, marker=".",
+                    markersize=3, label=label,
                 )  # fmt: skip
                 first = False
-        ax.axhline(0, color="grey", linewidth=0.5)
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylabel("|current| (A)")
+        else:
+            ax.axhline(0, color="grey", linewidth=0.5)
+            ax.set_ylabel(f"current ({unit})")
         ax.axvline(0, color="grey", linewidth=0.5)
         ax.set_xlabel(f"{_x_name(traces[0], 'voltage')} (V)")
-        ax.set_ylabel(f"current ({unit})")
-        shown = len(devices)
         total = len({(int(t["row"]), int(t["col"])) for t in traces})
-        ax.set_title(f"{names[kind]}: {shown} of {total} devices", fontsize=10)
+        title = f"{names[kind]}{', log |I|' if log else ''}: {len(devices)} of {total} devices"
+        ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"I-V characteristics, {_chip_name(data)}")
