@@ -1155,11 +1155,11 @@ needs matplotlib: pip install 'nvmlab[report]'
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from nvmlab.storage.cli import _url
+    from nvmlab.storage.cli import choose_database_url
     from nvmlab.storage.database import open_database
 
     _matplotlib()  # the install hint before touching the database
-    with open_database(_url(args), create=False) as db:
+    with open_database(choose_database_url(args), create=False) as db:
         result = write_report(db, out_dir=args.out, run_id=args.run, chip=args.chip)
     print(f"report written: {result.html_path} ({len(result.png_paths)} plots)")
     for name, path in result.png_paths.items():
@@ -1171,7 +1171,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register_report(subparsers: Any) -> None:
     """Add the ``report`` subcommand to ``subparsers`` (``nvmlab report --help``)."""
-    from nvmlab.storage.cli import _db_option, _masked
+    from nvmlab.storage.cli import _masked, add_database_options
 
     parser = subparsers.add_parser(
         "report",
@@ -1198,7 +1198,7 @@ def register_report(subparsers: Any) -> None:
         "--out", metavar="DIR", required=True,
         help="output folder (created if needed): NAME.png per plot and report.html",
     )  # fmt: skip
-    _db_option(parser)
+    add_database_options(parser)
     parser.set_defaults(handler=_masked(_cmd_report))
 
 
