@@ -13,6 +13,15 @@ from nvmlab.characterization.sweep import run_sweep
 from nvmlab.storage.query import fetch_arrays
 
 
+def assert_left_safe(cb) -> None:
+    """SMU terminals at 0 V or off, every board line grounded, and nothing beyond the
+    station's write limit was ever applied."""
+    world = cb.bench.bench
+    assert all(v in (None, 0.0) for v in world.terminal_v.values())
+    assert {line.mode for line in (*world.rows_state, *world.cols_state)} == {"gnd"}
+    assert max(world.max_applied_v.values()) <= cb.station.limits.max_write_v + 1e-9
+
+
 def _params(rows, name):
     return {
         (int(r), int(c)): v
@@ -32,6 +41,7 @@ def test_window_against_truth_and_restore(tmp_path: Path, physics, seed):
             progress=lambda d, t: snaps.append(cb.truth()),
         )  # fmt: skip
         assert result.status == "completed" and result.units_total == 3
+        assert_left_safe(cb)
         rows = fetch_arrays(cb.db, "device_parameters", columns=["row", "col", "name", "value"])
         devices = sorted(_params(rows, "endurance_initial_s"))
         assert len(devices) == 3

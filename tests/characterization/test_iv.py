@@ -17,6 +17,15 @@ from nvmlab.storage.query import fetch_arrays, load_traces
 NONLINEARITY_TOLERANCE_REL = 0.10
 
 
+def assert_left_safe(cb) -> None:
+    """SMU terminals at 0 V or off, every board line grounded, and nothing beyond the
+    station's write limit was ever applied."""
+    world = cb.bench.bench
+    assert all(v in (None, 0.0) for v in world.terminal_v.values())
+    assert {line.mode for line in (*world.rows_state, *world.cols_state)} == {"gnd"}
+    assert max(world.max_applied_v.values()) <= cb.station.limits.max_write_v + 1e-9
+
+
 def _nonlinearity_error(cb, arrays) -> tuple[float, int]:
     nl = arrays["iv_nonlinearity"]
     truth = cb.truth()
@@ -36,6 +45,7 @@ def test_nonlinearity_matches_truth_and_traces_are_stored(tmp_path: Path, smu, p
     ) as cb:
         result = run_sweep("iv", station=cb.station, db=cb.db, chip=cb.chip, params={"sample": 10})
         assert result.status == "completed"
+        assert_left_safe(cb)
         err, n = _nonlinearity_error(cb, result.arrays)
         assert n >= 8
         assert err < NONLINEARITY_TOLERANCE_REL
@@ -101,6 +111,7 @@ def test_switching_loops_switch_near_the_thresholds_and_the_state_is_restored(tm
         kinds = [t["kind"] for t in load_traces(cb.db, result.run_id)]
         assert kinds.count("iv-loop") == 5
         assert result.summary["restored_devices"] == 5
+        assert_left_safe(cb)
 
 
 def test_over_tcp_on_16x16(tmp_path: Path):

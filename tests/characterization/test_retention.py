@@ -15,6 +15,15 @@ from nvmlab.storage.profile import load_profile
 from nvmlab.storage.query import fetch_arrays
 
 
+def assert_left_safe(cb) -> None:
+    """SMU terminals at 0 V or off, every board line grounded, and nothing beyond the
+    station's write limit was ever applied."""
+    world = cb.bench.bench
+    assert all(v in (None, 0.0) for v in world.terminal_v.values())
+    assert {line.mode for line in (*world.rows_state, *world.cols_state)} == {"gnd"}
+    assert max(world.max_applied_v.values()) <= cb.station.limits.max_write_v + 1e-9
+
+
 def _run_with_snapshots(cb, params):
     """Run the sweep keeping the truth after every unit (the direction a device drifts in
     changes when later units' V/3 pulses disturb it: compare at its own last unit)."""
@@ -50,6 +59,7 @@ def test_drift_per_decade_against_truth(tmp_path: Path, physics, seed, tolerance
         params = {"sample": 6, "points": 8}
         result, snaps = _run_with_snapshots(cb, params)
         assert result.status == "completed"
+        assert_left_safe(cb)
         devices, truth = _per_device_truth(result, snaps, 4)
         drift = result.arrays["drift_per_decade_rel"]
         errors, measured, true_mag = [], [], []
@@ -115,6 +125,7 @@ def test_bake_accelerates_as_arrhenius_says(tmp_path: Path):
         }  # fmt: skip
         result = run_sweep("retention", station=cb.station, db=cb.db, chip=cb.chip, params=params)
         bake = result.summary["bake"]
+        assert_left_safe(cb)
         truth = cb.truth()  # the bake programmed every device last: its direction is now
         rows = fetch_arrays(cb.db, "device_parameters", columns=["row", "col", "name", "value"])
         got = {
