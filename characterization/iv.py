@@ -5,7 +5,7 @@ Per device of a sample (every device with ``sample`` 0):
 1. **Read-range staircase** (DC, ``iv-dc`` trace): the device routed alone (``board.select(
    row, col, unselected="track")``: unselected columns follow SMU A, unselected rows
    grounded, so A measures the selected device only) and a list sweep stored in the SMU's
-   buffer (:meth:`SourceMeter.sweep_trace`): 0 -> +``read_max_v`` -> 0 (and -> -``read_max_v``
+   buffer (:meth:`SourceMeter.sweep_trace`): 0 -> +``read_max_v`` (0.3 V) -> 0 (and -> -``read_max_v``
    -> 0 with ``bidirectional``), ``read_points`` levels per quarter, ``repeats`` times.
    The nonlinearity comes from the devices docs' I-V ``I = G V (1 + b V^2)``: ``I/V = G + G b
    V^2`` is a straight line in ``V^2`` (a fit with the read noise's relative weighting),
@@ -43,10 +43,13 @@ them for single pulses and pulse trains only, not for a pulsed list sweep
 pulsed I-V with sub-millisecond pulses is not supported. Loops need a second channel
 (the V/2 routing); on a 2400 ``loops`` must be 0. The read-range staircase holds the
 selected device's column-mates at 0 V but puts -V on every device off the selected row
-and column (the "track" routing's property): at |V| <= 0.4 V this is below every
-switching floor at the default physics (0.25 V is the lowest floor, but its onset factor
-and rate are negligible at ms holds), yet a harsher chip's lowest thresholds may drift
-slightly.
+and column (the "track" routing's property), and the selected device sees the full V:
+a read-range staircase must not write, and 0.4 V does. With switching floors down to
+0.25 V (half the lowest threshold, 0.5 V), a default-physics 16 x 16 chip measured to
+0.4 V had single devices move by up to +250 % (set at +0.4 V on the lowest thresholds,
+seconds of cumulated hold); to 0.3 V the largest change was below 2 % (the rate falls
+by exp(-0.1 V / 0.05 V) and the onset factor about tenfold). Hence ``read_max_v`` 0.3 V
+by default, where the cubic term still adds 13 % (b = 1.5 V^-2) and is fitted to a few %.
 
 Units: V, A, S, s.
 """
@@ -168,7 +171,7 @@ class IVSweep(Sweep):
     description = __doc__ or ""
     params = (
         Param("sample", int, 8, low=0, high=1 << 24, help="devices measured (0: every device)"),
-        Param("read_max_v", float, 0.4, unit="V", low=0.05, high=10.0,
+        Param("read_max_v", float, 0.3, unit="V", low=0.05, high=10.0,
               help="largest |V| of the read-range staircase (within the station's read limit)"),
         Param("read_points", int, 20, low=3, high=200, help="staircase levels per quarter"),
         Param("repeats", int, 2, low=1, high=50, help="staircases per device (averaged)"),

@@ -26,6 +26,13 @@ def assert_left_safe(cb) -> None:
     assert max(world.max_applied_v.values()) <= cb.station.limits.max_write_v + 1e-9
 
 
+def _assert_reads_did_not_write(before, after) -> None:
+    """The read-range staircases (to 0.3 V) leave every device of the chip within 5 %
+    (they put -V on every device off the selected row and column, +V on the selected)."""
+    change = np.abs(after["conductance_s"] / before["conductance_s"] - 1)
+    assert change.max() < 0.05
+
+
 def _nonlinearity_error(cb, arrays) -> tuple[float, int]:
     nl = arrays["iv_nonlinearity"]
     truth = cb.truth()
@@ -43,19 +50,21 @@ def test_nonlinearity_matches_truth_and_traces_are_stored(tmp_path: Path, smu, p
     with characterization_bench(
         tmp_path, rows=8, cols=8, seed=seed, physics=physics, smu=smu
     ) as cb:
+        before = cb.truth()
         result = run_sweep("iv", station=cb.station, db=cb.db, chip=cb.chip, params={"sample": 10})
         assert result.status == "completed"
         assert_left_safe(cb)
         err, n = _nonlinearity_error(cb, result.arrays)
         assert n >= 8
         assert err < NONLINEARITY_TOLERANCE_REL
+        _assert_reads_did_not_write(before, cb.truth())
         profile = load_profile(cb.db, cb.chip)
         assert profile.iv_nonlinearity is not None
         assert np.isfinite(profile.iv_nonlinearity).sum() == 10
         traces = load_traces(cb.db, result.run_id)
         kinds = [t["kind"] for t in traces]
         dc = next(t for t in traces if t["kind"] == "iv-dc")
-        assert dc["x"].size == dc["y"].size > 40 and np.all(np.abs(dc["x"]) <= 0.41)
+        assert dc["x"].size == dc["y"].size > 40 and np.all(np.abs(dc["x"]) <= 0.31)
         assert kinds.count("iv-dc") == 20 and kinds.count("iv-pulsed") == 20
         # the return-to-zero staircase measures the same nonlinearity
         params = fetch_arrays(cb.db, "device_parameters", columns=["name", "value"])
@@ -116,12 +125,14 @@ def test_switching_loops_switch_near_the_thresholds_and_the_state_is_restored(tm
 
 def test_over_tcp_on_16x16(tmp_path: Path):
     with characterization_bench(tmp_path, rows=16, cols=16, seed=7, tcp=True) as cb:
+        before = cb.truth()
         result = run_sweep(
             "iv", station=cb.station, db=cb.db, chip=cb.chip,
             params={"sample": 4, "repeats": 1, "read_points": 10},
         )  # fmt: skip
         err, n = _nonlinearity_error(cb, result.arrays)
         assert n >= 3 and err < NONLINEARITY_TOLERANCE_REL
+        _assert_reads_did_not_write(before, cb.truth())
 
 
 def test_refusals_before_any_instrument_is_touched(tmp_path: Path):
