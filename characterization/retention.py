@@ -19,7 +19,9 @@ Profile array ``drift_per_decade_rel``: per device, the magnitude averaged over 
 states (the relaxation per decade is one number per device in the model; the summary
 keeps every state's value) with the sign of the last state's drift (the direction the
 device drifts now, after its last pulse). The time origin is the end of the write-verify
-(its last read follows the last pulse by one read, ~40 ms at the defaults).
+(its last read follows the last pulse by one read, ~40 ms at the defaults); a device
+already within the tolerance of a state is moved away and back, so that it has a last
+pulse (without one its age, since delivery, is unknown).
 
 **Bake** (``bake``, one unit for the whole sample, needs a chamber): at the ambient
 (``temperature_c``, default 25 C) each device is set to ``bake_state_s``, read after
@@ -56,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nvmlab.characterization.states import DEFAULT_STATES_S, set_conductance
+from nvmlab.characterization.states import DEFAULT_STATES_S, StateResult, set_conductance
 from nvmlab.characterization.sweep import (
     ProfileUpdate,
     Sweep,
@@ -65,7 +67,7 @@ from nvmlab.characterization.sweep import (
     choose_devices,
     register_sweep,
 )
-from nvmlab.errors import ConfigError
+from nvmlab.errors import ConfigError, InstrumentTimeout
 from nvmlab.instruments.arrays import ReadSettings
 from nvmlab.steps import Param
 
@@ -201,6 +203,15 @@ class RetentionSweep(Sweep):
                     f"{limits.min_temperature_c:g} to {limits.max_temperature_c:g} C",
                     field=name,
                 )
+        if not self._has_chamber(station):
+            if params["bake"]:
+                raise ConfigError("value true needs a chamber; this station has none", field="bake")
+            if params["temperature_c"] != REFERENCE_C:
+                raise ConfigError(
+                    f"value {params['temperature_c']:g} C needs a chamber; this station has "
+                    f"none; allowed without one: {REFERENCE_C:g} C (the lab's ambient)",
+                    field="temperature_c",
+                )
         if params["bake"] and params["bake_last_s"] < params["bake_first_s"]:
             raise ConfigError(
                 f"value {params['bake_last_s']:g} s is not allowed; allowed: at least "
@@ -231,8 +242,13 @@ class RetentionSweep(Sweep):
         return float(total)
 
     # -- instruments -----------------------------------------------------------------------
+    @staticmethod
+    def _has_chamber(station: Any) -> bool:
+        config = getattr(station, "config", None)
+        return config is None or "chamber" in config.instruments
+
     def _chamber(self, ctx: SweepContext) -> Any:
-        return getattr(ctx.station, "chamber", None)
+        return ctx.station.chamber if self._has_chamber(ctx.station) else None
 
     def _ambient_c(self, ctx: SweepContext) -> float:
         return float(ctx.params["temperature_c"])
@@ -245,15 +261,7 @@ class RetentionSweep(Sweep):
         chamber = self._chamber(ctx)
         p = ctx.params
         if chamber is None:
-            if p["bake"]:
-                raise ConfigError("value true needs a chamber; this station has none", field="bake")
-            if p["temperature_c"] != REFERENCE_C:
-                raise ConfigError(
-                    f"value {p['temperature_c']:g} C needs a chamber; this station has none; "
-                    f"allowed without one: {REFERENCE_C:g} C (the lab's ambient)",
-                    field="temperature_c",
-                )
-            return
+            return  # check() refused anything but the 25 C ambient
         if (
             abs(float(chamber.setpoint()) - p["temperature_c"]) > 1e-9
             or abs(float(chamber.temperature()) - p["temperature_c"]) > STABLE_TOL_C
@@ -268,9 +276,10 @@ class RetentionSweep(Sweep):
         while stable < STABLE_POLLS:
             ctx.check_stop()
             if waited > RAMP_TIMEOUT_S:
-                raise ConfigError(
-                    f"the chamber did not reach {celsius:g} C within {RAMP_TIMEOUT_S:g} s",
-                    field="temperature_c",
+                raise InstrumentTimeout(
+                    f"the chamber did not reach {celsius:g} C within {RAMP_TIMEOUT_S:g} s "
+                    f"(last reading {log[-1][1] if log else float('nan'):g} C)",
+                    instrument="chamber",
                 )
             ctx.clock.sleep(POLL_S)
             waited += POLL_S
@@ -303,6 +312,17 @@ class RetentionSweep(Sweep):
         g = ctx.read(row, col, self._settings(ctx), temperature_c=temp_c).conductance_s
         return 0.5 * (start + ctx.clock.now()), g
 
+    @staticmethod
+    def _program(ctx: SweepContext, row: int, col: int, target_s: float) -> StateResult:
+        """Set the device to ``target_s`` with at least one pulse: the relaxation's time
+        origin is the last pulse, so a device already within the tolerance (no pulse) is
+        first moved 30 % down and brought back."""
+        result = set_conductance(ctx, row, col, target_s)
+        if result.pulses == 0:
+            set_conductance(ctx, row, col, 0.7 * target_s)
+            result = set_conductance(ctx, row, col, target_s)
+        return result
+
     # -- units -----------------------------------------------------------------------------
     def run_unit(self, ctx: SweepContext, unit: SweepUnit) -> None:
         if unit.info.get("bake"):
@@ -313,18 +333,22 @@ class RetentionSweep(Sweep):
         state = float(p["states_s"][int(unit.info["state"])])
         temp_c = self._temperature(ctx)
         factor = float(arrhenius_factor(temp_c, p["activation_ev"]))
-        result = set_conductance(ctx, row, col, state)
+        result = self._program(ctx, row, col, state)
         t_prog = ctx.clock.now()
         times = np.geomspace(p["first_s"], p["last_s"], p["points"])
-        t_mid, g = np.empty(times.size), np.empty(times.size)
+        t_mid, g, x = np.empty(times.size), np.empty(times.size), np.empty(times.size)
         for k, t in enumerate(times):
             ctx.check_stop()
             wait = t_prog + t - ctx.clock.now()
             if wait > 0:
                 ctx.clock.sleep(wait)
+            start = ctx.clock.now() - t_prog
             mid, g[k] = self._timed_read(ctx, row, col, temp_c)
             t_mid[k] = mid - t_prog
-        x = np.log10(1.0 + factor * t_mid / p["relax_time_s"])
+            # the read averages the device over its integration: x averaged the same way
+            # (log time is concave: the early reads, ~1.7 s long at 1 s, would bias it)
+            span = start + (2.0 * (t_mid[k] - start)) * np.linspace(0.0, 1.0, 33)
+            x[k] = float(np.mean(np.log10(1.0 + factor * span / p["relax_time_s"])))
         d, alpha = fit_drift(x, g)
         ctx.writer.add_trace(
             row, col, "retention", t_mid, g, x_name="time_s", y_name="conductance_s",
@@ -346,22 +370,17 @@ class RetentionSweep(Sweep):
         t_prog: dict[tuple[int, int], float] = {}
         for row, col in unit.devices:
             ctx.check_stop()
-            result = set_conductance(ctx, row, col, target)
-            if result.pulses == 0:  # already there: programme it afresh (a known origin)
-                set_conductance(ctx, row, col, 0.7 * target)
-                set_conductance(ctx, row, col, target)
+            self._program(ctx, row, col, target)
             t_prog[(row, col)] = ctx.clock.now()
             log.append((ctx.clock.now(), self._temperature(ctx)))
         self._hold(ctx, p["reference_s"], log, DWELL_POLL_S)
         reads: dict[tuple[int, int], list[tuple[float, float]]] = {d: [] for d in unit.devices}
-        bench_at: list[float] = []
 
         def read_all() -> None:
             temp_c = self._temperature(ctx)
             log.append((ctx.clock.now(), temp_c))
             for row, col in unit.devices:
                 reads[(row, col)].append(self._timed_read(ctx, row, col, temp_c))
-            bench_at.append(ctx.clock.now())
 
         read_all()
         dwells = np.geomspace(p["bake_first_s"], p["bake_last_s"], p["bake_points"])
