@@ -67,6 +67,14 @@ def test_window_against_truth_and_restore(tmp_path: Path, physics, seed):
         assert abs(result.summary["window_change_rel"]) < 0.2
         assert not result.summary["window_closed"]
         assert "stays open" in result.summary["verdict"]
+        # the bystanders' reads against the truth before and after: the disturb is measured
+        b0 = _params(rows, "endurance_bystander_before_s")
+        b1 = _params(rows, "endurance_bystander_after_s")
+        assert len(b0) == len(b1) == 8 and not set(b0) & set(devices)
+        for (r, c), g in b0.items():
+            assert abs(g - before["conductance_s"][r, c]) < 0.02 * g + 0.1e-6
+            assert abs(b1[(r, c)] - after["conductance_s"][r, c]) < 0.02 * b1[(r, c)] + 0.1e-6
+        assert result.summary["bystanders"]["devices"] == 8
         restore = _params(rows, "endurance_restore_error_rel")
         assert result.summary["restore_attempted"] == 3
         assert result.summary["restore_within_5pct"] >= 2
