@@ -33,7 +33,12 @@ Per device of a sample (every device with ``sample`` 0):
    switch. A loop changes the device's state: it is read (0.2 V, averaged) before the
    loops and set back to that conductance afterwards
    (:func:`nvmlab.characterization.states.set_conductance`, +-5 %); the result is stored
-   as ``iv_restore_error_rel``.
+   as ``iv_restore_error_rel``. Loops are off by default (``loops`` 0): their V/2 stress
+   (up to 0.9 V on every other device for the whole loop, at 0.01 PLC per level) disturbs
+   the array. Measured on default 6 x 6 chips (seeds 3 and 8), one loop on each of 5
+   devices moved the 31 others by a median 4-6 %, 12-13 of them by more than 10 %. The
+   loop's set level lies 0.1-0.3 V above the 1 ms switching threshold (each level is held
+   well under 1 ms).
 
 Limits (said plainly): the role's list sweeps are DC on every model. The 2400 has no
 pulse mode at all (its ``pulse`` is a source auto-clear approximation); the 2636B and
