@@ -37,8 +37,9 @@ Per device of a sample (every device with ``sample`` 0):
    (up to 0.9 V on every other device for the whole loop, at 0.01 PLC per level) disturbs
    the array. Measured on default 6 x 6 chips (seeds 3 and 8), one loop on each of 5
    devices moved the 31 others by a median 4-6 %, 12-13 of them by more than 10 %. The
-   loop's set level lies 0.1-0.3 V above the 1 ms switching threshold (each level is held
-   well under 1 ms).
+   loop's set level lay 0.2-0.3 V above the 1 ms switching threshold for 9 of 10
+   devices (one 0.08 V below): each level is held 0.2-0.3 ms on the emulated 2636B and
+   B2902A, shorter than the threshold's 1 ms pulse.
 
 Limits (said plainly): the role's list sweeps are DC on every model. The 2400 has no
 pulse mode at all (its ``pulse`` is a source auto-clear approximation); the 2636B and
