@@ -18,7 +18,11 @@ the temperature coefficient's additive shift too.
 Profile array ``drift_per_decade_rel``: per device, the magnitude averaged over its
 states (the relaxation per decade is one number per device in the model; the summary
 keeps every state's value) with the sign of the last state's drift (the direction the
-device drifts now, after its last pulse). The time origin is the end of the write-verify
+device drifts now, after its last pulse). A fit whose rms scatter about the line exceeds
+4 x the run's median scatter is left out of that mean (``noisy_fits`` in the summary):
+on a device with telegraph noise (0.5-2 % steps, 5 % of the devices) a read's mean
+depends on the level's occupancy, 10-40 x the drift per decade; a device left with no
+state is NaN (not measured) in the profile. The time origin is the end of the write-verify
 (its last read follows the last pulse by one read, ~40 ms at the defaults); a device
 already within the tolerance of a state is moved away and back, so that it has a last
 pulse (without one its age, since delivery, is unknown).
@@ -81,6 +85,8 @@ __all__ = ["RetentionSweep", "arrhenius_factor", "effective_age_s", "fit_drift"]
 K_B_EV = 8.617333262e-5
 #: Reference temperature of the effective age (C).
 REFERENCE_C = 25.0
+#: A fit whose rms scatter exceeds this many times the run's median is left out.
+NOISY_RESIDUAL_FACTOR = 4.0
 #: Chamber polling while ramping and soaking (s), and during a long dwell (s).
 POLL_S = 10.0
 DWELL_POLL_S = 60.0
@@ -113,20 +119,26 @@ def effective_age_s(
     return float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(t)))
 
 
-def fit_drift(x: np.ndarray, g: np.ndarray) -> tuple[float, float]:
-    """Fit ``G = alpha (1 + d x)``: returns (d, alpha in S); NaN with < 3 points."""
+def fit_drift(x: np.ndarray, g: np.ndarray) -> tuple[float, float, float]:
+    """Fit ``G = alpha (1 + d x)``: returns (d, alpha in S, rms residual / alpha); NaN
+    with < 3 points."""
     ok = np.isfinite(x) & np.isfinite(g)
     if ok.sum() < 3 or np.ptp(x[ok]) <= 0:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     design = np.column_stack([np.ones(int(ok.sum())), x[ok]])
     (alpha, beta), *_ = np.linalg.lstsq(design, g[ok], rcond=None)
     if not alpha > 0:
-        return math.nan, math.nan
-    return float(beta / alpha), float(alpha)
+        return math.nan, math.nan, math.nan
+    residual = g[ok] - design @ np.array([alpha, beta])
+    return float(beta / alpha), float(alpha), float(np.sqrt(np.mean(residual**2)) / alpha)
 
 
 def _state_name(state_s: float) -> str:
     return f"drift_per_decade_rel_{state_s * 1e6:g}uS"
+
+
+def _residual_name(state_s: float) -> str:
+    return f"retention_residual_rel_{state_s * 1e6:g}uS"
 
 
 def _series_name(state_s: float, k: int, what: str) -> str:
@@ -349,7 +361,7 @@ class RetentionSweep(Sweep):
             # (log time is concave: the early reads, ~1.7 s long at 1 s, would bias it)
             span = start + (2.0 * (t_mid[k] - start)) * np.linspace(0.0, 1.0, 33)
             x[k] = float(np.mean(np.log10(1.0 + factor * span / p["relax_time_s"])))
-        d, alpha = fit_drift(x, g)
+        d, alpha, residual = fit_drift(x, g)
         ctx.writer.add_trace(
             row, col, "retention", t_mid, g, x_name="time_s", y_name="conductance_s",
             temperature_c=temp_c,
@@ -357,6 +369,7 @@ class RetentionSweep(Sweep):
                   "acceleration_factor": factor, "drift_per_decade_rel": d},
         )  # fmt: skip
         ctx.parameter(row, col, _state_name(state), d)
+        ctx.parameter(row, col, _residual_name(state), residual)
         for k in range(times.size):
             ctx.parameter(row, col, _series_name(state, k, "g"), g[k], "S")
             ctx.parameter(row, col, _series_name(state, k, "t"), t_mid[k], "s")
@@ -421,23 +434,34 @@ class RetentionSweep(Sweep):
         names = [_state_name(s) for s in states]
         times = np.geomspace(p["first_s"], p["last_s"], p["points"])
         series = [_series_name(s, k, "g") for s in states for k in range(times.size)]
-        arrays = ctx.chain_parameters(names + series)
+        residuals = [_residual_name(s) for s in states]
+        arrays = ctx.chain_parameters(names + residuals + series)
         stack = np.stack([arrays[n] for n in names])
+        scatter = np.stack([arrays[n] for n in residuals])
+        # A fit whose scatter about the log-time line is far above the chip's typical one
+        # is not a drift measurement (telegraph noise: 0.5-2 % steps against a drift of
+        # ~0.05 %/decade): left out, and the device NaN if no state is left.
+        typical = float(np.nanmedian(scatter)) if np.isfinite(scatter).any() else math.nan
+        noisy = scatter > NOISY_RESIDUAL_FACTOR * typical
+        kept = np.where(noisy, np.nan, stack)
         with warnings.catch_warnings():  # devices never measured: NaN, no warning
             warnings.simplefilter("ignore", RuntimeWarning)
-            magnitude = np.nanmean(np.abs(stack), axis=0)
+            magnitude = np.nanmean(np.abs(kept), axis=0)
         last = stack[-1]
-        drift = np.where(np.isfinite(last), np.sign(last) * magnitude, np.nan)
+        drift = np.where(
+            np.isfinite(last) & np.isfinite(magnitude), np.sign(last) * magnitude, np.nan
+        )
+        measured_any = np.isfinite(stack).any(axis=0)
         mean_change: list[list[float | None]] = []
         per_state: dict[str, Any] = {}
-        for s, name in zip(states, names, strict=True):
+        for i, s in enumerate(states):
             g = np.stack([arrays[_series_name(s, k, "g")] for k in range(times.size)])
-            ok = np.all(np.isfinite(g), axis=0)
+            ok = np.all(np.isfinite(g), axis=0) & ~noisy[i]
             rel = g[:, ok] / g[0, ok] - 1.0
             mean_change.append(
                 [float(v) for v in rel.mean(axis=1)] if ok.any() else [None] * times.size
             )
-            values = arrays[name][np.isfinite(arrays[name])]
+            values = kept[i][np.isfinite(kept[i])]
             per_state[f"{s * 1e6:g}uS"] = {
                 "median": float(np.median(values)) if values.size else None,
                 "mean": float(np.mean(values)) if values.size else None,
@@ -447,6 +471,9 @@ class RetentionSweep(Sweep):
         temp_c = self._temperature(ctx)
         finite = np.isfinite(drift)
         summary: dict[str, Any] = {
+            "typical_residual_rel": typical,
+            "noisy_fits": int(noisy.sum()),
+            "devices_left_out_noisy": int((measured_any & ~np.isfinite(drift)).sum()),
             "plot": {"time_s": times.tolist(), "states_s": states,
                      "mean_relative_change": mean_change},
             "drift_per_decade_rel": per_state,
