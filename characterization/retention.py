@@ -30,7 +30,8 @@ pulse (without one its age, since delivery, is unknown).
 **Bake** (``bake``, one unit for the whole sample, needs a chamber): at the ambient
 (``temperature_c``, default 25 C) each device is set to ``bake_state_s``, read after
 ``reference_s``, then baked at ``bake_c`` (85 C) for log-spaced cumulative dwells up to
-``bake_last_s``; after each dwell the chamber returns to the ambient and the devices are
+``bake_last_s`` (each after the chamber is stable and soaked there, the soak adding to
+it); after each dwell the chamber returns to the ambient and the devices are
 read there (no in-situ temperature shift in the comparison). The sweep polls the
 chamber's air temperature through every ramp, dwell and soak and integrates the
 Arrhenius factor over that log: each read's effective age ``t_eff`` at 25 C. Under the
