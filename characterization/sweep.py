@@ -549,14 +549,15 @@ def run_sweep(
             )
         stored = dict((old.config or {}).get("params", {}))
         given = validate_params(sweep, params or {}) if params else None
-        if given is not None and given != stored:
+        if given is not None and given != {**{p.name: p.default for p in sweep.params}, **stored}:
             changed = sorted(k for k in given if given.get(k) != stored.get(k))
             raise ConfigError(
                 f"a resumed run keeps its parameters; {', '.join(changed)} differ from run "
                 f"{resume}'s (give no options with --resume)",
                 field="--resume",
             )
-        checked = validate_params(sweep, stored)
+        # parameters left unset (None) were stored as such; they validate as unset
+        checked = validate_params(sweep, {k: v for k, v in stored.items() if v is not None})
         seed = old.seed if old.seed is not None else 0
     else:
         checked = validate_params(sweep, params or {})

@@ -22,7 +22,10 @@ class ReadEachRow(Sweep):
 
     kind = "test-read-rows"
     summary = "test sweep"
-    params = (Param("sample", int, 0, low=0, high=1 << 24),)
+    params = (
+        Param("sample", int, 0, low=0, high=1 << 24),
+        Param("spare_v", float, None, unit="V", low=0.0, high=1.0, help="unset by default"),
+    )
     interrupt_in: str | None = None
     measured: list[str] = []
 
