@@ -1,0 +1,629 @@
+"""eFlash sweeps: Id-Vg (threshold, subthreshold slope and their temperature dependence)
+and the program / erase response.
+
+``idvg``
+    For every sampled cell and every chamber temperature, the bit-line current against
+    the control-gate bias (word line on at the board's read level, bit line at ``read_v``,
+    source 0 V; the SMU forces the bit line and measures the cell: docs/probe-board.md,
+    *Read routing*). Each cell's curve is found by a walk: coarse control-gate steps to
+    the bias where the current crosses ``i_min_a``, then fine steps (``step_v``) up until
+    it passes ``i_max_a``. Every curve is stored as an ``idvg`` trace.
+
+    The curves are fitted with the EKV interpolation of the cell (docs/devices.md,
+    *Embedded NOR flash*)::
+
+        I = g(I0 [F(x) - F(x - V_ds/U_T)]),  F(u) = ln^2(1 + exp(u/2)),
+        x = (V_cg - Vth) / (n U_T),  g(i) = i / (1 + i / I_sat)
+
+    over weak, moderate and strong inversion. In weak inversion alone ``I0 exp(x)`` only
+    fixes ``Vth - n U_T ln I0``: Vth is not separable from I0 there (a 10 % change of I0
+    moves it by ``n U_T ln 1.1``, about 4 mV). The bend of the curve into strong inversion
+    (``F`` goes from ``exp(x)`` to ``x^2/4`` around ``x = 0``) fixes Vth, I0 and n
+    separately, so ``vth_v`` here is the model's threshold (the ``Vth`` of ``x``), as the
+    emulator's ground truth defines it, not a constant-current threshold. ``I_sat`` (the
+    series select transistor's limit) is fitted per curve first, then the curves are
+    refitted with the array's median (one select-transistor design per array), which
+    steadies Vth where the strong-inversion part is short or noisy.
+
+    Profile: ``vth_v`` (V at ``reference_c``, 25 C by default: measured there, or the
+    linear fit of Vth against temperature evaluated there), ``vth_temp_coeff_v_per_k``
+    (V/K, slope of that fit; needs two or more temperatures) and
+    ``subthreshold_slope_v_per_decade`` (V/decade at ``reference_c``: ``n U_T ln 10``,
+    n averaged over the temperatures). The summary holds the distributions per
+    temperature, I0, the common I_sat and the fit quality.
+
+``program-erase``
+    On a sample of cells: the threshold shift of one program pulse (positive amplitude =
+    source-line voltage) at each amplitude of ``program_v`` and of one erase pulse
+    (erase-gate voltage, negative amplitude) at each of ``erase_v``, then width ladders at
+    one amplitude each. The threshold is tracked as the control-gate bias at the constant
+    current ``i_ref_a`` (weak inversion): a program or erase moves the whole Id-Vg curve,
+    so its shift is the threshold shift. Afterwards each cell is brought back to within
+    ``restore_tolerance_v`` of where it started (program / erase pulses with verify).
+
+Units: V, A, s, C, K.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from nvmlab.characterization.sweep import (
+    ProfileUpdate,
+    Sweep,
+    SweepContext,
+    SweepUnit,
+    choose_devices,
+    register_sweep,
+)
+from nvmlab.errors import ConfigError
+from nvmlab.instruments.arrays import ReadSettings
+from nvmlab.steps import Param
+
+if TYPE_CHECKING:
+    from nvmlab.storage.inventory import RegisteredChip
+    from nvmlab.storage.profile import ChipProfile
+
+__all__ = [
+    "EkvFit",
+    "EflashIdVg",
+    "EflashProgramErase",
+    "fit_ekv",
+    "thermal_voltage_v",
+]
+
+#: Boltzmann constant over the elementary charge (V/K).
+K_OVER_Q_V_PER_K = 8.617333262e-5
+LN10 = math.log(10.0)
+#: Read-noise model used to weight the fit (relative sigma of one reading, assumed, not
+#: the emulator's): a relative floor, a white part rising as 1/sqrt(I) (shot-like, 2 % at
+#: 1 nA and 1 PLC, averaging with NPLC) and the SMU's resolution on its lowest ranges.
+_NOISE_FLOOR_REL = 0.005
+_NOISE_WHITE_A = 4e-13
+_NOISE_RESOLUTION_A = 1e-11
+
+
+def thermal_voltage_v(temperature_c: float) -> float:
+    """kT/q (V) at ``temperature_c`` (C)."""
+    return K_OVER_Q_V_PER_K * (float(temperature_c) + 273.15)
+
+
+# ----------------------------------------------------------------------------- the fit
+
+
+@dataclass(frozen=True)
+class EkvFit:
+    """One Id-Vg curve fitted with the EKV interpolation: threshold ``vth_v`` (V), slope
+    factor ``slope_factor`` (n), ``i0_a`` (A), series limit ``saturation_a`` (A),
+    ``points`` used and ``rms_log`` (rms of ln I residuals)."""
+
+    vth_v: float
+    slope_factor: float
+    i0_a: float
+    saturation_a: float
+    points: int
+    rms_log: float
+
+    def subthreshold_slope_v_per_decade(self, temperature_c: float) -> float:
+        """``n U_T ln 10`` (V/decade) at ``temperature_c`` (C)."""
+        return self.slope_factor * thermal_voltage_v(temperature_c) * LN10
+
+
+_NAN_FIT = EkvFit(math.nan, math.nan, math.nan, math.nan, 0, math.nan)
+
+
+def _ekv_ln_current(p: np.ndarray, v: np.ndarray, u_t: float, vds: float) -> np.ndarray:
+    """ln I of the EKV model for parameters ``p = (Vth, ln n, ln I0, ln I_sat)``."""
+    vth, ln_n, ln_i0, ln_isat = p
+    x = (v - vth) / (math.exp(ln_n) * u_t)
+    f = np.logaddexp(0.0, 0.5 * x) ** 2 - np.logaddexp(0.0, 0.5 * (x - vds / u_t)) ** 2
+    f = np.maximum(f, 1e-300)
+    i = math.exp(ln_i0) * f
+    return np.log(i) - np.log1p(i / math.exp(ln_isat))
+
+
+def fit_ekv(
+    control_gate_v: Sequence[float] | np.ndarray,
+    current_a: Sequence[float] | np.ndarray,
+    temperature_c: float,
+    drain_v: float,
+    *,
+    i_min_a: float = 1e-9,
+    nplc: float = 1.0,
+    saturation_a: float | None = None,
+) -> EkvFit:
+    """Fit one Id-Vg curve (control-gate V, bit-line current A at ``temperature_c`` C and
+    drain bias ``drain_v`` V) with the EKV interpolation (module docstring): weighted
+    least squares on ln I (Levenberg-Marquardt) over the readings of at least
+    ``i_min_a`` (A). ``saturation_a`` fixes I_sat (A); None fits it. A curve with fewer
+    than 5 usable points, or without a point above the weak-inversion region, gives NaN.
+    """
+    v = np.asarray(control_gate_v, dtype=float)
+    i = np.asarray(current_a, dtype=float)
+    keep = np.isfinite(v) & np.isfinite(i) & (i >= i_min_a)
+    v, i = v[keep], i[keep]
+    order = np.argsort(v, kind="stable")
+    v, i = v[order], i[order]
+    n_free = 3 if saturation_a is not None else 4
+    if v.size < n_free + 2 or np.ptp(v) <= 0:
+        return _NAN_FIT
+    u_t = thermal_voltage_v(temperature_c)
+    y = np.log(i)
+    sigma = np.sqrt(
+        _NOISE_FLOOR_REL**2 + _NOISE_WHITE_A / (i * nplc) + (_NOISE_RESOLUTION_A / i) ** 2
+    )
+    w = 1.0 / sigma
+    # Start: n from the weak-inversion slope, Vth where I reaches ~0.3 of the top of the
+    # weak region, I0 from the weak-inversion line there.
+    weak = i < 0.05 * i.max()
+    if weak.sum() < 3:
+        weak = np.zeros(v.size, dtype=bool)
+        weak[: min(3, v.size)] = True
+    slope, intercept = np.polyfit(v[weak], y[weak], 1)
+    if not slope > 0:
+        return _NAN_FIT
+    n0 = float(np.clip(1.0 / (slope * u_t), 1.0, 3.0))
+    top = float(i.max())
+    target = math.log(0.1 * top)
+    vth0 = float(np.interp(target, np.maximum.accumulate(y), v))
+    ln_i0 = float(intercept + slope * vth0) - math.log(math.log(2.0) ** 2)
+    ln_isat = math.log(saturation_a) if saturation_a is not None else math.log(2.0 * top)
+    p = np.array([vth0, math.log(n0), ln_i0, ln_isat])
+    free = [0, 1, 2] if saturation_a is not None else [0, 1, 2, 3]
+
+    def residual(q: np.ndarray) -> np.ndarray:
+        return (_ekv_ln_current(q, v, u_t, drain_v) - y) * w
+
+    r = residual(p)
+    cost = float(r @ r)
+    lam = 1e-3
+    for _ in range(200):
+        jac = np.empty((v.size, len(free)))
+        for k, j in enumerate(free):
+            h = 1e-6
+            dp = np.zeros(4)
+            dp[j] = h
+            jac[:, k] = (residual(p + dp) - r) / h
+        a = jac.T @ jac
+        g = jac.T @ r
+        improved = False
+        while lam < 1e10:
+            try:
+                step = np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-12), -g)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            trial = p.copy()
+            trial[free] += step
+            # keep n within physical bounds
+            trial[1] = min(max(trial[1], 0.0), math.log(5.0))
+            rt = residual(trial)
+            ct = float(rt @ rt)
+            if math.isfinite(ct) and ct < cost:
+                done = cost - ct < 1e-10 * max(cost, 1e-30) or np.max(np.abs(step)) < 1e-9
+                p, r, cost, lam, improved = trial, rt, ct, lam / 3, True
+                break
+            lam *= 4
+        if not improved or done:
+            break
+    resid = _ekv_ln_current(p, v, u_t, drain_v) - y
+    return EkvFit(
+        vth_v=float(p[0]),
+        slope_factor=float(math.exp(p[1])),
+        i0_a=float(math.exp(p[2])),
+        saturation_a=float(math.exp(p[3])),
+        points=int(v.size),
+        rms_log=float(np.sqrt(np.mean(resid**2))),
+    )
+
+
+# ------------------------------------------------------------------ shared measurement
+
+
+def _read_settings(params: dict[str, Any]) -> ReadSettings:
+    return ReadSettings(
+        read_v=params["read_v"],
+        scheme="track",
+        averages=params["averages"],
+        nplc=params["nplc"],
+        current_limit_a=params["current_limit_a"],
+    )
+
+
+def _read_at_gate(
+    ctx: SweepContext, row: int, col: int, control_gate_v: float, settings: ReadSettings
+) -> float:
+    """Bit-line current (A) of cell (row, col) with the control gate at ``control_gate_v``
+    (V), erase gate and source at 0 V."""
+    ctx.station.board.set_eflash_biases(
+        control_gate_v=float(control_gate_v), erase_gate_v=0.0, source_v=0.0
+    )
+    return float(ctx.ops.read_device(row, col, settings).current_a)
+
+
+def _chamber_configured(station: Any) -> bool:
+    config = getattr(station, "config", None)
+    instruments = getattr(config, "instruments", None)
+    if instruments is None:
+        return True
+    return "chamber" in instruments
+
+
+def _reach_temperature(ctx: SweepContext, setpoint_c: float) -> float:
+    """Bring the chamber to ``setpoint_c`` (C) unless it is there already; return the
+    chip temperature (C) to use: the chamber's reading, or the setpoint without one."""
+    if not _chamber_configured(ctx.station):
+        return float(setpoint_c)
+    params = ctx.params
+    chamber = ctx.station.chamber
+    pv = chamber.temperature()
+    if abs(chamber.setpoint() - setpoint_c) > 1e-6 or abs(pv - setpoint_c) > params["tolerance_c"]:
+        chamber.set_setpoint(setpoint_c)
+        pv = chamber.wait_until_stable(
+            tolerance_c=params["tolerance_c"], soak_time_s=params["soak_s"]
+        )
+        ctx.writer.add_chamber(setpoint_c=setpoint_c, air_c=pv)
+    return float(pv)
+
+
+def _chain_traces(ctx: SweepContext, kind: str) -> list[dict[str, Any]]:
+    """Traces of ``kind`` stored by completed units of this run's resume chain."""
+    from nvmlab.storage.query import load_traces
+    from nvmlab.storage.runs import resume_chain, unit_attempts
+
+    ctx.writer.flush()
+    with ctx.db.read_connection() as conn:
+        chain = list(reversed(resume_chain(conn, ctx.run_id)))
+    out: list[dict[str, Any]] = []
+    for run in chain:
+        done = {int(a["id"]) for a in unit_attempts(ctx.db, run) if a["status"] == "completed"}
+        out.extend(
+            t
+            for t in load_traces(ctx.db, run, kind=kind)
+            if t.get("attempt_id") is not None and int(t["attempt_id"]) in done
+        )
+    return out
+
+
+def _check_temperatures(temps: Sequence[float], station: Any, field: str) -> None:
+    limits = station.limits
+    for t in temps:
+        if not limits.min_temperature_c <= t <= limits.max_temperature_c:
+            raise ConfigError(
+                f"value {t:g} C is not allowed; the station's chamber range is "
+                f"{limits.min_temperature_c:g} to {limits.max_temperature_c:g} C",
+                field=field,
+            )
+
+
+def _stats(values: np.ndarray) -> dict[str, float | int]:
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return {"count": 0}
+    return {
+        "count": int(finite.size),
+        "median": float(np.median(finite)),
+        "mean": float(finite.mean()),
+        "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+    }
+
+
+# --------------------------------------------------------------------------------- idvg
+
+
+@register_sweep
+class EflashIdVg(Sweep):
+    """Id-Vg per cell and temperature: threshold, subthreshold slope, temperature
+    coefficient (module docstring)."""
+
+    kind = "idvg"
+    summary = "eFlash Id-Vg per cell and temperature: Vth, subthreshold slope, dVth/dT"
+    array_kinds: ClassVar[tuple[str, ...]] = ("eflash",)
+    description = __doc__ or ""
+    params = (
+        Param("sample", int, 0, low=0, high=1 << 24, help="cells measured (0: every cell)"),
+        Param(
+            "temperatures_c", list, [25.0, 85.0], unit="C", low=-60.0, high=200.0,
+            help="chamber temperatures (C); two or more give the Vth temperature coefficient",
+        ),  # fmt: skip
+        Param("reference_c", float, 25.0, unit="C", low=-60.0, high=200.0,
+              help="temperature (C) at which vth_v and the subthreshold slope are reported"),  # fmt: skip
+        Param("read_v", float, 1.0, unit="V", low=0.1, high=1.5, help="bit-line read bias (V)"),
+        Param("nplc", float, 1.0, low=0.01, high=10.0, help="SMU integration (PLC)"),
+        Param("averages", int, 1, low=1, high=100, help="readings averaged per point"),
+        Param("current_limit_a", float, 1e-4, unit="A", low=1e-9, high=1.0,
+              help="SMU compliance (A)"),  # fmt: skip
+        Param("step_v", float, 0.04, unit="V", low=0.005, high=0.2,
+              help="control-gate step of the curve (V)"),  # fmt: skip
+        Param("coarse_step_v", float, 0.2, unit="V", low=0.02, high=1.0,
+              help="control-gate step while looking for the curve's foot (V)"),  # fmt: skip
+        Param("cg_min_v", float, 0.0, unit="V", low=0.0, high=12.0,
+              help="lowest control-gate bias (V)"),  # fmt: skip
+        Param("cg_max_v", float, 6.0, unit="V", low=0.0, high=12.0,
+              help="highest control-gate bias (V)"),  # fmt: skip
+        Param("i_min_a", float, 1e-9, unit="A", low=1e-13, high=1e-6,
+              help="lowest current used in the fit (A)"),  # fmt: skip
+        Param("i_max_a", float, 12e-6, unit="A", low=1e-8, high=1e-3,
+              help="the curve stops once the current passes this (A)"),  # fmt: skip
+        Param("soak_s", float, 300.0, unit="s", low=0.0, high=36000.0,
+              help="soak at each temperature once the chamber is stable (s)"),  # fmt: skip
+        Param("tolerance_c", float, 0.3, unit="C", low=0.01, high=5.0,
+              help="chamber stability band (C)"),  # fmt: skip
+    )
+
+    def check(self, params: dict[str, Any], chip: RegisteredChip, station: Any) -> None:
+        super().check(params, chip, station)
+        temps = [float(t) for t in params["temperatures_c"]]
+        if not temps:
+            raise ConfigError(
+                "value [] is not allowed; give one or more temperatures (C)",
+                field="temperatures_c",
+            )
+        if len(set(temps)) != len(temps):
+            raise ConfigError(
+                f"value {temps} is not allowed; each temperature once", field="temperatures_c"
+            )
+        if _chamber_configured(station):
+            _check_temperatures(temps, station, "temperatures_c")
+            if len(temps) > 1:
+                _check_temperatures([params["reference_c"]], station, "reference_c")
+        elif len(temps) > 1:
+            raise ConfigError(
+                f"value {temps} is not allowed; this station has no chamber, so give one "
+                "temperature: the chip's (C)",
+                field="temperatures_c",
+            )
+        if len(temps) == 1 and abs(temps[0] - params["reference_c"]) > 0.5:
+            raise ConfigError(
+                f"value {params['reference_c']:g} C is not allowed; with one temperature "
+                f"({temps[0]:g} C) the reference must be that temperature",
+                field="reference_c",
+            )
+        if params["cg_min_v"] >= params["cg_max_v"]:
+            raise ConfigError(
+                f"value {params['cg_max_v']:g} V is not allowed; must exceed cg_min_v "
+                f"({params['cg_min_v']:g} V)",
+                field="cg_max_v",
+            )
+        station.limits.check_eflash_voltage(params["cg_max_v"], what="cg_max_v")
+        station.limits.check_voltage(params["read_v"], "read", what="read_v")
+        station.limits.check_current_limit(params["current_limit_a"], what="current_limit_a")
+        if params["i_max_a"] >= params["current_limit_a"]:
+            raise ConfigError(
+                f"value {params['i_max_a']:g} A is not allowed; must be below the compliance "
+                f"current_limit_a ({params['current_limit_a']:g} A)",
+                field="i_max_a",
+            )
+        if params["i_min_a"] >= params["i_max_a"]:
+            raise ConfigError(
+                f"value {params['i_min_a']:g} A is not allowed; must be below i_max_a",
+                field="i_min_a",
+            )
+
+    def plan(
+        self, params: dict[str, Any], chip: RegisteredChip, rng: np.random.Generator,
+        profile: ChipProfile | None,
+    ) -> list[SweepUnit]:  # fmt: skip
+        devices = choose_devices(chip, params["sample"], rng, profile=profile)
+        units = []
+        for t in params["temperatures_c"]:
+            for r in sorted({d[0] for d in devices}):
+                row = tuple(d for d in devices if d[0] == r)
+                units.append(SweepUnit(f"T{float(t):g}C-row{r}", row, {"temperature_c": float(t)}))
+        return units
+
+    def estimate_s(self, params: dict[str, Any], chip: RegisteredChip | None) -> float | None:
+        cells = params.get("sample") or (chip.rows * chip.cols if chip is not None else 64)
+        temps = len(params.get("temperatures_c") or [25.0])
+        per_read = params.get("averages", 1) * params.get("nplc", 1.0) / 60.0 + 2e-3
+        points = 0.8 / params.get("step_v", 0.04) + 4
+        return float(temps * (cells * points * per_read + params.get("soak_s", 300.0) + 60.0))
+
+    # -- measuring -------------------------------------------------------------------------
+    def run_unit(self, ctx: SweepContext, unit: SweepUnit) -> None:
+        p = ctx.params
+        setpoint = float(unit.info["temperature_c"])
+        temperature = _reach_temperature(ctx, setpoint)
+        settings = _read_settings(p)
+        start = self._start_v(ctx, unit, setpoint)
+        for r, c in unit.devices:
+            ctx.check_stop()
+            v, i = self._walk(ctx, r, c, start, settings)
+            ctx.writer.add_trace(
+                r, c, "idvg", x=v, y=i, x_name="control_gate_v", y_name="current_a",
+                temperature_c=temperature,
+                meta={"setpoint_c": setpoint, "read_v": p["read_v"], "nplc": p["nplc"],
+                      "averages": p["averages"]},
+            )  # fmt: skip
+            fit = fit_ekv(
+                v, i, temperature, p["read_v"], i_min_a=p["i_min_a"], nplc=p["nplc"] * p["averages"]
+            )
+            tag = f"{setpoint:g}c"
+            ctx.parameter(r, c, f"idvg_vth_v_at_{tag}", fit.vth_v, "V")
+            ctx.parameter(r, c, f"idvg_slope_factor_at_{tag}", fit.slope_factor)
+            foot = v[(i >= p["i_min_a"])]
+            if foot.size:
+                start = float(foot.min()) - p["coarse_step_v"]
+
+    def _start_v(self, ctx: SweepContext, unit: SweepUnit, setpoint_c: float) -> float:
+        """Where a cell's walk starts (V): a coarse step below the profile's threshold foot
+        if known, else 2 V."""
+        p = ctx.params
+        if ctx.profile is not None and ctx.profile.vth_v is not None:
+            known = np.array([ctx.profile.vth_v[r, c] for r, c in unit.devices], dtype=float)
+            known = known[np.isfinite(known)]
+            if known.size:
+                return float(np.median(known)) - 0.3
+        return float(np.clip(2.0, p["cg_min_v"], p["cg_max_v"]))
+
+    def _walk(
+        self, ctx: SweepContext, row: int, col: int, start_v: float, settings: ReadSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Control-gate biases (V) and currents (A) of one cell's Id-Vg curve."""
+        p = ctx.params
+        lo, hi = p["cg_min_v"], p["cg_max_v"]
+        coarse, step = p["coarse_step_v"], p["step_v"]
+        i_min, i_max = p["i_min_a"], p["i_max_a"]
+        vs: list[float] = []
+        cur: list[float] = []
+
+        def read(v: float) -> float:
+            v = float(np.clip(round(v, 6), lo, hi))
+            amps = _read_at_gate(ctx, row, col, v, settings)
+            vs.append(v)
+            cur.append(amps)
+            return amps
+
+        v = float(np.clip(start_v, lo, hi))
+        amps = read(v)
+        if amps >= i_min:
+            while amps >= i_min and v > lo:
+                v = max(v - coarse, lo)
+                amps = read(v)
+            foot = v
+        else:
+            while amps < i_min and v < hi:
+                v = min(v + coarse, hi)
+                amps = read(v)
+            if amps < i_min:  # nothing measurable up to cg_max_v
+                return np.array(vs), np.array(cur)
+            foot = max(v - coarse, lo)
+        v = foot + step
+        while v <= hi + 1e-9:
+            amps = read(v)
+            if amps > i_max:
+                break
+            v += step
+        order = np.argsort(vs, kind="stable")
+        return np.array(vs)[order], np.array(cur)[order]
+
+    # -- analysis --------------------------------------------------------------------------
+    def finish(self, ctx: SweepContext) -> ProfileUpdate:
+        p = ctx.params
+        rows, cols = ctx.chip.rows, ctx.chip.cols
+        temps = [float(t) for t in p["temperatures_c"]]
+        traces = _chain_traces(ctx, "idvg")
+        # the newest trace per (cell, setpoint) wins (a unit redone on resume)
+        curves: dict[tuple[int, int, float], dict[str, Any]] = {}
+        for t in traces:
+            setpoint = float((t.get("meta") or {}).get("setpoint_c", t["temperature_c"]))
+            curves[(int(t["row"]), int(t["col"]), setpoint)] = t
+        nplc_eff = p["nplc"] * p["averages"]
+
+        def fit_all(saturation_a: float | None) -> dict[tuple[int, int, float], EkvFit]:
+            return {
+                key: fit_ekv(
+                    t["x"], t["y"], float(t["temperature_c"]), p["read_v"],
+                    i_min_a=p["i_min_a"], nplc=nplc_eff, saturation_a=saturation_a,
+                )  # fmt: skip
+                for key, t in curves.items()
+            }
+
+        first = fit_all(None)
+        sats = np.array([f.saturation_a for f in first.values()], dtype=float)
+        sats = sats[np.isfinite(sats)]
+        common_sat = float(np.median(sats)) if sats.size else math.nan
+        fits = fit_all(common_sat) if math.isfinite(common_sat) else first
+
+        shape = (rows, cols, len(temps))
+        vth = np.full(shape, np.nan)
+        n = np.full(shape, np.nan)
+        i0 = np.full(shape, np.nan)
+        chip_t = np.full(shape, np.nan)
+        rms = np.full(shape, np.nan)
+        for (r, c, sp), f in fits.items():
+            if sp not in temps:
+                continue
+            k = temps.index(sp)
+            vth[r, c, k], n[r, c, k], i0[r, c, k] = f.vth_v, f.slope_factor, f.i0_a
+            chip_t[r, c, k] = float(curves[(r, c, sp)]["temperature_c"])
+            rms[r, c, k] = f.rms_log
+
+        ref = float(p["reference_c"])
+        vth_ref = np.full((rows, cols), np.nan)
+        coeff = np.full((rows, cols), np.nan)
+        for r in range(rows):
+            for c in range(cols):
+                ok = np.isfinite(vth[r, c]) & np.isfinite(chip_t[r, c])
+                if ok.sum() >= 2:
+                    slope, intercept = np.polyfit(chip_t[r, c][ok], vth[r, c][ok], 1)
+                    coeff[r, c] = slope
+                    vth_ref[r, c] = intercept + slope * ref
+                near = ok & (np.abs(chip_t[r, c] - ref) <= 0.5)
+                if near.any():  # measured at the reference: that fit, not the line
+                    vth_ref[r, c] = float(np.mean(vth[r, c][near]))
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            n_mean = np.nanmean(n, axis=2)
+        ss = n_mean * thermal_voltage_v(ref) * LN10
+
+        for r in range(rows):
+            for c in range(cols):
+                if np.isfinite(vth_ref[r, c]):
+                    ctx.parameter(r, c, "vth_v", vth_ref[r, c], "V")
+                    ctx.parameter(r, c, "subthreshold_slope_v_per_decade", ss[r, c], "V/dec")
+                if np.isfinite(coeff[r, c]):
+                    ctx.parameter(r, c, "vth_temp_coeff_v_per_k", coeff[r, c], "V/K")
+
+        measured = np.isfinite(vth).any(axis=2)
+        per_t = []
+        for k, t in enumerate(temps):
+            ss_t = n[:, :, k] * K_OVER_Q_V_PER_K * (chip_t[:, :, k] + 273.15) * LN10
+            per_t.append(
+                {
+                    "setpoint_c": t,
+                    "chip_c": _stats(chip_t[:, :, k]).get("median"),
+                    "vth_v": _stats(vth[:, :, k]),
+                    "slope_factor": _stats(n[:, :, k]),
+                    "subthreshold_slope_v_per_decade": _stats(ss_t),
+                    "i0_a": _stats(i0[:, :, k]),
+                    "rms_log": _stats(rms[:, :, k]),
+                }
+            )
+        summary: dict[str, Any] = {
+            "cells": int(measured.sum()),
+            "cells_failed": int(
+                sum(1 for key in curves if not math.isfinite(fits[key].vth_v))
+            ),
+            "reference_c": ref,
+            "saturation_a": common_sat,
+            "saturation_spread_a": _stats(sats),
+            "vth_v": _stats(vth_ref),
+            "subthreshold_slope_v_per_decade": _stats(ss),
+            "vth_temp_coeff_v_per_k": _stats(coeff),
+            "per_temperature": per_t,
+            "plot": {
+                "temperature_c": temps,
+                "vth_median_v": [pt["vth_v"].get("median") for pt in per_t],
+                "ss_median_v_per_decade": [
+                    pt["subthreshold_slope_v_per_decade"].get("median") for pt in per_t
+                ],
+            },
+            "definition": (
+                "vth_v: EKV threshold (Vth of x = (Vcg - Vth)/(n U_T)) fitted over weak to "
+                "strong inversion, at reference_c; subthreshold slope n U_T ln 10"
+            ),
+        }
+        arrays: dict[str, np.ndarray] = {
+            "vth_v": vth_ref,
+            "subthreshold_slope_v_per_decade": ss,
+        }
+        if len(temps) >= 2:
+            arrays["vth_temp_coeff_v_per_k"] = coeff
+        self._restore_chamber(ctx, temps, ref)
+        return ProfileUpdate(arrays=arrays, summary=summary)
+
+    @staticmethod
+    def _restore_chamber(ctx: SweepContext, temps: list[float], ref: float) -> None:
+        """Leave the chamber heading back to the reference temperature (no wait)."""
+        if len(temps) > 1 and _chamber_configured(ctx.station):
+            ctx.station.chamber.set_setpoint(ref)
