@@ -627,3 +627,316 @@ class EflashIdVg(Sweep):
         """Leave the chamber heading back to the reference temperature (no wait)."""
         if len(temps) > 1 and _chamber_configured(ctx.station):
             ctx.station.chamber.set_setpoint(ref)
+
+
+# ------------------------------------------------------------------------ program-erase
+
+
+def gate_at_current(
+    ctx: SweepContext,
+    row: int,
+    col: int,
+    current_a: float,
+    settings: ReadSettings,
+    *,
+    guess_v: float = 2.5,
+    lo_v: float = 0.0,
+    hi_v: float = 6.0,
+    near_log: float = 0.05,
+    final_reads: int = 3,
+    max_reads: int = 30,
+) -> float:
+    """The control-gate bias (V) at which cell (row, col) draws ``current_a`` (A).
+
+    A secant search on ln I (a typical cell's weak-inversion slope, n = 1.5 at 25 C, to
+    start; steps of at most 0.3 V) until a reading is within ``near_log`` of ln
+    ``current_a``; then ``final_reads`` readings there, each corrected to ``current_a``
+    along the local slope, averaged (the read noise of one reading would otherwise stay
+    in the result). NaN if the current is not found between ``lo_v`` and ``hi_v``."""
+    nominal = 1.0 / (1.5 * thermal_voltage_v(25.0))  # 1/V
+    slope = nominal
+    target = math.log(current_a)
+    floor = current_a * 1e-4
+    v = float(np.clip(guess_v, lo_v, hi_v))
+    last: tuple[float, float] | None = None
+    below, above = lo_v, hi_v  # bracket: current below / above the target
+    estimates: list[float] = []
+    for _ in range(max_reads):
+        amps = _read_at_gate(ctx, row, col, v, settings)
+        y = math.log(amps) if amps > floor else -math.inf
+        if y < target:
+            below = max(below, v)
+        else:
+            above = min(above, v)
+        if not amps > floor:
+            last = None
+            estimates.clear()
+            if v >= hi_v:
+                return math.nan
+            v = min(v + 0.3, 0.5 * (v + above) if above > v else hi_v, hi_v)
+            continue
+        if last is not None and abs(v - last[0]) > 2e-3:
+            s = (y - last[1]) / (v - last[0])
+            if 0.2 * nominal <= s <= 3.0 * nominal:
+                slope = s
+        err = target - y
+        if abs(err) <= near_log:
+            estimates.append(v + err / slope)
+            if len(estimates) >= final_reads:
+                return float(np.mean(estimates))
+            continue  # read again at the same bias
+        estimates.clear()
+        last = (v, y)
+        nxt = v + float(np.clip(err / slope, -0.3, 0.3))
+        if not below < nxt < above:  # outside the bracket: bisect it
+            nxt = 0.5 * (below + above)
+        nxt = float(np.clip(nxt, lo_v, hi_v))
+        if abs(nxt - v) < 1e-6:
+            return math.nan
+        v = nxt
+    return float(np.mean(estimates)) if estimates else math.nan
+
+
+@register_sweep
+class EflashProgramErase(Sweep):
+    """Threshold response to program (source) and erase (erase-gate) pulses: amplitude
+    and width ladders from the cell's starting state (module docstring)."""
+
+    kind = "program-erase"
+    summary = "eFlash program / erase response: Vth shift against pulse amplitude and width"
+    array_kinds: ClassVar[tuple[str, ...]] = ("eflash",)
+    description = __doc__ or ""
+    params = (
+        Param("sample", int, 8, low=0, high=1 << 24, help="cells measured (0: every cell)"),
+        Param("program_v", list, [4.0, 4.25, 4.5, 4.75, 5.0, 5.25, 5.5], unit="V", low=0.1,
+              high=12.0, help="program (source-line) amplitudes (V)"),  # fmt: skip
+        Param("program_width_s", float, 1e-6, unit="s", low=1e-7, high=1.0,
+              help="width of the program amplitude ladder's pulses (s)"),  # fmt: skip
+        Param("program_widths_s", list, [1e-7, 1e-6, 1e-5], unit="s", low=1e-7, high=1.0,
+              help="program width ladder (s) at program_width_v"),  # fmt: skip
+        Param("program_width_v", float, 4.75, unit="V", low=0.1, high=12.0,
+              help="amplitude of the program width ladder (V)"),  # fmt: skip
+        Param("erase_v", list, [8.5, 9.0, 9.5, 10.0, 10.5, 11.0], unit="V", low=0.1,
+              high=14.0, help="erase (erase-gate) amplitudes (V, magnitudes)"),  # fmt: skip
+        Param("erase_width_s", float, 1e-3, unit="s", low=1e-7, high=1.0,
+              help="width of the erase amplitude ladder's pulses (s)"),  # fmt: skip
+        Param("erase_widths_s", list, [1e-4, 1e-3, 1e-2], unit="s", low=1e-7, high=1.0,
+              help="erase width ladder (s) at erase_width_v"),  # fmt: skip
+        Param("erase_width_v", float, 10.0, unit="V", low=0.1, high=14.0,
+              help="amplitude of the erase width ladder (V, magnitude)"),  # fmt: skip
+        Param("i_ref_a", float, 3e-8, unit="A", low=1e-10, high=1e-6,
+              help="constant current (A, weak inversion) at which Vth is tracked"),  # fmt: skip
+        Param("restore_tolerance_v", float, 0.01, unit="V", low=0.002, high=0.5,
+              help="each pulse starts, and the cell ends, this close to its start Vth (V)"),  # fmt: skip
+        Param("max_restore_pulses", int, 40, low=1, high=1000,
+              help="most pulses to bring a cell back to its start (V)"),  # fmt: skip
+        Param("row_disturb", bool, True,
+              help="track the other cells of the word line before and after each cell"),  # fmt: skip
+        Param("read_v", float, 1.0, unit="V", low=0.1, high=1.5, help="bit-line read bias (V)"),
+        Param("nplc", float, 1.0, low=0.01, high=10.0, help="SMU integration (PLC)"),
+        Param("averages", int, 1, low=1, high=100, help="readings averaged per point"),
+        Param("current_limit_a", float, 1e-4, unit="A", low=1e-9, high=1.0,
+              help="SMU compliance (A)"),  # fmt: skip
+        Param("scheme", str, "v/2", choices=("v/2", "v/3", "float"),
+              help="half-select scheme of the pulses (unselected bit lines inhibited)"),  # fmt: skip
+    )
+
+    def check(self, params: dict[str, Any], chip: RegisteredChip, station: Any) -> None:
+        super().check(params, chip, station)
+        limits = station.limits
+        for name in ("program_v", "erase_v"):
+            if not params[name]:
+                raise ConfigError(f"value [] is not allowed; give amplitudes (V)", field=name)
+            for a in params[name]:
+                limits.check_eflash_voltage(float(a), what=name)
+        for name in ("program_width_v", "erase_width_v"):
+            limits.check_eflash_voltage(params[name], what=name)
+        for name in ("program_width_s", "erase_width_s"):
+            limits.check_pulse_width(params[name], what=name)
+        for name in ("program_widths_s", "erase_widths_s"):
+            for w in params[name]:
+                limits.check_pulse_width(float(w), what=name)
+        limits.check_voltage(params["read_v"], "read", what="read_v")
+        limits.check_current_limit(params["current_limit_a"], what="current_limit_a")
+
+    def plan(
+        self, params: dict[str, Any], chip: RegisteredChip, rng: np.random.Generator,
+        profile: ChipProfile | None,
+    ) -> list[SweepUnit]:  # fmt: skip
+        devices = choose_devices(chip, params["sample"], rng, profile=profile)
+        return [SweepUnit(f"cell-{r}-{c}", ((r, c),)) for r, c in devices]
+
+    def estimate_s(self, params: dict[str, Any], chip: RegisteredChip | None) -> float | None:
+        cells = params.get("sample") or (chip.rows * chip.cols if chip is not None else 8)
+        steps = sum(len(params.get(k) or []) for k in ("program_v", "erase_v",
+                    "program_widths_s", "erase_widths_s"))  # fmt: skip
+        per_read = params.get("averages", 1) * params.get("nplc", 1.0) / 60.0 + 2e-3
+        return float(cells * steps * 6 * 6 * per_read)
+
+    # -- measuring -------------------------------------------------------------------------
+    def run_unit(self, ctx: SweepContext, unit: SweepUnit) -> None:
+        p = ctx.params
+        (r, c) = unit.devices[0]
+        settings = _read_settings(p)
+        guess = 2.5
+        if ctx.profile is not None and ctx.profile.vth_v is not None:
+            if np.isfinite(ctx.profile.vth_v[r, c]):
+                guess = float(ctx.profile.vth_v[r, c]) - 0.1
+        limits = ctx.station.limits
+        hi = min(6.0, limits.max_eflash_v)
+
+        def vt(start: float) -> float:
+            guess_v = start if math.isfinite(start) else v_guess
+            return gate_at_current(ctx, r, c, p["i_ref_a"], settings, guess_v=guess_v, hi_v=hi)
+
+        v_guess = guess
+        neighbours = [(r, k) for k in range(ctx.chip.cols) if k != c] if p["row_disturb"] else []
+        around_before = [
+            gate_at_current(ctx, nr, nc, p["i_ref_a"], settings, guess_v=guess, hi_v=hi)
+            for nr, nc in neighbours
+        ]
+        v0 = vt(guess)
+        ctx.parameter(r, c, "pe_start_vcg_v", v0, "V")
+        if not math.isfinite(v0):
+            return
+        state: dict[str, Any] = {
+            "v": v0, "program_climb": 0, "erase_climb": 0,
+            "seen": {"program": [], "erase": []},
+        }  # fmt: skip
+        ladders = (
+            ("program", [(float(a), p["program_width_s"]) for a in p["program_v"]], "v"),
+            ("erase", [(-float(a), p["erase_width_s"]) for a in p["erase_v"]], "v"),
+            ("program-width", [(p["program_width_v"], float(w)) for w in p["program_widths_s"]], "s"),
+            ("erase-width", [(-p["erase_width_v"], float(w)) for w in p["erase_widths_s"]], "s"),
+        )  # fmt: skip
+        for name, steps, axis in ladders:
+            dvth, before = [], []
+            for amplitude, width in steps:
+                ctx.check_stop()
+                self._restore(ctx, r, c, v0, state, vt)
+                start = state["v"]
+                ctx.pulse(r, c, amplitude, width, scheme=p["scheme"])
+                state["v"] = vt(start)
+                dvth.append(state["v"] - start)
+                if width == (p["program_width_s"] if amplitude > 0 else p["erase_width_s"]):
+                    key = "program" if amplitude > 0 else "erase"
+                    state["seen"][key].append((abs(amplitude), abs(dvth[-1])))
+                before.append(start - v0)
+                tag = f"{abs(amplitude):g}v" if axis == "v" else f"{width:g}s"
+                ctx.parameter(r, c, f"pe_{name}_dvth_v_at_{tag}", dvth[-1], "V")
+            x = [abs(a) for a, _ in steps] if axis == "v" else [w for _, w in steps]
+            ctx.writer.add_trace(
+                r, c, f"{name}-response", x=x, y=dvth,
+                x_name="amplitude_v" if axis == "v" else "width_s", y_name="dvth_v",
+                meta={"width_s" if axis == "v" else "amplitude_v":
+                      steps[0][1] if axis == "v" else abs(steps[0][0]),
+                      "start_offset_v": before, "i_ref_a": p["i_ref_a"]},
+            )  # fmt: skip
+        restored = self._restore(ctx, r, c, v0, state, vt)
+        ctx.parameter(r, c, "pe_end_offset_v", state["v"] - v0, "V")
+        ctx.parameter(r, c, "pe_restored", 1.0 if restored else 0.0)
+        if neighbours:
+            after = [
+                gate_at_current(ctx, nr, nc, p["i_ref_a"], settings, guess_v=b, hi_v=hi)
+                for (nr, nc), b in zip(neighbours, around_before, strict=True)
+            ]
+            shift = np.array(after) - np.array(around_before)
+            ctx.writer.add_trace(
+                r, c, "row-disturb", x=[float(k) for _, k in neighbours], y=shift,
+                x_name="bit_line", y_name="dvth_v", meta={"i_ref_a": p["i_ref_a"]},
+            )  # fmt: skip
+            ctx.parameter(r, c, "pe_row_disturb_max_v", float(np.nanmax(np.abs(shift))), "V")
+
+    def _restore(
+        self, ctx: SweepContext, row: int, col: int, target_v: float, state: dict[str, Any],
+        vt: Any,
+    ) -> bool:  # fmt: skip
+        """Program / erase with verify until the tracked threshold is within the restore
+        tolerance of ``target_v`` (V). The amplitude of each pulse (at the ladder's width)
+        aims at 0.8 of the remaining distance, interpolated on ln |shift| against amplitude
+        from the shifts this cell has shown so far (pulses of the ladders and of earlier
+        restores), within the ladder's range; with fewer than two informative shifts, the
+        ladder's amplitudes are climbed one per pulse that moves less than half the
+        tolerance."""
+        p = ctx.params
+        tol = p["restore_tolerance_v"]
+        for _ in range(p["max_restore_pulses"]):
+            d = state["v"] - target_v
+            if not math.isfinite(d):
+                return False
+            if abs(d) <= tol:
+                return True
+            key = "erase" if d > 0 else "program"
+            ladder = sorted(float(a) for a in p[f"{key}_v"])
+            amp = self._restore_amplitude(state, key, ladder, 0.8 * abs(d), tol)
+            width = p[f"{key}_width_s"]
+            ctx.pulse(row, col, -amp if key == "erase" else amp, width, scheme=p["scheme"])
+            before = state["v"]
+            state["v"] = vt(before)
+            moved = abs(state["v"] - before)
+            if math.isfinite(moved):
+                state["seen"][key].append((amp, moved))
+            if moved < tol / 2:
+                state[f"{key}_climb"] = min(state[f"{key}_climb"] + 1, len(ladder) - 1)
+        return abs(state["v"] - target_v) <= tol
+
+    @staticmethod
+    def _restore_amplitude(
+        state: dict[str, Any], key: str, ladder: list[float], want_v: float, tol_v: float
+    ) -> float:
+        """Amplitude (V, magnitude) expected to move the threshold by ``want_v`` (V)."""
+        informative = [(a, m) for a, m in state["seen"][key] if m > max(0.1 * tol_v, 1e-3)]
+        amps = np.array([a for a, _ in informative])
+        if len(informative) >= 2 and np.ptp(amps) > 0:
+            beta, alpha = np.polyfit(amps, np.log([m for _, m in informative]), 1)
+            if beta > 0:
+                return float(np.clip((math.log(want_v) - alpha) / beta, ladder[0], ladder[-1]))
+        return ladder[min(state[f"{key}_climb"], len(ladder) - 1)]
+
+    # -- analysis --------------------------------------------------------------------------
+    def finish(self, ctx: SweepContext) -> ProfileUpdate:
+        p = ctx.params
+        names: list[tuple[str, str, list[float]]] = [
+            ("program", "v", [float(a) for a in p["program_v"]]),
+            ("erase", "v", [float(a) for a in p["erase_v"]]),
+            ("program-width", "s", [float(w) for w in p["program_widths_s"]]),
+            ("erase-width", "s", [float(w) for w in p["erase_widths_s"]]),
+        ]
+        wanted = [f"pe_{n}_dvth_v_at_{x:g}{u}" for n, u, xs in names for x in xs]
+        values = ctx.chain_parameters([*wanted, "pe_start_vcg_v", "pe_end_offset_v",
+                                       "pe_restored", "pe_row_disturb_max_v"])  # fmt: skip
+        curves: dict[str, dict[str, Any]] = {}
+        for n, u, xs in names:
+            med = [_stats(values[f"pe_{n}_dvth_v_at_{x:g}{u}"]) for x in xs]
+            curves[n] = {"x": xs, "dvth_v": med}
+        restored = values["pe_restored"]
+        summary: dict[str, Any] = {
+            "cells": int(np.isfinite(values["pe_start_vcg_v"]).sum()),
+            "i_ref_a": p["i_ref_a"],
+            "program_width_s": p["program_width_s"],
+            "erase_width_s": p["erase_width_s"],
+            "program_width_v": p["program_width_v"],
+            "erase_width_v": p["erase_width_v"],
+            "curves": curves,
+            "restored": int(np.nansum(restored == 1.0)),
+            "not_restored": int(np.nansum(restored == 0.0)),
+            "end_offset_v": _stats(values["pe_end_offset_v"]),
+            "row_disturb_max_v": _stats(values["pe_row_disturb_max_v"]),
+            "plot": {
+                "program_v": curves["program"]["x"],
+                "program_dvth_v": [m.get("median") for m in curves["program"]["dvth_v"]],
+                "erase_v": curves["erase"]["x"],
+                "erase_dvth_v": [m.get("median") for m in curves["erase"]["dvth_v"]],
+                "program_width_s": curves["program-width"]["x"],
+                "program_width_dvth_v": [
+                    m.get("median") for m in curves["program-width"]["dvth_v"]
+                ],
+                "erase_width_s": curves["erase-width"]["x"],
+                "erase_width_dvth_v": [m.get("median") for m in curves["erase-width"]["dvth_v"]],
+            },
+            "definition": (
+                "dvth_v: shift of the control-gate bias at i_ref_a (V) after one pulse from "
+                "the cell's start state (within restore_tolerance_v); signed (erase < 0)"
+            ),
+        }
+        return ProfileUpdate(summary=summary)
