@@ -664,9 +664,9 @@ def gate_at_current(
     for _ in range(max_reads):
         amps = _read_at_gate(ctx, row, col, v, settings)
         y = math.log(amps) if amps > floor else -math.inf
-        if y < target:
+        if y < target - near_log:  # clearly below / above (noise cannot reverse it)
             below = max(below, v)
-        else:
+        elif y > target + near_log:
             above = min(above, v)
         if not amps > floor:
             last = None
@@ -692,7 +692,9 @@ def gate_at_current(
             nxt = 0.5 * (below + above)
         nxt = float(np.clip(nxt, lo_v, hi_v))
         if abs(nxt - v) < 1e-6:
-            return math.nan
+            if v in (lo_v, hi_v):
+                return math.nan  # the current lies beyond the allowed gate range
+            continue
         v = nxt
     return float(np.mean(estimates)) if estimates else math.nan
 
@@ -709,12 +711,13 @@ class EflashProgramErase(Sweep):
     params = (
         Param("sample", int, 8, low=0, high=1 << 24, help="cells measured (0: every cell)"),
         Param("program_v", list, [4.0, 4.25, 4.5, 4.75, 5.0, 5.25, 5.5], unit="V", low=0.1,
-              high=12.0, help="program (source-line) amplitudes (V)"),  # fmt: skip
+              high=6.0, help="program (source-line) amplitudes (V; the board's source "
+              "line goes to 6 V)"),  # fmt: skip
         Param("program_width_s", float, 1e-6, unit="s", low=1e-7, high=1.0,
               help="width of the program amplitude ladder's pulses (s)"),  # fmt: skip
         Param("program_widths_s", list, [1e-7, 1e-6, 1e-5], unit="s", low=1e-7, high=1.0,
               help="program width ladder (s) at program_width_v"),  # fmt: skip
-        Param("program_width_v", float, 4.75, unit="V", low=0.1, high=12.0,
+        Param("program_width_v", float, 4.75, unit="V", low=0.1, high=6.0,
               help="amplitude of the program width ladder (V)"),  # fmt: skip
         Param("erase_v", list, [8.5, 9.0, 9.5, 10.0, 10.5, 11.0], unit="V", low=0.1,
               high=14.0, help="erase (erase-gate) amplitudes (V, magnitudes)"),  # fmt: skip
