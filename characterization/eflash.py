@@ -328,36 +328,111 @@ class EflashIdVg(Sweep):
     kind = "idvg"
     summary = "eFlash Id-Vg per cell and temperature: Vth, subthreshold slope, dVth/dT"
     array_kinds: ClassVar[tuple[str, ...]] = ("eflash",)
-    description = __doc__ or ""
+    description = (
+        "Per cell and chamber temperature: the bit-line current against the control-gate "
+        "bias, from below i_min_a into strong inversion (stored as 'idvg' traces), fitted "
+        "with the EKV interpolation of docs/devices.md. Profile: vth_v (the model's "
+        "threshold at reference_c), subthreshold_slope_v_per_decade (n kT/q ln 10 at "
+        "reference_c) and, with two or more temperatures, vth_temp_coeff_v_per_k."
+    )
     params = (
         Param("sample", int, 0, low=0, high=1 << 24, help="cells measured (0: every cell)"),
         Param(
-            "temperatures_c", list, [25.0, 85.0], unit="C", low=-60.0, high=200.0,
+            "temperatures_c",
+            list,
+            [25.0, 85.0],
+            unit="C",
+            low=-60.0,
+            high=200.0,
             help="chamber temperatures (C); two or more give the Vth temperature coefficient",
         ),  # fmt: skip
-        Param("reference_c", float, 25.0, unit="C", low=-60.0, high=200.0,
-              help="temperature (C) at which vth_v and the subthreshold slope are reported"),  # fmt: skip
+        Param(
+            "reference_c",
+            float,
+            25.0,
+            unit="C",
+            low=-60.0,
+            high=200.0,
+            help="temperature (C) at which vth_v and the subthreshold slope are reported",
+        ),  # fmt: skip
         Param("read_v", float, 1.0, unit="V", low=0.1, high=1.5, help="bit-line read bias (V)"),
         Param("nplc", float, 1.0, low=0.01, high=10.0, help="SMU integration (PLC)"),
         Param("averages", int, 1, low=1, high=100, help="readings averaged per point"),
-        Param("current_limit_a", float, 1e-4, unit="A", low=1e-9, high=1.0,
-              help="SMU compliance (A)"),  # fmt: skip
-        Param("step_v", float, 0.04, unit="V", low=0.005, high=0.2,
-              help="control-gate step of the curve (V)"),  # fmt: skip
-        Param("coarse_step_v", float, 0.2, unit="V", low=0.02, high=1.0,
-              help="control-gate step while looking for the curve's foot (V)"),  # fmt: skip
-        Param("cg_min_v", float, 0.0, unit="V", low=0.0, high=12.0,
-              help="lowest control-gate bias (V)"),  # fmt: skip
-        Param("cg_max_v", float, 6.0, unit="V", low=0.0, high=12.0,
-              help="highest control-gate bias (V)"),  # fmt: skip
-        Param("i_min_a", float, 1e-9, unit="A", low=1e-13, high=1e-6,
-              help="lowest current used in the fit (A)"),  # fmt: skip
-        Param("i_max_a", float, 12e-6, unit="A", low=1e-8, high=1e-3,
-              help="the curve stops once the current passes this (A)"),  # fmt: skip
-        Param("soak_s", float, 300.0, unit="s", low=0.0, high=36000.0,
-              help="soak at each temperature once the chamber is stable (s)"),  # fmt: skip
-        Param("tolerance_c", float, 0.3, unit="C", low=0.01, high=5.0,
-              help="chamber stability band (C)"),  # fmt: skip
+        Param(
+            "current_limit_a", float, 1e-4, unit="A", low=1e-9, high=1.0, help="SMU compliance (A)"
+        ),  # fmt: skip
+        Param(
+            "step_v",
+            float,
+            0.04,
+            unit="V",
+            low=0.005,
+            high=0.2,
+            help="control-gate step of the curve (V)",
+        ),  # fmt: skip
+        Param(
+            "coarse_step_v",
+            float,
+            0.2,
+            unit="V",
+            low=0.02,
+            high=1.0,
+            help="control-gate step while looking for the curve's foot (V)",
+        ),  # fmt: skip
+        Param(
+            "cg_min_v",
+            float,
+            0.0,
+            unit="V",
+            low=0.0,
+            high=12.0,
+            help="lowest control-gate bias (V)",
+        ),  # fmt: skip
+        Param(
+            "cg_max_v",
+            float,
+            6.0,
+            unit="V",
+            low=0.0,
+            high=12.0,
+            help="highest control-gate bias (V)",
+        ),  # fmt: skip
+        Param(
+            "i_min_a",
+            float,
+            1e-9,
+            unit="A",
+            low=1e-13,
+            high=1e-6,
+            help="lowest current used in the fit (A)",
+        ),  # fmt: skip
+        Param(
+            "i_max_a",
+            float,
+            12e-6,
+            unit="A",
+            low=1e-8,
+            high=1e-3,
+            help="the curve stops once the current passes this (A)",
+        ),  # fmt: skip
+        Param(
+            "soak_s",
+            float,
+            300.0,
+            unit="s",
+            low=0.0,
+            high=36000.0,
+            help="soak at each temperature once the chamber is stable (s)",
+        ),  # fmt: skip
+        Param(
+            "tolerance_c",
+            float,
+            0.3,
+            unit="C",
+            low=0.01,
+            high=5.0,
+            help="chamber stability band (C)",
+        ),  # fmt: skip
     )
 
     def check(self, params: dict[str, Any], chip: RegisteredChip, station: Any) -> None:
@@ -522,8 +597,13 @@ class EflashIdVg(Sweep):
         def fit_all(saturation_a: float | None) -> dict[tuple[int, int, float], EkvFit]:
             return {
                 key: fit_ekv(
-                    t["x"], t["y"], float(t["temperature_c"]), p["read_v"],
-                    i_min_a=p["i_min_a"], nplc=nplc_eff, saturation_a=saturation_a,
+                    t["x"],
+                    t["y"],
+                    float(t["temperature_c"]),
+                    p["read_v"],
+                    i_min_a=p["i_min_a"],
+                    nplc=nplc_eff,
+                    saturation_a=saturation_a,
                 )  # fmt: skip
                 for key, t in curves.items()
             }
@@ -575,12 +655,12 @@ class EflashIdVg(Sweep):
                     ctx.parameter(r, c, "vth_temp_coeff_v_per_k", coeff[r, c], "V/K")
 
         measured = np.isfinite(vth).any(axis=2)
-        per_t = []
-        for k, t in enumerate(temps):
+        per_t: list[dict[str, Any]] = []
+        for k, temp in enumerate(temps):
             ss_t = n[:, :, k] * K_OVER_Q_V_PER_K * (chip_t[:, :, k] + 273.15) * LN10
             per_t.append(
                 {
-                    "setpoint_c": t,
+                    "setpoint_c": temp,
                     "chip_c": _stats(chip_t[:, :, k]).get("median"),
                     "vth_v": _stats(vth[:, :, k]),
                     "slope_factor": _stats(n[:, :, k]),
@@ -591,9 +671,7 @@ class EflashIdVg(Sweep):
             )
         summary: dict[str, Any] = {
             "cells": int(measured.sum()),
-            "cells_failed": int(
-                sum(1 for key in curves if not math.isfinite(fits[key].vth_v))
-            ),
+            "cells_failed": int(sum(1 for key in curves if not math.isfinite(fits[key].vth_v))),
             "reference_c": ref,
             "saturation_a": common_sat,
             "saturation_spread_a": _stats(sats),
@@ -707,41 +785,133 @@ class EflashProgramErase(Sweep):
     kind = "program-erase"
     summary = "eFlash program / erase response: Vth shift against pulse amplitude and width"
     array_kinds: ClassVar[tuple[str, ...]] = ("eflash",)
-    description = __doc__ or ""
+    description = (
+        "On a sample of cells: the threshold shift of one program pulse (source line) per "
+        "amplitude of program_v and one erase pulse (erase gate) per amplitude of erase_v, "
+        "then width ladders, each pulse from the cell's start state; the threshold is "
+        "tracked as the control-gate bias at i_ref_a. Cells are brought back to within "
+        "restore_tolerance_v of their start; the other cells of each word line are tracked "
+        "for erase disturb. Summary only (no profile arrays)."
+    )
     params = (
         Param("sample", int, 8, low=0, high=1 << 24, help="cells measured (0: every cell)"),
-        Param("program_v", list, [4.0, 4.25, 4.5, 4.75, 5.0, 5.25, 5.5], unit="V", low=0.1,
-              high=6.0, help="program (source-line) amplitudes (V; the board's source "
-              "line goes to 6 V)"),  # fmt: skip
-        Param("program_width_s", float, 1e-6, unit="s", low=1e-7, high=1.0,
-              help="width of the program amplitude ladder's pulses (s)"),  # fmt: skip
-        Param("program_widths_s", list, [1e-7, 1e-6, 1e-5], unit="s", low=1e-7, high=1.0,
-              help="program width ladder (s) at program_width_v"),  # fmt: skip
-        Param("program_width_v", float, 4.75, unit="V", low=0.1, high=6.0,
-              help="amplitude of the program width ladder (V)"),  # fmt: skip
-        Param("erase_v", list, [8.5, 9.0, 9.5, 10.0, 10.5, 11.0], unit="V", low=0.1,
-              high=14.0, help="erase (erase-gate) amplitudes (V, magnitudes)"),  # fmt: skip
-        Param("erase_width_s", float, 1e-3, unit="s", low=1e-7, high=1.0,
-              help="width of the erase amplitude ladder's pulses (s)"),  # fmt: skip
-        Param("erase_widths_s", list, [1e-4, 1e-3, 1e-2], unit="s", low=1e-7, high=1.0,
-              help="erase width ladder (s) at erase_width_v"),  # fmt: skip
-        Param("erase_width_v", float, 10.0, unit="V", low=0.1, high=14.0,
-              help="amplitude of the erase width ladder (V, magnitude)"),  # fmt: skip
-        Param("i_ref_a", float, 3e-8, unit="A", low=1e-10, high=1e-6,
-              help="constant current (A, weak inversion) at which Vth is tracked"),  # fmt: skip
-        Param("restore_tolerance_v", float, 0.01, unit="V", low=0.002, high=0.5,
-              help="each pulse starts, and the cell ends, this close to its start Vth (V)"),  # fmt: skip
-        Param("max_restore_pulses", int, 40, low=1, high=1000,
-              help="most pulses to bring a cell back to its start (V)"),  # fmt: skip
-        Param("row_disturb", bool, True,
-              help="track the other cells of the word line before and after each cell"),  # fmt: skip
+        Param(
+            "program_v",
+            list,
+            [4.0, 4.25, 4.5, 4.75, 5.0, 5.25, 5.5],
+            unit="V",
+            low=0.1,
+            high=6.0,
+            help="program (source-line) amplitudes (V; the board's source line goes to 6 V)",
+        ),  # fmt: skip
+        Param(
+            "program_width_s",
+            float,
+            1e-6,
+            unit="s",
+            low=1e-7,
+            high=1.0,
+            help="width of the program amplitude ladder's pulses (s)",
+        ),  # fmt: skip
+        Param(
+            "program_widths_s",
+            list,
+            [1e-7, 1e-6, 1e-5],
+            unit="s",
+            low=1e-7,
+            high=1.0,
+            help="program width ladder (s) at program_width_v",
+        ),  # fmt: skip
+        Param(
+            "program_width_v",
+            float,
+            4.75,
+            unit="V",
+            low=0.1,
+            high=6.0,
+            help="amplitude of the program width ladder (V)",
+        ),  # fmt: skip
+        Param(
+            "erase_v",
+            list,
+            [8.5, 9.0, 9.5, 10.0, 10.5, 11.0],
+            unit="V",
+            low=0.1,
+            high=14.0,
+            help="erase (erase-gate) amplitudes (V, magnitudes)",
+        ),  # fmt: skip
+        Param(
+            "erase_width_s",
+            float,
+            1e-3,
+            unit="s",
+            low=1e-7,
+            high=1.0,
+            help="width of the erase amplitude ladder's pulses (s)",
+        ),  # fmt: skip
+        Param(
+            "erase_widths_s",
+            list,
+            [1e-4, 1e-3, 1e-2],
+            unit="s",
+            low=1e-7,
+            high=1.0,
+            help="erase width ladder (s) at erase_width_v",
+        ),  # fmt: skip
+        Param(
+            "erase_width_v",
+            float,
+            10.0,
+            unit="V",
+            low=0.1,
+            high=14.0,
+            help="amplitude of the erase width ladder (V, magnitude)",
+        ),  # fmt: skip
+        Param(
+            "i_ref_a",
+            float,
+            3e-8,
+            unit="A",
+            low=1e-10,
+            high=1e-6,
+            help="constant current (A, weak inversion) at which Vth is tracked",
+        ),  # fmt: skip
+        Param(
+            "restore_tolerance_v",
+            float,
+            0.01,
+            unit="V",
+            low=0.002,
+            high=0.5,
+            help="each pulse starts, and the cell ends, this close to its start Vth (V)",
+        ),  # fmt: skip
+        Param(
+            "max_restore_pulses",
+            int,
+            40,
+            low=1,
+            high=1000,
+            help="most pulses to bring a cell back to its start (V)",
+        ),  # fmt: skip
+        Param(
+            "row_disturb",
+            bool,
+            True,
+            help="track the other cells of the word line before and after each cell",
+        ),  # fmt: skip
         Param("read_v", float, 1.0, unit="V", low=0.1, high=1.5, help="bit-line read bias (V)"),
         Param("nplc", float, 1.0, low=0.01, high=10.0, help="SMU integration (PLC)"),
         Param("averages", int, 1, low=1, high=100, help="readings averaged per point"),
-        Param("current_limit_a", float, 1e-4, unit="A", low=1e-9, high=1.0,
-              help="SMU compliance (A)"),  # fmt: skip
-        Param("scheme", str, "v/2", choices=("v/2", "v/3", "float"),
-              help="half-select scheme of the pulses (unselected bit lines inhibited)"),  # fmt: skip
+        Param(
+            "current_limit_a", float, 1e-4, unit="A", low=1e-9, high=1.0, help="SMU compliance (A)"
+        ),  # fmt: skip
+        Param(
+            "scheme",
+            str,
+            "v/2",
+            choices=("v/2", "v/3", "float"),
+            help="half-select scheme of the pulses (unselected bit lines inhibited)",
+        ),  # fmt: skip
     )
 
     def check(self, params: dict[str, Any], chip: RegisteredChip, station: Any) -> None:
@@ -749,7 +919,7 @@ class EflashProgramErase(Sweep):
         limits = station.limits
         for name in ("program_v", "erase_v"):
             if not params[name]:
-                raise ConfigError(f"value [] is not allowed; give amplitudes (V)", field=name)
+                raise ConfigError("value [] is not allowed; give amplitudes (V)", field=name)
             for a in params[name]:
                 limits.check_eflash_voltage(float(a), what=name)
         for name in ("program_width_v", "erase_width_v"):
@@ -782,9 +952,9 @@ class EflashProgramErase(Sweep):
         (r, c) = unit.devices[0]
         settings = _read_settings(p)
         guess = 2.5
-        if ctx.profile is not None and ctx.profile.vth_v is not None:
-            if np.isfinite(ctx.profile.vth_v[r, c]):
-                guess = float(ctx.profile.vth_v[r, c]) - 0.1
+        known = ctx.profile.vth_v if ctx.profile is not None else None
+        if known is not None and np.isfinite(known[r, c]):
+            guess = float(known[r, c]) - 0.1
         limits = ctx.station.limits
         hi = min(6.0, limits.max_eflash_v)
 
