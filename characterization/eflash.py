@@ -247,6 +247,22 @@ def _read_at_gate(
     return float(ctx.ops.read_device(row, col, settings).current_a)
 
 
+def _read_background(ctx: SweepContext, row: int, settings: ReadSettings) -> float:
+    """Bit-line current (A) with word line ``row`` grounded as well, every word line off:
+    the leakage of the bit line's cells through their select transistors at the present
+    control-gate bias (the background under a cell's weak-inversion current). The cell
+    on ``row`` must be routed (just read); its next read routes it again."""
+    ctx.station.board.set_line("row", row, "ground")
+    smu = ctx.ops.smu
+    if settings.averages == 1:
+        smu.set_voltage(settings.read_v)
+        try:
+            return float(smu.measure_current())
+        finally:
+            smu.set_voltage(0.0)
+    return float(np.mean(smu.list_sweep(np.full(settings.averages, settings.read_v))))
+
+
 def _chamber_configured(station: Any) -> bool:
     config = getattr(station, "config", None)
     instruments = getattr(config, "instruments", None)
@@ -416,6 +432,16 @@ class EflashIdVg(Sweep):
             help="the curve stops once the current passes this (A)",
         ),  # fmt: skip
         Param(
+            "background_below_a",
+            float,
+            1e-7,
+            unit="A",
+            low=0.0,
+            high=1e-3,
+            help="below this current each point is read again with the word line off and "
+            "that bit-line leakage subtracted (A; 0: never)",
+        ),
+        Param(
             "soak_s",
             float,
             300.0,
@@ -490,10 +516,11 @@ class EflashIdVg(Sweep):
     ) -> list[SweepUnit]:  # fmt: skip
         devices = choose_devices(chip, params["sample"], rng, profile=profile)
         units = []
+        # One unit per bit line: its cells share the bit line's background (leakage).
         for t in params["temperatures_c"]:
-            for r in sorted({d[0] for d in devices}):
-                row = tuple(d for d in devices if d[0] == r)
-                units.append(SweepUnit(f"T{float(t):g}C-row{r}", row, {"temperature_c": float(t)}))
+            for c in sorted({d[1] for d in devices}):
+                line = tuple(d for d in devices if d[1] == c)
+                units.append(SweepUnit(f"T{float(t):g}C-col{c}", line, {"temperature_c": float(t)}))
         return units
 
     def estimate_s(self, params: dict[str, Any], chip: RegisteredChip | None) -> float | None:
@@ -510,15 +537,23 @@ class EflashIdVg(Sweep):
         temperature = _reach_temperature(ctx, setpoint)
         settings = _read_settings(p)
         start = self._start_v(ctx, unit, setpoint)
+        background: dict[float, float] = {}  # this bit line's leakage by control-gate bias
         for r, c in unit.devices:
             ctx.check_stop()
-            v, i = self._walk(ctx, r, c, start, settings)
+            v, i, bg = self._walk(ctx, r, c, start, settings, background)
+            meta = {"setpoint_c": setpoint, "read_v": p["read_v"], "nplc": p["nplc"],
+                    "averages": p["averages"]}  # fmt: skip
             ctx.writer.add_trace(
                 r, c, "idvg", x=v, y=i, x_name="control_gate_v", y_name="current_a",
-                temperature_c=temperature,
-                meta={"setpoint_c": setpoint, "read_v": p["read_v"], "nplc": p["nplc"],
-                      "averages": p["averages"]},
+                temperature_c=temperature, meta={**meta, "background_subtracted": True},
             )  # fmt: skip
+            has_bg = np.isfinite(bg)
+            if has_bg.any():
+                ctx.writer.add_trace(
+                    r, c, "idvg-background", x=v[has_bg], y=bg[has_bg],
+                    x_name="control_gate_v", y_name="current_a", temperature_c=temperature,
+                    meta=meta,
+                )  # fmt: skip
             fit = fit_ekv(
                 v, i, temperature, p["read_v"], i_min_a=p["i_min_a"], nplc=p["nplc"] * p["averages"]
             )
@@ -541,22 +576,44 @@ class EflashIdVg(Sweep):
         return float(np.clip(2.0, p["cg_min_v"], p["cg_max_v"]))
 
     def _walk(
-        self, ctx: SweepContext, row: int, col: int, start_v: float, settings: ReadSettings
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Control-gate biases (V) and currents (A) of one cell's Id-Vg curve."""
+        self,
+        ctx: SweepContext,
+        row: int,
+        col: int,
+        start_v: float,
+        settings: ReadSettings,
+        background: dict[float, float],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Control-gate biases (V), cell currents (A, background subtracted) and the
+        background (A, NaN where not read) of one cell's Id-Vg curve. Biases lie on the
+        grid ``cg_min_v + k step_v``, so the bit line's background read for one cell
+        (``background``: bias -> A) serves the next."""
         p = ctx.params
         lo, hi = p["cg_min_v"], p["cg_max_v"]
         coarse, step = p["coarse_step_v"], p["step_v"]
         i_min, i_max = p["i_min_a"], p["i_max_a"]
+        below = p["background_below_a"]
+        coarse = step * max(1, round(coarse / step))
         vs: list[float] = []
         cur: list[float] = []
+        bgs: list[float] = []
 
         def read(v: float) -> float:
-            v = float(np.clip(round(v, 6), lo, hi))
+            v = float(np.clip(round(lo + round((v - lo) / step) * step, 6), lo, hi))
             amps = _read_at_gate(ctx, row, col, v, settings)
+            bg = math.nan
+            if amps < below:
+                if v not in background:
+                    background[v] = _read_background(ctx, row, settings)
+                bg = background[v]
             vs.append(v)
-            cur.append(amps)
-            return amps
+            cur.append(amps - bg if math.isfinite(bg) else amps)
+            bgs.append(bg)
+            return cur[-1]
+
+        def result() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            order = np.argsort(vs, kind="stable")
+            return np.array(vs)[order], np.array(cur)[order], np.array(bgs)[order]
 
         v = float(np.clip(start_v, lo, hi))
         amps = read(v)
@@ -570,7 +627,7 @@ class EflashIdVg(Sweep):
                 v = min(v + coarse, hi)
                 amps = read(v)
             if amps < i_min:  # nothing measurable up to cg_max_v
-                return np.array(vs), np.array(cur)
+                return result()
             foot = max(v - coarse, lo)
         v = foot + step
         while v <= hi + 1e-9:
@@ -578,8 +635,7 @@ class EflashIdVg(Sweep):
             if amps > i_max:
                 break
             v += step
-        order = np.argsort(vs, kind="stable")
-        return np.array(vs)[order], np.array(cur)[order]
+        return result()
 
     # -- analysis --------------------------------------------------------------------------
     def finish(self, ctx: SweepContext) -> ProfileUpdate:
@@ -777,6 +833,20 @@ def gate_at_current(
     return float(np.mean(estimates)) if estimates else math.nan
 
 
+#: Threshold change (V) per e-fold slow-down of program / speed-up of erase as the
+#: threshold rises (docs/devices.md: program_state_v, erase_state_v, 0.3 V); used only to
+#: compare pulse responses taken at different thresholds when aiming restore pulses.
+_STATE_SLOPE_V = 0.3
+
+
+def _state_factor(key: str, vth_v: float, reference_v: float) -> float:
+    """Factor taking a shift seen at threshold ``vth_v`` to the one expected at
+    ``reference_v`` (V): program slows and erase speeds up as the threshold rises."""
+    x = (vth_v - reference_v) / _STATE_SLOPE_V
+    x = float(np.clip(x if key == "program" else -x, -30.0, 30.0))
+    return math.exp(x)
+
+
 @register_sweep
 class EflashProgramErase(Sweep):
     """Threshold response to program (source) and erase (erase-gate) pulses: amplitude
@@ -894,6 +964,16 @@ class EflashProgramErase(Sweep):
             help="most pulses to bring a cell back to its start (V)",
         ),  # fmt: skip
         Param(
+            "max_row_disturb_v",
+            float,
+            0.05,
+            unit="V",
+            low=0.0,
+            high=5.0,
+            help="a cell's erasing stops once the word line's highest-threshold other cell "
+            "has moved by this much (V; 0: no guard; needs row_disturb)",
+        ),
+        Param(
             "row_disturb",
             bool,
             True,
@@ -972,30 +1052,88 @@ class EflashProgramErase(Sweep):
         ctx.parameter(r, c, "pe_start_vcg_v", v0, "V")
         if not math.isfinite(v0):
             return
+        # Word-line disturb guard. Erasing this cell also erases the other cells of its
+        # word line a little (the bit-line inhibit is finite), the most those with the
+        # highest threshold (erase speeds up with Vth). That cell is watched after every
+        # erase pulse; its shift per volt of this cell's erase gives the disturb ratio,
+        # and a ladder step is taken only if it (erase) or undoing it (program) is
+        # predicted to keep the watched cell within max_row_disturb_v. Past the limit, no
+        # more erase (and so no step that would need one to be undone).
+        finite = [k for k, b in enumerate(around_before) if math.isfinite(b)]
+        watch = max(finite, key=lambda k: around_before[k]) if finite else None
+        limit = p["max_row_disturb_v"] if watch is not None else 0.0
+        guard = {"v": around_before[watch] if watch is not None else math.nan,
+                 "shift": 0.0, "dose": 0.0}  # fmt: skip
+
+        def pulse(amplitude: float, width: float) -> None:
+            """One pulse on the cell, then its threshold (state["v"]) and the guard's."""
+            before_v = state["v"]
+            ctx.pulse(r, c, amplitude, width, scheme=p["scheme"])
+            state["v"] = vt(before_v)
+            if amplitude < 0 and limit > 0 and watch is not None:
+                if math.isfinite(state["v"]) and math.isfinite(before_v):
+                    guard["dose"] += abs(state["v"] - before_v)
+                nr, nc = neighbours[watch]
+                now = gate_at_current(
+                    ctx, nr, nc, p["i_ref_a"], settings, guess_v=guard["v"], hi_v=hi
+                )
+                if math.isfinite(now):
+                    guard["v"] = now
+                    guard["shift"] = abs(now - around_before[watch])
+                if not guard["shift"] <= limit or not math.isfinite(now):
+                    state["erase_blocked"] = True
+
+        def disturb_allowed(amplitude: float, width: float) -> bool:
+            """Whether a ladder step keeps the watched cell within the limit, at 1.5 times
+            the disturb ratio measured so far: an erase step by its own shift, a program
+            step by the erase that undoes it (shifts predicted from this cell's
+            responses)."""
+            if limit <= 0:
+                return True
+            if guard["dose"] < 0.005:
+                return guard["shift"] <= limit
+            key = "program" if amplitude > 0 else "erase"
+            ratio = 1.5 * guard["shift"] / guard["dose"]
+            predicted = self._predicted_shift(
+                state["seen"][key], abs(amplitude), width
+            ) / _state_factor(key, state["v"], v0)
+            return guard["shift"] + ratio * predicted <= limit
+
         state: dict[str, Any] = {
             "v": v0, "program_climb": 0, "erase_climb": 0,
-            "seen": {"program": [], "erase": []},
+            "program_stretch": 1.0, "erase_stretch": 1.0,
+            "seen": {"program": [], "erase": []}, "pulse": pulse, "erase_blocked": False,
         }  # fmt: skip
+        # Erase steps first: each is undone by program pulses, which disturb nothing; the
+        # program steps after them need erase pulses to be undone.
         ladders = (
-            ("program", [(float(a), p["program_width_s"]) for a in p["program_v"]], "v"),
             ("erase", [(-float(a), p["erase_width_s"]) for a in p["erase_v"]], "v"),
-            ("program-width", [(p["program_width_v"], float(w)) for w in p["program_widths_s"]], "s"),
             ("erase-width", [(-p["erase_width_v"], float(w)) for w in p["erase_widths_s"]], "s"),
+            ("program", [(float(a), p["program_width_s"]) for a in p["program_v"]], "v"),
+            ("program-width", [(p["program_width_v"], float(w)) for w in p["program_widths_s"]], "s"),
         )  # fmt: skip
+        skipped = 0
         for name, steps, axis in ladders:
             dvth, before = [], []
             for amplitude, width in steps:
                 ctx.check_stop()
                 self._restore(ctx, r, c, v0, state, vt)
                 start = state["v"]
-                ctx.pulse(r, c, amplitude, width, scheme=p["scheme"])
-                state["v"] = vt(start)
-                dvth.append(state["v"] - start)
-                if width == (p["program_width_s"] if amplitude > 0 else p["erase_width_s"]):
-                    key = "program" if amplitude > 0 else "erase"
-                    state["seen"][key].append((abs(amplitude), abs(dvth[-1])))
-                before.append(start - v0)
                 tag = f"{abs(amplitude):g}v" if axis == "v" else f"{width:g}s"
+                if state["erase_blocked"] or not disturb_allowed(amplitude, width):
+                    skipped += 1
+                    dvth.append(math.nan)
+                    before.append(start - v0)
+                    ctx.parameter(r, c, f"pe_{name}_dvth_v_at_{tag}", None, "V",
+                                  text="skipped: word-line disturb limit")  # fmt: skip
+                    continue
+                pulse(amplitude, width)
+                dvth.append(state["v"] - start)
+                key = "program" if amplitude > 0 else "erase"
+                state["seen"][key].append(
+                    (abs(amplitude), width, abs(dvth[-1]) * _state_factor(key, start, v0))
+                )
+                before.append(start - v0)
                 ctx.parameter(r, c, f"pe_{name}_dvth_v_at_{tag}", dvth[-1], "V")
             x = [abs(a) for a, _ in steps] if axis == "v" else [w for _, w in steps]
             ctx.writer.add_trace(
@@ -1008,6 +1146,8 @@ class EflashProgramErase(Sweep):
         restored = self._restore(ctx, r, c, v0, state, vt)
         ctx.parameter(r, c, "pe_end_offset_v", state["v"] - v0, "V")
         ctx.parameter(r, c, "pe_restored", 1.0 if restored else 0.0)
+        ctx.parameter(r, c, "pe_erase_stopped", 1.0 if state["erase_blocked"] else 0.0)
+        ctx.parameter(r, c, "pe_steps_skipped", float(skipped))
         if neighbours:
             after = [
                 gate_at_current(ctx, nr, nc, p["i_ref_a"], settings, guess_v=b, hi_v=hi)
@@ -1025,12 +1165,16 @@ class EflashProgramErase(Sweep):
         vt: Any,
     ) -> bool:  # fmt: skip
         """Program / erase with verify until the tracked threshold is within the restore
-        tolerance of ``target_v`` (V). The amplitude of each pulse (at the ladder's width)
-        aims at 0.8 of the remaining distance, interpolated on ln |shift| against amplitude
-        from the shifts this cell has shown so far (pulses of the ladders and of earlier
-        restores), within the ladder's range; with fewer than two informative shifts, the
-        ladder's amplitudes are climbed one per pulse that moves less than half the
-        tolerance."""
+        tolerance of ``target_v`` (V).
+
+        Each pulse aims at 0.8 of the remaining distance (0.5 once erasing has stopped): ln(|shift| / width) is taken as
+        linear in the amplitude, fitted to the shifts this cell has shown (the ladders'
+        pulses and earlier restores); the amplitude stays within the ladder's range and,
+        where even its top amplitude is too weak (a cell far above or below the threshold
+        the ladder was set for), the width grows instead, up to 1000 times the ladder's
+        width and the station's longest pulse. Without two informative shifts yet, the
+        ladder is climbed one amplitude per pulse that moves less than half the tolerance,
+        then the width by 10."""
         p = ctx.params
         tol = p["restore_tolerance_v"]
         for _ in range(p["max_restore_pulses"]):
@@ -1040,31 +1184,72 @@ class EflashProgramErase(Sweep):
             if abs(d) <= tol:
                 return True
             key = "erase" if d > 0 else "program"
+            if key == "erase" and state["erase_blocked"]:
+                return False
             ladder = sorted(float(a) for a in p[f"{key}_v"])
-            amp = self._restore_amplitude(state, key, ladder, 0.8 * abs(d), tol)
-            width = p[f"{key}_width_s"]
-            ctx.pulse(row, col, -amp if key == "erase" else amp, width, scheme=p["scheme"])
+            base = p[f"{key}_width_s"]
+            longest = min(1000.0 * base, ctx.station.limits.max_pulse_width_s, 1.0)
+            # Aim short when an overshoot could not be undone (no erase left).
+            aim = 0.5 if state["erase_blocked"] else 0.8
+            want = aim * abs(d) * _state_factor(key, state["v"], target_v)
+            amp, width = self._restore_pulse(state, key, ladder, base, longest, want, tol)
             before = state["v"]
-            state["v"] = vt(before)
+            state["pulse"](-amp if key == "erase" else amp, width)
             moved = abs(state["v"] - before)
             if math.isfinite(moved):
-                state["seen"][key].append((amp, moved))
+                state["seen"][key].append(
+                    (amp, width, moved * _state_factor(key, before, target_v))
+                )
             if moved < tol / 2:
-                state[f"{key}_climb"] = min(state[f"{key}_climb"] + 1, len(ladder) - 1)
+                climb = state[f"{key}_climb"]
+                if climb < len(ladder) - 1:
+                    state[f"{key}_climb"] = climb + 1
+                else:
+                    state[f"{key}_stretch"] = min(state[f"{key}_stretch"] * 10.0, longest / base)
         return abs(state["v"] - target_v) <= tol
 
     @staticmethod
-    def _restore_amplitude(
-        state: dict[str, Any], key: str, ladder: list[float], want_v: float, tol_v: float
-    ) -> float:
-        """Amplitude (V, magnitude) expected to move the threshold by ``want_v`` (V)."""
-        informative = [(a, m) for a, m in state["seen"][key] if m > max(0.1 * tol_v, 1e-3)]
-        amps = np.array([a for a, _ in informative])
-        if len(informative) >= 2 and np.ptp(amps) > 0:
-            beta, alpha = np.polyfit(amps, np.log([m for _, m in informative]), 1)
+    def _predicted_shift(seen: list[tuple[float, float, float]], amp: float, width: float) -> float:
+        """Threshold shift (V) of a pulse of ``amp`` (V) and ``width`` (s) from this
+        cell's earlier ones: ln(shift / width) linear in the amplitude; with fewer than
+        two, the largest shift seen times e per 0.25 V above its amplitude (steeper than
+        the response of docs/devices.md, so cautious); with none, 0 V."""
+        use = [(a, w, m) for a, w, m in seen if m > 1e-3]
+        amps = np.array([a for a, _, _ in use])
+        if len(use) >= 2 and np.ptp(amps) > 0:
+            beta, alpha = np.polyfit(amps, np.log([m / w for _, w, m in use]), 1)
             if beta > 0:
-                return float(np.clip((math.log(want_v) - alpha) / beta, ladder[0], ladder[-1]))
-        return ladder[min(state[f"{key}_climb"], len(ladder) - 1)]
+                return float(math.exp(alpha + beta * amp) * width)
+        if seen:
+            a0, w0, m0 = max(seen, key=lambda t: t[2])
+            return float(max(m0, 1e-3) * width / w0 * math.exp((amp - a0) / 0.25))
+        return 0.0
+
+    @staticmethod
+    def _restore_pulse(
+        state: dict[str, Any], key: str, ladder: list[float], base_s: float, longest_s: float,
+        want_v: float, tol_v: float,
+    ) -> tuple[float, float]:  # fmt: skip
+        """Amplitude (V, magnitude) and width (s) expected to move the threshold by
+        ``want_v`` (V); see :meth:`_restore`."""
+        seen = [(a, w, m) for a, w, m in state["seen"][key] if m > max(0.1 * tol_v, 1e-3)]
+        amps = np.array([a for a, _, _ in seen])
+        if len(seen) >= 2 and np.ptp(amps) > 0:
+            beta, alpha = np.polyfit(amps, np.log([m / w for _, w, m in seen]), 1)
+            if beta > 0:
+                # Extrapolate at most one ladder step (or a tenfold width) beyond what
+                # this cell has shown: the fit rests on few, scattered pulses.
+                tried = [a for a, _, _ in state["seen"][key]]
+                spacing = float(np.min(np.diff(ladder))) if len(ladder) > 1 else 0.0
+                top = min(ladder[-1], max(tried) + spacing)
+                amp = (math.log(want_v / base_s) - alpha) / beta
+                if amp <= top:
+                    return float(max(amp, ladder[0])), base_s
+                width = want_v / math.exp(alpha + beta * top)
+                widest = max([w for a, w, _ in state["seen"][key] if a >= top] or [base_s])
+                return top, float(np.clip(width, base_s, min(10.0 * widest, longest_s)))
+        amp = ladder[min(state[f"{key}_climb"], len(ladder) - 1)]
+        return amp, float(min(base_s * state[f"{key}_stretch"], longest_s))
 
     # -- analysis --------------------------------------------------------------------------
     def finish(self, ctx: SweepContext) -> ProfileUpdate:
@@ -1077,7 +1262,8 @@ class EflashProgramErase(Sweep):
         ]
         wanted = [f"pe_{n}_dvth_v_at_{x:g}{u}" for n, u, xs in names for x in xs]
         values = ctx.chain_parameters([*wanted, "pe_start_vcg_v", "pe_end_offset_v",
-                                       "pe_restored", "pe_row_disturb_max_v"])  # fmt: skip
+                                       "pe_restored", "pe_row_disturb_max_v", "pe_erase_stopped",
+                                       "pe_steps_skipped"])  # fmt: skip
         curves: dict[str, dict[str, Any]] = {}
         for n, u, xs in names:
             med = [_stats(values[f"pe_{n}_dvth_v_at_{x:g}{u}"]) for x in xs]
@@ -1095,6 +1281,8 @@ class EflashProgramErase(Sweep):
             "not_restored": int(np.nansum(restored == 0.0)),
             "end_offset_v": _stats(values["pe_end_offset_v"]),
             "row_disturb_max_v": _stats(values["pe_row_disturb_max_v"]),
+            "erase_stopped_for_disturb": int(np.nansum(values["pe_erase_stopped"] == 1.0)),
+            "steps_skipped_for_disturb": int(np.nansum(values["pe_steps_skipped"])),
             "plot": {
                 "program_v": curves["program"]["x"],
                 "program_dvth_v": [m.get("median") for m in curves["program"]["dvth_v"]],

@@ -27,20 +27,22 @@ from nvmlab.mocks.physics.eflash import (
     EflashParams,
 )
 from nvmlab.storage.profile import load_profile
-from nvmlab.storage.query import load_traces
+from nvmlab.storage.query import fetch_arrays, load_traces
 
 #: A harsher eFlash chip: 3x the read noise (white part and relative floor), I0 spread
 #: 30 % (3x), slope-factor spread 10 % (3x), Vth temperature-coefficient spread 30 %,
-#: a wider as-delivered threshold window (2.0-3.4 V), and program / erase pulses far less
-#: repeatable (cycle-to-cycle 40 %, cell-to-cell 50 %).
+#: thresholds anywhere in 1.0-4.5 V (a chip left partly programmed: at 85 C the bit-line
+#: leakage of the low-Vth cells through their select transistors reaches ~1 nA under a
+#: high-Vth cell's foot), and program / erase pulses far less repeatable (cycle-to-cycle
+#: 40 %, cell-to-cell 50 %).
 EFLASH_HARSH: dict[str, Any] = {
     "noise_rel_at_1na": 0.06,
     "noise_floor_rel": 0.01,
     "i0_cv": 0.3,
     "subthreshold_slope_cv": 0.1,
     "vth_temp_coeff_cv": 0.3,
-    "initial_vth_min_v": 2.0,
-    "initial_vth_max_v": 3.4,
+    "initial_vth_min_v": 1.0,
+    "initial_vth_max_v": 4.5,
     "cycle_spread_cv": 0.4,
     "efficiency_cv": 0.5,
 }
@@ -115,11 +117,11 @@ def test_idvg_over_tcp_on_16x16(tmp_path: Path) -> None:
     with characterization_bench(
         tmp_path, rows=16, cols=16, seed=5, array="eflash", physics=EFLASH_HARSH, tcp=True
     ) as cb:
-        # Half the cells (drawn at random) keep the test's wall time down over TCP.
+        # 96 of the 256 cells (drawn at random) keep the wall time down over TCP.
         result = run_sweep("idvg", station=cb.station, db=cb.db, chip=cb.chip,
-                           params={"sample": 128})  # fmt: skip
+                           params={"sample": 96})  # fmt: skip
         assert result.status == "completed"
-        figures = check_idvg_against_truth(result, cb.truth(), 128)
+        figures = check_idvg_against_truth(result, cb.truth(), 96)
     print(
         "tcp harsh 16x16",
         figures,
@@ -212,6 +214,12 @@ def test_program_erase_response_follows_the_cells_physics(
         assert result.status == "completed"
         end = cb.truth()
         traces = load_traces(cb.db, result.run_id)
+        stored = fetch_arrays(cb.db, "device_parameters", run_id=result.run_id,
+                              columns=["row", "col", "name", "value"])  # fmt: skip
+    flags: dict[tuple[int, int], dict[str, float]] = {}
+    for r, c, name, value in zip(stored["row"], stored["col"], stored["name"], stored["value"],
+                                 strict=True):  # fmt: skip
+        flags.setdefault((int(r), int(c)), {})[str(name)] = value
     sweep_params = {"program_width_s": 1e-6, "erase_width_s": 1e-3}
     cells = sorted({(t["row"], t["col"]) for t in traces})
     assert len(cells) == 6
@@ -223,12 +231,18 @@ def test_program_erase_response_follows_the_cells_physics(
     ratios: list[float] = []
     for t in traces:
         r, c = t["row"], t["col"]
-        if (r, c) not in alone or t["kind"] not in ("program-response", "erase-response"):
+        if t["kind"] not in ("program-response", "erase-response"):
+            continue
+        # A step is skipped only by the word-line disturb guard (and says so).
+        assert np.isfinite(t["y"]).all() or flags[(r, c)]["pe_steps_skipped"] > 0
+        if (r, c) not in alone:
             continue
         program = t["kind"] == "program-response"
         width = sweep_params["program_width_s" if program else "erase_width_s"]
         eff = start["program_efficiency" if program else "erase_efficiency"][r, c]
         for amp, dv, offset in zip(t["x"], t["y"], t["meta"]["start_offset_v"], strict=True):
+            if not np.isfinite(dv):
+                continue
             assert (dv > -1e-3) if program else (dv < 1e-3), (t["kind"], amp, dv)
             if abs(dv) < 0.005:  # below 5 mV the tracking noise dominates
                 continue
@@ -240,27 +254,34 @@ def test_program_erase_response_follows_the_cells_physics(
     # the median pulse within 25 % of the model, each within the factor's 4-sigma range.
     cv = params.cycle_spread_cv
     sigma = math.sqrt(math.log1p(cv * cv))
-    assert ratios_a.size >= 4 * len(alone), ratios_a
+    assert ratios_a.size >= 5, ratios_a
     assert 0.75 < float(np.median(ratios_a)) < 1.25, ratios_a
     assert np.all(np.abs(np.log(ratios_a)) < 4 * sigma + 0.15), ratios_a
-    # Left usable: each cell alone on its word line ends within the restore tolerance
-    # (10 mV) plus the tracking noise of where it started.
+    summary = result.summary
+    # Left usable: every cell brought back; each alone on its word line ends within the
+    # restore tolerance (10 mV) plus the tracking noise of where it started.
+    assert summary["restored"] == 6 and summary["not_restored"] == 0, summary
     for r, c in alone:
         assert abs(end["vth_v"][r, c] - start["vth_v"][r, c]) < 0.013, (r, c)
-    # The word-line disturb the sweep reports is the truth's (cells alone on their line).
+    # The word-line disturb the sweep reports is the truth's (cells alone on their line);
+    # beyond the guard's limit (50 mV) the cell's erasing was stopped.
     for t in traces:
         if t["kind"] == "row-disturb" and (t["row"], t["col"]) in alone:
             truth_shift = (end["vth_v"] - start["vth_v"])[t["row"], t["x"].astype(int)]
             np.testing.assert_allclose(t["y"], truth_shift, atol=2e-3)
-    summary = result.summary
-    assert summary["restored"] == 6 and summary["not_restored"] == 0
-    plot = summary["plot"]
-    program = np.array(plot["program_dvth_v"])
-    erase = np.array(plot["erase_dvth_v"])
-    # The response rises steeply with amplitude: the top amplitude moves Vth more than
-    # 30x the bottom one (docs: e-fold per 0.25 V program, 0.4 V erase).
-    assert program[-1] > 30 * max(program[0], 1e-4) and program[-1] > 0.05
-    assert erase[-1] < 30 * min(erase[0], -1e-4) and erase[-1] < -0.05
-    print(physics, seed, f"alone {len(alone)} ratios median {np.median(ratios_a):.3f}",
-          f"row disturb max {summary['row_disturb_max_v']['max'] * 1e3:.1f} mV",
+            if np.abs(t["y"]).max() > 0.05:
+                assert flags[(t["row"], t["col"])]["pe_erase_stopped"] == 1.0
+    disturb = summary["row_disturb_max_v"]["max"]
+    if physics == "default":
+        # Thresholds within 2.45-2.85 V: the inhibit holds (a few mV), nothing skipped,
+        # and the response rises steeply with amplitude: the top amplitude moves Vth more
+        # than 30x the bottom one (docs: e-fold per 0.25 V program, 0.4 V erase).
+        assert disturb < 0.02 and summary["steps_skipped_for_disturb"] == 0
+        program = np.array(summary["plot"]["program_dvth_v"])
+        erase = np.array(summary["plot"]["erase_dvth_v"])
+        assert program[-1] > 30 * max(program[0], 1e-4) and program[-1] > 0.05
+        assert erase[-1] < 30 * min(erase[0], -1e-4) and erase[-1] < -0.05
+    print(physics, seed, f"alone {len(alone)} ratios {ratios_a.size} median {np.median(ratios_a):.3f}",
+          f"row disturb max {disturb * 1e3:.1f} mV, steps skipped "
+          f"{summary['steps_skipped_for_disturb']}",
           f"instrument {result.instrument_s:.0f} s wall {result.wall_s:.1f} s")  # fmt: skip
