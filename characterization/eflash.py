@@ -7,7 +7,13 @@ and the program / erase response.
     source 0 V; the SMU forces the bit line and measures the cell: docs/probe-board.md,
     *Read routing*). Each cell's curve is found by a walk: coarse control-gate steps to
     the bias where the current crosses ``i_min_a``, then fine steps (``step_v``) up until
-    it passes ``i_max_a``. Every curve is stored as an ``idvg`` trace.
+    it passes ``i_max_a``. Below ``background_below_a`` each point is read a second
+    time with the word line off too: what the bit line then draws is the leakage of its
+    other cells through their select transistors (at 85 C about 1 nA from a low-Vth cell
+    in strong inversion), subtracted from the reading. Units are bit lines, so that
+    background, read once per bias, serves every cell of the line (biases lie on the
+    grid ``cg_min_v + k step_v``). Every curve is stored as an ``idvg`` trace (the cell's
+    current), its background as ``idvg-background``.
 
     The curves are fitted with the EKV interpolation of the cell (docs/devices.md,
     *Embedded NOR flash*)::
@@ -33,13 +39,24 @@ and the program / erase response.
     temperature, I0, the common I_sat and the fit quality.
 
 ``program-erase``
-    On a sample of cells: the threshold shift of one program pulse (positive amplitude =
-    source-line voltage) at each amplitude of ``program_v`` and of one erase pulse
-    (erase-gate voltage, negative amplitude) at each of ``erase_v``, then width ladders at
-    one amplitude each. The threshold is tracked as the control-gate bias at the constant
-    current ``i_ref_a`` (weak inversion): a program or erase moves the whole Id-Vg curve,
-    so its shift is the threshold shift. Afterwards each cell is brought back to within
-    ``restore_tolerance_v`` of where it started (program / erase pulses with verify).
+    On a sample of cells: the threshold shift of one erase pulse (erase-gate voltage,
+    negative amplitude) at each of ``erase_v`` and of one program pulse (source-line
+    voltage, positive amplitude) at each of ``program_v``, and width ladders at one
+    amplitude each; every step starts from the cell's start state (restored within
+    ``restore_tolerance_v`` by program / erase pulses with verify) and the cell ends
+    there. The threshold is tracked as the control-gate bias at the constant current
+    ``i_ref_a`` (weak inversion): a program or erase moves the whole Id-Vg curve, so its
+    shift is the threshold shift (the absolute value differs from ``vth_v`` by a per-cell
+    offset set by I0 and n; only shifts are reported).
+
+    Erasing one cell disturbs the other cells of its word line (the inhibit on their bit
+    lines is finite, and erase speeds up with the threshold, so a neighbour far above the
+    selected cell suffers most). Those cells are tracked before and after each cell
+    (``row-disturb`` traces, summary ``row_disturb_max_v``), the highest one after every
+    erase pulse; steps predicted to move it beyond ``max_row_disturb_v`` are skipped
+    (stored as not measured, summary ``steps_skipped_for_disturb``) and past the limit
+    the cell's erasing stops. Erase steps come first: they are undone by program pulses,
+    which disturb nothing.
 
 Units: V, A, s, C, K.
 """
@@ -1110,7 +1127,8 @@ class EflashProgramErase(Sweep):
             ("erase", [(-float(a), p["erase_width_s"]) for a in p["erase_v"]], "v"),
             ("erase-width", [(-p["erase_width_v"], float(w)) for w in p["erase_widths_s"]], "s"),
             ("program", [(float(a), p["program_width_s"]) for a in p["program_v"]], "v"),
-            ("program-width", [(p["program_width_v"], float(w)) for w in p["program_widths_s"]], "s"),
+            ("program-width",
+             [(p["program_width_v"], float(w)) for w in p["program_widths_s"]], "s"),
         )  # fmt: skip
         skipped = 0
         for name, steps, axis in ladders:
@@ -1167,14 +1185,18 @@ class EflashProgramErase(Sweep):
         """Program / erase with verify until the tracked threshold is within the restore
         tolerance of ``target_v`` (V).
 
-        Each pulse aims at 0.8 of the remaining distance (0.5 once erasing has stopped): ln(|shift| / width) is taken as
-        linear in the amplitude, fitted to the shifts this cell has shown (the ladders'
-        pulses and earlier restores); the amplitude stays within the ladder's range and,
-        where even its top amplitude is too weak (a cell far above or below the threshold
-        the ladder was set for), the width grows instead, up to 1000 times the ladder's
-        width and the station's longest pulse. Without two informative shifts yet, the
-        ladder is climbed one amplitude per pulse that moves less than half the tolerance,
-        then the width by 10."""
+        Each pulse aims at 0.8 of the remaining distance (0.5 once erasing has stopped,
+        as an overshoot could then not be undone). ln(|shift| / width), brought to the
+        start threshold (program slows, erase speeds up by e per 0.3 V of threshold), is
+        taken as linear in the amplitude, fitted to the shifts this cell has shown (the
+        ladders' pulses and earlier restores). The amplitude stays within the ladder's
+        range and at most one ladder step above the largest tried; where that is too
+        weak (a cell far above or below the threshold the ladder was set for) the width
+        grows instead, at most tenfold per pulse, up to 1000 times the ladder's width
+        and the station's longest pulse. Without two informative shifts yet, the ladder
+        is climbed one amplitude per pulse that moves less than half the tolerance, then
+        the width by 10.
+        """
         p = ctx.params
         tol = p["restore_tolerance_v"]
         for _ in range(p["max_restore_pulses"]):
