@@ -305,25 +305,6 @@ def _reach_temperature(ctx: SweepContext, setpoint_c: float) -> float:
     return float(pv)
 
 
-def _chain_traces(ctx: SweepContext, kind: str) -> list[dict[str, Any]]:
-    """Traces of ``kind`` stored by completed units of this run's resume chain."""
-    from nvmlab.storage.query import load_traces
-    from nvmlab.storage.runs import resume_chain, unit_attempts
-
-    ctx.writer.flush()
-    with ctx.db.read_connection() as conn:
-        chain = list(reversed(resume_chain(conn, ctx.run_id)))
-    out: list[dict[str, Any]] = []
-    for run in chain:
-        done = {int(a["id"]) for a in unit_attempts(ctx.db, run) if a["status"] == "completed"}
-        out.extend(
-            t
-            for t in load_traces(ctx.db, run, kind=kind)
-            if t.get("attempt_id") is not None and int(t["attempt_id"]) in done
-        )
-    return out
-
-
 def _check_temperatures(temps: Sequence[float], station: Any, field: str) -> None:
     limits = station.limits
     for t in temps:
@@ -659,7 +640,7 @@ class EflashIdVg(Sweep):
         p = ctx.params
         rows, cols = ctx.chip.rows, ctx.chip.cols
         temps = [float(t) for t in p["temperatures_c"]]
-        traces = _chain_traces(ctx, "idvg")
+        traces = ctx.chain_traces("idvg")
         # the newest trace per (cell, setpoint) wins (a unit redone on resume)
         curves: dict[tuple[int, int, float], dict[str, Any]] = {}
         for t in traces:

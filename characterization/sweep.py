@@ -220,8 +220,8 @@ class SweepContext:
     def chain_records(
         self, table: str, columns: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Records of ``table`` (``reads``, ``pulses``, ``traces``, ``device_parameters``
-        ...) stored by this run and the runs it resumes, from *completed* units only (the
+        """Records of the scalar table ``table`` (``reads``, ``pulses``,
+        ``device_parameters``, ``tuning_outcomes``; traces: :meth:`chain_traces`) stored by this run and the runs it resumes, from *completed* units only (the
         partial records of an interrupted unit are ignored), oldest first, one array per
         column. Flushes the writer first."""
         from nvmlab.storage.query import fetch_arrays
@@ -244,6 +244,25 @@ class SweepContext:
             [a is not None and not _isnan(a) and int(a) in done for a in attempts], dtype=bool
         )
         return {name: values[keep] for name, values in merged.items()}
+
+    def chain_traces(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Traces (of ``kind``, or all) stored by completed units of this run's resume
+        chain, oldest first, as dicts with ``x`` and ``y`` float64 arrays and their
+        metadata (:func:`nvmlab.storage.query.load_traces`). Flushes the writer first."""
+        from nvmlab.storage.query import load_traces
+        from nvmlab.storage.runs import resume_chain
+
+        self.writer.flush()
+        self._completed_attempts = None
+        with self.db.read_connection() as conn:
+            chain = list(reversed(resume_chain(conn, self.run_id)))
+        done = self._attempts()
+        return [
+            trace
+            for run in chain
+            for trace in load_traces(self.db, run, kind=kind)
+            if trace.get("attempt_id") is not None and int(trace["attempt_id"]) in done
+        ]
 
     def chain_parameters(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The per-device parameters ``names`` stored by completed units of this run's
