@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -170,10 +170,8 @@ class BusCounter:
             yield counter
         finally:
             for transport, name in patched:
-                try:
+                with suppress(AttributeError):
                     delattr(transport, name)
-                except AttributeError:
-                    pass
 
 
 @dataclass
@@ -395,6 +393,9 @@ class AdaptiveSettings:
     probe_start_z: float = 2.0
     #: Pulses at the ramp maximum moving nothing before that polarity is declared dead.
     stuck_pulses: int = 2
+    #: A device whose reads never left its first read by more than this (ln) and by more
+    #: than 2 x ``detect_z`` standard deviations is stuck.
+    stuck_limit_rel: float = 0.05
     max_averages: int = 128
     #: Per-reading overhead used to choose NPLC (s) and the power-line period (s).
     reading_overhead_s: float = 2e-3
@@ -473,9 +474,8 @@ class _Adaptive:
         for nplc in NPLC_CHOICES:
             n = math.ceil((self.sigma1_rel(g, nplc) / sigma_rel) ** 2)
             cost = (nplc * s.plc_s + s.reading_overhead_s) * max(n, 1)
-            if n <= s.max_averages:
-                if best is None or cost < best[0]:
-                    best = (cost, max(n, 1), nplc)
+            if n <= s.max_averages and (best is None or cost < best[0]):
+                best = (cost, max(n, 1), nplc)
             reached = self.sigma1_rel(g, nplc) / math.sqrt(s.max_averages)
             if fallback is None or reached < fallback[0]:
                 fallback = (reached, s.max_averages, nplc)
@@ -483,9 +483,10 @@ class _Adaptive:
         assert chosen is not None
         return chosen[1], chosen[2]
 
-    def measure(self, g_guess: float, sigma_rel: float) -> tuple[float, float]:
+    def measure(self, g_guess: float, sigma_rel: float, min_n: int = 1) -> tuple[float, float]:
         """One averaged read: (conductance S, its relative standard error)."""
         n, nplc = self.read_plan(g_guess, sigma_rel)
+        n = min(max(n, min_n), self.s.max_averages)
         settings = ReadSettings(
             read_v=self.s.read_v,
             scheme=self.s.read_scheme,
@@ -572,8 +573,10 @@ class _Adaptive:
         s, t, dev = self.s, self.t, self.dev
         tol = s.tolerance_rel * s.accept_band
         fine = 0.3 * tol
-        g, se = self.measure(t, 0.05)
-        verified = False
+        # the first read is averaged: its spread calibrates the noise model from the start
+        g, se = self.measure(t, 0.05, min_n=8)
+        g_first, se_first = g, se
+        moved = False
         ambiguous_reads = 0
         outcome: Outcome | None = None
         while outcome is None:
@@ -583,7 +586,6 @@ class _Adaptive:
                 g, se = g2, se2
                 if ok:
                     outcome = "tuned"
-                    verified = True
                     break
                 continue
             if abs(err) - s.accept_z * se <= tol and se > fine * 0.6 and ambiguous_reads < 3:
@@ -596,7 +598,7 @@ class _Adaptive:
             sign = 1 if g < t else -1
             p = self.pol[sign]
             if p.null_at_cap >= s.stuck_pulses:
-                moved = any(q.moved for q in self.pol.values())
+                # stuck: nothing ever moved it by more than the stuck limit
                 outcome = "failed" if moved else "stuck"
                 break
             if dev.pulses >= s.max_pulses:
@@ -614,8 +616,8 @@ class _Adaptive:
             sd = math.hypot(se, se_new)
             self.learn(p, v, change, sd)
             g, se = g_new, se_new
-        if verified or outcome != "tuned":
-            pass
+            limit = max(s.stuck_limit_rel, 2 * s.detect_z * math.hypot(se_first, se))
+            moved = moved or abs(math.log(g / g_first)) > limit
         for sign, p in self.pol.items():
             if math.isfinite(p.theta) and p.moved:
                 self.prior.observe(sign, p.theta)
