@@ -96,6 +96,19 @@ L0_RESET = math.log(1.0 / 0.98)
 THRESHOLD_PULSE_S = 1e-3
 #: Integration times the adaptive reads choose from (PLC).
 NPLC_CHOICES = (1.0, 2.0, 5.0, 10.0)
+#: Mains frequency assumed when the SMU's driver does not say (Hz; the drivers' default).
+DEFAULT_LINE_FREQUENCY_HZ = 60.0
+
+
+def line_frequency_hz(ops: ArrayOperations) -> float:
+    """The mains frequency the SMU integrates over (Hz): its driver's ``line_frequency_hz``
+    (or its parent's, for a channel), else :data:`DEFAULT_LINE_FREQUENCY_HZ`."""
+    driver = getattr(ops.smu, "driver", None)
+    for holder in (ops.smu, driver, getattr(driver, "parent", None)):
+        hz = getattr(holder, "line_frequency_hz", None)
+        if isinstance(hz, (int, float)) and hz > 0:
+            return float(hz)
+    return DEFAULT_LINE_FREQUENCY_HZ
 
 
 class IO(Protocol):
@@ -182,7 +195,9 @@ class TuneResult:
     ``round_trips`` (bus round trips, -1 when not counted), the ``outcome``, and what the
     tuner learned: per-polarity threshold estimates (V; NaN where none; the reset one
     negative), ``telegraph_rel`` (the step between the two telegraph levels relative to
-    the conductance, 0 when none was recognised) and the largest amplitude applied (V)."""
+    the conductance, 0 when none was recognised) and the largest amplitude applied (V).
+    ``floor_s`` is the physical floor of the instrument time spent (s): the sum of the
+    pulse widths and of the readings' integration times (NPLC / mains frequency)."""
 
     row: int
     col: int
@@ -198,6 +213,7 @@ class TuneResult:
     reset_threshold_v: float = math.nan
     telegraph_rel: float = 0.0
     max_amplitude_v: float = 0.0
+    floor_s: float = 0.0
     history: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     @property
@@ -232,6 +248,8 @@ class _Counted:
         self.io, self.row, self.col, self.bus, self.scheme = io, row, col, bus, scheme
         self.pulses = self.reads = self.readings = 0
         self.max_v = 0.0
+        self.floor_s = 0.0
+        self.plc_s = 1.0 / line_frequency_hz(io.ops)
         self._bus0 = bus.round_trips if bus is not None else 0
         self.history: list[tuple[float, float]] = []
 
@@ -239,12 +257,14 @@ class _Counted:
         r = self.io.read(self.row, self.col, settings)
         self.reads += 1
         self.readings += settings.averages
+        self.floor_s += settings.averages * settings.nplc * self.plc_s
         self.history.append((0.0, r.conductance_s))
         return r
 
     def pulse(self, amplitude_v: float, width_s: float) -> None:
         self.io.pulse(self.row, self.col, amplitude_v, width_s, scheme=self.scheme)
         self.pulses += 1
+        self.floor_s += width_s
         self.max_v = max(self.max_v, abs(amplitude_v))
         self.history.append((amplitude_v, math.nan))
 
@@ -310,6 +330,7 @@ def conventional(
     )
     result.round_trips = dev.round_trips()
     result.max_amplitude_v = dev.max_v
+    result.floor_s = dev.floor_s
     result.history = dev.history
     return result
 
@@ -378,6 +399,8 @@ class AdaptiveSettings:
     cycle_to_cycle_cv: float = 0.3
     read_noise_rel: float = 0.002
     read_noise_abs_s: float = 2e-8
+    #: Overshoot (ln) a probe may risk when the other polarity's threshold is known.
+    recover_ln: float = 0.1
     #: Largest ln-change one pulse may aim at.
     max_change_ln: float = 1.0
     #: Overshoot safety: aim so that a change this many sigma larger stays in the band.
@@ -397,9 +420,8 @@ class AdaptiveSettings:
     #: than 2 x ``detect_z`` standard deviations is stuck.
     stuck_limit_rel: float = 0.05
     max_averages: int = 128
-    #: Per-reading overhead used to choose NPLC (s) and the power-line period (s).
+    #: Per-reading overhead used to choose NPLC (s).
     reading_overhead_s: float = 2e-3
-    plc_s: float = 0.02
     #: Averaged reads a telegraph check takes at most.
     telegraph_reads: int = 10
 
@@ -473,7 +495,7 @@ class _Adaptive:
         fallback: tuple[float, int, float] | None = None
         for nplc in NPLC_CHOICES:
             n = math.ceil((self.sigma1_rel(g, nplc) / sigma_rel) ** 2)
-            cost = (nplc * s.plc_s + s.reading_overhead_s) * max(n, 1)
+            cost = (nplc * self.dev.plc_s + s.reading_overhead_s) * max(n, 1)
             if n <= s.max_averages and (best is None or cost < best[0]):
                 best = (cost, max(n, 1), nplc)
             reached = self.sigma1_rel(g, nplc) / math.sqrt(s.max_averages)
@@ -528,8 +550,14 @@ class _Adaptive:
             v = max(v, min(p.theta_lo, p.theta) - 0.1)
         else:
             # probing: the largest pulse that cannot overshoot if the threshold sat at its
-            # lower bound, and at least the minimum probing step above the last probe
-            want = self.aim(distance, 0.0)
+            # lower bound, and at least the minimum probing step above the last probe. When
+            # the other polarity is learned an overshoot is cheap to undo, so the probe may
+            # overshoot by up to ``recover_ln``.
+            other = self.pol[-p.sign]
+            if math.isfinite(other.theta) and other.moved:
+                want = self.aim(distance + s.recover_ln, 0.0)
+            else:
+                want = self.aim(distance, 0.0)
             v = p.theta_lo + v0 * math.log(want / self.rate_scale(p))
             ramp = s.set_ramp if p.sign > 0 else s.reset_ramp
             if p.last_v > 0:
@@ -636,6 +664,7 @@ class _Adaptive:
             reset_threshold_v=-self.pol[-1].theta if self.pol[-1].moved else math.nan,
             telegraph_rel=self.telegraph_rel,
             max_amplitude_v=dev.max_v,
+            floor_s=dev.floor_s,
         )
         result.history = dev.history
         return result

@@ -51,6 +51,7 @@ def _tune_permutation(
     targets = rng.uniform(10e-6, 100e-6, n)
     ops = _ops(cb)
     before = cb.truth()["pulse_count"].copy()
+    t0 = cb.bench.instrument_time_s()
     prior = ThresholdPrior()
     results = []
     if bus:
@@ -62,6 +63,13 @@ def _tune_permutation(
     else:
         for r in rows:
             results.append(adaptive(ops, int(r), int(cols[r]), float(targets[r]), prior=prior))
+    spent = cb.bench.instrument_time_s() - t0
+    floor = sum(x.floor_s for x in results)
+    print(
+        f"instrument time per device {spent / n:.3f} s, physical floor {floor / n:.3f} s, "
+        f"readings per device {np.mean([x.readings for x in results]):.0f}"
+    )
+    assert floor <= spent * 1.001
     truth = cb.truth()
     pulses = (truth["pulse_count"] - before)[rows, cols]
     return results, truth, rows, cols, pulses
