@@ -40,16 +40,22 @@ device's effective threshold theta (V) in the switching law of the devices docs,
   reads actually show) so that its standard error is what the next decision needs: one
   reading far from the target, averaged reads (longer NPLC where the instrument's part
   dominates, at low conductance) near it.
-- *Stop rule*: a device is accepted when its averaged read is inside the tolerance by at
-  least ``accept_z`` standard errors; between that and the tolerance plus ``accept_z``
-  standard errors the read is repeated (pooled) before anything else is decided.
-- *Telegraph devices*: an accepted device is confirmed by a second averaged read; two reads
-  that disagree beyond their standard errors start a batch of reads spaced in time whose
-  two levels are separated; the device's conductance is the mean of the two level means
-  (the devices docs: the reading sits at G (1 +- step / 2)), judged against the tolerance
-  and reported (``telegraph_rel``).
+- *Stop rule*: a device is accepted when its averaged read is inside ``accept_band`` x the
+  tolerance (half of it by default: the reads are verified against the centre, so a
+  telegraph level or a slow drift the reads cannot see still leaves room) by at least
+  ``accept_z`` standard errors; between that and the band plus ``accept_z`` standard
+  errors the read is repeated (pooled) before anything else is decided.
+- *Telegraph devices*: an accepted device is confirmed by ``verify_reads - 1`` more
+  averaged reads spanning at least ``verify_window_s``; reads that disagree beyond their standard errors start a batch (up to
+  ``telegraph_reads``) split into two levels; the device's conductance is the mean of the
+  two level means (the devices docs: the reading sits at G (1 +- step / 2)), judged
+  against the band and reported (``telegraph_rel``). A device whose dwell time is much
+  longer than the verification window shows one level only: the band's margin
+  covers steps up to about 1 %; beyond that only a later re-verification (the array
+  tuner's, after its level changed) can tell.
 - *Stuck devices*: a polarity whose amplitude reached its maximum with ``stuck_pulses``
-  pulses there moving nothing is dead; a device dead in the direction it needs is
+  consecutive pulses there moving nothing detectable (reads that resolve
+  ``cap_change_rel``) is dead; a device dead in the direction it needs is
   ``stuck`` when no pulse ever moved it, ``failed`` otherwise; at most ``max_pulses``.
 
 The result of both is a :class:`TuneResult` (final averaged read and its standard error,
@@ -401,21 +407,26 @@ class AdaptiveSettings:
     read_noise_abs_s: float = 2e-8
     #: Overshoot (ln) a probe may risk when the other polarity's threshold is known.
     recover_ln: float = 0.1
-    #: Largest ln-change one pulse may aim at.
-    max_change_ln: float = 1.0
+    #: Largest ln-change one pulse may aim at (a probe, threshold still unknown: less).
+    max_change_ln: float = 2.0
+    probe_change_ln: float = 1.0
     #: Overshoot safety: aim so that a change this many sigma larger stays in the band.
     overshoot_z: float = 1.65
     #: Detection limit of a change in standard deviations of the difference of two reads.
     detect_z: float = 3.0
     #: Accept when inside ``accept_band`` x the tolerance by this many standard errors.
     accept_z: float = 1.5
-    accept_band: float = 0.6
-    #: Averaged reads that confirm an accepted device (a telegraph check).
+    accept_band: float = 0.5
+    #: Averaged reads that confirm an accepted device (a telegraph check), and the least
+    #: time (s, of integration) they span.
     verify_reads: int = 3
+    verify_window_s: float = 0.2
     #: Prior lower quantile of the thresholds where probing starts (sigmas below the mean).
     probe_start_z: float = 2.0
-    #: Pulses at the ramp maximum moving nothing before that polarity is declared dead.
+    #: Consecutive pulses at the ramp maximum that together moved nothing detectable
+    #: before that polarity is declared dead, and the change (ln) their reads resolve.
     stuck_pulses: int = 2
+    cap_change_rel: float = 0.01
     #: A device whose reads never left its first read by more than this (ln) and by more
     #: than 2 x ``detect_z`` standard deviations is stuck.
     stuck_limit_rel: float = 0.05
@@ -445,7 +456,8 @@ class _Polarity:
     theta: float = math.nan
     theta_w: float = 0.0  # sum of weights (1 / V^2)
     moved: bool = False
-    null_at_cap: int = 0
+    cap_pulses: int = 0  # consecutive pulses at the maximum amplitude ...
+    cap_ref: tuple[float, float] | None = None  # ... and the read before the first of them
     last_v: float = 0.0
 
     def theta_sd(self, v0: float) -> float:
@@ -558,6 +570,9 @@ class _Adaptive:
                 want = self.aim(distance + s.recover_ln, 0.0)
             else:
                 want = self.aim(distance, 0.0)
+            # the lower bound may itself be too high (a threshold below the prior's low
+            # quantile): a probe aims at most ``probe_change_ln``
+            want = min(want, s.probe_change_ln)
             v = p.theta_lo + v0 * math.log(want / self.rate_scale(p))
             ramp = s.set_ramp if p.sign > 0 else s.reset_ramp
             if p.last_v > 0:
@@ -574,7 +589,6 @@ class _Adaptive:
         limit = s.detect_z * sd
         if change > limit:
             p.moved = True
-            p.null_at_cap = 0
             obs = v - v0 * math.log(change / scale)
             var = v0**2 * (self.c2c**2 + (sd / change) ** 2)
             w = 1.0 / var
@@ -593,8 +607,6 @@ class _Adaptive:
                     p.theta_w = min(p.theta_w, 1.0 / 0.03**2)
             else:
                 p.theta_lo = max(p.theta_lo, bound)
-            if v >= p.cap_v - 1e-9:
-                p.null_at_cap += 1
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> TuneResult:
@@ -616,17 +628,17 @@ class _Adaptive:
                     outcome = "tuned"
                     break
                 continue
-            if abs(err) - s.accept_z * se <= tol and se > fine * 0.6 and ambiguous_reads < 3:
+            if abs(err) - s.accept_z * se <= tol and se > fine and ambiguous_reads < 2:
                 # undecided: pool a more precise read before pulsing
                 ambiguous_reads += 1
-                g_new, se_new = self.measure(g, max(se / 2.5, fine * 0.5))
+                g_new, se_new = self.measure(g, fine)
                 g, se = _pool(g, se, g_new, se_new)
                 continue
             ambiguous_reads = 0
             sign = 1 if g < t else -1
             p = self.pol[sign]
-            if p.null_at_cap >= s.stuck_pulses:
-                # stuck: nothing ever moved it by more than the stuck limit
+            if p.cap_pulses >= s.stuck_pulses:
+                # dead in this direction; stuck if nothing ever moved it
                 outcome = "failed" if moved else "stuck"
                 break
             if dev.pulses >= s.max_pulses:
@@ -638,11 +650,27 @@ class _Adaptive:
             p.last_v = max(p.last_v, v) if not math.isfinite(p.theta) else v
             want = self.aim(distance, p.theta_sd(s.switching_slope_v))
             remaining = abs(distance - want)
-            sigma = min(max(fine, 0.15 * remaining), want / (2 * s.detect_z), 0.05)
-            g_new, se_new = self.measure(g, max(sigma, 0.2 * fine))
+            # a read precise enough to see the aimed change and to judge the stop rule,
+            # never more precise than the stop rule needs
+            sigma = max(fine, min(0.15 * remaining, want / (2 * s.detect_z), 0.05))
+            at_cap = v >= p.cap_v - 1e-9
+            if at_cap:
+                # judging a pulse at the maximum needs a read that sees a slow device move
+                sigma = min(sigma, s.cap_change_rel / (2 * s.detect_z))
+                if p.cap_ref is None:
+                    p.cap_ref = (g, se)
+            else:
+                p.cap_ref, p.cap_pulses = None, 0
+            g_new, se_new = self.measure(g, sigma)
             change = sign * math.log(g_new / g)
             sd = math.hypot(se, se_new)
             self.learn(p, v, change, sd)
+            if p.cap_ref is not None:
+                g_ref, se_ref = p.cap_ref
+                if sign * math.log(g_new / g_ref) > s.detect_z * math.hypot(se_ref, se_new):
+                    p.cap_ref, p.cap_pulses = (g_new, se_new), 0  # it moves at the maximum
+                else:
+                    p.cap_pulses += 1
             g, se = g_new, se_new
             limit = max(s.stuck_limit_rel, 2 * s.detect_z * math.hypot(se_first, se))
             moved = moved or abs(math.log(g / g_first)) > limit
@@ -678,7 +706,11 @@ class _Adaptive:
         s, t = self.s, self.t
         tol = s.tolerance_rel * s.accept_band
         sub = max(se, 0.3 * tol)
-        reads = [(g, se)] + [self.measure(g, sub) for _ in range(s.verify_reads - 1)]
+        # the confirming reads span at least ``verify_window_s`` so that a telegraph level
+        # with a dwell time up to about that long is seen to change
+        per_read_s = s.verify_window_s / max(s.verify_reads - 1, 1)
+        min_n = math.ceil(per_read_s / self.dev.plc_s)
+        reads = [(g, se)] + [self.measure(g, sub, min_n) for _ in range(s.verify_reads - 1)]
 
         def consistent(rs: list[tuple[float, float]]) -> bool:
             v = np.array([r[0] for r in rs])
@@ -693,7 +725,7 @@ class _Adaptive:
             return gp, sep, abs(gp / t - 1) + s.accept_z * sep <= tol
         # Telegraph (or drift): a batch of reads spread in time, split into two levels.
         while len(reads) < s.telegraph_reads:
-            reads.append(self.measure(g, sub))
+            reads.append(self.measure(g, sub, min_n))
         values = np.array([r[0] for r in reads])
         errs = np.array([r[1] for r in reads]) * values
         lo, hi = float(values.min()), float(values.max())
