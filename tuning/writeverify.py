@@ -58,6 +58,13 @@ device's effective threshold theta (V) in the switching law of the devices docs,
   ``cap_change_rel``) is dead; a device dead in the direction it needs is
   ``stuck`` when no pulse ever moved it, ``failed`` otherwise; at most ``max_pulses``.
 
+Both tune one device; in a passive crossbar every pulse also stresses the half-selected
+devices (V/2: the selected row and column; V/3: those at V/3, every other device at -V/3),
+and at 25 % threshold variation a device tuned early is disturbed by its neighbours'
+pulses. Tuning order, amplitude caps (``set_ramp.max_v`` / ``reset_ramp.max_v``) and
+re-verification are the array tuner's; calling :func:`adaptive` again on a device is its
+re-verification (an averaged read, no pulse when still within the band).
+
 The result of both is a :class:`TuneResult` (final averaged read and its standard error,
 pulses, reads, readings, bus round trips when a :class:`BusCounter` is given, outcome).
 
@@ -411,7 +418,7 @@ class AdaptiveSettings:
     max_change_ln: float = 2.0
     probe_change_ln: float = 1.0
     #: Overshoot safety: aim so that a change this many sigma larger stays in the band.
-    overshoot_z: float = 1.65
+    overshoot_z: float = 1.0
     #: Detection limit of a change in standard deviations of the difference of two reads.
     detect_z: float = 3.0
     #: Accept when inside ``accept_band`` x the tolerance by this many standard errors.
@@ -427,6 +434,9 @@ class AdaptiveSettings:
     #: before that polarity is declared dead, and the change (ln) their reads resolve.
     stuck_pulses: int = 2
     cap_change_rel: float = 0.01
+    #: Consecutive model-based pulses moving nothing where the model predicted a clear
+    #: change, before the polarity probes again.
+    model_nulls: int = 2
     #: A device whose reads never left its first read by more than this (ln) and by more
     #: than 2 x ``detect_z`` standard deviations is stuck.
     stuck_limit_rel: float = 0.05
@@ -456,6 +466,7 @@ class _Polarity:
     theta: float = math.nan
     theta_w: float = 0.0  # sum of weights (1 / V^2)
     moved: bool = False
+    nulls: int = 0  # consecutive pulses of this polarity that moved nothing detectable
     cap_pulses: int = 0  # consecutive pulses at the maximum amplitude ...
     cap_ref: tuple[float, float] | None = None  # ... and the read before the first of them
     last_v: float = 0.0
@@ -589,6 +600,7 @@ class _Adaptive:
         limit = s.detect_z * sd
         if change > limit:
             p.moved = True
+            p.nulls = 0
             obs = v - v0 * math.log(change / scale)
             var = v0**2 * (self.c2c**2 + (sd / change) ** 2)
             w = 1.0 / var
@@ -601,7 +613,18 @@ class _Adaptive:
             p.theta_lo = min(p.theta_lo, p.theta)
         else:
             bound = v - v0 * math.log(max(limit, change) / scale)
-            if math.isfinite(p.theta):
+            # a null counts against the model only where it predicted a clear change
+            expected = scale * math.exp((v - p.theta) / v0) if math.isfinite(p.theta) else math.inf
+            if expected > 2 * limit:
+                p.nulls += 1
+            if math.isfinite(p.theta) and (
+                bound > p.theta + 2 * p.theta_sd(v0) or p.nulls >= s.model_nulls
+            ):
+                # the estimate was wrong (a change that was noise, or a threshold that
+                # moved): back to probing from what the nulls proved
+                p.theta, p.theta_w = math.nan, 0.0
+                p.theta_lo = bound
+            elif math.isfinite(p.theta):
                 if bound > p.theta:
                     p.theta = bound
                     p.theta_w = min(p.theta_w, 1.0 / 0.03**2)
@@ -664,6 +687,11 @@ class _Adaptive:
             g_new, se_new = self.measure(g, sigma)
             change = sign * math.log(g_new / g)
             sd = math.hypot(se, se_new)
+            if s.detect_z * sd < abs(change) < 2 * s.detect_z * sd:
+                # a marginal change: confirm it with a second read before learning from it
+                g_new, se_new = _pool(g_new, se_new, *self.measure(g_new, se_new))
+                change = sign * math.log(g_new / g)
+                sd = math.hypot(se, se_new)
             self.learn(p, v, change, sd)
             if p.cap_ref is not None:
                 g_ref, se_ref = p.cap_ref
