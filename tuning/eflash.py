@@ -724,12 +724,12 @@ def tune_eflash(
     io = _OpsIO(io) if isinstance(io, ArrayOperations) else io
     s = settings if settings is not None else EflashTuneSettings()
     ops = io.ops
-    s.check(ops)
     kind = getattr(ops.board, "kind", "EFLASH")
     if str(kind).upper() != "EFLASH":
         raise ConfigError(
             f"value {kind!r} is not allowed; eFlash tuning needs an EFLASH board", field="board"
         )
+    s.check(ops)
     rows, cols = ops.board.rows, ops.board.cols
     targets = np.asarray(targets_a, dtype=float)
     if targets.shape != (rows, cols):
