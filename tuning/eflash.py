@@ -89,6 +89,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from nvmlab.clock import Clock
 from nvmlab.errors import ConfigError
 from nvmlab.instruments.arrays import ArrayOperations, DeviceRead, ReadSettings, WriteScheme
 
@@ -112,6 +113,9 @@ LINE_FREQUENCY_HZ = 60.0
 READING_OVERHEAD_S = 2e-3
 #: Most readings one averaged read takes here.
 MAX_READINGS = 100
+#: Time origin of the log-time retention drift (s; docs/devices.md's form
+#: ``a log10(1 + t / t0)``, t0 assumed 1 s).
+DRIFT_T0_S = 1.0
 #: Weak-inversion ln I per V of threshold at 25 C for a typical cell (n = 1.5): 1 / (n kT/q).
 _WEAK_LN_PER_V = 1.0 / (1.5 * 8.617333262e-5 * 298.15)
 #: Docs' nominal responses (docs/devices.md table): program 10 mV per 1 us at 4.5 V,
@@ -193,6 +197,7 @@ class EflashTuneSettings:
     stuck_pulses: int = 3
     verify_passes: int = 2
     z: float = 2.0
+    drift_prior_ln: float = 0.003
     aim_below: float = 0.25
     guard: float = 0.3
     centre_above: float = 0.5
@@ -223,7 +228,9 @@ class EflashTuneSettings:
                     f"value {value!r} is not allowed; give an integer >= 1", field=name
                 )
         if not 0 < self.forget <= 1:
-            raise ConfigError(f"value {self.forget!r} is not allowed; 0 < forget <= 1", field="forget")
+            raise ConfigError(
+                f"value {self.forget!r} is not allowed; 0 < forget <= 1", field="forget"
+            )
         if self.tolerance_rel >= 0.5:
             raise ConfigError(
                 f"value {self.tolerance_rel!r} is not allowed; give a tolerance below 0.5",
@@ -330,6 +337,9 @@ class EflashTuneResult:
     rows: int
     cols: int
     cells: list[EflashCellResult] = field(default_factory=list)
+    #: The retention drift the tuner learned: rise of ln I per decade of time since a
+    #: cell's last pulse (0 without a clock or without evidence).
+    drift_per_decade_ln: float = 0.0
 
     def array(self, name: str) -> np.ndarray:
         """(rows, cols) array of a numeric :class:`EflashCellResult` field (NaN where no
@@ -357,6 +367,7 @@ class EflashTuneResult:
                 reads_mean=float(np.mean([c.reads for c in done])),
                 floor_s_mean=float(np.mean([c.floor_s for c in done])),
                 tuned_share=out["tuned"] / len(done),
+                drift_per_decade_ln=self.drift_per_decade_ln,
             )
         return out
 
@@ -417,7 +428,9 @@ class StepModel:
     def sigma_ln(self, cycle_sigma_ln: float) -> float:
         """Standard deviation (ln) of the next step around the prediction: the cycle
         spread plus an uncertainty of the fit that falls with the weight of evidence."""
-        n = sum(wt * self.forget ** (len(self.obs) - 1 - i) for i, (_, _, wt) in enumerate(self.obs))
+        n = sum(
+            wt * self.forget ** (len(self.obs) - 1 - i) for i, (_, _, wt) in enumerate(self.obs)
+        )
         return math.hypot(cycle_sigma_ln, 0.8 / math.sqrt(1.0 + 2.0 * n))
 
     def predict_ln(self, amplitude_v: float, width_s: float) -> float:
@@ -426,9 +439,9 @@ class StepModel:
 
     def amplitude_for(self, step_ln: float, width_s: float) -> float:
         """Amplitude (V) predicted to move ln I by ``step_ln`` with ``width_s`` (s)."""
-        return self.centre_v + (
-            math.log(step_ln) - math.log(width_s / self.width_s) - self.a
-        ) / self.b
+        return (
+            self.centre_v + (math.log(step_ln) - math.log(width_s / self.width_s) - self.a) / self.b
+        )
 
 
 class _Prior:
@@ -461,7 +474,9 @@ class _Prior:
 
 
 class _Tuner:
-    def __init__(self, io: EflashIO, settings: EflashTuneSettings) -> None:
+    def __init__(
+        self, io: EflashIO, settings: EflashTuneSettings, clock: Clock | None = None
+    ) -> None:
         self.io, self.s = io, settings
         self.ops = io.ops
         self.tol_ln = math.log1p(settings.tolerance_rel)
@@ -473,6 +488,58 @@ class _Tuner:
         self.last: dict[tuple[int, int], tuple[float, float]] = {}  # (u, se_ln)
         self.dead: dict[tuple[int, int], dict[str, int]] = {}
         self._biases_set = False
+        self._pending: tuple[str, float, float, float] = ("program", 0.0, 0.0, 0.0)
+        # retention drift: clock, last pulse and last read per cell, the pooled fit
+        self.clock = clock
+        self.t_pulse: dict[tuple[int, int], float] = {}
+        self.t_row_erase: dict[int, float] = {}  # last erase on a word line (disturbs it)
+        self.last_read: dict[tuple[int, int], tuple[float, float, float]] = {}  # u, se, t
+        self._drift_sxx = 0.0
+        self._drift_sxy = 0.0
+        self.t_end = math.nan  # predicted end of the run (s, clock time)
+
+    # -- retention drift ------------------------------------------------------------------
+    def now(self) -> float:
+        return float(self.clock.now()) if self.clock is not None else math.nan
+
+    @property
+    def drift_per_decade_ln(self) -> float:
+        """Fitted rise of ln I per decade of time since a cell's last pulse (>= 0), shrunk
+        towards 0 (prior sd ``drift_prior_ln``) while the evidence is weak."""
+        prior = 1.0 / self.s.drift_prior_ln**2
+        return max(self._drift_sxy / (self._drift_sxx + prior), 0.0)
+
+    def _log_age(self, key: tuple[int, int], t: float) -> float:
+        return math.log10(1.0 + max(t - self.t_pulse.get(key, -math.inf), 0.0) / DRIFT_T0_S)
+
+    def drift_ahead(self, key: tuple[int, int], *, pulsed_now: bool) -> float:
+        """ln I the cell is predicted to gain from now to the end of the run: from a pulse
+        applied now (``pulsed_now``) or from its last pulse."""
+        k = self.drift_per_decade_ln
+        now = self.now()
+        if k == 0.0 or not math.isfinite(self.t_end) or not math.isfinite(now):
+            return 0.0
+        end = max(self.t_end, now)
+        if pulsed_now or key not in self.t_pulse:
+            return k * math.log10(1.0 + (end - now) / DRIFT_T0_S)
+        return k * (self._log_age(key, end) - self._log_age(key, now))
+
+    def _observe_drift(self, key: tuple[int, int], u: float, se: float) -> None:
+        t = self.now()
+        if not math.isfinite(t):
+            return
+        prev = self.last_read.get(key)
+        # a pair of reads with no pulse on the cell and no erase on its word line between
+        # them (an erase disturbs the word line's other cells upwards too)
+        quiet = prev is not None and prev[2] > self.t_row_erase.get(key[0], -math.inf)
+        if prev is not None and quiet and key in self.t_pulse and prev[2] > self.t_pulse[key]:
+            u0, se0, t0 = prev
+            x = self._log_age(key, t) - self._log_age(key, t0)
+            if x > 0.05:
+                var = se0**2 + se**2
+                self._drift_sxx += x * x / var
+                self._drift_sxy += x * (u - u0) / var
+        self.last_read[key] = (u, se, t)
 
     # -- reads ------------------------------------------------------------------------------
     def sigma1_rel(self, current_a: float, nplc: float) -> float:
@@ -521,6 +588,7 @@ class _Tuner:
                 ev = self._scale_evidence
                 self.noise_scale = math.sqrt((4.0 + sum(ev)) / (4.0 + len(ev)))
         se_ln = self.sigma1_rel(amps, nplc) / math.sqrt(n)
+        self._observe_drift((cell.row, cell.col), math.log(amps), se_ln)
         return math.log(amps), se_ln
 
     def measure(
@@ -532,9 +600,7 @@ class _Tuner:
         want = min(want, 0.02)
         return self.read(cell, math.exp(u_guess), want)
 
-    def refine(
-        self, cell: EflashCellResult, u: float, se: float
-    ) -> tuple[float, float]:
+    def refine(self, cell: EflashCellResult, u: float, se: float) -> tuple[float, float]:
         """Read again and pool with (u, se) until se reaches tolerance / se_ratio."""
         want = self.tol_ln / self.s.se_ratio
         u2, se2 = self.read(cell, math.exp(u), want)
@@ -582,6 +648,9 @@ class _Tuner:
             cell.erase_pulses += 1
             cell.max_erase_v = max(cell.max_erase_v, amp)
         self._pending = (kind, amp, width, hi)
+        self.t_pulse[key] = self.now()
+        if kind == "erase":
+            self.t_row_erase[cell.row] = self.t_pulse[key]
         return amp
 
     def learn(self, cell: EflashCellResult, u_before: float, se_before: float,
@@ -601,14 +670,15 @@ class _Tuner:
             if at_top:
                 dead[kind] += 1
 
-    def program_step(self, d: float, sigma_ln: float) -> float:
-        """ln I step to plan for a program pulse at ``d`` (ln) above the target: towards
-        the aim (``aim_below`` tolerances under the target, where the retention drift
-        brings it back), shrunk so that a step ``z`` sigma larger stays above the band's
-        lower edge (with ``guard`` of the tolerance to spare)."""
+    def program_step(self, d: float, sigma_ln: float, ahead: float = 0.0) -> float:
+        """ln I step to plan for a program pulse at ``d`` (ln) above the target, the cell
+        predicted to gain ``ahead`` (ln) by retention drift from the pulse to the end of
+        the run: towards the aim (the drift below the target, at least ``aim_below``
+        tolerances), shrunk so that a step ``z`` sigma larger still ends (after the drift)
+        above the band's lower edge with ``guard`` of the tolerance to spare."""
         s = self.s
-        aim = d + s.aim_below * self.tol_ln
-        guard = (d + (1.0 - s.guard) * self.tol_ln) * math.exp(-s.z * sigma_ln)
+        aim = d + max(s.aim_below * self.tol_ln, ahead)
+        guard = (d + ahead + (1.0 - s.guard) * self.tol_ln) * math.exp(-s.z * sigma_ln)
         return max(min(aim, guard), 1e-6)
 
     # -- one cell ---------------------------------------------------------------------------
@@ -635,7 +705,10 @@ class _Tuner:
         refines = 0
         centring = 0
         while True:
-            d = u - u_t
+            # where the cell will be at the end of the run if left alone, and the drift
+            # a pulse now would be followed by
+            d = u - u_t + self.drift_ahead(key, pulsed_now=False)
+            ahead = self.drift_ahead(key, pulsed_now=True)
             if abs(d) + s.accept_z * se <= self.tol_ln:
                 m = self.models.get(key, {}).get("program")
                 upper = d > s.centre_above * self.tol_ln
@@ -645,8 +718,9 @@ class _Tuner:
                 # inside, but in the band's upper part (where the retention drift goes
                 # next): one small program pulse towards the aim
                 centring += 1
-                self.pulse(cell, "program", u, self.program_step(d, m.sigma_ln(s.cycle_sigma_ln)))
-                u2, se2 = self.measure(cell, u, 0.0)
+                step = self.program_step(u - u_t, m.sigma_ln(s.cycle_sigma_ln), ahead)
+                self.pulse(cell, "program", u, step)
+                u2, se2 = self.measure(cell, u - step, 0.0)
                 self.learn(cell, u, se, u2, se2)
                 u, se = u2, se2
                 continue
@@ -663,11 +737,14 @@ class _Tuner:
                     return u, se
                 m = self.model(cell, "program", u)
                 sig = m.sigma_ln(s.cycle_sigma_ln)
-                step = self.program_step(d, sig)
+                step = self.program_step(u - u_t, sig, ahead)
                 self.pulse(cell, "program", u, step)
                 u_exp = u - step
             else:
-                if cell.erase_rounds >= s.max_erase_rounds or dead.get("erase", 0) >= s.stuck_pulses:
+                if (
+                    cell.erase_rounds >= s.max_erase_rounds
+                    or dead.get("erase", 0) >= s.stuck_pulses
+                ):
                     return u, se
                 cell.erase_rounds += 1
                 # erase to just above the band, then program down again
@@ -711,6 +788,7 @@ def tune_eflash(
     targets_a: np.ndarray,
     settings: EflashTuneSettings | None = None,
     *,
+    clock: Clock | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> EflashTuneResult:
     """Tune every cell of the eFlash array with a finite target in ``targets_a`` (A, a
@@ -718,8 +796,11 @@ def tune_eflash(
 
     ``io`` is a sweep context or bare :class:`ArrayOperations` on an eFlash board.
     Targets and settings are checked before any pulse (ConfigError naming the field).
-    ``progress(phase, done, total)`` is called after each cell of each phase ("erase",
-    "program", "verify-1", ..., "final"). See the module docstring for the algorithm.
+    ``clock`` (the station's, e.g. ``station.clock``; default ``io.clock`` when the io
+    has one) times the retention drift the tuner learns and compensates; without one
+    the drift is not modelled. ``progress(phase, done, total)`` is called after each
+    cell of each phase ("erase", "program", "verify-1", ..., "final"). See the module
+    docstring for the algorithm.
     """
     io = _OpsIO(io) if isinstance(io, ArrayOperations) else io
     s = settings if settings is not None else EflashTuneSettings()
@@ -747,7 +828,9 @@ def tune_eflash(
             f"{s.min_target_a:g}..{s.max_target_a:g} A (or be NaN: leave alone)",
             field="targets_a",
         )
-    tuner = _Tuner(io, s)
+    if clock is None:
+        clock = getattr(io, "clock", None)
+    tuner = _Tuner(io, s, clock)
     result = EflashTuneResult(rows, cols)
     cells: list[EflashCellResult] = []
     for r in range(rows):
@@ -765,7 +848,15 @@ def tune_eflash(
         for k, cell in enumerate(cells, 1):
             tuner.erase_phase(cell)
             report("erase", k)
+        n_cells = len(cells)
+        t_start = tuner.now()
+        per_cell = math.nan
         for k, cell in enumerate(cells, 1):
+            if k > 1:
+                # predicted end: the rest of this phase, a verification pass and the final
+                # reads (each a fraction of a program visit)
+                per_cell = (tuner.now() - t_start) / (k - 1)
+                tuner.t_end = tuner.now() + per_cell * ((n_cells - k + 1) + 0.5 * n_cells)
             u, se = tuner.last[(cell.row, cell.col)]
             # the row's later erases moved it up since: read it again
             u, se = tuner.measure(cell, u, u - math.log(cell.target_a))
@@ -779,23 +870,35 @@ def tune_eflash(
             report("program", k)
         for p in range(1, s.verify_passes + 1):
             redo = 0
+            t_pass = tuner.now()
             for k, cell in enumerate(cells, 1):
+                if k > 1:
+                    per_visit = (tuner.now() - t_pass) / (k - 1)
+                    final = 0.2 * (per_cell if math.isfinite(per_cell) else per_visit)
+                    tuner.t_end = tuner.now() + per_visit * (n_cells - k + 1) + final * n_cells
                 u_prev, _ = tuner.last[(cell.row, cell.col)]
                 u, se = tuner.read(cell, math.exp(u_prev), tuner.tol_ln / s.se_ratio)
-                d = u - math.log(cell.target_a)
-                if abs(d) + s.accept_z * se > tuner.tol_ln:
+                key = (cell.row, cell.col)
+                d = u - math.log(cell.target_a) + tuner.drift_ahead(key, pulsed_now=False)
+                # outside the band, or drifted into its upper part (retention raises the
+                # current, slower and slower in log time): tune again
+                if abs(d) + s.accept_z * se > tuner.tol_ln or d > s.centre_above * tuner.tol_ln:
                     redo += 1
                     u, se = tuner.tune_cell(cell, u, se)
                 tuner.last[(cell.row, cell.col)] = (u, se)
                 report(f"verify-{p}", k)
             if redo == 0:
                 break
+        t_final = tuner.now()
         for k, cell in enumerate(cells, 1):
+            if k > 1:
+                tuner.t_end = tuner.now() + (tuner.now() - t_final) / (k - 1) * (n_cells - k + 1)
             u_prev, _ = tuner.last[(cell.row, cell.col)]
             u, se = tuner.read(cell, math.exp(u_prev), tuner.tol_ln / s.se_ratio)
             u, se = tuner.settle(cell, u, se)
             tuner.finish_cell(cell, u, se)
             report("final", k)
+        result.drift_per_decade_ln = tuner.drift_per_decade_ln
     finally:
         ops.board.set_eflash_biases(control_gate_v=0.0, erase_gate_v=0.0, source_v=0.0)
     return result

@@ -52,13 +52,14 @@ def _targets(rows: int, cols: int, seed: int, low_a: float = 1e-8, high_a: float
 
 
 def _run(
-    cb: Any, targets: np.ndarray, settings: EflashTuneSettings | None = None
+    cb: Any, targets: np.ndarray, settings: EflashTuneSettings | None = None, *, clock: bool = True
 ) -> tuple[EflashTuneResult, dict[str, Any], np.ndarray, dict[str, Any]]:
-    """Tune; return the result, the truth after, the truth's pulse counts of the run and
+    """Tune (with the station's clock: the retention drift modelled, unless ``clock`` is
+    False); return the result, the truth after, the truth's pulse counts of the run and
     the truth before."""
     before = cb.truth()
     t0 = cb.bench.instrument_time_s()
-    result = tune_eflash(_ops(cb), targets, settings)
+    result = tune_eflash(_ops(cb), targets, settings, clock=cb.station.clock if clock else None)
     spent = cb.bench.instrument_time_s() - t0
     truth = cb.truth()
     pulses = truth["pulse_count"] - before["pulse_count"]
@@ -81,10 +82,11 @@ def _check_limits(cb: Any, settings: EflashTuneSettings) -> None:
 
 
 @pytest.mark.parametrize(
-    ("physics", "seed"), [("default", 0), ("default", 1), ("harsh", 2), ("harsh", 3)]
+    ("physics", "seed", "clock"),
+    [("default", 0, True), ("default", 1, False), ("harsh", 2, True), ("harsh", 3, False)],
 )
 def test_three_decades_within_one_percent_by_truth(
-    tmp_path: Path, physics: str, seed: int
+    tmp_path: Path, physics: str, seed: int, clock: bool
 ) -> None:
     n = 8
     with characterization_bench(
@@ -93,7 +95,7 @@ def test_three_decades_within_one_percent_by_truth(
         targets = _targets(n, n, seed)
         assert math.log10(targets.max() / targets.min()) >= 3.0 - 1e-9
         settings = EflashTuneSettings()
-        result, truth, pulses, before = _run(cb, targets, settings)
+        result, truth, pulses, before = _run(cb, targets, settings, clock=clock)
         err = truth["cell_current_a"] / targets - 1.0
         share = float(np.mean(np.abs(err) <= TOL))
         own = result.array("current_a") / targets - 1.0
@@ -122,6 +124,38 @@ def test_three_decades_within_one_percent_by_truth(
         # band by the later cells' erases and repairs
         early = err.ravel()[: n * n // 4]
         assert np.mean(np.abs(early) <= TOL) >= 0.97
+        _check_limits(cb, settings)
+
+
+@pytest.mark.parametrize(("physics", "seed"), [("default", 4), ("harsh", 5)])
+def test_three_tenths_of_a_percent_with_the_retention_drift_compensated(
+    tmp_path: Path, physics: str, seed: int
+) -> None:
+    """The published bar (Merrikh Bayat 2016: 0.3 % after about 35 pulses): at a 0.3 %
+    tolerance the retention drift over the run (the current rises ~0.1 % per decade of
+    time since a cell's last pulse) is of the tolerance's size; the tuner learns it from
+    reads of tuned cells and aims each cell where the drift brings it at the end."""
+    n = 6
+    with characterization_bench(
+        tmp_path, rows=n, cols=n, seed=seed, array="eflash", physics=PHYSICS[physics]
+    ) as cb:
+        targets = _targets(n, n, seed)
+        assert math.log10(targets.max() / targets.min()) >= 3.0 - 1e-9
+        settings = EflashTuneSettings(tolerance_rel=0.003)
+        result, truth, pulses, _ = _run(cb, targets, settings)
+        err = truth["cell_current_a"] / targets - 1.0
+        share = float(np.mean(np.abs(err) <= 0.003))
+        print(
+            f"0.3 % {physics} seed {seed}: within 0.3 % by truth {share:.3f}, signed mean "
+            f"{err.mean():+.5f}; pulses mean {pulses.mean():.1f} median "
+            f"{np.median(pulses):.0f} p95 {np.percentile(pulses, 95):.0f}; drift learned "
+            f"{result.drift_per_decade_ln:.5f} ln I per decade"
+        )
+        assert share >= 0.9
+        assert pulses.mean() <= 35
+        # the drift learned is the retention's order (5e-5 V per decade, docs/devices.md:
+        # 0.0013 in ln I in weak inversion, less in strong inversion)
+        assert 0.0003 < result.drift_per_decade_ln < 0.003
         _check_limits(cb, settings)
 
 
@@ -193,7 +227,9 @@ def test_overshoot_is_repaired_by_a_small_erase(tmp_path: Path) -> None:
         result, truth, pulses, _ = _run(cb, targets, settings)
         rounds = result.array("erase_rounds")
         err = truth["cell_current_a"] / targets - 1.0
-        print(f"erase rounds {rounds.sum():.0f}, pulses mean {pulses.mean():.1f}, max {pulses.max()}")
+        print(
+            f"erase rounds {rounds.sum():.0f}, pulses mean {pulses.mean():.1f}, max {pulses.max()}"
+        )
         assert rounds.sum() >= 4
         assert np.mean(np.abs(err) <= TOL) >= 0.9
         assert (result.array("erase_pulses") >= rounds).all()
@@ -260,7 +296,12 @@ def test_bad_targets_and_settings_are_refused_before_any_pulse(tmp_path: Path) -
             (np.where(np.eye(n) > 0, 1e-3, 1e-7), None, "targets_a", "within"),
             (np.where(np.eye(n) > 0, np.inf, 1e-7), None, "targets_a", "within"),
             (good, EflashTuneSettings(program_max_v=7.0), "program_max_v", "source-line"),
-            (good, EflashTuneSettings(erase_width_s=0.5, erase_max_width_s=0.5), "erase_width_s", "longest pulse"),
+            (
+                good,
+                EflashTuneSettings(erase_width_s=0.5, erase_max_width_s=0.5),
+                "erase_width_s",
+                "longest pulse",
+            ),
             (good, EflashTuneSettings(tolerance_rel=0.0), "tolerance_rel", "> 0"),
             (good, EflashTuneSettings(max_pulses=0), "max_pulses", ">= 1"),
         ]
@@ -280,9 +321,11 @@ def test_bad_targets_and_settings_are_refused_before_any_pulse(tmp_path: Path) -
 
 
 def test_memristor_board_is_refused(tmp_path: Path) -> None:
-    with characterization_bench(tmp_path, rows=4, cols=4, seed=0) as cb:
-        with pytest.raises(ConfigError, match="EFLASH board"):
-            tune_eflash(_ops(cb), np.full((4, 4), 1e-7))
+    with (
+        characterization_bench(tmp_path, rows=4, cols=4, seed=0) as cb,
+        pytest.raises(ConfigError, match="EFLASH board"),
+    ):
+        tune_eflash(_ops(cb), np.full((4, 4), 1e-7))
 
 
 def test_step_model_learns_a_cells_response() -> None:
