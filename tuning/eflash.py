@@ -6,11 +6,11 @@ the current from bit line to source at the read bias of ``docs/devices.md`` (wor
 truth reports as ``cell_current_a``. Targets may span several decades (10 nA - 10 uA is
 three; the top is bounded by the select transistor's series limit, about 20 uA).
 
-How a cell is read (the same routing as the eFlash characterization,
-``characterization/eflash.py``; this module has its own minimal copy of the read, to be
-folded after merging): the board's eFlash biases at control gate ``control_gate_v``,
-erase gate 0 V, source 0 V; the SMU forces ``read_v`` on the selected bit line and
-measures it ("track" scheme: the unselected bit lines follow the SMU, the unselected word
+How a cell is read (the routing of the eFlash characterization on branch ``eflash``,
+``characterization/eflash.py``; this module sets the biases and reads through
+:meth:`ArrayOperations.read_device` itself, a minimal copy to fold after merging): the
+board's eFlash biases at control gate ``control_gate_v``, erase gate 0 V, source 0 V;
+the SMU forces ``read_v`` on the selected bit line and measures it ("track" scheme: the unselected bit lines follow the SMU, the unselected word
 lines are grounded, so only the selected cell's current reaches the SMU). Raising the
 threshold lowers this current (weak inversion: ``I ~ I0 exp((Vcg - Vth) / (n U_T))``).
 
@@ -63,6 +63,24 @@ next amplitude rises). The next step aims at the remaining distance ``D`` shrunk
 a step ``z`` standard deviations larger (cycle-to-cycle spread plus the fit's
 uncertainty) still ends inside the tolerance band: far from the target a fraction of the
 distance, close to it the centre.
+
+Retention drift. After a pulse a cell's threshold slowly falls (docs/devices.md,
+*Retention*: ``a log10(1 + t / t0)``), so its current rises by a roughly constant amount
+per decade of time since its last pulse, about 0.1 % per decade at the docs' defaults:
+at a 0.3 % tolerance that is the tolerance's size over a run. With a clock (the
+station's), the tuner fits that rise (ln I per decade, t0 taken as 1 s, shrunk towards
+0 while the evidence is weak) from pairs of reads of the same cell with no pulse on it
+and no erase on its word line in between, predicts the end of the run from the time the
+cells so far took, and judges and aims every cell where the drift will have brought it
+at that end (at least ``aim_below`` tolerances under the target either way). The
+verification passes also re-centre cells that drifted into the band's upper part.
+
+Erase disturb. An erase pulse reaches the selected word line's other cells too (their
+bit lines inhibit it, not fully): they lose a small fraction of the selected cell's
+threshold drop, more where their threshold is higher. Tuned cells absorb it (the
+verification passes program them back); cells left alone (NaN target) on a word line
+that is tuned drift up in current (a few % at the defaults: measured in the tests).
+Cells on other word lines are never disturbed.
 
 Reads adapt to the current level: the relative noise of one reading rises at low current
 (``sqrt(white_a / (I NPLC))``, white part averaging with NPLC, over a relative floor that
