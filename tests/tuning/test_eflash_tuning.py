@@ -341,3 +341,58 @@ def test_step_model_learns_a_cells_response() -> None:
     assert m.b == pytest.approx(true_b, rel=0.2)
     assert m.amplitude_for(0.3, 1e-6) == pytest.approx(4.5, abs=0.05)
     assert m.sigma_ln(0.2) < 0.35
+
+
+def test_inside_a_sweep_every_pulse_and_read_is_stored(tmp_path: Path) -> None:
+    """With a sweep's context as the io, each pulse and read goes to the database (the
+    context's ``pulse`` / ``read``) and the context's clock times the drift model."""
+    from nvmlab.characterization.sweep import (
+        _SWEEPS,
+        ProfileUpdate,
+        Sweep,
+        SweepUnit,
+        register_sweep,
+        run_sweep,
+    )
+    from nvmlab.steps import unregister_step
+    from nvmlab.storage.query import load_pulses, load_reads
+
+    n = 4
+    targets = _targets(n, n, 23, 1e-8, 1e-5)
+    seen: list[EflashTuneResult] = []
+
+    class TuneAll(Sweep):
+        kind = "test-eflash-tune"
+        summary = "test: tune the whole eFlash array in one unit"
+        array_kinds = ("eflash",)
+        params = ()
+
+        def plan(self, params: Any, chip: Any, rng: Any, profile: Any) -> list[SweepUnit]:
+            return [SweepUnit("all", ((0, 0),))]
+
+        def run_unit(self, ctx: Any, unit: SweepUnit) -> None:
+            seen.append(tune_eflash(ctx, targets))
+
+        def finish(self, ctx: Any) -> ProfileUpdate:
+            return ProfileUpdate(summary=seen[0].summary())
+
+    register_sweep(TuneAll)
+    try:
+        with characterization_bench(tmp_path, rows=n, cols=n, seed=23, array="eflash") as cb:
+            before = cb.truth()["pulse_count"].copy()
+            run = run_sweep("test-eflash-tune", station=cb.station, db=cb.db, chip=cb.chip)
+            assert run.status == "completed"
+            truth = cb.truth()
+            pulses = load_pulses(cb.db, run.run_id)
+            reads = load_reads(cb.db, run.run_id)
+            result = seen[0]
+            stored = np.zeros((n, n), dtype=int)
+            for (r, c), k in pulses.groupby(["row", "col"]).size().items():
+                stored[int(r), int(c)] = int(k)
+            assert np.array_equal(stored, truth["pulse_count"] - before)
+            assert len(reads) == sum(c.reads for c in result.cells)
+            assert np.mean(np.abs(truth["cell_current_a"] / targets - 1) <= TOL) >= 0.97
+            assert result.drift_per_decade_ln > 0  # the context's clock was used
+    finally:
+        _SWEEPS.pop("test-eflash-tune", None)
+        unregister_step("test-eflash-tune")
