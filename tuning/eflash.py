@@ -538,8 +538,10 @@ class _Tuner:
         if k == 0.0 or not math.isfinite(self.t_end) or not math.isfinite(now):
             return 0.0
         end = max(self.t_end, now)
-        if pulsed_now or key not in self.t_pulse:
+        if pulsed_now:
             return k * math.log10(1.0 + (end - now) / DRIFT_T0_S)
+        if key not in self.t_pulse:
+            return 0.0  # never pulsed here: an old state, whose drift has slowed
         return k * (self._log_age(key, end) - self._log_age(key, now))
 
     def _observe_drift(self, key: tuple[int, int], u: float, se: float) -> None:
