@@ -5,25 +5,28 @@ deviation of one read of a device's conductance, telegraph noise excluded, versu
 conductance and the integration time (NPLC), and which devices show random telegraph
 noise (two levels a relative step apart).
 
-How, per group of devices (one resumable unit; ``group`` devices, default 8):
+How, per group of devices (one resumable unit; ``group`` devices, default 8), for each
+state of ``states_s`` (default 10, 30, 60, 90 uS), device after device (a device is
+measured right after it is set: programming its neighbours later may disturb it):
 
-1. for each state of ``states_s`` (default 10, 30, 60, 90 uS) every device of the group is
-   put within +-5 % of it (:func:`~nvmlab.characterization.states.set_conductance`), then
-   left ``settle_s`` (s) so the fast start of the log-time relaxation is over;
-2. each device is read ``reads`` times at each NPLC of ``nplc`` (default 0.1, 1, 10) in one
-   buffered list sweep (uniform spacing NPLC / line frequency); the series is stored as a
-   trace. Its slow relaxation drift (``c0 + c1 log10(1 + t / 1 s)``, t since the device's
+1. the device is put within +-5 % of the state
+   (:func:`~nvmlab.characterization.states.set_conductance`) and left ``settle_s`` (s) so
+   the fast start of the log-time relaxation is over;
+2. it is read ``reads`` times at each NPLC of ``nplc`` (default 0.1, 1, 10) in one
+   buffered list sweep (uniform spacing NPLC / line frequency); each series is stored as
+   a trace. Its relaxation drift (``c0 + c1 log10(1 + t / 1 s)``, t since the device's
    last pulse: the log-time law of the devices) is fitted and removed, so drift is not
-   counted as noise. sigma is the standard deviation of the residuals; for a device
-   flagged as telegraph (step 3) an equal-variance two-level mixture is fitted instead
-   when it explains the series significantly better, and sigma is its within-level
-   spread, so the telegraph steps do not inflate it;
-3. at the highest state the telegraph series: ``telegraph_bursts`` bursts of
+   counted as noise. sigma is the standard deviation of the residuals. For a device
+   flagged as telegraph (step 3) sigma comes instead from a two-level hidden Markov model
+   (levels the measured relative step apart, flip probability, drift and sigma fitted by
+   EM; :func:`two_level_fit`): the spread within a level, so the telegraph steps do not
+   inflate it whether the levels switch between every read or once in the series;
+3. at the highest state, the telegraph series: ``telegraph_bursts`` bursts of
    ``telegraph_reads`` fast reads (``telegraph_nplc``, default 0.01 PLC: 0.17 ms apart at
    60 Hz, shorter than the shortest dwell the devices docs give, 1 ms), the bursts spread
-   over ``telegraph_span_s`` (default 60 s, six times the longest dwell, 10 s) and
-   interleaved over the group's devices. Two tests on the drift-free series, each against
-   white Gaussian read noise:
+   over ``telegraph_span_s`` (default 60 s, six times the longest dwell, 10 s: a 10 s
+   dwell stays in one level for the whole span with probability exp(-6) = 0.25 %). Two
+   tests on the drift-free series, each against white Gaussian read noise:
 
    - *slow levels*: the variance of the burst means (drift fitted out in log time) against
      the within-burst variance / reads per burst (chi-square, Wilson-Hilferty z); a
@@ -38,9 +41,18 @@ How, per group of devices (one resumable unit; ``group`` devices, default 8):
    with G, the instrument part averages as 1/sqrt(NPLC); the parts add linearly) is
    fitted by least squares over its states and NPLCs (relative residuals).
 
+Which telegraph devices are detectable: at the highest state and the default settings
+every step and dwell of the devices docs (0.5-2 %, 1 ms-10 s) is flagged, also at twice
+the default read noise (z about 7 at 0.5 % and 1 ms). A device that cannot be brought
+near the highest state (a stuck device, at a few uS) is read where it is; there the
+instrument noise of the fast reads is several times a 0.5 % step and a small fast
+telegraph escapes (exclude stuck devices with a defect map first).
+
 Profile arrays: ``read_noise_sigma_s`` = the fitted law at 1 PLC at the conductance the
-device was left in (the last state), ``read_noise_rel`` = that / the conductance,
-``telegraph`` 1 flagged / 0 not. Summary: the chip's medians of a and b, the flagged
+device was left in (its last series; S), ``read_noise_rel`` = that / the conductance,
+``telegraph`` 1 flagged / 0 not. Per device parameters also hold every (state, NPLC)
+sigma and mean conductance, the telegraph z values, and for flagged devices the step
+and the dwell time (resolved up to about a burst's length). Summary: the chip's medians of a and b, the flagged
 count, and ``plot`` = ``{"conductance_s", "sigma_s", "nplc"}`` with one entry per
 device, state and NPLC.
 
@@ -346,7 +358,7 @@ class NoiseSweep(Sweep):
               help="integration times of the sigma series (power-line cycles)"),
         Param("reads", int, 150, low=20, high=2500, help="reads per state and NPLC"),
         Param("group", int, 8, low=1, high=64,
-              help="devices measured together (one unit; telegraph bursts interleaved)"),
+              help="devices per resumable unit"),
         Param("settle_s", float, 2.0, unit="s", low=0.0, high=3600.0,
               help="wait after setting a state before reading"),
         Param("telegraph_nplc", float, 0.01, low=0.001, high=1.0,
@@ -505,9 +517,7 @@ class NoiseSweep(Sweep):
             ctx.parameter(r, c, "read_noise_rel", sigma_1plc / g_final, "")
 
     @staticmethod
-    def _telegraph_levels(
-        times: list[np.ndarray], bursts: list[np.ndarray]
-    ) -> tuple[float, float]:
+    def _telegraph_levels(times: list[np.ndarray], bursts: list[np.ndarray]) -> tuple[float, float]:
         """Relative step and mean dwell time (s) of a flagged device, from the two-level
         model fitted to its telegraph bursts (all bursts share the parameters; each burst
         starts afresh, so only dwell times up to about a burst's length are resolved:
