@@ -400,13 +400,16 @@ class NoiseSweep(Sweep):
 
     def estimate_s(self, params: dict[str, Any], chip: RegisteredChip | None) -> float | None:
         n = params.get("sample", 64) or (chip.rows * chip.cols if chip else 4096)
-        group = max(int(params.get("group", 8)), 1)
         per_state = params.get("reads", 150) * sum(params.get("nplc", [0.1, 1, 10])) / LINE_HZ
         states = len(params.get("states_s", DEFAULT_STATES_S))
-        per_device = states * (per_state + 5.0)
-        groups = math.ceil(n / group)
-        return float(n * per_device + groups * (states * params.get("settle_s", 2.0)
-                     + params.get("telegraph_span_s", 60.0)))  # fmt: skip
+        # per state: the series, the settling wait and about 5 s of write-verify (assumed)
+        per_device = states * (per_state + params.get("settle_s", 2.0) + 5.0)
+        span = max(
+            float(params.get("telegraph_span_s", 60.0)),
+            params.get("telegraph_bursts", 30) * params.get("telegraph_reads", 400)
+            * params.get("telegraph_nplc", 0.01) / LINE_HZ,
+        )  # fmt: skip
+        return float(n * (per_device + span))
 
     # -- measurement ----------------------------------------------------------------------
     def _series(

@@ -110,13 +110,13 @@ def test_noise_default_physics_against_truth(tmp_path: Path) -> None:
     physics = {"rtn_fraction": 0.3}
     with characterization_bench(tmp_path, rows=16, cols=16, seed=1, physics=physics) as cb:
         result = run_sweep("noise", station=cb.station, db=cb.db, chip=cb.chip,
-                           params={"sample": 10})  # fmt: skip
+                           params={"sample": 16})  # fmt: skip
         assert result.status == "completed"
         judged = _judge(cb, result)
         _check_acceptance(judged)
-        assert judged["measured"] == 10
+        assert judged["measured"] == 16
         plot = result.summary["plot"]
-        assert len(plot["conductance_s"]) == len(plot["sigma_s"]) == len(plot["nplc"]) == 10 * 12
+        assert len(plot["conductance_s"]) == len(plot["sigma_s"]) == len(plot["nplc"]) == 16 * 12
         # the chip-wide law recovers the truth's two parts
         truth = judged["truth"]
         law = result.summary["law"]
@@ -126,7 +126,7 @@ def test_noise_default_physics_against_truth(tmp_path: Path) -> None:
         assert law["abs_s_at_1plc_median"] == pytest.approx(abs_true, rel=0.2)
         profile = load_profile(cb.db, cb.chip)
         assert profile.read_noise_sigma_s is not None and profile.telegraph is not None
-        assert int(np.isfinite(profile.telegraph).sum()) == 10
+        assert int(np.isfinite(profile.telegraph).sum()) == 16
 
 
 def test_noise_harsh_physics_over_tcp(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_noise_harsh_physics_over_tcp(tmp_path: Path) -> None:
         tmp_path, rows=16, cols=16, seed=2, physics=physics, tcp=True
     ) as cb:
         result = run_sweep("noise", station=cb.station, db=cb.db, chip=cb.chip,
-                           params={"sample": 6})  # fmt: skip
+                           params={"sample": 10})  # fmt: skip
         judged = _judge(cb, result)
         _check_acceptance(judged)
 

@@ -31,13 +31,10 @@ def _errors(cb: Any, coeff: np.ndarray) -> np.ndarray:
 
 def test_temperature_default_physics_against_truth_on_64x64(tmp_path: Path) -> None:
     with characterization_bench(tmp_path, rows=64, cols=64, seed=1) as cb:
-        result = run_sweep(
-            "temperature", station=cb.station, db=cb.db, chip=cb.chip,
-            params={"sample": 16, "reads": 3},
-        )  # fmt: skip
+        result = run_sweep("temperature", station=cb.station, db=cb.db, chip=cb.chip)
         assert result.status == "completed"
         coeff = result.arrays["temp_coeff_s_per_k"]
-        assert int(np.isfinite(coeff).sum()) == 16
+        assert int(np.isfinite(coeff).sum()) == 64  # the default sample
         err = _errors(cb, coeff)
         assert float(np.median(np.abs(err))) < 0.10
         # six temperatures, each state's mean conductance rises with temperature
