@@ -27,7 +27,8 @@ at the first temperature separates the two. Per device the reads are fitted with
 read (the time since the device's last pulse, each interval weighted by
 ``exp(Ea/k_B (1/298.15 K - 1/T))`` at the temperature of the read that ends it,
 ``activation_ev`` default 1 eV, the devices docs' assumed value). ``k`` is the profile's
-``temp_coeff_s_per_k``; ``D`` is stored per device as ``temp_drift_per_decade_s``.
+``temp_coeff_s_per_k``; the median of ``D / G25`` (the relative drift per decade) is in
+the summary as ``drift_per_decade_rel_median``.
 
 Refused before any instrument is touched: a temperature outside the station's limits or
 the chamber model's range. Summary ``plot``: ``temperatures_c``, ``states_s``,
@@ -201,8 +202,12 @@ class TemperatureSweep(Sweep):
         steps = [abs(b - a) for a, b in zip([temps[0], *temps], [*temps, temps[0]], strict=False)]
         ramp = sum(s / (3.0 / 60.0) + 300.0 for s in steps)  # 3 C/min + settling (assumed)
         soak = params.get("soak_s", 600.0) * (len(temps) + 2)
-        reads = (len(temps) + 1) * n * params.get("reads", 5) * params.get("averages", 10) * (
-            params.get("nplc", 1.0) / 60.0
+        reads = (
+            (len(temps) + 1)
+            * n
+            * params.get("reads", 5)
+            * params.get("averages", 10)
+            * (params.get("nplc", 1.0) / 60.0)
         )
         return float(ramp + soak + reads + n * 5.0)
 
@@ -282,9 +287,6 @@ class TemperatureSweep(Sweep):
             )
             k, g25, drift = fit_temp_coeff(g, tc, age)
             coeff[r, c] = k
-            ctx.parameter(int(r), int(c), "temp_coeff_s_per_k", k, "S/K")
-            ctx.parameter(int(r), int(c), "temp_g25_s", g25, "S")
-            ctx.parameter(int(r), int(c), "temp_drift_per_decade_s", drift, "S")
             drifts.append(drift / g25 if math.isfinite(drift) and g25 > 0 else math.nan)
         mean_g: list[list[float]] = []
         for s in states:
