@@ -304,7 +304,9 @@ class Sweep:
         any instrument is touched; ``station`` is not open yet (its ``limits`` and
         ``config`` are known). The default checks ``sample`` against the array size."""
         sample = params.get("sample")
-        if sample is not None and sample > chip.rows * chip.cols:
+        default = next((p.default for p in self.params if p.name == "sample"), None)
+        # the default sample (e.g. 64 devices) means "every device" on a smaller chip
+        if sample is not None and sample > chip.rows * chip.cols and sample != default:
             raise ConfigError(
                 f"value {sample} is not allowed; chip {chip.name!r} has {chip.rows} x "
                 f"{chip.cols} = {chip.rows * chip.cols} devices; allowed: 0 (every device) "
