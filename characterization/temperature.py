@@ -62,15 +62,17 @@ if TYPE_CHECKING:
     from nvmlab.storage.inventory import RegisteredChip
     from nvmlab.storage.profile import ChipProfile
 
-__all__ = ["CHAMBER_RANGE_C", "TemperatureSweep", "effective_age_s", "fit_temp_coeff"]
+__all__ = ["chamber_range_c", "TemperatureSweep", "effective_age_s", "fit_temp_coeff"]
 
-#: Setpoint range (C) of the chamber models a station file may name, from their
-#: datasheets (Espec SH series: -40 to +150 C; TestEquity 107/115 with a Watlow F4:
-#: -73 to +175 C).
-CHAMBER_RANGE_C: dict[str, tuple[float, float]] = {
-    "espec": (-40.0, 150.0),
-    "watlow_f4": (-73.0, 175.0),
-}
+
+def chamber_range_c(model: str | None) -> tuple[float, float] | None:
+    """The setpoint range (C) of a chamber model (``nvmlab.models``), None if unknown."""
+    from nvmlab.models import MODELS
+
+    found = MODELS.get(model or "")
+    return found.setpoint_range_c if found is not None else None
+
+
 #: Boltzmann constant (eV/K) and 0 C in K.
 K_B_EV = 8.617333262e-5
 ZERO_C_K = 273.15
@@ -154,8 +156,9 @@ class TemperatureSweep(Sweep):
         lo, hi = float(limits.min_temperature_c), float(limits.max_temperature_c)
         where = "the station's limits"
         model = _chamber_model(station)
-        if model in CHAMBER_RANGE_C:
-            c_lo, c_hi = CHAMBER_RANGE_C[model]
+        chamber_range = chamber_range_c(model)
+        if chamber_range is not None:
+            c_lo, c_hi = chamber_range
             for t in params["temperatures_c"]:
                 if not c_lo <= t <= c_hi:
                     raise ConfigError(

@@ -49,6 +49,8 @@ class InstrumentModel:
     identity: tuple[str, ...] = ()
     #: driver-specific station-file ``options`` keys and their type
     driver_options: Mapping[str, type] = field(default_factory=dict)
+    #: chambers: the setpoint range (C) of the model's typical chamber, (low, high)
+    setpoint_range_c: tuple[float, float] | None = None
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -119,6 +121,8 @@ MODELS: dict[str, InstrumentModel] = {
             f"{_D}.espec:EspecChamber",
             f"{_I}.chambers:StationChamber",
             f"{_F}.espec:EspecEmulator",
+            # Espec SH series bench-top chambers: -40 to +150 C
+            setpoint_range_c=(-40.0, 150.0),
         ),
         InstrumentModel(
             "watlow_f4",
@@ -128,6 +132,8 @@ MODELS: dict[str, InstrumentModel] = {
             f"{_I}.chambers:StationChamber",
             f"{_F}.watlow_f4:WatlowF4Emulator",
             driver_options={"address": int, "baudrate": int},
+            # TestEquity 107/115 chambers with a Watlow F4: -73 to +175 C
+            setpoint_range_c=(-73.0, 175.0),
         ),
         InstrumentModel(
             "probe_board",
