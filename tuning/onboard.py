@@ -156,6 +156,7 @@ class OnboardSettings:
     probe_start_z: float = 2.0
     stuck_pulses: int = 2
     cap_change_rel: float = 0.01
+    stuck_limit_rel: float = 0.05
 
     @classmethod
     def for_algorithm(cls, algorithm: str) -> OnboardSettings:
@@ -196,6 +197,7 @@ class OnboardSettings:
             "max_change_ln",
             "probe_change_ln",
             "cap_change_rel",
+            "stuck_limit_rel",
         ):
             _positive(name, getattr(self, name))
         for name in ("cycle_to_cycle_cv", "read_noise_rel", "read_noise_abs_s", "overshoot_z"):
@@ -241,7 +243,6 @@ _PARAMETERS: dict[str, Any] = {
     "i_target": "current_a",
     "i_band": "current_a",
     "i_pulse_limit": "current_a",
-    "i_read_limit": "current_a",
     "i_noise_abs": "current_a",
     "max_pulses": "count",
     "max_averages": "count",
@@ -260,7 +261,7 @@ local set_start, set_step, set_max = $v_set_start, $v_set_step, $v_set_max
 local reset_start, reset_step, reset_max = $v_reset_start, $v_reset_step, $v_reset_max
 local set_lo, reset_lo = $v_set_lo, $v_reset_lo
 local set_seed, reset_seed = $v_set_seed, $v_reset_seed
-local i_pulse_limit, i_read_limit = $i_pulse_limit, $i_read_limit
+local i_pulse_limit = $i_pulse_limit
 local i_noise_abs = $i_noise_abs
 local nplc = @NPLC@
 if set_max > v_cap then set_max = v_cap end
@@ -271,9 +272,16 @@ end
 local saved_nplc_a = smua.measure.nplc
 local saved_limit_a = smua.source.limiti
 smua.measure.nplc = nplc
+smua.source.limiti = i_pulse_limit
 local pulses, reads, readings, clamped, compliance = 0, 0, 0, 0, 0
+local last_hit = false
 local history = {}
--- the only place a pulse level is computed: |A| <= v_cap, |B| = |A| / 2
+-- Levels. Between a read and the next pulse A and B stay at v_read. Into a set pulse B
+-- goes to v/2 before A goes to v, out of it A returns to v_read before B; a reset pulse
+-- is entered and left through A at 0 V. So no device ever sees more than |v| / 2 (or
+-- v_read) in the instants between two level settings, except the selected one.
+local at_read = false
+-- the only place a pulse level is computed: |A| <= v_cap, B = A / 2
 local function pulse(v)
   nvmlab_watchdog()
   if v > v_cap then
@@ -283,17 +291,25 @@ local function pulse(v)
     v = -v_cap
     clamped = clamped + 1
   end
-  smua.source.levelv = 0
-  smub.source.levelv = 0
-  smua.source.limiti = i_pulse_limit
+  if v < 0 and at_read then
+    smua.source.levelv = 0
+  end
   smub.source.levelv = v / 2
   smua.source.levelv = v
-  if smua.source.compliance then
+  last_hit = smua.source.compliance and true or false
+  if last_hit then
     compliance = compliance + 1
   end
   delay(width)
-  smua.source.levelv = 0
-  smub.source.levelv = 0
+  if v < 0 then
+    smua.source.levelv = 0
+    smub.source.levelv = v_read
+    smua.source.levelv = v_read
+  else
+    smua.source.levelv = v_read
+    smub.source.levelv = v_read
+  end
+  at_read = true
   pulses = pulses + 1
   table.insert(history, 1)
   table.insert(history, v)
@@ -304,17 +320,17 @@ local function read(n)
   nvmlab_watchdog()
   if n < 1 then n = 1 end
   if n > max_averages then n = max_averages end
-  smua.source.limiti = i_read_limit
-  smub.source.levelv = v_read
-  smua.source.levelv = v_read
+  if not at_read then
+    smub.source.levelv = v_read
+    smua.source.levelv = v_read
+    at_read = true
+  end
   local s, ss = 0, 0
   for k = 1, n do
     local i = smua.measure.i()
     s = s + i
     ss = ss + i * i
   end
-  smua.source.levelv = 0
-  smub.source.levelv = 0
   reads = reads + 1
   readings = readings + n
   local m = s / n
@@ -328,11 +344,15 @@ local function read(n)
   table.insert(history, m)
   return m, se
 end
-local function reply(code, i, se, theta_set, theta_reset)
+local function reply(code, i, se, theta_set, theta_reset, moved)
+  smua.source.levelv = 0
+  smub.source.levelv = 0
   smua.measure.nplc = saved_nplc_a
   smua.source.limiti = saved_limit_a
+  local moved_flag = 0
+  if moved then moved_flag = 1 end
   local parts = {"@MARKER@", code, pulses, reads, readings, clamped, compliance, i, se,
-                 theta_set, theta_reset}
+                 theta_set, theta_reset, moved_flag}
   for k = 1, #history do
     table.insert(parts, history[k])
   end
@@ -343,6 +363,8 @@ end
 #: The conventional ramp-with-verify loop (writeverify.conventional, in currents).
 _CONVENTIONAL = """\
 local i = read(1)
+local i_first = i
+local moved = false
 local polarity, amplitude = 0, 0
 while math.abs(i - i_target) > i_band and pulses < max_pulses do
   local wanted = 1
@@ -357,10 +379,11 @@ while math.abs(i - i_target) > i_band and pulses < max_pulses do
   if amplitude > top then amplitude = top end
   pulse(polarity * amplitude)
   i = read(1)
+  if math.abs(i / i_first - 1) > 0.1 then moved = true end
 end
 local code = 3
 if math.abs(i - i_target) <= i_band then code = 1 end
-reply(code, i, 0, 0, 0)
+reply(code, i, 0, 0, 0, moved)
 """
 
 #: The adaptive-lite loop (threshold learned by ramp and from observed changes).
@@ -485,6 +508,8 @@ local function learn(p, v, change, sd)
   end
 end
 local i, se = measure(i_target, 0.05, 8)
+local i_first, se_first = i, se
+local moved = false
 local code = 0
 local ambiguous = 0
 while code == 0 do
@@ -514,6 +539,12 @@ while code == 0 do
       local distance = math.abs(math.log(i_target / i))
       local v = amplitude(p, distance)
       pulse(p.sign * v)
+      local hit = last_hit
+      if hit and v < p.top then
+        -- A reached its compliance (the selected row's current): the device saw less
+        -- than v, and no larger amplitude can be applied in this polarity
+        p.top = v
+      end
       if p.known then p.last = v elseif v > p.last then p.last = v end
       local want = aim(distance, theta_sd(p))
       local sigma = 0.15 * math.abs(distance - want)
@@ -531,7 +562,9 @@ while code == 0 do
       local i_new, se_new = measure(i, sigma, 1)
       local change = p.sign * math.log(i_new / i)
       local sd = math.sqrt(se * se + se_new * se_new)
-      learn(p, v, change, sd)
+      if not hit then
+        learn(p, v, change, sd)
+      end
       if p.capref then
         local moved = p.sign * math.log(i_new / p.cap_i)
         if moved > detect_z * math.sqrt(p.cap_se ^ 2 + se_new ^ 2) then
@@ -541,13 +574,17 @@ while code == 0 do
         end
       end
       i, se = i_new, se_new
+      -- moved: beyond 5 % and beyond what the two reads' noise can explain
+      local limit = 2 * detect_z * math.sqrt(se_first ^ 2 + se ^ 2)
+      if limit < @STUCK_LIMIT@ then limit = @STUCK_LIMIT@ end
+      if math.abs(math.log(i / i_first)) > limit then moved = true end
     end
   end
 end
 local ts, tr = 0, 0
 if pset.known and pset.moved then ts = pset.theta end
 if preset.known and preset.moved then tr = preset.theta end
-reply(code, i, se * i, ts, tr)
+reply(code, i, se * i, ts, tr, moved)
 """
 
 
@@ -577,6 +614,7 @@ def build_template(algorithm: str, settings: OnboardSettings) -> ScriptTemplate:
         "@PROBE_CHANGE@": _literal("probe_change_ln", s.probe_change_ln),
         "@STUCK_PULSES@": _literal("stuck_pulses", s.stuck_pulses),
         "@CAP_CHANGE@": _literal("cap_change_rel", s.cap_change_rel),
+        "@STUCK_LIMIT@": _literal("stuck_limit_rel", s.stuck_limit_rel),
         "@L0_SET@": _literal("L0_SET", L0_SET),
         "@L0_RESET@": _literal("L0_RESET", L0_RESET),
         "@PULSE_REF_S@": _literal("THRESHOLD_PULSE_S", THRESHOLD_PULSE_S),
@@ -647,7 +685,6 @@ def script_values(
         "i_target": i_target,
         "i_band": float(tolerance_rel) * i_target,
         "i_pulse_limit": float(pulse_limit),
-        "i_read_limit": float(settings.read_current_limit_a),
         "i_noise_abs": float(settings.read_noise_abs_s) * DEFINITION_READ_V,
         "max_pulses": int(settings.max_pulses),
         "max_averages": int(settings.max_averages),
@@ -679,6 +716,7 @@ class _Reply:
     stderr_a: float
     theta_set_v: float
     theta_reset_v: float
+    moved: bool
     history: list[float] = field(default_factory=list)
 
 
@@ -697,9 +735,9 @@ def _parse(result: ScriptResult) -> _Reply:
         raise ScriptStopped(
             f"the tuning script's reply is not numeric: {lines[0]!r}", result.lines
         ) from None
-    if len(values) < 10:
+    if len(values) < 11:
         raise ScriptStopped(f"the tuning script's reply is short: {lines[0]!r}", result.lines)
-    head = values[:10]
+    head = values[:11]
     return _Reply(
         int(head[0]),
         int(head[1]),
@@ -711,7 +749,8 @@ def _parse(result: ScriptResult) -> _Reply:
         head[7],
         head[8],
         head[9],
-        values[10:],
+        head[10] > 0,
+        values[11:],
     )
 
 
@@ -854,7 +893,7 @@ def tune_on_instrument(
     amps, currents, events = _split_history(reply.history, reply.pulses, reply.reads)
     g_final = reply.current_a / DEFINITION_READ_V
     se_final = reply.stderr_a / DEFINITION_READ_V if algorithm != "conventional" else math.nan
-    outcome = _outcome(reply, currents, algorithm, settings)
+    outcome = _outcome(reply)
     floor = reply.pulses * settings.width_s + reply.readings * settings.nplc * plc_s
     theta_set = reply.theta_set_v if reply.theta_set_v > 0 else math.nan
     theta_reset = -reply.theta_reset_v if reply.theta_reset_v > 0 else math.nan
@@ -884,17 +923,12 @@ def tune_on_instrument(
     return out
 
 
-def _outcome(
-    reply: _Reply, currents: list[float], algorithm: str, settings: OnboardSettings
-) -> Outcome:
+def _outcome(reply: _Reply) -> Outcome:
+    """``tuned`` by the script's stop rule; else ``failed`` when a read ever left the
+    first beyond its noise (the script's ``moved``), ``stuck`` when none did."""
     if reply.code == _TUNED:
         return "tuned"
-    first = currents[0] if currents else reply.current_a
-    if algorithm == "conventional":
-        moved = any(abs(i / first - 1) > 0.1 for i in currents) if first > 0 else False
-    else:
-        moved = any(abs(math.log(max(i, 1e-15) / max(first, 1e-15))) > 0.05 for i in currents)
-    return "failed" if moved else "stuck"
+    return "failed" if reply.moved else "stuck"
 
 
 def _resolve(where: Any) -> tuple[ArrayOperations, Any]:
