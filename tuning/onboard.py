@@ -864,13 +864,7 @@ def tune_on_instrument(
     bound = max_run_s if max_run_s is not None else run_time_bound_s(settings, algorithm, plc_s)
     # every value checked before anything is sent (the role checks again when it renders)
     render(template, values, ops.limits, max_run_s=bound)
-    read_settings = ReadSettings(
-        read_v=DEFINITION_READ_V,
-        scheme="track-b",
-        averages=1,
-        nplc=settings.nplc,
-        current_limit_a=settings.read_current_limit_a,
-    )
+    read_settings = _read_settings(settings)
     ops.check_read_settings(read_settings)
 
     own_bus = bus is None and transports is not None
@@ -929,6 +923,18 @@ def _outcome(reply: _Reply) -> Outcome:
     if reply.code == _TUNED:
         return "tuned"
     return "failed" if reply.moved else "stuck"
+
+
+def _read_settings(settings: OnboardSettings) -> ReadSettings:
+    """The host's preparation of the track-b read: both channels configured (compliance
+    ``read_current_limit_a``, NPLC) and on at 0 V."""
+    return ReadSettings(
+        read_v=DEFINITION_READ_V,
+        scheme="track-b",
+        averages=1,
+        nplc=settings.nplc,
+        current_limit_a=settings.read_current_limit_a,
+    )
 
 
 def _resolve(where: Any) -> tuple[ArrayOperations, Any]:

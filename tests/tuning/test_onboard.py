@@ -202,3 +202,234 @@ def test_adaptive_lite_on_the_instrument_reaches_one_percent_by_truth(
     # one routing (SEL, and READ:SCHEME once), the reply line, the end line
     assert on.max() <= 4
     assert host.mean() >= 8 * on.mean()
+
+
+def _ramps_follow_the_protocol(result: TuneResult, settings: OnboardSettings) -> None:
+    """The amplitudes of a conventional run: each polarity's ramp from its start in
+    fixed steps up to its maximum, restarted at the start on every change of polarity."""
+    amps = [a for a, _ in result.history if a != 0]
+    previous = 0.0
+    for a in amps:
+        ramp = settings.set_ramp if a > 0 else settings.reset_ramp
+        if previous == 0 or (a > 0) != (previous > 0):
+            expected = ramp.start_v
+        else:
+            expected = min(abs(previous) + ramp.step_v, ramp.max_v)
+        assert abs(abs(a) - expected) < 1e-9, (amps, a, expected)
+        previous = a
+
+
+def test_conventional_on_the_instrument_is_the_calibration_protocol(tmp_path: Path) -> None:
+    """The fixed ramp on the instrument against the same ramp from the host on the same
+    devices of the same chips (16 x 16, two seeds): the same protocol, the same pulses
+    within the spread of two noisy runs, a few round trips instead of hundreds."""
+    settings = OnboardSettings.for_algorithm("conventional")
+    runs: dict[str, list[Run]] = {"onboard": [], "host": []}
+    for seed in (3, 4):
+        for how in ("onboard", "host"):
+            where = tmp_path / f"{how}{seed}"
+            where.mkdir()
+            with onboard_bench(where, rows=16, cols=16, seed=seed) as cb:
+                run = _run(cb, 16, seed, how, "conventional")
+                print(_summary(f"conventional seed {seed} {how}", run, 0.02))
+                runs[how].append(run)
+                if how == "onboard":
+                    _assert_within_limits(cb, 2.2)
+                    assert [x.pulses for x in run.results] == list(run.pulses)
+                    for x in run.results:
+                        _ramps_follow_the_protocol(x, settings)
+                        assert x.reads == x.pulses + 1 == x.readings
+    stats = {}
+    for how, rs in runs.items():
+        f = np.concatenate([r.functional for r in rs])
+        err = np.concatenate([r.error_truth for r in rs])[f]
+        tuned = np.array([x.outcome == "tuned" for r in rs for x in r.results])[f]
+        pulses = np.concatenate([r.pulses for r in rs])[f]
+        trips = np.concatenate([r.trips for r in rs])
+        stats[how] = (np.median(pulses), trips.mean())
+        print(
+            f"conventional {how}: tuned {tuned.mean():.3f}; within 2 % by truth "
+            f"{(np.abs(err) <= 0.02).mean():.3f}, within 3 % {(np.abs(err) <= 0.03).mean():.3f}; "
+            f"pulses median {np.median(pulses):.0f} mean {pulses.mean():.1f}; round trips per "
+            f"device {trips.mean():.1f}"
+        )
+        assert tuned.mean() >= 0.97
+        # one single read decides the stop at the band's edge: by truth the read noise and
+        # the relaxation after the last pulse sit on top of the 2 %
+        assert (np.abs(err) <= 0.03).mean() >= 0.97
+    # the same protocol: medians within the spread of two noisy runs of ~30 devices
+    assert 0.7 <= stats["onboard"][0] / stats["host"][0] <= 1.4, stats
+    assert stats["onboard"][1] <= 4 and stats["host"][1] >= 30 * stats["onboard"][1]
+
+
+def test_a_lowered_write_limit_is_never_exceeded_inside_the_loop(tmp_path: Path) -> None:
+    """A station whose write limit is 1.2 V: the placeholders are checked against it, the
+    ramps capped at it, and what the SMU actually applied stays within it (A) and within
+    half of it (B), for both loops, also for devices that would need more."""
+    limits = {"max_current_a": ROW_CURRENT_A, "max_write_v": 1.2}
+    with onboard_bench(tmp_path, rows=16, cols=16, seed=3, limits=limits) as cb:
+        truth = cb.truth()
+        functional = truth["defect"] == 0
+        high = np.argwhere(functional & (truth["set_threshold_v"] > 1.4))
+        low = np.argwhere(functional & (truth["set_threshold_v"] < 0.9))
+        hr, hc = map(int, high[0])
+        lr, lc = next((int(r), int(c)) for r, c in low if r != hr and c != hc)
+        chosen = [(hr, hc), (lr, lc)]
+        for algorithm in ("conventional", "adaptive-lite"):
+            for r, c in chosen:
+                g = float(cb.truth()["conductance_s"][r, c])
+                target = min(2.5 * g, 100e-6)
+                res = tune_on_instrument(cb.station, r, c, target, algorithm=algorithm)
+                assert res.max_amplitude_v <= 1.2
+                if (r, c) == chosen[0]:
+                    assert res.outcome in ("stuck", "failed"), res
+                    assert res.pulses >= 2  # it did try, at the lowered limit
+        _assert_within_limits(cb, 1.2)
+        assert cb.bench.bench.max_applied_v["A"] == pytest.approx(1.2)
+
+
+def test_the_script_itself_clamps_every_level_it_computes(tmp_path: Path) -> None:
+    """Inside the script: ramp maxima above the cap it was given are lowered to it, and
+    the one function that sets pulse levels clamps (and counts) anything beyond it, so a
+    loop computing too much cannot put it on the wire."""
+    with onboard_bench(tmp_path, rows=8, cols=8, seed=1) as cb:
+        ops = _ops(cb)
+        settings = OnboardSettings.for_algorithm("conventional")
+        # the template's loop asks for 3 x the cap in both polarities
+        body = onboard._COMMON + (
+            "pulse(3 * v_cap)\npulse(-3 * v_cap)\nlocal i = read(1)\nreply(1, i, 0, 0, 0, false)\n"
+        )
+        for key, value in (("@NPLC@", "1"), ("@MARKER@", onboard.REPLY_MARKER)):
+            body = body.replace(key, value)
+        template = ScriptTemplate("nvmlab_clamp_probe", body, onboard._PARAMETERS)
+        values = onboard.script_values(ops, 50e-6, 0.02, settings)
+        values["v_cap"] = 0.9
+        ops.prepare_reads(onboard._read_settings(settings))
+        ops.board.select(2, 3, unselected="track-b")
+        result = cb.station.smu.run_script(template, values, max_run_s=5.0)  # type: ignore[attr-defined]
+        reply = onboard._parse(result)
+        assert reply.pulses == 2 and reply.clamped == 2
+        amps, _, _ = onboard._split_history(reply.history, reply.pulses, reply.reads)
+        assert amps == [0.9, -0.9]
+        _assert_within_limits(cb, 0.9)
+        # the conventional loop given ramp maxima of 2 V under a cap of 1.1 V
+        template = onboard._with_band(onboard.build_template("conventional", settings), 0.02)
+        values = onboard.script_values(ops, 100e-6, 0.02, settings)
+        values["v_cap"] = 1.1
+        ops.board.select(4, 5, unselected="track-b")
+        reply = onboard._parse(
+            cb.station.smu.run_script(template, values, max_run_s=60.0)  # type: ignore[attr-defined]
+        )
+        assert values["v_set_max"] == 2.0 and reply.clamped == 0 and reply.pulses > 0
+        _assert_within_limits(cb, 1.1)
+
+
+def test_values_beyond_the_limits_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    with onboard_bench(tmp_path, rows=8, cols=8, seed=1, limits={}) as cb:
+        before = cb.truth()["pulse_count"].sum()
+        t0 = cb.bench.instrument_time_s()
+        with BusCounter.on(cb.station.transports.values()) as bus:
+            for settings, match in (
+                (OnboardSettings(pulse_current_limit_a=0.05), "i_pulse_limit"),
+                (OnboardSettings(width_s=0.5), "parameter width"),
+            ):
+                with pytest.raises(SafetyLimitError, match=match):
+                    tune_on_instrument(cb.station, 1, 1, 50e-6, settings=settings)
+            for kwargs, field in (
+                ({"algorithm": "fast"}, "algorithm"),
+                ({"tolerance_rel": 0.0}, "tolerance_rel"),
+                ({"settings": OnboardSettings(max_pulses=0)}, "max_pulses"),
+                ({"settings": OnboardSettings(nplc=100.0)}, "nplc"),
+            ):
+                with pytest.raises(ConfigError) as info:
+                    tune_on_instrument(cb.station, 1, 1, 50e-6, **kwargs)  # type: ignore[arg-type]
+                assert info.value.field == field
+            for target in (-1e-6, 0.0, math.inf):
+                with pytest.raises(ConfigError, match="target"):
+                    tune_on_instrument(cb.station, 1, 1, target)
+            with pytest.raises(ConfigError, match="outside"):
+                tune_on_instrument(cb.station, 8, 1, 50e-6)
+            assert tune_on_instrument(cb.station, 1, 1, math.nan).outcome == "skipped"
+        assert bus.round_trips == 0
+        assert cb.truth()["pulse_count"].sum() == before
+        assert cb.bench.instrument_time_s() == t0
+    # a station whose read limit is below the definition's 0.2 V read
+    where = tmp_path / "low-read"
+    where.mkdir()
+    with onboard_bench(where, rows=4, cols=4, limits={"max_read_v": 0.15}) as cb:
+        with pytest.raises(SafetyLimitError, match="read"):
+            tune_on_instrument(cb.station, 0, 0, 50e-6)
+        assert cb.bench.bench.max_applied_v["A"] == 0.0
+
+
+def test_a_two_channel_2636b_is_required(tmp_path: Path) -> None:
+    from benches import characterization_bench
+
+    with characterization_bench(tmp_path, rows=4, cols=4, smu="keithley2400") as cb:
+        with pytest.raises(ConfigError, match="2636B") as info:
+            tune_on_instrument(cb.station, 0, 0, 50e-6)
+        assert info.value.field == "smu"
+
+
+def test_a_script_past_its_watchdog_is_stopped_and_the_station_left_safe(tmp_path: Path) -> None:
+    with onboard_bench(tmp_path, rows=16, cols=16, seed=2) as cb:
+        truth = cb.truth()
+        r, c = map(int, np.argwhere((truth["defect"] == 0) & (truth["conductance_s"] < 15e-6))[0])
+        before = int(truth["pulse_count"][r, c])
+        t0 = cb.bench.instrument_time_s()
+        # the conventional ramp from a low state to 95 uS needs dozens of pulses of
+        # 1.1 ms + a 1 PLC read each; 0.1 s stops it after a handful
+        with pytest.raises(ScriptStopped, match="watchdog") as info:
+            tune_on_instrument(cb.station, r, c, 95e-6, max_run_s=0.1)
+        spent = cb.bench.instrument_time_s() - t0
+        assert spent <= 0.1 + 0.05, spent
+        pulses = int(cb.truth()["pulse_count"][r, c]) - before
+        assert 1 <= pulses <= 0.1 / 1.1e-3
+        smu = cb.bench.firmware["smu"]
+        for ch in (smu.smua, smu.smub):  # type: ignore[attr-defined]
+            assert ch.output == 0 and ch.levelv == 0.0
+        assert all(v in (None, 0.0) for v in cb.bench.bench.terminal_v.values())
+        assert all(s.mode == "gnd" for s in cb.bench.bench.rows_state + cb.bench.bench.cols_state)
+        assert "stopped" in str(info.value)
+        # nothing happens after the stop, and the station is usable again
+        t1 = cb.bench.instrument_time_s()
+        cb.bench.clock.sleep(1.0)
+        assert int(cb.truth()["pulse_count"][r, c]) - before == pulses
+        assert cb.bench.instrument_time_s() - t1 == pytest.approx(1.0)
+        res = tune_on_instrument(cb.station, r, c, 95e-6, algorithm="adaptive-lite")
+        assert res.outcome == "tuned"
+        assert abs(cb.truth()["conductance_s"][r, c] / 95e-6 - 1) <= 0.01
+
+
+def test_compliance_at_the_default_current_limit_is_reported(tmp_path: Path) -> None:
+    """At the default 1 mA station limit a 32-wide row at V/2 draws more than A may: the
+    pulses in compliance are counted, and A never sourced more than the limit."""
+    with onboard_bench(tmp_path, rows=32, cols=32, seed=1, limits={}) as cb:
+        rows, cols, targets = _permutation(32, 1)
+        results = [
+            tune_on_instrument(cb.station, int(r), int(c), float(t), algorithm="conventional")
+            for r, c, t in list(zip(rows, cols, targets, strict=True))[:8]
+        ]
+        hits = [x.compliance_pulses for x in results]  # type: ignore[attr-defined]
+        print(f"pulses in compliance at 1 mA: {hits}")
+        assert sum(hits) > 0
+        assert cb.bench.bench.max_applied_a["A"] <= 1e-3 * (1 + 1e-9)
+
+
+@pytest.mark.tcp
+def test_on_instrument_loop_over_tcp(tmp_path: Path) -> None:
+    """16 x 16 over loopback TCP (pyvisa-py): by truth, and the round trips per device of
+    the on-instrument loop against the host loop on the same devices of the same chip."""
+    runs = {}
+    for how in ("onboard", "host"):
+        where = tmp_path / how
+        where.mkdir()
+        with onboard_bench(where, rows=16, cols=16, seed=5, tcp=True) as cb:
+            runs[how] = _run(cb, 16, 5, how, "adaptive-lite")
+            print(_summary(f"TCP {how}", runs[how], 0.01))
+            if how == "onboard":
+                _assert_within_limits(cb, cb.station.limits.max_write_v)
+    on, host = runs["onboard"], runs["host"]
+    assert (np.abs(on.error_truth[on.functional]) <= 0.01).mean() >= 0.97
+    assert on.trips.max() <= 4
+    assert host.trips.mean() >= 8 * on.trips.mean()
