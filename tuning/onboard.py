@@ -22,12 +22,13 @@ every other line (B)    V / 2                       V_read
 
 so the selected device sees V, the half-selected devices of its row and its column V/2
 (the V/2 scheme of a board ``PULSE``), every other device 0 V. A negative V (A at -V, B at
--V/2) resets. Level order: into a pulse B is set before A (A first would put the full V on
-the whole selected row), out of it A returns to 0 V before B; for the few microseconds
-between the two settings the other devices of the selected row see B's level of the
-opposite polarity, never more than V/2 in magnitude. During a read only the selected
-device's current flows through A (its row's other devices see 0 V; its column's other
-devices are fed by the buffer).
+-V/2) resets. Between a read and the next pulse both levels stay at the read voltage.
+Level order: into a set pulse B goes to V/2 before A goes to V (A first would put the full
+V on the whole selected row), out of it A returns to the read level before B; a reset is
+entered and left through A at 0 V. In the microseconds between two level settings no
+device but the selected one sees more than |V|/2 (or the read voltage). During a read only
+the selected device's current flows through A (its row's other devices see 0 V; its
+column's other devices are fed by the buffer).
 
 Limits. Every amplitude, width, current and count is a declared placeholder of a
 :class:`~nvmlab.instruments.scripts.ScriptTemplate`, checked against the station's
@@ -38,10 +39,17 @@ outputs off). Inside, every level the loop computes goes through one function, w
 clamps |A| to the cap it was given (the smaller of the station's write limit and the
 caller's amplitude cap) and B to half of that, and counts any clamping it had to do: no
 value beyond the limits can reach the wire even from inside the loop. The read level is
-the checked placeholder itself. The pulse compliance is the station's current limit (or a
-lower one given); a pulse that reached it (the half-selected row draws its current
-through A too) is counted and reported (``compliance_pulses``): the device then saw less
-than the amplitude.
+the checked placeholder itself.
+
+Compliance: inside the script SMU A's compliance is the station's current limit (or the
+lower ``pulse_current_limit_a``), for pulses and reads alike (a read at 0.2 V through one
+device draws at most tens of uA). During a pulse A feeds the selected device at V *and*
+the other devices of its row at V/2 (a board ``PULSE`` has no compliance; the SMU has): on
+a 32-wide row that is a few mA, more once V/2 has disturbed the row's low-threshold
+devices upwards. A pulse in compliance is counted (``compliance_pulses``): the device saw
+less than the amplitude; adaptive-lite does not learn from it and takes that amplitude as
+the polarity's maximum. The station's ``max_current_a`` must cover the row's current for
+the loop to apply what it computes (1 mA, the default, does not on a 32-wide row).
 
 Algorithms:
 
@@ -67,8 +75,8 @@ Algorithms:
 
 The reply is one line (``nvmlab_tune`` then numbers): the outcome code, pulses, reads,
 readings, pulses clamped, pulses in compliance, the final averaged current and its
-standard error, the learned thresholds, then per pulse its amplitude and the read after
-it. The result is a :class:`~nvmlab.tuning.writeverify.TuneResult`; ``round_trips`` are
+standard error, the learned thresholds, whether the device moved, the script's run time,
+then every pulse (1, amplitude) and read (2, mean current) in order. The result is a :class:`~nvmlab.tuning.writeverify.TuneResult`; ``round_trips`` are
 the bus replies of the whole call (routing, upload, run) when counted.
 
 Targets are conductances by the devices docs' definition, I(0.2 V) / 0.2 V, so the loop
@@ -100,6 +108,7 @@ from nvmlab.tuning.writeverify import (
 
 __all__ = [
     "ALGORITHMS",
+    "OnboardResult",
     "OnboardSettings",
     "REPLY_MARKER",
     "ScriptStopped",
@@ -128,8 +137,9 @@ class OnboardSettings:
     (the maxima are capped at the station's write limit and at ``amplitude_cap_v`` when
     given, e.g. a half-select cap from a chip profile). ``width_s``: pulse width.
     ``max_pulses``: pulse budget. ``nplc``: integration time of every reading (PLC).
-    ``read_current_limit_a`` / ``pulse_current_limit_a``: SMU A's compliance during reads
-    and pulses (None: the station's current limit for pulses). ``max_averages``: most
+    ``read_current_limit_a``: the compliance of both channels as the host prepares the
+    track-b read before the script; ``pulse_current_limit_a``: SMU A's compliance inside
+    the script (None: the station's current limit). ``max_averages``: most
     readings in one averaged read (adaptive-lite). The rest are the adaptive-lite model
     (see :class:`~nvmlab.tuning.writeverify.AdaptiveSettings`).
     """
@@ -352,7 +362,7 @@ local function reply(code, i, se, theta_set, theta_reset, moved)
   local moved_flag = 0
   if moved then moved_flag = 1 end
   local parts = {"@MARKER@", code, pulses, reads, readings, clamped, compliance, i, se,
-                 theta_set, theta_reset, moved_flag}
+                 theta_set, theta_reset, moved_flag, timer.measure.t()}
   for k = 1, #history do
     table.insert(parts, history[k])
   end
@@ -705,6 +715,19 @@ def run_time_bound_s(settings: OnboardSettings, algorithm: str, plc_s: float) ->
 # the call
 # ---------------------------------------------------------------------------------------
 @dataclass
+class OnboardResult(TuneResult):
+    """A :class:`~nvmlab.tuning.writeverify.TuneResult` of the on-instrument loop, with
+    ``clamped_pulses`` (pulses whose level the script's guard had to lower to its cap:
+    0 unless the loop computed beyond it), ``compliance_pulses`` (pulses during which SMU A
+    was in compliance: the device saw less than the amplitude) and ``script_s`` (bench
+    time the script ran, s)."""
+
+    clamped_pulses: int = 0
+    compliance_pulses: int = 0
+    script_s: float = 0.0
+
+
+@dataclass
 class _Reply:
     code: int
     pulses: int
@@ -717,6 +740,7 @@ class _Reply:
     theta_set_v: float
     theta_reset_v: float
     moved: bool
+    script_s: float
     history: list[float] = field(default_factory=list)
 
 
@@ -735,9 +759,9 @@ def _parse(result: ScriptResult) -> _Reply:
         raise ScriptStopped(
             f"the tuning script's reply is not numeric: {lines[0]!r}", result.lines
         ) from None
-    if len(values) < 11:
+    if len(values) < 12:
         raise ScriptStopped(f"the tuning script's reply is short: {lines[0]!r}", result.lines)
-    head = values[:11]
+    head = values[:12]
     return _Reply(
         int(head[0]),
         int(head[1]),
@@ -750,7 +774,8 @@ def _parse(result: ScriptResult) -> _Reply:
         head[8],
         head[9],
         head[10] > 0,
-        values[11:],
+        head[11],
+        values[12:],
     )
 
 
@@ -895,7 +920,7 @@ def tune_on_instrument(
         for sign, theta in ((1, theta_set), (-1, theta_reset)):
             if math.isfinite(theta):
                 prior.observe(sign, abs(theta))
-    out = TuneResult(
+    out = OnboardResult(
         row,
         col,
         float(target_s),
@@ -910,10 +935,11 @@ def tune_on_instrument(
         reset_threshold_v=theta_reset,
         max_amplitude_v=max((abs(a) for a in amps), default=0.0),
         floor_s=floor,
+        clamped_pulses=reply.clamped,
+        compliance_pulses=reply.compliance,
+        script_s=reply.script_s,
     )
     out.history = events
-    out.clamped_pulses = reply.clamped  # type: ignore[attr-defined]
-    out.compliance_pulses = reply.compliance  # type: ignore[attr-defined]
     return out
 
 

@@ -306,7 +306,7 @@ def test_the_script_itself_clamps_every_level_it_computes(tmp_path: Path) -> Non
         values["v_cap"] = 0.9
         ops.prepare_reads(onboard._read_settings(settings))
         ops.board.select(2, 3, unselected="track-b")
-        result = cb.station.smu.run_script(template, values, max_run_s=5.0)  # type: ignore[attr-defined]
+        result = cb.station.smu.run_script(template, values, max_run_s=5.0)
         reply = onboard._parse(result)
         assert reply.pulses == 2 and reply.clamped == 2
         amps, _, _ = onboard._split_history(reply.history, reply.pulses, reply.reads)
@@ -317,9 +317,7 @@ def test_the_script_itself_clamps_every_level_it_computes(tmp_path: Path) -> Non
         values = onboard.script_values(ops, 100e-6, 0.02, settings)
         values["v_cap"] = 1.1
         ops.board.select(4, 5, unselected="track-b")
-        reply = onboard._parse(
-            cb.station.smu.run_script(template, values, max_run_s=60.0)  # type: ignore[attr-defined]
-        )
+        reply = onboard._parse(cb.station.smu.run_script(template, values, max_run_s=60.0))
         assert values["v_set_max"] == 2.0 and reply.clamped == 0 and reply.pulses > 0
         _assert_within_limits(cb, 1.1)
 
@@ -386,7 +384,7 @@ def test_a_script_past_its_watchdog_is_stopped_and_the_station_left_safe(tmp_pat
         pulses = int(cb.truth()["pulse_count"][r, c]) - before
         assert 1 <= pulses <= 0.1 / 1.1e-3
         smu = cb.bench.firmware["smu"]
-        for ch in (smu.smua, smu.smub):  # type: ignore[attr-defined]
+        for ch in (smu.smua, smu.smub):
             assert ch.output == 0 and ch.levelv == 0.0
         assert all(v in (None, 0.0) for v in cb.bench.bench.terminal_v.values())
         assert all(s.mode == "gnd" for s in cb.bench.bench.rows_state + cb.bench.bench.cols_state)
@@ -410,7 +408,7 @@ def test_compliance_at_the_default_current_limit_is_reported(tmp_path: Path) -> 
             tune_on_instrument(cb.station, int(r), int(c), float(t), algorithm="conventional")
             for r, c, t in list(zip(rows, cols, targets, strict=True))[:8]
         ]
-        hits = [x.compliance_pulses for x in results]  # type: ignore[attr-defined]
+        hits = [x.compliance_pulses for x in results]
         print(f"pulses in compliance at 1 mA: {hits}")
         assert sum(hits) > 0
         assert cb.bench.bench.max_applied_a["A"] <= 1e-3 * (1 + 1e-9)
