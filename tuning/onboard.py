@@ -363,7 +363,7 @@ local function reply(code, i, se, theta_set, theta_reset, moved)
   if moved then moved_flag = 1 end
   local parts = {"@MARKER@", code, pulses, reads, readings, clamped, compliance, i, se,
                  theta_set, theta_reset, moved_flag, timer.measure.t()}
-  for k = 1, #history do
+  for k = 1, table.getn(history) do
     table.insert(parts, history[k])
   end
   print(table.concat(parts, " "))
@@ -398,6 +398,8 @@ reply(code, i, 0, 0, 0, moved)
 
 #: The adaptive-lite loop (threshold learned by ramp and from observed changes).
 _ADAPTIVE = """\
+-- (Lua 5.0 on the instrument: no math.huge, no '#')
+local big = 1e300
 local v0 = @V0@
 local c2c = @C2C@
 local rel_noise = @NOISE_REL@
@@ -454,11 +456,11 @@ local function pool(i1, s1, i2, s2)
 end
 local function theta_sd(p)
   if p.w > 0 then return 1 / math.sqrt(p.w) end
-  return math.huge
+  return big
 end
 local function aim(distance, tsd)
   local spread = c2c
-  if tsd < math.huge then spread = math.sqrt(c2c * c2c + (tsd / v0) ^ 2) end
+  if tsd < big then spread = math.sqrt(c2c * c2c + (tsd / v0) ^ 2) end
   local a = (distance + band * 0.6) * math.exp(-overshoot_z * spread)
   if a > distance then a = distance end
   if a > max_change then a = max_change end
@@ -501,7 +503,7 @@ local function learn(p, v, change, sd)
     local seen = limit
     if change > seen then seen = change end
     local bound = v - v0 * math.log(seen / p.scale)
-    local expected = math.huge
+    local expected = big
     if p.known then expected = p.scale * math.exp((v - p.theta) / v0) end
     if expected > 2 * limit then p.nulls = p.nulls + 1 end
     if p.known and (bound > p.theta + 2 * theta_sd(p) or p.nulls >= 2) then
