@@ -167,6 +167,9 @@ class OnboardSettings:
     stuck_pulses: int = 2
     cap_change_rel: float = 0.01
     stuck_limit_rel: float = 0.05
+    #: Consecutive model-based pulses that moved nothing detectable before the polarity
+    #: probes again (adaptive-lite).
+    quiet_pulses: int = 3
 
     @classmethod
     def for_algorithm(cls, algorithm: str) -> OnboardSettings:
@@ -188,7 +191,7 @@ class OnboardSettings:
             for part in ("start_v", "step_v", "max_v"):
                 _positive(f"{name}.{part}", getattr(ramp, part))
         _positive("width_s", self.width_s)
-        for name in ("max_pulses", "max_averages", "stuck_pulses"):
+        for name in ("max_pulses", "max_averages", "stuck_pulses", "quiet_pulses"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{value!r}: allowed an integer >= 1", field=name)
@@ -415,7 +418,7 @@ local fine = 0.3 * band
 local noise_scale = 1
 local function new_polarity(sign, l0, start, step, top, lo, seed)
   local p = {sign = sign, scale = l0 * width / @PULSE_REF_S@, start = start, step = step,
-             top = top, lo = lo, known = false, theta = 0, w = 0, moved = false, nulls = 0,
+             top = top, lo = lo, known = false, theta = 0, w = 0, moved = false, nulls = 0, quiet = 0,
              capn = 0, capref = false, cap_i = 0, cap_se = 0, last = 0}
   if p.lo < start then p.lo = start end
   if seed > 0 then
@@ -489,6 +492,7 @@ local function learn(p, v, change, sd)
   if change > limit then
     p.moved = true
     p.nulls = 0
+    p.quiet = 0
     local obs = v - v0 * math.log(change / p.scale)
     local w = 1 / (v0 * v0 * (c2c * c2c + (sd / change) ^ 2))
     if p.known then
@@ -506,7 +510,12 @@ local function learn(p, v, change, sd)
     local expected = big
     if p.known then expected = p.scale * math.exp((v - p.theta) / v0) end
     if expected > 2 * limit then p.nulls = p.nulls + 1 end
-    if p.known and (bound > p.theta + 2 * theta_sd(p) or p.nulls >= 2) then
+    -- consecutive pulses that moved nothing detectable, whatever the model expected: a
+    -- model aiming at changes below the detection limit would otherwise creep upward
+    -- by millivolts
+    p.quiet = p.quiet + 1
+    if p.known and (bound > p.theta + 2 * theta_sd(p) or p.nulls >= 2 or p.quiet >= @QUIET@) then
+      p.quiet = 0
       p.known, p.theta, p.w = false, 0, 0
       p.lo = bound
     elseif p.known then
@@ -627,6 +636,7 @@ def build_template(algorithm: str, settings: OnboardSettings) -> ScriptTemplate:
         "@STUCK_PULSES@": _literal("stuck_pulses", s.stuck_pulses),
         "@CAP_CHANGE@": _literal("cap_change_rel", s.cap_change_rel),
         "@STUCK_LIMIT@": _literal("stuck_limit_rel", s.stuck_limit_rel),
+        "@QUIET@": _literal("quiet_pulses", s.quiet_pulses),
         "@L0_SET@": _literal("L0_SET", L0_SET),
         "@L0_RESET@": _literal("L0_RESET", L0_RESET),
         "@PULSE_REF_S@": _literal("THRESHOLD_PULSE_S", THRESHOLD_PULSE_S),

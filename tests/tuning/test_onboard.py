@@ -465,3 +465,37 @@ def test_stuck_devices_end_within_the_budgets_of_the_instrument(tmp_path: Path) 
                 f"stuck ({r},{c}) at {g:.3g} S: conventional {conv.pulses} pulses "
                 f"{conv.script_s:.2f} s, adaptive-lite {lite.pulses} pulses {lite.script_s:.2f} s"
             )
+
+
+def test_profile_thresholds_seed_adaptive_lite(tmp_path: Path) -> None:
+    """A chip profile's per-device thresholds (the truth blurred by 30 mV, standing in for
+    a thresholds sweep) seed the script's model: fewer pulses, the same precision."""
+    means, within = {}, []
+    for seeded in (False, True):
+        where = tmp_path / str(seeded)
+        where.mkdir()
+        with onboard_bench(where, rows=32, cols=32, seed=3, physics=HARSH) as cb:
+            truth = cb.truth()
+            rows, cols, targets = _permutation(32, 3)
+            blur = np.random.default_rng(11).normal(0, 0.03, (2, 32))
+            before = truth["pulse_count"].copy()
+            for r, c, t in zip(rows, cols, targets, strict=True):
+                seeds: dict[str, float] = {}
+                if seeded:
+                    seeds = {
+                        "set_threshold_v": float(truth["set_threshold_v"][r, c] + blur[0, r]),
+                        "reset_threshold_v": float(truth["reset_threshold_v"][r, c] - blur[1, r]),
+                    }
+                tune_on_instrument(
+                    cb.station, int(r), int(c), float(t), algorithm="adaptive-lite", **seeds
+                )
+            after = cb.truth()
+            f = after["defect"][rows, cols] == 0
+            err = after["conductance_s"][rows, cols] / targets - 1
+            within.append(np.abs(err[f]) <= 0.01)
+            means[seeded] = float((after["pulse_count"] - before)[rows, cols][f].mean())
+    print(
+        f"adaptive-lite pulses per device without a profile {means[False]:.1f}, seeded {means[True]:.1f}"
+    )
+    assert np.concatenate(within).mean() >= 0.95
+    assert means[True] < 0.7 * means[False]
