@@ -76,8 +76,12 @@ Algorithms:
 The reply is one line (``nvmlab_tune`` then numbers): the outcome code, pulses, reads,
 readings, pulses clamped, pulses in compliance, the final averaged current and its
 standard error, the learned thresholds, whether the device moved, the script's run time,
-then every pulse (1, amplitude) and read (2, mean current) in order. The result is a :class:`~nvmlab.tuning.writeverify.TuneResult`; ``round_trips`` are
-the bus replies of the whole call (routing, upload, run) when counted.
+then every pulse (1, amplitude) and read (2, mean current) in order. The result is an
+:class:`OnboardResult` (a :class:`~nvmlab.tuning.writeverify.TuneResult`);
+``round_trips`` are the bus replies of the whole call when counted: the board's ``SEL``
+(and ``READ:SCHEME`` when it changes), the reply line and the watchdog's end line, 3 per
+device against tens to hundreds for the host loops. The script text (about 5 kB with its
+values) is uploaded for every device: writes, no replies.
 
 Targets are conductances by the devices docs' definition, I(0.2 V) / 0.2 V, so the loop
 reads at 0.2 V and compares currents with ``target_s x 0.2 V``.
@@ -211,9 +215,10 @@ class OnboardSettings:
             "probe_change_ln",
             "cap_change_rel",
             "stuck_limit_rel",
+            "read_noise_abs_s",
         ):
             _positive(name, getattr(self, name))
-        for name in ("cycle_to_cycle_cv", "read_noise_rel", "read_noise_abs_s", "overshoot_z"):
+        for name in ("cycle_to_cycle_cv", "read_noise_rel", "overshoot_z"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{value!r}: must be a finite number >= 0", field=name)
@@ -913,8 +918,13 @@ def tune_on_instrument(
         ops.board.select(row, col, unselected="track-b")
         try:
             result = run_script(template, values, max_run_s=bound)
-        except ScriptStopped:
-            ops.finish()
+        except BaseException as exc:
+            # stopped by its watchdog (outputs already off), or the host lost it: SMU at
+            # 0 V with outputs off, every board line grounded, then the first error
+            try:
+                ops.finish()
+            except Exception as cleanup:  # noqa: BLE001 - reported on the first error
+                exc.add_note(f"leaving the station safe failed too: {cleanup}")
             raise
         trips = counter.round_trips - start if counter is not None else -1
     finally:
