@@ -80,8 +80,8 @@ then every pulse (1, amplitude) and read (2, mean current) in order. The result 
 :class:`OnboardResult` (a :class:`~nvmlab.tuning.writeverify.TuneResult`);
 ``round_trips`` are the bus replies of the whole call when counted: the board's ``SEL``
 (and ``READ:SCHEME`` when it changes), the reply line and the watchdog's end line, 3 per
-device against tens to hundreds for the host loops. The script text (about 5 kB with its
-values) is uploaded for every device: writes, no replies.
+device against tens to hundreds for the host loops. The script text (5 kB conventional,
+12 kB adaptive-lite, values included) is uploaded for every device: writes, no replies.
 
 Targets are conductances by the devices docs' definition, I(0.2 V) / 0.2 V, so the loop
 reads at 0.2 V and compares currents with ``target_s x 0.2 V``.
