@@ -80,8 +80,12 @@ then every pulse (1, amplitude) and read (2, mean current) in order. The result 
 :class:`OnboardResult` (a :class:`~nvmlab.tuning.writeverify.TuneResult`);
 ``round_trips`` are the bus replies of the whole call when counted: the board's ``SEL``
 (and ``READ:SCHEME`` when it changes), the reply line and the watchdog's end line, 3 per
-device against tens to hundreds for the host loops. The script text (5 kB conventional,
-12 kB adaptive-lite, values included) is uploaded for every device: writes, no replies.
+device against tens to hundreds for the host loops. The script is uploaded for every
+device (writes, no replies): its comments and indentation stripped and its statements
+joined into lines of at most :data:`MAX_SCRIPT_LINE` characters (:func:`compact`), it is
+about 45 lines / 4 kB (conventional) or 60 lines / 9.5 kB (adaptive-lite) with the
+watchdog, so a device costs some 60-75 messages written against 140-350 for the host
+loops.
 
 Targets are conductances by the devices docs' definition, I(0.2 V) / 0.2 V, so the loop
 reads at 0.2 V and compares currents with ``target_s x 0.2 V``.
@@ -117,6 +121,7 @@ __all__ = [
     "REPLY_MARKER",
     "ScriptStopped",
     "build_template",
+    "compact",
     "script_values",
     "tune_on_instrument",
 ]
@@ -649,9 +654,35 @@ def build_template(algorithm: str, settings: OnboardSettings) -> ScriptTemplate:
     body = _COMMON + (_CONVENTIONAL if algorithm == "conventional" else _ADAPTIVE)
     for key, value in constants.items():
         body = body.replace(key, value)
+    body = compact(body)
     # the band is filled in per call (it depends on the tolerance): a literal, not a limit
     name = "nvmlab_tune_conv" if algorithm == "conventional" else "nvmlab_tune_lite"
     return ScriptTemplate(name, body, _PARAMETERS)
+
+
+#: Longest line of the uploaded script (characters); the driver already sends far longer
+#: lines (a 5000-point list sweep is one).
+MAX_SCRIPT_LINE = 400
+
+
+def compact(body: str, width: int = MAX_SCRIPT_LINE) -> str:
+    """Lua ``body`` with its comment lines, blank lines and indentation removed and its
+    statements joined into lines of at most ``width`` characters: the same program in a
+    few dozen upload messages instead of hundreds. Lua is free-form; a line that opens
+    with ``(`` (which Lua could read as a call continuing the line before) starts a new
+    line, and a code line may not carry a trailing comment."""
+    lines: list[str] = []
+    for raw in body.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("--"):
+            continue
+        if "--" in line:
+            raise ValueError(f"script line with a trailing comment: {line!r}")
+        if lines and not line.startswith("(") and len(lines[-1]) + 1 + len(line) <= width:
+            lines[-1] += " " + line
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def _with_band(template: ScriptTemplate, band_rel: float) -> ScriptTemplate:

@@ -414,23 +414,60 @@ def test_compliance_at_the_default_current_limit_is_reported(tmp_path: Path) -> 
         assert cb.bench.bench.max_applied_a["A"] <= 1e-3 * (1 + 1e-9)
 
 
+@contextlib.contextmanager
+def _count_writes(transports: Any) -> Iterator[list[int]]:
+    """Messages written to the instruments during the block: ``[messages, bytes]``."""
+    counted = [0, 0]
+    patched = []
+    for transport in transports:
+        original = transport.write
+
+        def write(message: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            counted[0] += 1
+            counted[1] += len(message) + 1
+            return _original(message, *args, **kwargs)
+
+        transport.write = write
+        patched.append(transport)
+    try:
+        yield counted
+    finally:
+        for transport in patched:
+            del transport.write
+
+
 @pytest.mark.tcp
 def test_on_instrument_loop_over_tcp(tmp_path: Path) -> None:
-    """16 x 16 over loopback TCP (pyvisa-py): by truth, and the round trips per device of
-    the on-instrument loop against the host loop on the same devices of the same chip."""
-    runs = {}
+    """16 x 16 over loopback TCP (pyvisa-py): by truth, and the round trips and messages
+    written per device of the on-instrument loop against the host loop on the same
+    devices of the same chip."""
+    runs, written = {}, {}
     for how in ("onboard", "host"):
         where = tmp_path / how
         where.mkdir()
         with onboard_bench(where, rows=16, cols=16, seed=5, tcp=True) as cb:
-            runs[how] = _run(cb, 16, 5, how, "adaptive-lite")
-            print(_summary(f"TCP {how}", runs[how], 0.01))
+            with _count_writes(cb.station.transports.values()) as counted:
+                runs[how] = _run(cb, 16, 5, how, "adaptive-lite")
+            written[how] = counted[0] / 16
+            print(
+                _summary(f"TCP {how}", runs[how], 0.01),
+                f"messages written per device {counted[0] / 16:.0f} ({counted[1] / 16:.0f} bytes)",
+            )
             if how == "onboard":
                 _assert_within_limits(cb, cb.station.limits.max_write_v)
     on, host = runs["onboard"], runs["host"]
     assert (np.abs(on.error_truth[on.functional]) <= 0.01).mean() >= 0.97
     assert on.trips.max() <= 4
     assert host.trips.mean() >= 8 * on.trips.mean()
+    # the script upload (compacted) costs fewer messages than the host loop's commands
+    assert written["onboard"] < written["host"]
+
+
+def test_compact_keeps_the_program() -> None:
+    body = "-- a comment\nlocal a = 1\n\n  local b = a + 1\n(print)(b)\nprint(a)\n"
+    assert onboard.compact(body, width=40) == "local a = 1 local b = a + 1\n(print)(b) print(a)\n"
+    with pytest.raises(ValueError, match="trailing comment"):
+        onboard.compact("local a = 1 -- one\n")
 
 
 def test_stuck_devices_end_within_the_budgets_of_the_instrument(tmp_path: Path) -> None:
