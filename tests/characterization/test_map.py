@@ -37,8 +37,10 @@ from nvmlab.storage.query import fetch_arrays
 
 def _map(tmp_path: Path, *, rows: int, seed: int, physics: dict[str, Any] | None = None,
          tcp: bool = False) -> dict[str, Any]:  # fmt: skip
+    where = tmp_path / f"seed-{seed}"
+    where.mkdir()
     with characterization_bench(
-        tmp_path / f"s{seed}", rows=rows, cols=rows, seed=seed, physics=physics, tcp=tcp
+        where, rows=rows, cols=rows, seed=seed, physics=physics, tcp=tcp
     ) as cb:
         before = cb.truth()
         result = run_sweep("map", station=cb.station, db=cb.db, chip=cb.chip)
@@ -93,7 +95,7 @@ def _check_run(run: dict[str, Any], *, map_tol: float, median_tol: float, within
     assert np.mean(moved[functional] <= within) >= within_fraction
     # safe: never above the write limit; SMU outputs off, every line grounded afterwards
     assert run["max_board_v"] <= 2.5 + 1e-9 and run["max_pulse_v"] <= 2.5 + 1e-9
-    assert all(v is None for v in run["outputs"].values())
+    assert all(v is None or v == 0.0 for v in run["outputs"].values())  # off (2636B: 0 V)
     assert set(run["lines"]) == {"gnd"}
 
 
