@@ -11,22 +11,36 @@ What it measures (units V, A, S, s):
    part and a part relative to G), sets the noise floor of the movement test below.
 
 2. **Probe** (units ``probe-row-R``): a device is *functional* when write pulses move it.
-   Each device gets, at rising amplitudes ``probe_start_v``, ``+probe_step_v`` ... up to
-   the write limit (``probe_max_v``, default the station's write limit), a set pulse
-   (``+a``) and a reset pulse (``-a``), 1 ms, V/3 half-select scheme (half-selected
-   devices see a third of the amplitude), each followed by one read. It *moved* when a set
-   read rose above its map read, or a reset read fell below it, by more than
-   ``max(min_change_rel G, noise_sigmas sigma_diff(G))`` and a confirming read agrees;
-   ``min_change_rel`` (5 %) is above the largest telegraph step (2 %), ``noise_sigmas``
-   (5) times the noise of the difference keeps read noise from faking a move. The ramp
-   stops at the first move, so most devices take a few pulses above their lower
-   threshold and only stuck devices see the top of the ramp. A device that moves in only
-   one direction (saturated at an edge of its window) is functional.
+   It is read once first: a device that already moved off its map read (the
+   half-selected pulses of devices probed before it) is functional, since stuck devices
+   never move. Otherwise it gets, at rising amplitudes ``probe_start_v`` (0.5 V, the low
+   end of the threshold distribution), ``+probe_step_v`` (50 mV) ... up to the write limit
+   (``probe_max_v``, default the station's write limit), a set pulse (``+a``) and a reset
+   pulse (``-a``), 1 ms, V/3 half-select scheme (half-selected devices see a third of the
+   amplitude), each followed by one read. It *moved* when a set read rose above its map
+   read, or a reset read fell below it, by more than ``max(min_change_rel G,
+   noise_sigmas sigma_diff(G))`` and a confirming read agrees; ``min_change_rel`` (5 %) is
+   above the largest telegraph step (2 %), ``noise_sigmas`` (5) standard deviations of the
+   difference keep read noise from faking a move. The ramp stops at the first move, so a
+   functional device takes a few pulses above its lower threshold and only stuck devices
+   see the top of the ramp. A device that moves in only one direction (saturated at an
+   edge of its window) is functional.
 
-   A functional device is then **put back** to its map read (``restore``, default on): a
-   write-verify ramp of the opposite polarity starting where that polarity was last seen
-   not to move, ``restore_step_v`` per pulse, polarity reversed on overshoot, until within
-   ``max(restore_tolerance_rel G, noise_sigmas sigma_diff(G))`` or ``restore_max_pulses``.
+   A functional device is then **put back** to its map read at once (``restore``,
+   ``restore_at_once``): a write-verify ramp starting, per polarity, where that polarity
+   was last seen not to move it, rising by ``probe_step_v`` while nothing moves and by
+   ``restore_step_v`` once it does, never far above an amplitude that moved it, gentler
+   after an overshoot, until within ``max(restore_tolerance_rel G, noise_sigmas
+   sigma_diff(G))`` or ``restore_max_pulses``.
+
+   **Settle** (units ``settle-N-B``, ``settle_rounds`` passes): the probe pulses of later
+   devices (a third of up to 2.5 V on every other device under V/3) disturb devices with
+   low thresholds that were already put back. After all probes, each pass reads every
+   functional device once and puts back those off their map read, going from the devices
+   that need the largest amplitudes down to those that need the smallest, so that a
+   device is only disturbed afterwards by pulses no larger than its own (the bands
+   ``B`` only cut a pass into resumable units). A device whose thresholds differ by more
+   than a factor of three can still be disturbed after its settle: V/3 cannot spare it.
 
 3. **Classes**: a device that never moved up to the write limit is stuck. Stuck devices
    never move, so whether one is stuck *off* or *on* is decided by its level alone: it is
@@ -40,10 +54,17 @@ What it measures (units V, A, S, s):
 Profile arrays: ``conductance_s`` (the map read) and ``defect_class`` (0 functional,
 1 stuck-off, 2 stuck-on; -1 where not measured). Per-device parameters stored with the
 run: ``map_conductance_s``, ``map_sigma_s`` (single-read noise from the map's readings),
-``defect_class``, ``moved_at_v`` (signed amplitude of the pulse that first moved it),
-``probe_pulses``, ``restore_pulses``, ``restored_conductance_s`` (the last read after
-restoring) and ``restored`` (1 within tolerance, 0 not). Every read and pulse is stored
-as raw data.
+``defect_class``, ``moved_at_v`` (signed amplitude of the probe pulse that first moved
+it; not measured when it had moved before its probe), ``set_moves_at_v`` /
+``reset_moves_at_v`` (amplitudes seen to move it), ``set_quiet_v`` / ``reset_quiet_v``
+(largest probe amplitudes seen not to), ``probe_pulses``, ``restore_pulses``,
+``restored_conductance_s``, ``restored`` (1 within tolerance), and per settle pass
+``settle_pulses``, ``settled_conductance_s``, ``settled``. Every read and pulse is stored
+as raw data. The summary gives the class counts, the noise model and the pulses per
+device (probe, restore, settle).
+
+Cost (emulated default chip, 32 x 32): about 12 probe pulses, 2-4 restore and settle
+pulses and as many single reads per device, plus the 4-reading map read.
 """
 
 from __future__ import annotations

@@ -99,6 +99,7 @@ def _check_run(run: dict[str, Any], *, map_tol: float, median_tol: float, within
     assert set(run["lines"]) == {"gnd"}
 
 
+@pytest.mark.timeout(1200)  # two 32 x 32 maps: ~40 s each on an idle core
 def test_map_default_physics_two_seeds(tmp_path: Path) -> None:
     runs = [_map(tmp_path, rows=32, seed=seed) for seed in (11, 12)]
     _check_classes(runs)
@@ -108,6 +109,7 @@ def test_map_default_physics_two_seeds(tmp_path: Path) -> None:
         assert summary["pulses_per_device_mean"] < 40
 
 
+@pytest.mark.timeout(1200)  # two 32 x 32 maps: ~40 s each on an idle core
 def test_map_harsh_physics_two_seeds(tmp_path: Path) -> None:
     runs = [_map(tmp_path, rows=32, seed=seed, physics=HARSH) for seed in (21, 22)]
     _check_classes(runs)
@@ -120,6 +122,7 @@ def test_map_harsh_physics_two_seeds(tmp_path: Path) -> None:
         assert stuck_off_g.max() > functional_g.min()
 
 
+@pytest.mark.timeout(600)
 def test_map_over_tcp_harsh_16x16(tmp_path: Path) -> None:
     run = _map(tmp_path, rows=16, seed=31, physics=HARSH, tcp=True)
     truth, got = run["before"]["defect"], run["result"].arrays["defect_class"]
