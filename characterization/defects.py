@@ -314,6 +314,7 @@ class DefectMapSweep(Sweep):
             g0 = float(g_map[r, c])
             probe = self._probe(ctx, r, c, g0, noise)
             known = {1: math.nan, -1: math.nan}
+            quiet = {1: probe.quiet_set_v, -1: probe.quiet_reset_v}
             restore_pulses, g_end, ok = 0, probe.last_g, True
             if not probe.moved:
                 cls = stuck_class(g0, p["stuck_split_s"])
@@ -322,9 +323,9 @@ class DefectMapSweep(Sweep):
                 if math.isfinite(probe.moved_at_v):
                     known[1 if probe.moved_at_v > 0 else -1] = abs(probe.moved_at_v)
                 if p["restore"] and p["restore_at_once"]:
-                    start = {1: probe.quiet_set_v, -1: probe.quiet_reset_v}
+                    start = dict(quiet)
                     restore_pulses, g_end, ok = self._restore(
-                        ctx, r, c, g0, probe.last_g, start, known, noise
+                        ctx, r, c, g0, probe.last_g, start, known, quiet, noise
                     )
                 else:
                     ok = False
@@ -332,8 +333,8 @@ class DefectMapSweep(Sweep):
             ctx.parameter(r, c, "moved_at_v", probe.moved_at_v, "V")
             ctx.parameter(r, c, "set_moves_at_v", known[1], "V")
             ctx.parameter(r, c, "reset_moves_at_v", known[-1], "V")
-            ctx.parameter(r, c, "set_quiet_v", probe.quiet_set_v, "V")
-            ctx.parameter(r, c, "reset_quiet_v", probe.quiet_reset_v, "V")
+            ctx.parameter(r, c, "set_quiet_v", quiet[1], "V")
+            ctx.parameter(r, c, "reset_quiet_v", quiet[-1], "V")
             ctx.parameter(r, c, "probe_pulses", float(probe.pulses))
             ctx.parameter(r, c, "restore_pulses", float(restore_pulses))
             ctx.parameter(r, c, "restored_conductance_s", g_end, "S")
@@ -377,9 +378,11 @@ class DefectMapSweep(Sweep):
                     pol: (v - back if math.isfinite(v) else max(quiet[pol], p["probe_start_v"]))
                     for pol, v in known.items()
                 }
-                pulses, g, ok = self._restore(ctx, r, c, g0, g, start, known, noise)
+                pulses, g, ok = self._restore(ctx, r, c, g0, g, start, known, quiet, noise)
                 ctx.parameter(r, c, "set_moves_at_v", known[1], "V")
                 ctx.parameter(r, c, "reset_moves_at_v", known[-1], "V")
+                ctx.parameter(r, c, "set_quiet_v", quiet[1], "V")
+                ctx.parameter(r, c, "reset_quiet_v", quiet[-1], "V")
             ctx.parameter(r, c, "settle_pulses", float(pulses))
             ctx.parameter(r, c, "settled_conductance_s", g, "S")
             ctx.parameter(r, c, "settled", 1.0 if ok else 0.0)
@@ -392,8 +395,12 @@ class DefectMapSweep(Sweep):
         difference of one read and the averaged map read has sigma
         ``sigma(G) sqrt(1 + 1/averages)``."""
         sigma_diff = noise.sigma(g0) * math.sqrt(1.0 + 1.0 / p["averages"])
-        rel = p["restore_tolerance_rel"] if restore else p["min_change_rel"]
-        return max(rel * abs(g0), p["noise_sigmas"] * sigma_diff)
+        if restore:
+            # Putting back: two sigma (a device on target reads outside it 5 % of the
+            # time and costs one more pulse), so that low-conductance devices, where the
+            # read noise is a large part of G, are put back close too.
+            return max(p["restore_tolerance_rel"] * abs(g0), 2.0 * sigma_diff)
+        return max(p["min_change_rel"] * abs(g0), p["noise_sigmas"] * sigma_diff)
 
     def _probe(self, ctx: SweepContext, r: int, c: int, g0: float, noise: NoiseModel) -> _Probe:
         p = ctx.params
@@ -430,7 +437,8 @@ class DefectMapSweep(Sweep):
 
     def _restore(
         self, ctx: SweepContext, r: int, c: int, g0: float, g: float,
-        start: dict[int, float], known: dict[int, float], noise: NoiseModel,
+        start: dict[int, float], known: dict[int, float], quiet: dict[int, float],
+        noise: NoiseModel,
     ) -> tuple[int, float, bool]:  # fmt: skip
         """Write-verify device (r, c) from its last read ``g`` back to ``g0`` (S).
 
@@ -439,7 +447,11 @@ class DefectMapSweep(Sweep):
         here): the last amplitude seen to move it, NaN if none. While a polarity has not
         moved the device its amplitude rises by ``probe_step_v``; once it has, by
         ``restore_step_v`` when a pulse falls short of a third of the way, and it drops by
-        ``restore_step_v`` after an overshoot. Returns (pulses, last read, within
+        ``restore_step_v`` after an overshoot. ``quiet[polarity]`` (updated here): the
+        largest amplitude seen not to move it; a polarity that did not move it at the top
+        of the ramp is given up (a device saturated at an edge of its window, or with a
+        threshold beyond the write limit) rather than hammered at the write limit, which
+        would disturb every other device. Returns (pulses, last read, within
         tolerance)."""
         p = ctx.params
         settings = self._probe_settings(p)
@@ -453,6 +465,8 @@ class DefectMapSweep(Sweep):
             if abs(g - g0) <= tolerance:
                 return pulses, g, True
             pol = 1 if g < g0 else -1
+            if quiet[pol] >= top - 1e-9:
+                break  # this polarity does not move the device within the write limit
             a = amplitude[pol]
             ctx.pulse(r, c, pol * a, p["width_s"], scheme=scheme)
             pulses += 1
@@ -466,6 +480,7 @@ class DefectMapSweep(Sweep):
                 known[pol] = a if moved else known[pol]
                 amplitude[pol] = max(a - p["restore_step_v"], floor_v)
             elif not moved:
+                quiet[pol] = max(quiet[pol], a)
                 rise = p["restore_step_v"] if math.isfinite(known[pol]) else p["probe_step_v"]
                 amplitude[pol] = min(a + rise, top)
             else:
