@@ -168,7 +168,7 @@ def test_bad_parameters_are_refused_before_any_instrument_is_touched(tmp_path: P
 
 
 def test_stuck_class_splits_at_the_window_midpoint_and_noise_fit_recovers_the_model() -> None:
-    assert DEFAULT_STUCK_SPLIT_S == pytest.approx(31.6e-6, rel=1e-3)
+    assert abs(DEFAULT_STUCK_SPLIT_S - 31.6e-6) < 0.1e-6
     assert stuck_class(16e-6, DEFAULT_STUCK_SPLIT_S) == 1
     assert stuck_class(60e-6, DEFAULT_STUCK_SPLIT_S) == 2
     rng = np.random.default_rng(0)
