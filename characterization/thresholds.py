@@ -21,15 +21,16 @@ How it is measured, device by device (one resumable unit per device):
    changes that pulses below the threshold accumulate do not matter. A ramp starts at
    ``start_v`` in coarse steps (``coarse_step_v``); once a pulse changes the device by a
    quarter of the change fraction it steps back one coarse step and continues in fine
-   steps (``step_v``). It stops when three pulses exceeded the change fraction, or one
-   exceeded four times it, or the amplitude reached ``max_v`` (capped at the station's
+   steps (``step_v``). It stops when three consecutive pulses exceeded the change
+   fraction, or one exceeded four times it, or the amplitude reached ``max_v`` (capped at the station's
    write limit; the threshold is then "not crossed").
 3. The threshold from the ramp: above the onset the change of a pulse grows exponentially
    with the amplitude (``docs/devices.md``, *Switching*: ``exp((|V| - Vth) / v0)``) with a
    lognormal cycle-to-cycle spread, so a single pulse crossing the change fraction is
    noisy (a 30 % spread is about 13 mV at v0 = 50 mV). The sweep fits ``ln(change)`` against
-   the amplitude (least squares over the fine-step pulses whose change exceeds half the
-   change fraction) and returns the amplitude where the fit reaches the change fraction:
+   the amplitude (least squares over the switching tail: the last run of fine-step pulses
+   whose change exceeds half the change fraction, so an isolated earlier jump - a
+   telegraph step, read noise - is left out) and returns the amplitude where the fit reaches the change fraction:
    the median over cycles. The fit's slope gives the device's ``v0`` (V per e-fold of
    the change). With too few points, or a fit outside the ramp, it falls back to the
    log-linear interpolation between the last pulse below and the first above the change
@@ -71,7 +72,7 @@ from nvmlab.characterization.sweep import (
     register_sweep,
 )
 from nvmlab.errors import ConfigError
-from nvmlab.instruments.arrays import MAX_AVERAGES, ReadSettings
+from nvmlab.instruments.arrays import MAX_AVERAGES, DeviceRead, ReadSettings
 from nvmlab.steps import Param
 
 if TYPE_CHECKING:
@@ -98,12 +99,20 @@ TOP_UP_MAX_PULSES = 40
 RAMP_GUARD_S = (1.5e-6, 250e-6)
 #: A coarse ramp switches to fine steps at this fraction of the change fraction.
 DETECT_FRACTION = 0.25
-#: Pulses past the change fraction that end a ramp, and a single change (x the change
-#: fraction) that ends it at once.
+#: Consecutive pulses past the change fraction that end a ramp, and a single change (x the
+#: change fraction) that ends it at once.
 STOP_AFTER = 3
 STOP_MULTIPLE = 4.0
 #: Pulses fitted: change above this fraction of the change fraction.
 FIT_FROM_FRACTION = 0.5
+#: Standard error of a read wanted, x the change fraction (adaptive averaging), and the
+#: most readings a read then takes.
+NOISE_PER_TARGET = 1 / 12
+MAX_DEVICE_AVERAGES = 64
+#: A ramp counts as crossed only if the device moved by at least this x the change
+#: fraction in the ramp's direction from its start to its end (a stuck device's read noise
+#: or a telegraph step can cross the change fraction once or twice, not accumulate).
+CUMULATIVE_MULTIPLE = 2.0
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 HISTOGRAM_BINS = 20
 
@@ -134,29 +143,37 @@ def estimate_threshold(
     the ramp never crossed ``target``.
     """
     amps = np.asarray(amplitudes_v, dtype=float)
-    ch = np.asarray(changes, dtype=float)
+    ch = np.nan_to_num(np.asarray(changes, dtype=float), nan=-np.inf)
     use = np.ones(amps.size, bool) if fine is None else np.asarray(fine, dtype=bool)
-    above = np.flatnonzero(ch >= target)
-    if above.size == 0:
+    if amps.size == 0 or not np.any(ch >= target):
         return math.nan, math.nan, math.nan
-    first = int(above[0])
+    # The switching tail: the last run of pulses above the target, and the last run of
+    # pulses above FIT_FROM_FRACTION x the target that holds it. An earlier isolated jump
+    # (a telegraph step, read noise) is not part of it.
+    end = int(np.flatnonzero(ch >= target)[-1])
+    first = end
+    while first > 0 and ch[first - 1] >= target:
+        first -= 1
+    start = first
+    while start > 0 and ch[start - 1] >= FIT_FROM_FRACTION * target and use[start - 1]:
+        start -= 1
     crossing = float(amps[first])
-    # Interpolation fallback: last pulse below the target before the first crossing.
     interp = crossing
-    below = np.flatnonzero((ch[:first] > 0) & (ch[:first] < target))
-    if below.size:
-        j = int(below[-1])
+    j = first - 1
+    if j >= 0 and ch[j] > 0:
         lo, hi = math.log(ch[j]), math.log(ch[first])
         if hi > lo and amps[first] > amps[j]:
             interp = float(amps[j] + (math.log(target) - lo) / (hi - lo) * (amps[first] - amps[j]))
-    pts = use & (ch >= FIT_FROM_FRACTION * target)
-    if np.count_nonzero(pts) >= 3 and np.unique(amps[pts]).size >= 2:
+    sel = np.arange(start, amps.size)
+    pts = sel[use[sel] & (ch[sel] >= FIT_FROM_FRACTION * target)]
+    if pts.size >= 3 and np.unique(amps[pts]).size >= 2:
         x, y = amps[pts], np.log(ch[pts])
         b, a = np.polyfit(x, y, 1)
         if b > 0:
             vth = (math.log(target) - a) / b
             slope = 1.0 / b
-            step = float(np.median(np.diff(np.unique(x)))) if np.unique(x).size > 1 else 0.0
+            ux = np.unique(x)
+            step = float(np.median(np.diff(ux))) if ux.size > 1 else 0.0
             inside = x.min() - 2 * step <= vth <= x.max() + 2 * step
             if inside and 0.002 <= slope <= 0.5:
                 return float(vth), float(slope), crossing
@@ -249,16 +266,32 @@ class ThresholdSweep(Sweep):
         return float(n * pulses * (params.get("width_s", 1e-3) + read_s + 0.005))
 
     # -- measurement -------------------------------------------------------------------
-    def _settings(self, params: dict[str, Any]) -> ReadSettings:
+    def _settings(self, params: dict[str, Any], averages: int | None = None) -> ReadSettings:
         return ReadSettings(
-            read_v=params["read_v"], averages=params["averages"], nplc=params["nplc"]
+            read_v=params["read_v"],
+            averages=averages or params["averages"],
+            nplc=params["nplc"],
         )
 
+    def _averages_for(self, ctx: SweepContext, read: DeviceRead) -> int:
+        """Readings per read for this device: the ``averages`` parameter, raised (up to
+        :data:`MAX_DEVICE_AVERAGES`) until the standard error of a read, estimated from
+        ``read``'s own spread, is below :data:`NOISE_PER_TARGET` x the change fraction
+        (low conductances and stuck-off devices read noisier)."""
+        base = int(ctx.params["averages"])
+        g, se = read.conductance_s, read.stderr_s
+        if base < 2 or not (math.isfinite(se) and g > 0):
+            return base
+        wanted = NOISE_PER_TARGET * ctx.params["change_fraction"]
+        need = math.ceil(base * (se / g / wanted) ** 2)
+        return int(min(max(base, need), max(base, MAX_DEVICE_AVERAGES)))
+
     def _ramp(
-        self, ctx: SweepContext, row: int, col: int, polarity: int, g_start: float
-    ) -> tuple[RampResult, float]:
+        self, ctx: SweepContext, row: int, col: int, polarity: int, g_start: float,
+        averages: int,
+    ) -> tuple[RampResult, float]:  # fmt: skip
         p = ctx.params
-        settings = self._settings(p)
+        settings = self._settings(p, averages)
         top = min(p["max_v"], ctx.station.limits.max_write_v)
         frac = p["change_fraction"]
         target = math.log1p(frac) if polarity > 0 else -math.log1p(-frac)
@@ -279,8 +312,7 @@ class ThresholdSweep(Sweep):
                 fine = True
                 amp = max(p["start_v"], amp - p["coarse_step_v"]) + p["step_v"]
                 continue
-            if fine and change >= target:
-                above += 1
+            above = above + 1 if fine and change >= target else 0
             if change >= STOP_MULTIPLE * target or above >= STOP_AFTER:
                 out.stopped = "crossed"
                 break
@@ -291,18 +323,22 @@ class ThresholdSweep(Sweep):
                 out.stopped = "max amplitude"
                 break
             amp = min(amp + (p["step_v"] if fine else p["coarse_step_v"]), top)
+        moved = polarity * math.log(g_prev / g_start) if g_prev > 0 and g_start > 0 else 0.0
+        if out.stopped == "crossed" and not moved >= CUMULATIVE_MULTIPLE * target:
+            out.stopped = "no lasting change (read or telegraph noise)"
+            out.changes = [min(c, 0.5 * target) for c in out.changes]
         return out, g_prev
 
     def _bring_into_window(
         self, ctx: SweepContext, row: int, col: int, polarity: int, amplitude_v: float,
-        g: float,
+        g: float, averages: int,
     ) -> float:  # fmt: skip
         """Move the device away from the window edge the next ramp would saturate at:
         pulses of ``polarity`` at ``amplitude_v`` (the threshold just measured plus
         :data:`TOP_UP_OVERDRIVE_V`, about 10 % per pulse) until the conductance passes the
         middle of the window. Returns the last read (S)."""
         p = ctx.params
-        settings = self._settings(p)
+        settings = self._settings(p, averages)
         top = min(p["max_v"], ctx.station.limits.max_write_v)
         amp = min(amplitude_v + TOP_UP_OVERDRIVE_V, top)
         goal = TOP_UP_GOAL_S[0] if polarity > 0 else TOP_UP_GOAL_S[1]
@@ -313,15 +349,17 @@ class ThresholdSweep(Sweep):
             g = ctx.read(row, col, settings).conductance_s
         return g
 
-    def _raise_from_bottom(self, ctx: SweepContext, row: int, col: int, g: float) -> float:
+    def _raise_from_bottom(
+        self, ctx: SweepContext, row: int, col: int, g: float, averages: int
+    ) -> float:
         """A gentle set ramp for a device parked near the bottom of the window (where a
         read's relative noise is several times larger): rising amplitude while a pulse
         changes the conductance by less than :data:`RAISE_HOLD_REL`, held otherwise, until
         :data:`RAISE_GOAL_S`; no overshoot to the top of the window. Returns the last
         read (S)."""
         p = ctx.params
-        settings = self._settings(p)
         top = min(p["max_v"], ctx.station.limits.max_write_v)
+        settings = self._settings(p, averages)
         amp = p["start_v"]
         for _ in range(RAISE_MAX_PULSES):
             if g >= RAISE_GOAL_S:
@@ -336,17 +374,19 @@ class ThresholdSweep(Sweep):
 
     def run_unit(self, ctx: SweepContext, unit: SweepUnit) -> None:
         (row, col), p = unit.devices[0], ctx.params
-        settings = self._settings(p)
-        g = ctx.read(row, col, settings).conductance_s
+        first = ctx.read(row, col, self._settings(p))
+        g = first.conductance_s
+        averages = self._averages_for(ctx, first)
         if g < RAISE_BELOW_S:
-            g = self._raise_from_bottom(ctx, row, col, g)
+            g = self._raise_from_bottom(ctx, row, col, g, averages)
+            averages = self._averages_for(ctx, ctx.read(row, col, self._settings(p)))
         # Set saturates near the top of the window, reset near the bottom: the first ramp
         # goes away from the nearer edge.
         order = (1, -1) if g < SET_FIRST_BELOW_S else (-1, 1)
         frac = p["change_fraction"]
         for i, polarity in enumerate(order):
             ctx.check_stop()
-            ramp, g = self._ramp(ctx, row, col, polarity, g)
+            ramp, g = self._ramp(ctx, row, col, polarity, g, averages)
             target = math.log1p(frac) if polarity > 0 else -math.log1p(-frac)
             vth, slope, crossing = estimate_threshold(
                 ramp.amplitudes_v, ramp.changes, target, fine=ramp.fine
@@ -358,7 +398,7 @@ class ThresholdSweep(Sweep):
             ctx.parameter(row, col, f"{name}_crossing_v", polarity * crossing, "V")
             near_edge = g < EDGE_S[0] if polarity > 0 else g > EDGE_S[1]
             if i == 0 and near_edge and math.isfinite(vth):
-                g = self._bring_into_window(ctx, row, col, polarity, vth, g)
+                g = self._bring_into_window(ctx, row, col, polarity, vth, g, averages)
 
     # -- analysis ------------------------------------------------------------------------
     def finish(self, ctx: SweepContext) -> ProfileUpdate:
