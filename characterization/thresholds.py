@@ -87,6 +87,7 @@ RAISE_BELOW_S = 8e-6
 RAISE_GOAL_S = 12e-6
 RAISE_HOLD_REL = 0.05
 RAISE_MAX_PULSES = 150
+RAISE_TOP_PULSES = 5
 #: Set first below this conductance (S), reset first above it.
 SET_FIRST_BELOW_S = 40e-6
 #: Before the second ramp a device still below EDGE_S[0] (reset would saturate near g_min)
@@ -99,6 +100,10 @@ TOP_UP_MAX_PULSES = 40
 RAMP_GUARD_S = (1.5e-6, 250e-6)
 #: A coarse ramp switches to fine steps at this fraction of the change fraction.
 DETECT_FRACTION = 0.25
+#: Fine steps return to coarse steps after FINE_SPAN_V (V) in which the last
+#: FINE_QUIET_PULSES pulses all changed the device by less than the detection level.
+FINE_SPAN_V = 0.15
+FINE_QUIET_PULSES = 6
 #: Consecutive pulses past the change fraction that end a ramp, and a single change (x the
 #: change fraction) that ends it at once.
 STOP_AFTER = 3
@@ -113,6 +118,8 @@ MAX_DEVICE_AVERAGES = 64
 #: fraction in the ramp's direction from its start to its end (a stuck device's read noise
 #: or a telegraph step can cross the change fraction once or twice, not accumulate).
 CUMULATIVE_MULTIPLE = 2.0
+#: Devices measured by default (every device of a smaller chip).
+DEFAULT_SAMPLE = 256
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 HISTOGRAM_BINS = 20
 
@@ -207,8 +214,9 @@ class ThresholdSweep(Sweep):
     summary = "set and reset switching thresholds (1 ms pulse, 2 % change), per device"
     description = __doc__ or ""
     params = (
-        Param("sample", int, 256, low=0, high=MAX_SAMPLE,
-              help="devices measured, drawn at random (0: every device)"),
+        Param("sample", int, DEFAULT_SAMPLE, low=0, high=MAX_SAMPLE,
+              help="devices measured, drawn at random (0 or, by default, a chip of at most "
+                   "256 devices: every device)"),
         Param("start_v", float, 0.3, "V", low=0.05, high=10.0,
               help="first amplitude of each ramp"),
         Param("step_v", float, 0.01, "V", low=0.001, high=0.2,
@@ -227,7 +235,8 @@ class ThresholdSweep(Sweep):
     )  # fmt: skip
 
     def check(self, params: dict[str, Any], chip: RegisteredChip, station: Any) -> None:
-        super().check(params, chip, station)
+        if params["sample"] != DEFAULT_SAMPLE:  # the default: every device of a smaller chip
+            super().check(params, chip, station)
         limits = station.limits
         if params["read_v"] > limits.max_read_v:
             raise ConfigError(
@@ -298,6 +307,7 @@ class ThresholdSweep(Sweep):
         out = RampResult()
         amp = p["start_v"]
         fine = False
+        fine_from = amp
         above = 0
         g_prev = g_start
         while True:
@@ -311,7 +321,15 @@ class ThresholdSweep(Sweep):
             if not fine and change >= DETECT_FRACTION * target:
                 fine = True
                 amp = max(p["start_v"], amp - p["coarse_step_v"]) + p["step_v"]
+                fine_from = amp
                 continue
+            recent = out.changes[-FINE_QUIET_PULSES:]
+            if (
+                fine
+                and amp - fine_from > FINE_SPAN_V
+                and not any(c >= DETECT_FRACTION * target for c in recent)
+            ):
+                fine = False  # a false start (read noise): coarse steps again
             above = above + 1 if fine and change >= target else 0
             if change >= STOP_MULTIPLE * target or above >= STOP_AFTER:
                 out.stopped = "crossed"
@@ -361,9 +379,11 @@ class ThresholdSweep(Sweep):
         top = min(p["max_v"], ctx.station.limits.max_write_v)
         settings = self._settings(p, averages)
         amp = p["start_v"]
+        at_top = 0
         for _ in range(RAISE_MAX_PULSES):
-            if g >= RAISE_GOAL_S:
-                break
+            if g >= RAISE_GOAL_S or at_top >= RAISE_TOP_PULSES:
+                break  # raised, or not switching (stuck)
+            at_top += amp >= top - 1e-12
             ctx.pulse(row, col, amp, p["width_s"], scheme=p["scheme"])
             g_new = ctx.read(row, col, settings).conductance_s
             change = math.log(g_new / g) if g_new > 0 and g > 0 else 0.0
@@ -388,8 +408,10 @@ class ThresholdSweep(Sweep):
             ctx.check_stop()
             ramp, g = self._ramp(ctx, row, col, polarity, g, averages)
             target = math.log1p(frac) if polarity > 0 else -math.log1p(-frac)
-            vth, slope, crossing = estimate_threshold(
-                ramp.amplitudes_v, ramp.changes, target, fine=ramp.fine
+            vth, slope, crossing = (
+                estimate_threshold(ramp.amplitudes_v, ramp.changes, target, fine=ramp.fine)
+                if ramp.stopped == "crossed"
+                else (math.nan, math.nan, math.nan)
             )
             name = "set" if polarity > 0 else "reset"
             note = None if math.isfinite(vth) else f"not crossed ({ramp.stopped})"
