@@ -34,8 +34,10 @@ if the first rung already disturbed).
 With a threshold profile of the chip (``ctx.profile.set_threshold_v`` / ``reset_threshold_v``
 from the ``thresholds`` sweep) the lowest thresholds are used twice: the aggressor is
 placed on the row of the weakest device (lowest of set and |reset| threshold) and the
-column of the next weakest, so both are half-selected, and the ``watch_weakest`` weakest
-devices are watched (and stressed, in the read ladder); and each result is bounded by
+column of the next weakest, so both are half-selected, and the ``watch_weakest`` devices
+of lowest set and of lowest |reset| threshold are watched (and stressed, in the read
+ladder), first written to 30 uS if they sit outside 8-150 uS (a device at a window edge
+cannot be seen disturbed towards it); and each result is bounded by
 the margin its ladder left below the weakest watched device's threshold, applied to the
 chip's lowest threshold: with k = 1 (read), 2 (V/2), 3 (V/3), the stress on a device at
 the safe value is ``safe / k``, ``margin = Vth_watched - safe / k`` and the result is at
@@ -64,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nvmlab.characterization.states import set_conductance
 from nvmlab.characterization.sweep import (
     MAX_SAMPLE,
     ProfileUpdate,
@@ -83,6 +86,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DisturbSweep", "ladder_safe_level", "weakest_devices"]
 
+#: The profile's weakest watched devices outside this window (S) are first written to
+#: PREPARE_TARGET_S with the conventional write-verify.
+PREPARE_WINDOW_S = (8e-6, 150e-6)
+PREPARE_TARGET_S = 30e-6
 #: Control rounds (reference reads with no stress) before each ladder.
 CONTROL_ROUNDS = 2
 #: Reference reads of a device take enough readings for a standard error of
@@ -95,22 +102,27 @@ Device = tuple[int, int]
 
 
 def weakest_devices(profile: ChipProfile | None, count: int) -> list[Device]:
-    """The ``count`` devices with the lowest min(set, |reset|) threshold (V) of the
-    profile, weakest first (empty without thresholds)."""
+    """The ``count`` devices with the lowest set threshold and the ``count`` with the lowest
+    |reset| threshold (V) of the profile, interleaved, weakest first, without repeats
+    (empty without thresholds)."""
     if profile is None or count <= 0:
         return []
-    parts = [
-        np.abs(np.asarray(a, dtype=float))
-        for a in (profile.set_threshold_v, profile.reset_threshold_v)
-        if a is not None
-    ]
-    if not parts:
-        return []
-    low = np.fmin.reduce(parts) if len(parts) > 1 else parts[0]
-    flat = np.where(np.isfinite(low), low, np.inf).ravel()
-    order = np.argsort(flat, kind="stable")
-    out = [divmod(int(i), low.shape[1]) for i in order[:count] if np.isfinite(flat[i])]
-    return [(int(r), int(c)) for r, c in out]
+    ranked: list[list[Device]] = []
+    for a in (profile.set_threshold_v, profile.reset_threshold_v):
+        if a is None:
+            continue
+        flat = np.abs(np.asarray(a, dtype=float)).ravel()
+        flat = np.where(np.isfinite(flat), flat, np.inf)
+        order = [int(i) for i in np.argsort(flat, kind="stable")[:count] if np.isfinite(flat[i])]
+        ranked.append([(i // a.shape[1], i % a.shape[1]) for i in order])
+    out: dict[Device, None] = {}
+    for i in range(count):
+        for lst in ranked:
+            if i < len(lst):
+                out[lst[i]] = None
+    if len(ranked) > 1:  # weakest first overall
+        return sorted(out, key=lambda d: device_threshold_v(profile, *d) or math.inf)
+    return list(out)
 
 
 def device_threshold_v(profile: ChipProfile | None, row: int, col: int) -> float | None:
@@ -255,7 +267,7 @@ class DisturbSweep(Sweep):
         else:
             aggressor = (int(rng.integers(chip.rows)), int(rng.integers(chip.cols)))
             placed = "at random (no threshold profile)"
-        extra = weakest[: params["watch_weakest"]]
+        extra = weakest_devices(profile, params["watch_weakest"])
         line = [(aggressor[0], c) for c in range(chip.cols) if c != aggressor[1]] + [
             (r, aggressor[1]) for r in range(chip.rows) if r != aggressor[0]
         ]
@@ -271,16 +283,19 @@ class DisturbSweep(Sweep):
         return [
             SweepUnit(
                 "read", tuple(sample),
-                {"watched": read_watch, "stressed": read_watch},
+                {"watched": read_watch, "stressed": read_watch,
+                 "weakest": [list(d) for d in extra]},
             ),
             SweepUnit(
                 "half-select-v/2", (aggressor,),
                 {"scheme": "v/2", "aggressor": list(aggressor), "placed": placed,
+                 "weakest": unique(extra),
                  "watched": unique(line + extra)},
             ),
             SweepUnit(
                 "half-select-v/3", (aggressor,),
                 {"scheme": "v/3", "aggressor": list(aggressor), "placed": placed,
+                 "weakest": unique(extra),
                  "watched": unique(line + extra + list(sample))},
             ),
         ]  # fmt: skip
@@ -345,9 +360,21 @@ class DisturbSweep(Sweep):
             g = g2
         return averages, allowance, g
 
+    def _prepare_weakest(self, ctx: SweepContext, devices: list[Device]) -> None:
+        """Write the profile's weakest watched devices to the middle of the window (a
+        device at an edge cannot be seen disturbed towards it: set saturates at the top,
+        reset at the bottom)."""
+        settings = ReadSettings(read_v=ctx.params["ref_read_v"], averages=ctx.params["averages"])
+        for r, c in devices:
+            g = ctx.read(r, c, settings).conductance_s
+            if not (PREPARE_WINDOW_S[0] <= g <= PREPARE_WINDOW_S[1]):
+                set_conductance(ctx, r, c, PREPARE_TARGET_S, tolerance_rel=0.3, max_pulses=60,
+                                read=settings)  # fmt: skip
+
     def run_unit(self, ctx: SweepContext, unit: SweepUnit) -> None:
         p = ctx.params
         watched = [(int(r), int(c)) for r, c in unit.info["watched"]]
+        self._prepare_weakest(ctx, [(int(r), int(c)) for r, c in unit.info["weakest"]])
         averages, allowance, g = self._control(ctx, watched)
         # A device whose reads move by more than the tolerance unstressed is not judged.
         noisy = ~(allowance <= p["tolerance_rel"])
