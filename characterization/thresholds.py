@@ -113,7 +113,7 @@ FIT_FROM_FRACTION = 0.5
 #: Standard error of a read wanted, x the change fraction (adaptive averaging), and the
 #: most readings a read then takes.
 NOISE_PER_TARGET = 1 / 12
-MAX_DEVICE_AVERAGES = 64
+MAX_DEVICE_AVERAGES = 32
 #: A ramp counts as crossed only if the device moved by at least this x the change
 #: fraction in the ramp's direction from its start to its end (a stuck device's read noise
 #: or a telegraph step can cross the change fraction once or twice, not accumulate).
