@@ -4,9 +4,9 @@ Three units, each a ladder of rising stress with reference reads (``ref_read_v``
 averaged) of a set of *watched* devices before and after each rung:
 
 - ``read``: at each read voltage from ``read_v_start`` to ``read_v_max`` (capped at the
-  station's read limit) every watched device is read ``reads_per_level`` times at that
-  voltage (one averaged read of that many readings), and so is every watched device
-  (the sample and the weakest devices of the threshold profile). In the tracking read the
+  station's read limit) every watched device (the sample and the weakest devices of the
+  threshold profile) is read ``reads_per_level`` times at that voltage (one averaged read
+  of that many readings). In the tracking read the
   selected device sees +V and every device off the selected row and column -V, so the
   watched devices see both polarities. Result: ``safe_read_v``.
 - ``half-select-v/2`` and ``half-select-v/3``: at each amplitude from ``amplitude_start_v``
@@ -47,8 +47,13 @@ watched). The switching rate depends on how far below its threshold a device is 
 applied. Last, each result is lowered by ``margin_steps`` ladder steps (default one: at the
 default steps the disturb grows about e-fold per step, so the stated value leaves the
 watched devices well inside the tolerance and covers devices not watched); the summary
-keeps the ladder's own value (``measured_v``). Without a profile the results hold for the devices watched
-only (the summary says so): run ``thresholds`` first on every device for a chip-wide cap.
+keeps the ladder's own value (``measured_v``). Without a profile the results hold for the
+devices watched only (the summary says so): run ``thresholds`` first on every device for
+chip-wide values.
+
+The tolerance is per rung: ``pulses`` pulses of each polarity (default 20) or
+``reads_per_level`` readings per watched device; a longer stress at the same level
+accumulates more disturb.
 
 Summary: per ladder the rungs (V), the largest |relative change| of a watched device
 (noisy devices excluded) and the number of disturbed devices, the tolerance, pulses and
