@@ -423,9 +423,10 @@ class DisturbSweep(Sweep):
             moved = np.where(np.isfinite(moved), moved, np.inf)
             # Judged: the change beyond what the device's reads moved unstressed.
             judged = (moved - allowance)[keep]
-            worst.append(float(moved[keep].max()) if judged.size else 0.0)
+            worst.append(float(moved[keep].max()) if judged.size else math.nan)
             count.append(int(np.count_nonzero(judged > tol)))
-            disturbed.append(bool(count[-1] > 0))
+            # No device judged (every one too noisy): nothing shown safe.
+            disturbed.append(bool(count[-1] > 0) or judged.size == 0)
             safe, first = ladder_safe_level(levels[: len(disturbed)], disturbed)
             if first is not None and first < len(disturbed) - 1:
                 break
