@@ -39,7 +39,9 @@ How it is measured, device by device (one resumable unit per device):
 Devices classified stuck in the chip's profile (defect class 1 or 2) are skipped; a
 device that never changes by the fraction up to ``max_v`` gets no threshold (NaN, counted
 as ``not_crossed`` in the summary: a stuck device not yet classified, or a threshold above
-``max_v``).
+``max_v``), and so does a device whose reads stay noisier than a fifth of the change
+fraction with 32 readings (a stuck-off device below 1 uS: its read noise alone would cross
+the change fraction); the stored parameter's text says which.
 
 Half-select safety: with the default V/3 scheme the half-selected and unselected devices
 see a third of the amplitude, and every ramp stops a few tens of mV above its own device's
@@ -113,6 +115,9 @@ FIT_FROM_FRACTION = 0.5
 #: Standard error of a read wanted, x the change fraction (adaptive averaging), and the
 #: most readings a read then takes.
 NOISE_PER_TARGET = 1 / 12
+#: A device whose reads stay noisier than this x the change fraction even so is not
+#: measured (a stuck-off device: read noise alone would cross the change fraction).
+MAX_NOISE_PER_TARGET = 1 / 5
 MAX_DEVICE_AVERAGES = 32
 #: A ramp counts as crossed only if the device moved by at least this x the change
 #: fraction in the ramp's direction from its start to its end (a stuck device's read noise
@@ -287,13 +292,18 @@ class ThresholdSweep(Sweep):
         :data:`MAX_DEVICE_AVERAGES`) until the standard error of a read, estimated from
         ``read``'s own spread, is below :data:`NOISE_PER_TARGET` x the change fraction
         (low conductances and stuck-off devices read noisier)."""
+        return self._noise_plan(ctx, read)[0]
+
+    def _noise_plan(self, ctx: SweepContext, read: DeviceRead) -> tuple[int, float]:
+        """(readings per read, expected relative standard error of such a read)."""
         base = int(ctx.params["averages"])
         g, se = read.conductance_s, read.stderr_s
         if base < 2 or not (math.isfinite(se) and g > 0):
-            return base
+            return base, math.nan
         wanted = NOISE_PER_TARGET * ctx.params["change_fraction"]
         need = math.ceil(base * (se / g / wanted) ** 2)
-        return int(min(max(base, need), max(base, MAX_DEVICE_AVERAGES)))
+        n = int(min(max(base, need), max(base, MAX_DEVICE_AVERAGES)))
+        return n, se / g * math.sqrt(base / n)
 
     def _ramp(
         self, ctx: SweepContext, row: int, col: int, polarity: int, g_start: float,
@@ -399,7 +409,13 @@ class ThresholdSweep(Sweep):
         averages = self._averages_for(ctx, first)
         if g < RAISE_BELOW_S:
             g = self._raise_from_bottom(ctx, row, col, g, averages)
-            averages = self._averages_for(ctx, ctx.read(row, col, self._settings(p)))
+        averages, noise = self._noise_plan(ctx, ctx.read(row, col, self._settings(p)))
+        if noise > MAX_NOISE_PER_TARGET * p["change_fraction"]:
+            # Too noisy to see a change of the fraction (a stuck-off device, an open).
+            note = f"not measured (read noise {100 * noise:.2g} % per read)"
+            for name in ("set", "reset"):
+                ctx.parameter(row, col, f"{name}_threshold_v", None, "V", text=note)
+            return
         # Set saturates near the top of the window, reset near the bottom: the first ramp
         # goes away from the nearer edge.
         order = (1, -1) if g < SET_FIRST_BELOW_S else (-1, 1)
