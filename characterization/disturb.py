@@ -294,7 +294,7 @@ class DisturbSweep(Sweep):
             SweepUnit(
                 "half-select-v/2", (aggressor,),
                 {"scheme": "v/2", "aggressor": list(aggressor), "placed": placed,
-                 "weakest": unique(extra),
+                 "weakest": unique(extra), "half_selected": unique(line),
                  "watched": unique(line + extra)},
             ),
             SweepUnit(
@@ -431,10 +431,13 @@ class DisturbSweep(Sweep):
             if first is not None and first < len(disturbed) - 1:
                 break
         done = len(worst)
+        # The devices the ladder stressed at the full level / k: under V/2 only the
+        # aggressor's row and column; under V/3 and in the read ladder every watched one.
+        on_line = {(int(r), int(c)) for r, c in unit.info.get("half_selected", watched)}
         known = [
             device_threshold_v(ctx.profile, r, c)
             for (r, c), judged_ok in zip(watched, keep, strict=True)
-            if judged_ok
+            if judged_ok and (r, c) in on_line
         ]
         known_v = [v for v in known if v is not None]
         safe, first = ladder_safe_level(levels[:done], disturbed)
