@@ -44,10 +44,9 @@ def truth_change_after_pulses(cb, ops, aggressor, amplitude, scheme, pulses, fun
 
 
 @pytest.mark.parametrize(
-    ("physics", "seed"), [(DEFAULT, 1), (HARSH, 2)], ids=["default-1", "harsh-2"]
+    ("physics", "seed", "n"), [(DEFAULT, 1, 8), (HARSH, 2, 6)], ids=["default-1", "harsh-2"]
 )
-def test_caps_and_safe_read_hold_on_the_whole_chip(tmp_path: Path, physics, seed: int):
-    n = 8
+def test_caps_and_safe_read_hold_on_the_whole_chip(tmp_path: Path, physics, seed: int, n: int):
     with characterization_bench(tmp_path, rows=n, cols=n, seed=seed, physics=physics) as cb:
         run_sweep("thresholds", station=cb.station, db=cb.db, chip=cb.chip, params={"sample": 0})
         result = run_sweep("disturb", station=cb.station, db=cb.db, chip=cb.chip, params=FAST)
