@@ -412,9 +412,9 @@ class ThresholdSweep(Sweep):
         averages, noise = self._noise_plan(ctx, ctx.read(row, col, self._settings(p)))
         if noise > MAX_NOISE_PER_TARGET * p["change_fraction"]:
             # Too noisy to see a change of the fraction (a stuck-off device, an open).
-            note = f"not measured (read noise {100 * noise:.2g} % per read)"
+            noisy = f"not measured (read noise {100 * noise:.2g} % per read)"
             for name in ("set", "reset"):
-                ctx.parameter(row, col, f"{name}_threshold_v", None, "V", text=note)
+                ctx.parameter(row, col, f"{name}_threshold_v", None, "V", text=noisy)
             return
         # Set saturates near the top of the window, reset near the bottom: the first ramp
         # goes away from the nearer edge.
