@@ -5,7 +5,8 @@ Stated tolerances (checked below):
 - defect classes: at least 99 % of the devices correct, and per class (functional,
   stuck-off, stuck-on) at least 95 % recall and 95 % precision, at the default physics and
   at HARSH (stuck devices inside the working window, functional devices parked near its
-  bottom), pooled over two seeds of 32 x 32 each (enough stuck devices per class);
+  bottom), pooled over two seeds (32 x 32 and 24 x 24; enough stuck devices per class; the
+  64 x 64 figures are printed by 'nvmlab bench --only characterization');
 - the map's conductance (the averaged 0.2 V read) within 1 % median relative error of the
   truth's ``conductance_s`` taken before the sweep (default), 2 % at HARSH (twice the noise);
 - the chip is put back: at the default physics the functional devices' truth conductance
@@ -99,9 +100,9 @@ def _check_run(run: dict[str, Any], *, map_tol: float, median_tol: float, within
     assert set(run["lines"]) == {"gnd"}
 
 
-@pytest.mark.timeout(1200)  # two 32 x 32 maps: ~40 s each on an idle core
+@pytest.mark.timeout(1200)  # a 32 x 32 and a 24 x 24 map
 def test_map_default_physics_two_seeds(tmp_path: Path) -> None:
-    runs = [_map(tmp_path, rows=32, seed=seed) for seed in (11, 12)]
+    runs = [_map(tmp_path, rows=rows, seed=seed) for rows, seed in ((32, 11), (24, 12))]
     _check_classes(runs)
     for run in runs:
         _check_run(run, map_tol=0.01, median_tol=0.05, within=0.10, within_fraction=0.90)
@@ -109,9 +110,11 @@ def test_map_default_physics_two_seeds(tmp_path: Path) -> None:
         assert summary["pulses_per_device_mean"] < 40
 
 
-@pytest.mark.timeout(1200)  # two 32 x 32 maps: ~40 s each on an idle core
+@pytest.mark.timeout(1200)  # a 32 x 32 and a 24 x 24 map
 def test_map_harsh_physics_two_seeds(tmp_path: Path) -> None:
-    runs = [_map(tmp_path, rows=32, seed=seed, physics=HARSH) for seed in (21, 22)]
+    runs = [
+        _map(tmp_path, rows=rows, seed=seed, physics=HARSH) for rows, seed in ((32, 21), (24, 22))
+    ]
     _check_classes(runs)
     for run in runs:
         _check_run(run, map_tol=0.02, median_tol=0.10, within=0.20, within_fraction=0.75)
