@@ -152,7 +152,9 @@ class ChipProfile:
             )
         if name == "defect_class":
             if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-                raise StorageError(f"ChipProfile.{name} holds non-integer values; allowed: -1, 0, 1, 2")
+                raise StorageError(
+                    f"ChipProfile.{name} holds non-integer values; allowed: -1, 0, 1, 2"
+                )
             bad = sorted(set(np.unique(array).tolist()) - set(DEFECT_CLASSES))
             if bad:
                 shown = ", ".join(str(int(b)) for b in bad)

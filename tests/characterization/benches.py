@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nvmlab.benchmarks.characterization import HARSH_PHYSICS
 from nvmlab.clock import VirtualClock
 from nvmlab.instruments.station import Station
 from nvmlab.mocks.benchfile import BenchConfig
@@ -33,16 +34,7 @@ from nvmlab.storage.database import Database
 from nvmlab.storage.inventory import register_chip
 
 DEFAULT: dict[str, Any] = {}
-HARSH: dict[str, Any] = {
-    "threshold_cv": 0.35,
-    "read_noise_rel": 0.004,
-    "read_noise_abs_s": 4e-8,
-    "defect_rate": 0.03,
-    "stuck_off_max_s": 20e-6,
-    "stuck_on_min_s": 50e-6,
-    "initial_conductance_min_s": 1.5e-6,
-    "initial_conductance_max_s": 6e-6,
-}
+HARSH: dict[str, Any] = HARSH_PHYSICS
 
 
 @dataclass
