@@ -220,7 +220,7 @@ examples:
   nvmlab chip add chip7 --kind memristor --rows 64 --cols 64 --station station.toml
   nvmlab characterize map --station station.toml --chip chip7
   nvmlab characterize thresholds --station station.toml --chip chip7 --sample 256
-  nvmlab characterize temperature --station station.toml --chip chip7 --temperatures 25,55,85
+  nvmlab characterize temperature --station station.toml --chip chip7 --temperatures-c 25,55,85
   nvmlab characterize thresholds --station station.toml --chip chip7 --resume 12
   nvmlab profile --chip chip7 --format json --out chip7.json
 """

@@ -183,3 +183,22 @@ def test_profile_of_a_chip_without_one_says_what_to_do(
 ) -> None:
     assert main(["profile", "--chip", "chip16", "--db", db_url]) == 1
     assert "characterize it first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [("25,200", "-10 to 125 C"), ("25,-30", "-10 to 125 C")],
+)
+def test_a_temperature_outside_the_station_or_chamber_range_is_refused_first(
+    dead_station: Path, db_url: str, capsys: pytest.CaptureFixture[str], value: str, allowed: str
+) -> None:
+    code = main(
+        _characterize(
+            "temperature", dead_station, db_url, "--chip", "chip16", "--temperatures-c", value
+        )
+    )
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "--temperatures-c" in err and value.split(",")[1] in err and allowed in err, err
+    assert "connect" not in err.lower() and "timeout" not in err.lower()
+    assert _runs(db_url) == 0
