@@ -117,9 +117,12 @@ def _figures(kind: str, truth: dict[str, Any], profile: Any, before: dict[str, A
                 + _recall_precision(defect == cls, true == cls)
             )
         g = profile.conductance_s
-        parts.append(
-            f"map median error {_median_rel(np.where(functional, g, np.nan), np.asarray(truth['conductance_s'])) * 100:.2f} %"
+        map_error = _median_rel(
+            np.where(functional, g, np.nan), np.asarray(before["conductance_s"])
         )
+        moved = _median_rel(np.asarray(truth["conductance_s"]), np.asarray(before["conductance_s"]))
+        parts.append(f"map median error {map_error * 100:.2f} %")
+        parts.append(f"chip put back within a median {moved * 100:.1f} %")
         return "; ".join(parts)
     if kind == "thresholds" and profile.set_threshold_v is not None:
         parts = []
@@ -160,9 +163,10 @@ def _figures(kind: str, truth: dict[str, Any], profile: Any, before: dict[str, A
                     (np.asarray(truth["rtn_amplitude_rel"]) > 0) & flagged,
                 )
             )
-        parts.append(
-            f"device part of the noise (truth {np.median(true_rel[measured]) * 100:.3f} % of G)"
-        )
+        sigma = np.where(measured, profile.read_noise_sigma_s, np.nan)
+        sigma_err = _median_rel(sigma, np.asarray(truth["read_noise_sigma_s"]))
+        parts.append(f"sigma at 1 PLC median relative error {sigma_err * 100:.1f} %")
+        parts.append(f"(device part {np.median(true_rel[measured]) * 100:.3f} % of G)")
         return ", ".join(parts)
     return ""
 
