@@ -283,7 +283,13 @@ def test_the_chip_is_as_it_was_left_after_kill_9(tmp_path: Path) -> None:
     with nvmlab_emulate(*args, stop_signal=signal.SIGKILL) as emu:
         lab = PlainBench(emu)
         for d, g in written.items():
-            assert lab.conductance_s(*d) == pytest.approx(g, rel=0.01), d
+            # within 4 sigma of the difference of two 10-reading means at 0.1 PLC (read
+            # noise 0.2 % of G + 0.02 uS / sqrt(NPLC) per reading: docs/devices.md); near
+            # the bottom of the window the instrument part dominates a 1 % tolerance
+            sigma_mean = (0.002 * g + 2e-8 / 0.1**0.5) / 10**0.5
+            assert lab.conductance_s(*d) == pytest.approx(
+                g, rel=0.01, abs=4 * 2**0.5 * sigma_mean
+            ), d
         # A burst of writes (each one rewrites the state file), killed half-way.
         lab.board.write(b"".join(b"PULSE 3,3,1.2,1e-3,V3\n" for _ in range(200)))
         for _ in range(40):
