@@ -101,6 +101,10 @@ _NAMES = {v: k for k, v in STATUS.items()}
 OUTCOMES = ("tuned", "failed", "stuck", "skipped")
 #: Pulse widths the tuner chooses from (s), shortest first.
 WIDTHS_S = (1e-3, 1e-2, 1e-1)
+#: Quantile of the known thresholds taken for a device's unknown one (disturb caps).
+UNKNOWN_QUANTILE = 0.25
+#: Cap increase (V) each time a device is retried after reaching its cap unmoved.
+LIFT_STEP_V = 0.25
 #: Repair chunks per verification pass.
 REPAIR_CHUNKS = 16
 _PARAMS = (
@@ -116,6 +120,7 @@ _PARAMS = (
     "tune_attempts",
     "tune_initial_s",
     "tune_final_s",
+    "tune_cap_v",
 )
 
 
@@ -135,6 +140,7 @@ class _State:
     attempts: np.ndarray
     initial: np.ndarray
     final: np.ndarray
+    capv: np.ndarray  # the largest amplitude cap a device was tuned with (V)
     tset: TargetSet
     profile_set: np.ndarray
     profile_reset: np.ndarray
@@ -235,6 +241,7 @@ class TuneSweep(Sweep):
             attempts=zeros("tune_attempts"),
             initial=stored["tune_initial_s"],
             final=stored["tune_final_s"],
+            capv=zeros("tune_cap_v"),
             tset=tset,
             profile_set=pset,
             profile_reset=preset,
@@ -265,13 +272,13 @@ class TuneSweep(Sweep):
             else:
                 # published prior: lognormal, mean ``prior``, CV 25 %
                 sd = math.sqrt(math.log1p(0.25**2))
-                z = {0.05: -1.645, 0.1: -1.2816, 0.5: 0.0}.get(q, 0.0)
+                z = {0.05: -1.645, 0.1: -1.2816, 0.25: -0.674, 0.5: 0.0}.get(q, 0.0)
                 out.append(math.exp(math.log(prior) - sd * sd / 2 + z * sd))
         return out[0], out[1]
 
     def _min_threshold(self, st: _State, r: int, c: int) -> float:
         s, x = self._thresholds(st, r, c)
-        lo_s, lo_x = self._population(st, 0.05)
+        lo_s, lo_x = self._population(st, UNKNOWN_QUANTILE)
         return min(s if math.isfinite(s) else lo_s, x if math.isfinite(x) else lo_x)
 
     def _key(self, st: _State, r: int, c: int, g: float | None = None) -> float:
@@ -296,6 +303,7 @@ class TuneSweep(Sweep):
             ("tune_round_trips", st.trips[r, c]),
             ("tune_floor_s", st.floor[r, c]),
             ("tune_attempts", st.attempts[r, c]),
+            ("tune_cap_v", st.capv[r, c]),
         ):
             unit = "V" if name.endswith("_v") else ("S" if name.endswith("_s") else "")
             if name == "tune_floor_s":
@@ -422,8 +430,13 @@ class TuneSweep(Sweep):
         limits = ctx.ops.limits
         station_cap = float(limits.max_write_v)
         max_w = float(getattr(limits, "max_pulse_width_s", 0.1))
-        if lift or not math.isfinite(st.protect_v):
+        if not math.isfinite(st.protect_v):
             return station_cap, station_cap, WIDTHS_S[0]
+        if lift:
+            # deferred: it reached its cap without moving; 0.25 V more each time (not the
+            # station's limit at once: under V/3 that would disturb most of the array)
+            up = min(station_cap, float(st.capv[r, c]) + LIFT_STEP_V)
+            return up, up, WIDTHS_S[0]
         f = float(ctx.params["floor_fraction"])
         protect = min(station_cap, float(ctx.params["cap_safety"]) * 3.0 * f * st.protect_v)
         s, x = self._thresholds(st, r, c)
@@ -467,10 +480,13 @@ class TuneSweep(Sweep):
                 )
                 cap = float(ctx.ops.limits.max_write_v)
             else:
-                lift = (code == STATUS["deferred"] and not last) or (
-                    first and not self._has_profile(st)
-                )
-                cap_set, cap_reset, width = self._cap_and_width(ctx, st, r, c, lift)
+                lift = code == STATUS["deferred"] and not last
+                if first and not self._has_profile(st):
+                    # the learning pass: nothing known to protect, the station's limit
+                    cap_set = cap_reset = float(ctx.ops.limits.max_write_v)
+                    width = WIDTHS_S[0]
+                else:
+                    cap_set, cap_reset, width = self._cap_and_width(ctx, st, r, c, lift)
                 cap = min(cap_set, cap_reset)
                 settings = AdaptiveSettings(
                     tolerance_rel=tol,
@@ -492,6 +508,7 @@ class TuneSweep(Sweep):
         self, ctx: SweepContext, st: _State, r: int, c: int, res: TuneResult, cap: float
     ) -> None:
         st.attempts[r, c] += 1
+        st.capv[r, c] = max(st.capv[r, c], cap)
         st.pulses[r, c] += res.pulses
         st.reads[r, c] += res.reads
         st.trips[r, c] += max(res.round_trips, 0)
