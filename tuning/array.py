@@ -170,11 +170,25 @@ class TuneSweep(Sweep):
         Param("tolerance", float, 0.01, "", 0.001, 0.2, help="relative tolerance"),
         Param("passes", int, 5, "", 1, 20, help="tuning passes (first + repair passes)"),
         Param("group", int, 8, "", 1, 4096, help="devices per unit of the first pass"),
-        Param("floor_fraction", float, 0.5, "", 0.1, 0.95,
-              help="no switching below this x threshold (devices docs)"),  # fmt: skip
+        Param(
+            "floor_fraction",
+            float,
+            0.5,
+            "",
+            0.1,
+            0.95,
+            help="no switching below this x threshold (devices docs)",
+        ),  # fmt: skip
         Param("cap_safety", float, 0.93, "", 0.5, 1.0, help="margin on the V/3 floor cap"),
-        Param("verify_band", float, 0.7, "", 0.3, 1.0,
-              help="repair when the verification read is beyond this x the tolerance"),  # fmt: skip
+        Param(
+            "verify_band",
+            float,
+            0.7,
+            "",
+            0.3,
+            1.0,
+            help="repair when the verification read is beyond this x the tolerance",
+        ),  # fmt: skip
         Param("final_averages", int, 16, "", 1, 256, help="readings of the final read"),
     )
 
@@ -191,7 +205,9 @@ class TuneSweep(Sweep):
         n = int(np.isfinite(tset.targets_s).sum())
         group = int(params["group"])
         units = [SweepUnit("survey")]
-        units += [SweepUnit(f"pass-1-{k:05d}", info={"k": k}) for k in range((n + group - 1) // group)]
+        units += [
+            SweepUnit(f"pass-1-{k:05d}", info={"k": k}) for k in range((n + group - 1) // group)
+        ]
         passes = int(params["passes"]) if params["algorithm"] == "adaptive" else 1
         for p in range(2, passes + 1):
             units.append(SweepUnit(f"verify-{p}", info={"pass": p}))
@@ -388,7 +404,7 @@ class TuneSweep(Sweep):
         """Averaged read of every device in play; those beyond ``verify_band`` x the
         tolerance (or failed / deferred ones with attempts left) become pending."""
         tol = float(ctx.params["tolerance"]) * float(ctx.params["verify_band"])
-        settings = ReadSettings(read_v=0.2, averages=8, nplc=1.0, current_limit_a=1e-4)
+        settings = ReadSettings(read_v=0.2, averages=32, nplc=1.0, current_limit_a=1e-4)
         for r, c in self._devices(st):
             code = int(st.status[r, c])
             if code in (STATUS["stuck"], STATUS["skipped"]):
@@ -454,7 +470,9 @@ class TuneSweep(Sweep):
             if w > max_w:
                 break
             if amp(need, w, 0.05) <= protect:
-                caps = [protect if amp(th, w, 0.05) <= protect else amp(th, w, 0.15) for th in (s, x)]
+                caps = [
+                    protect if amp(th, w, 0.05) <= protect else amp(th, w, 0.15) for th in (s, x)
+                ]
                 return min(station_cap, caps[0]), min(station_cap, caps[1]), w
         w = WIDTHS_S[0]
         return (

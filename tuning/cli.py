@@ -93,7 +93,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             params[name] = str(Path(value).resolve()) if name in ("targets", "weights") else value
     resume = parse_run_id(args.resume) if args.resume is not None else None
     if resume is None and not (args.targets or args.weights):
-        raise ConfigError("give --targets FILE or --weights FILE (or --resume RUN)", field="--targets")
+        raise ConfigError(
+            "give --targets FILE or --weights FILE (or --resume RUN)", field="--targets"
+        )
     config = load_station_file(args.station)
     db = _open_database(args)
     try:

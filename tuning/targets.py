@@ -142,7 +142,9 @@ def load_table(path: str | Path, what: str = "targets") -> np.ndarray:
 
 
 def _reach_max_s(max_current_a: float | None) -> float:
-    compliance = READ_COMPLIANCE_A if max_current_a is None else min(max_current_a, READ_COMPLIANCE_A)
+    compliance = (
+        READ_COMPLIANCE_A if max_current_a is None else min(max_current_a, READ_COMPLIANCE_A)
+    )
     return min(DEVICE_G_MAX_S, compliance / READ_V)
 
 
@@ -293,7 +295,5 @@ def load_target_set(
             field="--weights",
         )
     tset = weights_to_pairs(weights, (float(window[0]), float(window[1])), file=str(weights_file))
-    check_targets(
-        tset.targets_s, rows, cols, file=str(weights_file), max_current_a=max_current_a
-    )
+    check_targets(tset.targets_s, rows, cols, file=str(weights_file), max_current_a=max_current_a)
     return tset
