@@ -103,8 +103,13 @@ OUTCOMES = ("tuned", "failed", "stuck", "skipped")
 WIDTHS_S = (1e-3, 1e-2, 1e-1)
 #: Quantile of the known thresholds taken for a device's unknown one (disturb caps).
 UNKNOWN_QUANTILE = 0.25
+#: Caps never exceed the protecting cap (a device that needs more is deferred and
+#: retried ``LIFT_STEP_V`` higher in the next pass).
+STRICT_CAPS = False
 #: Cap increase (V) each time a device is retried after reaching its cap unmoved.
 LIFT_STEP_V = 0.25
+#: Units between two settles (re-verification of possible victims and their repair).
+SETTLE_EVERY = 4
 #: Repair chunks per verification pass.
 REPAIR_CHUNKS = 16
 _PARAMS = (
@@ -188,6 +193,15 @@ class TuneSweep(Sweep):
             0.3,
             1.0,
             help="repair when the verification read is beyond this x the tolerance",
+        ),  # fmt: skip
+        Param(
+            "settle_rounds",
+            int,
+            2,
+            "",
+            0,
+            10,
+            help="re-verify / repair rounds of possible victims after each unit",
         ),  # fmt: skip
         Param("final_averages", int, 16, "", 1, 256, help="readings of the final read"),
     )
@@ -341,15 +355,21 @@ class TuneSweep(Sweep):
             for r, c in order[k * g : (k + 1) * g]:
                 ctx.check_stop()
                 self._tune(ctx, st, r, c, first=True)
+            n_units = (len(order) + g - 1) // g
+            if k % SETTLE_EVERY == SETTLE_EVERY - 1 or k == n_units - 1:
+                self._settle(ctx, st, last=False)
         elif unit.key.startswith("verify-"):
             self._verify(ctx, st, int(unit.info["pass"]))
         elif unit.key.startswith("repair-"):
             p, k = int(unit.info["pass"]), int(unit.info["k"])
             todo = self._repair_list(ctx, st, p)
             size = (len(todo) + REPAIR_CHUNKS - 1) // REPAIR_CHUNKS
+            last = p == int(ctx.params["passes"])
             for r, c in todo[k * size : (k + 1) * size]:
                 ctx.check_stop()
-                self._tune(ctx, st, r, c, first=False, last=p == int(ctx.params["passes"]))
+                self._tune(ctx, st, r, c, first=False, last=last)
+            if k % SETTLE_EVERY == SETTLE_EVERY - 1:
+                self._settle(ctx, st, last=last)
         elif unit.key == "final":
             self._final(ctx, st)
 
@@ -359,7 +379,8 @@ class TuneSweep(Sweep):
     def _survey(self, ctx: SweepContext, st: _State) -> None:
         settings = ReadSettings(read_v=0.2, averages=4, nplc=1.0, current_limit_a=1e-4)
         for r, c in self._devices(st):
-            g = ctx.read(r, c, settings).conductance_s
+            g = self._read(ctx, st, r, c, settings).conductance_s
+            st.reads[r, c] += 1
             st.initial[r, c] = g
             st.g[r, c] = g
             ctx.parameter(r, c, "tune_initial_s", g, "S")
@@ -400,7 +421,53 @@ class TuneSweep(Sweep):
         ctx._tune_repair = (p, devices)  # type: ignore[attr-defined]
         return devices
 
+    def _settle(self, ctx: SweepContext, st: _State, *, last: bool) -> None:
+        """Re-verify the possible victims of the pulses since the last settle and repair
+        those out of the band, up to ``settle_rounds`` rounds. A tuned device can only have
+        moved if some pulse exceeded its floor under V/3: ``V > 3 f m`` with ``m`` its
+        smaller threshold (known, or a low quantile of the known ones), so only those are
+        read."""
+        if self._learning(ctx, st):
+            return
+        f = float(ctx.params["floor_fraction"])
+        tol = float(ctx.params["tolerance"]) * float(ctx.params["verify_band"])
+        settings = ReadSettings(read_v=0.2, averages=16, nplc=1.0, current_limit_a=1e-4)
+        for _ in range(int(ctx.params["settle_rounds"])):
+            vmax = float(getattr(ctx, "_tune_vmax", math.inf))
+            ctx._tune_vmax = 0.0  # type: ignore[attr-defined]
+            victims = [
+                (int(r), int(c))
+                for r, c in np.argwhere(st.status == STATUS["tuned"])
+                if 3.0 * f * self._min_threshold(st, int(r), int(c)) < vmax
+            ]
+            flagged = []
+            for r, c in victims:
+                g = self._read(ctx, st, r, c, settings).conductance_s
+                st.reads[r, c] += 1
+                st.g[r, c] = g
+                if abs(g / st.targets[r, c] - 1) > tol:
+                    st.status[r, c] = STATUS["pending"]
+                    flagged.append((r, c))
+                    ctx.parameter(r, c, "tune_g_s", g, "S")
+            if not flagged:
+                return
+            flagged.sort(key=lambda d: -self._order_key(st, d[0], d[1], ctx.params))
+            for r, c in flagged:
+                ctx.check_stop()
+                self._tune(ctx, st, r, c, first=False, last=last)
+
+    def _read(self, ctx: SweepContext, st: _State, r: int, c: int, settings: ReadSettings) -> Any:
+        """One stored read of (r, c), its bus round trips added to the device's."""
+        with BusCounter.on(ctx.station.transports.values()) as bus:
+            read = ctx.read(r, c, settings)
+        st.trips[r, c] += bus.round_trips
+        return read
+
+    def _learning(self, ctx: SweepContext, st: _State) -> bool:
+        return not self._has_profile(st) and not getattr(ctx, "_tune_learned", False)
+
     def _verify(self, ctx: SweepContext, st: _State, p: int) -> None:
+        ctx._tune_learned = True  # type: ignore[attr-defined]
         """Averaged read of every device in play; those beyond ``verify_band`` x the
         tolerance (or failed / deferred ones with attempts left) become pending."""
         tol = float(ctx.params["tolerance"]) * float(ctx.params["verify_band"])
@@ -416,7 +483,7 @@ class TuneSweep(Sweep):
                     st.status[r, c] = STATUS["pending"]
                     ctx.parameter(r, c, "tune_status", float(STATUS["pending"]))
                 continue
-            read = ctx.read(r, c, settings)
+            read = self._read(ctx, st, r, c, settings)
             st.reads[r, c] += 1
             g = read.conductance_s
             st.g[r, c] = g
@@ -426,6 +493,10 @@ class TuneSweep(Sweep):
                 st.status[r, c] = STATUS["pending"]
                 ctx.parameter(r, c, "tune_status", float(STATUS["pending"]))
         ctx._tune_repair = None  # type: ignore[attr-defined]
+        # protect the devices within the band now (the others are repaired anyway)
+        st.protect_v = math.inf
+        for r, c in np.argwhere(st.status == STATUS["tuned"]):
+            st.protect_v = min(st.protect_v, self._min_threshold(st, int(r), int(c)))
         done = np.isin(st.status, (STATUS["tuned"],)).sum()
         total = np.isfinite(st.tset.targets_s).sum()
         print(
@@ -466,6 +537,12 @@ class TuneSweep(Sweep):
             return th + v0 * math.log(0.3 / (0.02 * w / 1e-3)) + margin
 
         need = self._key(st, r, c)
+        if STRICT_CAPS:
+            w = WIDTHS_S[-1]
+            for w in WIDTHS_S:
+                if w >= max_w or amp(need, w, 0.05) <= protect:
+                    break
+            return protect, protect, min(w, max_w)
         for w in WIDTHS_S:
             if w > max_w:
                 break
@@ -527,6 +604,8 @@ class TuneSweep(Sweep):
     ) -> None:
         st.attempts[r, c] += 1
         st.capv[r, c] = max(st.capv[r, c], cap)
+        vmax = float(getattr(ctx, "_tune_vmax", 0.0))
+        ctx._tune_vmax = max(vmax, res.max_amplitude_v)  # type: ignore[attr-defined]
         st.pulses[r, c] += res.pulses
         st.reads[r, c] += res.reads
         st.trips[r, c] += max(res.round_trips, 0)
@@ -581,7 +660,7 @@ class TuneSweep(Sweep):
                     status="skipped", algorithm=algorithm,
                 )  # fmt: skip
                 continue
-            g = ctx.read(r, c, settings).conductance_s
+            g = self._read(ctx, st, r, c, settings).conductance_s
             st.reads[r, c] += 1
             st.final[r, c] = g
             ctx.parameter(r, c, "tune_final_s", g, "S")

@@ -285,7 +285,7 @@ def load_target_set(
         raise ConfigError(
             f"--weights needs --window G_LO,G_HI (S); got {window!r}", field="--window"
         )
-    weights = load_table(weights_file, "weights")
+    weights = load_table(str(weights_file), "weights")
     if cols % 2 or weights.shape != (rows, cols // 2):
         raise ConfigError(
             f"{weights_file}: weight table of shape {weights.shape[0]} x {weights.shape[1]}; "
