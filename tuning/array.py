@@ -108,6 +108,10 @@ UNKNOWN_QUANTILE = 0.25
 STRICT_CAPS = False
 #: Cap increase (V) each time a device is retried after reaching its cap unmoved.
 LIFT_STEP_V = 0.25
+#: Per-device tuner calls after which a failed device is left alone.
+MAX_ATTEMPTS = 10
+#: Settle rounds before the final verification read.
+FINAL_SETTLE_ROUNDS = 6
 #: Units between two settles (re-verification of possible victims and their repair).
 SETTLE_EVERY = 4
 #: Repair chunks per verification pass.
@@ -173,7 +177,7 @@ class TuneSweep(Sweep):
         Param("window", list, None, "S", 1e-6, 300e-6, help="pair window g_lo,g_hi (S)"),
         Param("algorithm", str, "adaptive", choices=("adaptive", "conventional")),
         Param("tolerance", float, 0.01, "", 0.001, 0.2, help="relative tolerance"),
-        Param("passes", int, 5, "", 1, 20, help="tuning passes (first + repair passes)"),
+        Param("passes", int, 8, "", 1, 20, help="tuning passes (first + repair passes)"),
         Param("group", int, 8, "", 1, 4096, help="devices per unit of the first pass"),
         Param(
             "floor_fraction",
@@ -371,6 +375,9 @@ class TuneSweep(Sweep):
             if k % SETTLE_EVERY == SETTLE_EVERY - 1:
                 self._settle(ctx, st, last=last)
         elif unit.key == "final":
+            # the repairs of the last settle were not re-verified yet: settle until no
+            # possible victim is out of the band (at most FINAL_SETTLE_ROUNDS rounds)
+            self._settle(ctx, st, last=True, rounds=FINAL_SETTLE_ROUNDS)
             self._final(ctx, st)
 
     def _devices(self, st: _State) -> list[tuple[int, int]]:
@@ -421,7 +428,9 @@ class TuneSweep(Sweep):
         ctx._tune_repair = (p, devices)  # type: ignore[attr-defined]
         return devices
 
-    def _settle(self, ctx: SweepContext, st: _State, *, last: bool) -> None:
+    def _settle(
+        self, ctx: SweepContext, st: _State, *, last: bool, rounds: int | None = None
+    ) -> None:
         """Re-verify the possible victims of the pulses since the last settle and repair
         those out of the band, up to ``settle_rounds`` rounds. A tuned device can only have
         moved if some pulse exceeded its floor under V/3: ``V > 3 f m`` with ``m`` its
@@ -432,7 +441,7 @@ class TuneSweep(Sweep):
         f = float(ctx.params["floor_fraction"])
         tol = float(ctx.params["tolerance"]) * float(ctx.params["verify_band"])
         settings = ReadSettings(read_v=0.2, averages=16, nplc=1.0, current_limit_a=1e-4)
-        for _ in range(int(ctx.params["settle_rounds"])):
+        for _ in range(int(ctx.params["settle_rounds"]) if rounds is None else rounds):
             vmax = float(getattr(ctx, "_tune_vmax", math.inf))
             ctx._tune_vmax = 0.0  # type: ignore[attr-defined]
             victims = [
@@ -479,7 +488,7 @@ class TuneSweep(Sweep):
             if code == STATUS["deferred"]:
                 continue  # retried with the station's limit in this pass's repairs
             if code == STATUS["failed"]:
-                if st.attempts[r, c] < 4:
+                if st.attempts[r, c] < MAX_ATTEMPTS:
                     st.status[r, c] = STATUS["pending"]
                     ctx.parameter(r, c, "tune_status", float(STATUS["pending"]))
                 continue

@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--window", type=_window, metavar="G_LO,G_HI", help="pair window (S)")
     parser.add_argument("--algorithm", choices=("adaptive", "conventional"), default=None)
     parser.add_argument("--tolerance", type=float, default=None, help="relative (default 0.01)")
-    parser.add_argument("--passes", type=int, default=None, help="tuning passes (default 5)")
+    parser.add_argument("--passes", type=int, default=None, help="tuning passes (default 8)")
     add_database_options(parser, station=False)
     parser.add_argument("--resume", metavar="RUN", default=None, help="resume this run")
     parser.add_argument("--json", metavar="FILE", default=None, help="write the outcome here")

@@ -42,6 +42,7 @@ def served(tmp_path: Path):
 
 
 @pytest.mark.tcp
+@pytest.mark.timeout(900)
 def test_nvmlab_tune_cli_end_to_end(served: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     station, state = served
     url = f"sqlite:///{tmp_path / 'results.sqlite'}"
