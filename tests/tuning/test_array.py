@@ -32,11 +32,11 @@ _HARSH_SHORT = pytest.mark.xfail(
     strict=True, reason="HARSH: measured 46-61 % within 1 % by truth, goal 97 %"
 )
 N = 16
-#: Relaxation allowance over a night (8 h at 25 C): a log10(1 + t) with a (relative per
-#: decade) lognormal of mean 0.05 %, CV 25 % (docs/devices.md): from the end of the run
-#: (>= 100 s after the last pulse of most devices) to +8 h is under 2.5 decades, so
-#: 0.05 % x 2 (a high per-device a) x 2.5 = 0.25 %; allowed 0.3 % per device.
-NIGHT_DRIFT_REL = 0.003
+#: Relaxation allowance over a night (8 h at 25 C), docs/devices.md: a device drifts back
+#: by a log10(1 + t / 1 s) relative, a lognormal over devices of mean 0.05 % per decade, CV
+#: 25 % (so below 0.11 %/decade, +3.5 sigma). A device tuned at least 1 s before the end of
+#: the run gains at most log10(1 + 28800 s) = 4.5 decades over the night: 0.5 %.
+NIGHT_DRIFT_REL = 0.005
 
 
 def _profile(cb: Any, seed: int) -> None:
@@ -131,7 +131,7 @@ def test_whole_array_within_one_percent_by_truth(
             f"night: drift max {drift.max() * 100:.3f} %, p95 {np.percentile(drift, 95) * 100:.3f} %"
         )
         assert drift.max() <= NIGHT_DRIFT_REL
-        # the tolerance the relaxation model allows after the night: 1 % + 0.3 %
+        # the tolerance the relaxation model allows after the night: 1 % + 0.5 %
         assert (np.abs(night / target - 1) <= TOL + NIGHT_DRIFT_REL)[functional].mean() >= 0.97
 
 
