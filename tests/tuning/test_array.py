@@ -182,3 +182,25 @@ def test_bad_targets_refused_before_any_pulse(tmp_path: Path) -> None:
             run_sweep("tune", station=cb.station, db=cb.db, chip=cb.chip,
                       params={"targets": str(bad)})  # fmt: skip
         assert cb.truth()["pulse_count"].sum() == 0
+
+
+def test_conventional_baseline_runs_the_protocol_once_per_device(tmp_path: Path) -> None:
+    n = 8
+    with characterization_bench(tmp_path, rows=n, cols=n, seed=7) as cb:
+        np.save(tmp_path / "t.npy", np.random.default_rng(7).uniform(10e-6, 100e-6, (n, n)))
+        before = cb.truth()["pulse_count"].copy()
+        result = run_sweep(
+            "tune", station=cb.station, db=cb.db, chip=cb.chip,
+            params={"targets": str(tmp_path / "t.npy"), "algorithm": "conventional"},
+        )  # fmt: skip
+        truth = cb.truth()
+        pulses = truth["pulse_count"] - before
+        assert result.summary["algorithm"] == "conventional"
+        # one pass (no repair units), each device at most the protocol's 200 pulses
+        assert result.units_total == 1 + (n * n + 7) // 8 + 1
+        assert pulses.max() <= 200
+        reported = {(d["row"], d["col"]): d["pulses"] for d in result.summary["per_device"]}
+        assert all(reported[(r, c)] == pulses[r, c] for r in range(n) for c in range(n))
+        assert cb.bench.bench.max_applied_v["board"] <= cb.station.limits.max_write_v
+        print(f"conventional 8 x 8: pulses mean {pulses.mean():.1f}, outcomes "
+              f"{result.summary['outcomes']}")  # fmt: skip
