@@ -59,8 +59,10 @@ the run resumes at the first unit not completed (what the tuner learned is store
 per-device parameters ``tune_*`` and read back from the run chain). The outcome of every
 device is stored with :meth:`RecordWriter.add_tuning_outcome`.
 
-Measured (16 x 16, truth): default physics 97-100 % within 1 % with or without a
-profile; at HARSH (35 % threshold CV) only 46-61 %: the caps here use the smaller of a
+Measured (truth): 16 x 16 at default physics 97-100 % within 1 % with or without a
+profile; 32 x 32 at default physics only 47-59 % (115-156 pulses per device: the repairs
+do not converge as the aggressors multiply); 16 x 16 at HARSH (35 % threshold CV) only
+46-61 %. The caps here use the smaller of a
 device's two thresholds for both pulse polarities; a polarity-aware protection (a set
 pulse biases the devices off its lines towards reset, those on its lines towards set)
 was tried and did worse in this form (overshoot corrections in the other polarity were
