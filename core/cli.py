@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "nvmlab.instruments.cli",
     "nvmlab.storage.cli",
     "nvmlab.characterization.cli",
+    "nvmlab.tuning.cli",
     "nvmlab.demo",
     "nvmlab.benchmarks",
 )
