@@ -81,7 +81,9 @@ from nvmlab.characterization.sweep import (
     Sweep,
     SweepContext,
     SweepUnit,
+    check_station_limits,
     choose_devices,
+    devices_by_row,
     register_sweep,
 )
 from nvmlab.errors import ConfigError
@@ -207,18 +209,8 @@ class DefectMapSweep(Sweep):
     def check(self, params: dict[str, Any], chip: RegisteredChip, station: Any) -> None:
         super().check(params, chip, station)
         limits = station.limits
-        if params["read_v"] > limits.max_read_v:
-            raise ConfigError(
-                f"value {params['read_v']:g} V is not allowed; the station's read limit is "
-                f"{limits.max_read_v:g} V",
-                field="read_v",
-            )
-        if params["current_limit_a"] > limits.max_current_a:
-            raise ConfigError(
-                f"value {params['current_limit_a']:g} A is not allowed; the station's "
-                f"current limit is {limits.max_current_a:g} A",
-                field="current_limit_a",
-            )
+        check_station_limits(params, limits, read_v="max_read_v")
+        check_station_limits(params, limits, current_limit_a="max_current_a")
         top = self._top(params, limits)
         if top > limits.max_write_v:
             raise ConfigError(
@@ -232,12 +224,7 @@ class DefectMapSweep(Sweep):
                 f"the last probe amplitude {top:g} V",
                 field="probe_start_v",
             )
-        if params["width_s"] > limits.max_pulse_width_s:
-            raise ConfigError(
-                f"value {params['width_s']:g} s is not allowed; the station's longest pulse "
-                f"is {limits.max_pulse_width_s:g} s",
-                field="width_s",
-            )
+        check_station_limits(params, limits, width_s="max_pulse_width_s")
 
     @staticmethod
     def _top(params: dict[str, Any], limits: Any) -> float:
@@ -248,9 +235,7 @@ class DefectMapSweep(Sweep):
         profile: ChipProfile | None,
     ) -> list[SweepUnit]:  # fmt: skip
         devices = choose_devices(chip, params["sample"], rng, functional_only=False)
-        by_row: dict[int, list[tuple[int, int]]] = {}
-        for r, c in devices:
-            by_row.setdefault(r, []).append((r, c))
+        by_row = devices_by_row(devices)
         reads = [SweepUnit(f"read-row-{r}", tuple(d), {"row": r}) for r, d in by_row.items()]
         probes = [SweepUnit(f"probe-row-{r}", tuple(d), {"row": r}) for r, d in by_row.items()]
         # Settle from the devices that need the largest amplitudes down to the most

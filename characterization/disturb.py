@@ -78,6 +78,7 @@ from nvmlab.characterization.sweep import (
     Sweep,
     SweepContext,
     SweepUnit,
+    check_station_limits,
     choose_devices,
     register_sweep,
 )
@@ -224,12 +225,7 @@ class DisturbSweep(Sweep):
     def check(self, params: dict[str, Any], chip: RegisteredChip, station: Any) -> None:
         super().check(params, chip, station)
         limits = station.limits
-        if params["ref_read_v"] > limits.max_read_v:
-            raise ConfigError(
-                f"value {params['ref_read_v']:g} V is not allowed; the station's read limit is "
-                f"{limits.max_read_v:g} V",
-                field="ref_read_v",
-            )
+        check_station_limits(params, limits, ref_read_v="max_read_v")
         if params["read_v_start"] > min(params["read_v_max"], limits.max_read_v):
             raise ConfigError(
                 f"value {params['read_v_start']:g} V is not allowed; allowed: up to read_v_max "
@@ -244,12 +240,7 @@ class DisturbSweep(Sweep):
                 f"{min(params['amplitude_max_v'], limits.max_write_v):g} V",
                 field="amplitude_start_v",
             )
-        if params["width_s"] > limits.max_pulse_width_s:
-            raise ConfigError(
-                f"value {params['width_s']:g} s is not allowed; the station's longest pulse is "
-                f"{limits.max_pulse_width_s:g} s",
-                field="width_s",
-            )
+        check_station_limits(params, limits, width_s="max_pulse_width_s")
         if chip.rows < 2 or chip.cols < 2:
             raise ConfigError(
                 f"chip {chip.name!r} is {chip.rows} x {chip.cols}; half-select disturb needs at "

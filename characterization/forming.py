@@ -44,7 +44,9 @@ from nvmlab.characterization.sweep import (
     Sweep,
     SweepContext,
     SweepUnit,
+    check_station_limits,
     choose_devices,
+    devices_by_row,
     register_sweep,
 )
 from nvmlab.errors import ConfigError
@@ -94,24 +96,9 @@ class FormingSweep(Sweep):
                 f"ramp pulse {top:g} V",
                 field="start_v",
             )
-        if params["current_limit_a"] > limits.max_current_a:
-            raise ConfigError(
-                f"value {params['current_limit_a']:g} A is not allowed; the station's "
-                f"current limit is {limits.max_current_a:g} A",
-                field="current_limit_a",
-            )
-        if params["read_v"] > limits.max_read_v:
-            raise ConfigError(
-                f"value {params['read_v']:g} V is not allowed; the station's read limit is "
-                f"{limits.max_read_v:g} V",
-                field="read_v",
-            )
-        if params["width_s"] > limits.max_pulse_width_s:
-            raise ConfigError(
-                f"value {params['width_s']:g} s is not allowed; the station's longest pulse "
-                f"is {limits.max_pulse_width_s:g} s",
-                field="width_s",
-            )
+        check_station_limits(params, limits, current_limit_a="max_current_a")
+        check_station_limits(params, limits, read_v="max_read_v")
+        check_station_limits(params, limits, width_s="max_pulse_width_s")
 
     @staticmethod
     def _top(params: dict[str, Any], limits: Any) -> float:
@@ -122,9 +109,7 @@ class FormingSweep(Sweep):
         profile: ChipProfile | None,
     ) -> list[SweepUnit]:  # fmt: skip
         devices = choose_devices(chip, params["sample"], rng, functional_only=False)
-        by_row: dict[int, list[tuple[int, int]]] = {}
-        for r, c in devices:
-            by_row.setdefault(r, []).append((r, c))
+        by_row = devices_by_row(devices)
         return [SweepUnit(f"row-{r}", tuple(d), {"row": r}) for r, d in by_row.items()]
 
     def estimate_s(self, params: dict[str, Any], chip: RegisteredChip | None) -> float | None:

@@ -58,7 +58,9 @@ __all__ = [
     "SweepContext",
     "SweepResult",
     "SweepUnit",
+    "check_station_limits",
     "choose_devices",
+    "devices_by_row",
     "get_sweep",
     "register_sweep",
     "run_sweep",
@@ -414,6 +416,45 @@ def _load_builtin() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise
+
+
+#: Station limit attributes: unit and name in messages.
+_STATION_LIMITS: dict[str, tuple[str, str]] = {
+    "max_read_v": ("V", "read limit"),
+    "max_write_v": ("V", "write limit"),
+    "max_forming_v": ("V", "forming limit"),
+    "max_current_a": ("A", "current limit"),
+    "max_pulse_width_s": ("s", "longest pulse"),
+}
+
+
+def check_station_limits(params: Mapping[str, Any], limits: Any, **names: str) -> None:
+    """Refuse a parameter beyond the station's safety limits, before anything is sent.
+
+    ``names`` maps a parameter to a :class:`~nvmlab.instruments.safety.SafetyLimits`
+    attribute, e.g. ``check_station_limits(params, station.limits, read_v="max_read_v",
+    width_s="max_pulse_width_s")``; an unset (None) parameter is not checked. The
+    ConfigError names the parameter, its value and the limit."""
+    for name, attribute in names.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        cap = float(getattr(limits, attribute))
+        unit, what = _STATION_LIMITS[attribute]
+        if abs(float(value)) > cap:
+            raise ConfigError(
+                f"value {float(value):g} {unit} is not allowed; the station's {what} is "
+                f"{cap:g} {unit}",
+                field=name,
+            )
+
+
+def devices_by_row(devices: Sequence[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """``devices`` grouped by row, rows and devices in the order given."""
+    rows: dict[int, list[tuple[int, int]]] = {}
+    for r, c in devices:
+        rows.setdefault(r, []).append((r, c))
+    return rows
 
 
 def choose_devices(

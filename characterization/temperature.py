@@ -51,6 +51,7 @@ from nvmlab.characterization.sweep import (
     Sweep,
     SweepContext,
     SweepUnit,
+    check_station_limits,
     choose_devices,
     register_sweep,
 )
@@ -179,12 +180,7 @@ class TemperatureSweep(Sweep):
                 f"value {temps!r} is not allowed; give at least two different temperatures",
                 field="temperatures_c",
             )
-        if abs(params["read_v"]) > limits.max_read_v:
-            raise ConfigError(
-                f"value {params['read_v']:g} V is not allowed; the station's read limit is "
-                f"{limits.max_read_v:g} V (allowed: 0.01 to {limits.max_read_v:g} V)",
-                field="read_v",
-            )
+        check_station_limits(params, limits, read_v="max_read_v")
 
     # -- plan -----------------------------------------------------------------------------
     def plan(

@@ -70,6 +70,7 @@ from nvmlab.characterization.sweep import (
     Sweep,
     SweepContext,
     SweepUnit,
+    check_station_limits,
     choose_devices,
     register_sweep,
 )
@@ -243,12 +244,7 @@ class ThresholdSweep(Sweep):
         if params["sample"] != DEFAULT_SAMPLE:  # the default: every device of a smaller chip
             super().check(params, chip, station)
         limits = station.limits
-        if params["read_v"] > limits.max_read_v:
-            raise ConfigError(
-                f"value {params['read_v']:g} V is not allowed; the station's read limit is "
-                f"{limits.max_read_v:g} V; allowed: 0.01 to {limits.max_read_v:g} V",
-                field="read_v",
-            )
+        check_station_limits(params, limits, read_v="max_read_v")
         top = min(params["max_v"], limits.max_write_v)
         if params["start_v"] >= top:
             raise ConfigError(
@@ -257,12 +253,7 @@ class ThresholdSweep(Sweep):
                 f"{limits.max_write_v:g} V)",
                 field="start_v",
             )
-        if params["width_s"] > limits.max_pulse_width_s:
-            raise ConfigError(
-                f"value {params['width_s']:g} s is not allowed; the station's longest pulse is "
-                f"{limits.max_pulse_width_s:g} s",
-                field="width_s",
-            )
+        check_station_limits(params, limits, width_s="max_pulse_width_s")
 
     def plan(
         self, params: dict[str, Any], chip: RegisteredChip, rng: np.random.Generator,

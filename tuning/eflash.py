@@ -103,13 +103,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
 from nvmlab.clock import Clock
 from nvmlab.errors import ConfigError
-from nvmlab.instruments.arrays import ArrayOperations, DeviceRead, ReadSettings, WriteScheme
+from nvmlab.instruments.arrays import ArrayOperations, ReadSettings, WriteScheme
+from nvmlab.tuning.writeverify import IO, OpsIO
 
 __all__ = [
     "EflashCellResult",
@@ -142,36 +143,10 @@ _PROGRAM_NOMINAL = (math.log(0.01 * _WEAK_LN_PER_V), 1.0 / 0.25, 4.5, 1e-6)
 _ERASE_NOMINAL = (math.log(0.02 * _WEAK_LN_PER_V), 1.0 / 0.4, 10.0, 1e-3)
 
 
-class EflashIO(Protocol):
-    """What the tuner needs: the array operations (limits, board), a read and a pulse. A
-    sweep's context (``ctx.ops``, ``ctx.read``, ``ctx.pulse``, which store what they do)
-    is one; bare :class:`ArrayOperations` are wrapped (nothing stored)."""
-
-    @property
-    def ops(self) -> ArrayOperations: ...
-
-    def read(self, row: int, col: int, settings: ReadSettings | None = None) -> DeviceRead: ...
-
-    def pulse(
-        self, row: int, col: int, amplitude_v: float, width_s: float, *, scheme: WriteScheme
-    ) -> None: ...
-
-
-class _OpsIO:
-    def __init__(self, ops: ArrayOperations) -> None:
-        self._ops = ops
-
-    @property
-    def ops(self) -> ArrayOperations:
-        return self._ops
-
-    def read(self, row: int, col: int, settings: ReadSettings | None = None) -> DeviceRead:
-        return self._ops.read_device(row, col, settings)
-
-    def pulse(
-        self, row: int, col: int, amplitude_v: float, width_s: float, *, scheme: WriteScheme
-    ) -> None:
-        self._ops.write_pulse(row, col, amplitude_v, width_s, scheme=scheme)
+#: What the eFlash tuner needs is what the memristor tuners need (a sweep's context, or
+#: bare array operations wrapped in :class:`~nvmlab.tuning.writeverify.OpsIO`).
+EflashIO = IO
+_OpsIO = OpsIO
 
 
 @dataclass(frozen=True)
