@@ -30,6 +30,7 @@ Units: V, A, S, s, C.
 
 from __future__ import annotations
 
+import abc
 import math
 import signal
 import sys
@@ -287,7 +288,7 @@ def _isnan(value: Any) -> bool:
         return False
 
 
-class Sweep:
+class Sweep(abc.ABC):
     """Base of every sweep kind (see the module docstring). Subclasses set ``kind``,
     ``summary``, ``params`` and ``array_kinds`` and implement :meth:`plan`,
     :meth:`run_unit` and :meth:`finish`."""
@@ -316,24 +317,25 @@ class Sweep:
                 field="sample",
             )
 
+    @abc.abstractmethod
     def plan(
         self, params: dict[str, Any], chip: RegisteredChip, rng: np.random.Generator,
         profile: ChipProfile | None,
     ) -> list[SweepUnit]:  # fmt: skip
         """The units of the sweep, in order (deterministic for a given ``rng`` seed)."""
-        raise NotImplementedError
 
     def prepare(self, ctx: SweepContext) -> None:
         """Set the instruments up before the first unit (e.g. read settings). Called again
         when a run resumes. Default: nothing."""
+        return None
 
+    @abc.abstractmethod
     def run_unit(self, ctx: SweepContext, unit: SweepUnit) -> None:
         """Measure one unit, storing raw data and per-device parameters through ``ctx``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def finish(self, ctx: SweepContext) -> ProfileUpdate:
         """Derive the chip's parameters from the stored records of the whole chain."""
-        raise NotImplementedError
 
     def estimate_s(self, params: dict[str, Any], chip: RegisteredChip | None) -> float | None:
         """Instrument time (s) the sweep will take, or None if unknown."""

@@ -10,16 +10,17 @@ resumed run stored, and none of them belongs to a unit completed before it.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benches import served_emulator
 from sqlalchemy import select
 
 from nvmlab.mocks import read_ground_truth
@@ -40,25 +41,10 @@ def _nvmlab(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path):
+def served(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """``nvmlab emulate`` in the background: (station file, state file)."""
-    station = tmp_path / "station.toml"
-    state = tmp_path / "chip.npz"
-    proc = subprocess.Popen(
-        [sys.executable, "-P", "-m", "nvmlab.cli", "emulate", "--rows", str(ROWS),
-         "--cols", str(COLS), "--seed", "11", "--time-scale", "50", "--state-file",
-         str(state), "--station-out", str(station)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        for _ in range(3):
-            assert proc.stdout.readline().split()[0] in ("smu", "chamber", "board")
-        yield station, state
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with served_emulator(tmp_path, rows=ROWS, cols=COLS) as files:
+        yield files
 
 
 def _units(url: str) -> list[tuple[int, str, str, int]]:

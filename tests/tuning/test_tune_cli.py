@@ -5,14 +5,16 @@ and the chip's truth (the emulator's state file) judges the result."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "characterization"))
+from benches import served_emulator  # noqa: E402
 
 from nvmlab.cli import main
 from nvmlab.mocks import read_ground_truth
@@ -21,24 +23,10 @@ N = 8
 
 
 @pytest.fixture
-def served(tmp_path: Path):
-    station = tmp_path / "station.toml"
-    state = tmp_path / "chip.npz"
-    proc = subprocess.Popen(
-        [sys.executable, "-P", "-m", "nvmlab.cli", "emulate", "--rows", str(N),
-         "--cols", str(N), "--seed", "11", "--time-scale", "50", "--state-file",
-         str(state), "--station-out", str(station)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        for _ in range(3):
-            assert proc.stdout.readline().split()[0] in ("smu", "chamber", "board")
-        yield station, state
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def served(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """``nvmlab emulate`` in the background: (station file, state file)."""
+    with served_emulator(tmp_path, rows=N, cols=N) as files:
+        yield files
 
 
 @pytest.mark.tcp
