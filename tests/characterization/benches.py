@@ -67,8 +67,11 @@ def characterization_bench(
     tcp: bool = False,
     db_url: str | None = None,
     chip: str = "chip-under-test",
+    limits: dict[str, float] | None = None,
 ) -> Iterator[CharacterizationBench]:
-    """A registered chip on an emulated bench and an open station (see the module doc)."""
+    """A registered chip on an emulated bench and an open station (see the module doc);
+    ``limits``: the station file's ``[limits]`` (default: the station defaults)."""
+    extra = {"limits": dict(limits)} if limits else {}
     config = BenchConfig(physics=dict(physics or {})).with_overrides(
         rows=rows, cols=cols, seed=seed, array=array, smu_model=smu, chamber_model=chamber
     )
@@ -79,13 +82,17 @@ def characterization_bench(
         if tcp:
             with bench.serve_tcp() as served:
                 station = Station(
-                    bench.station_dict(served.resources), visa_library="@py", clock=bench.clock
+                    {**bench.station_dict(served.resources), **extra},
+                    visa_library="@py",
+                    clock=bench.clock,
                 )
                 with station:
                     yield CharacterizationBench(bench, station, db, chip, tmp_path)
         else:
             station = Station(
-                bench.station_dict(), visa_library=bench.visa_library(), clock=bench.clock
+                {**bench.station_dict(), **extra},
+                visa_library=bench.visa_library(),
+                clock=bench.clock,
             )
             with station:
                 yield CharacterizationBench(bench, station, db, chip, tmp_path)

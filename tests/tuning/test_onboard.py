@@ -27,17 +27,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "characterization"))
-from benches import DEFAULT, HARSH, CharacterizationBench  # noqa: E402
+from benches import DEFAULT, HARSH, CharacterizationBench, characterization_bench  # noqa: E402
 
-from nvmlab.clock import VirtualClock  # noqa: E402
 from nvmlab.errors import ConfigError, SafetyLimitError  # noqa: E402
 from nvmlab.instruments.arrays import ArrayOperations  # noqa: E402
 from nvmlab.instruments.scripts import ScriptStopped, ScriptTemplate  # noqa: E402
-from nvmlab.instruments.station import Station  # noqa: E402
-from nvmlab.mocks.benchfile import BenchConfig  # noqa: E402
-from nvmlab.mocks.emulated import build_emulated_bench  # noqa: E402
-from nvmlab.storage import open_database  # noqa: E402
-from nvmlab.storage.inventory import register_chip  # noqa: E402
 from nvmlab.tuning import onboard  # noqa: E402
 from nvmlab.tuning.onboard import OnboardSettings, tune_on_instrument  # noqa: E402
 from nvmlab.tuning.writeverify import (  # noqa: E402
@@ -66,25 +60,11 @@ def onboard_bench(
     """``characterization_bench(smu="keithley2636b")`` whose station file has the
     ``[limits]`` given (default: ``max_current_a`` = :data:`ROW_CURRENT_A`)."""
     limits = {"max_current_a": ROW_CURRENT_A} if limits is None else limits
-    config = BenchConfig(physics=dict(physics or {})).with_overrides(
-        rows=rows, cols=cols, seed=seed, smu_model="keithley2636b"
-    )
-    bench = build_emulated_bench(config, clock=VirtualClock())
-    db = open_database(f"sqlite:///{tmp_path / 'results.sqlite'}", create=True)
-    register_chip(db, "chip", array_kind="memristor", n_rows=rows, n_cols=cols)
-    try:
-        if tcp:
-            with bench.serve_tcp() as served:
-                data = {**bench.station_dict(served.resources), "limits": dict(limits)}
-                with Station(data, visa_library="@py", clock=bench.clock) as station:
-                    yield CharacterizationBench(bench, station, db, "chip", tmp_path)
-        else:
-            data = {**bench.station_dict(), "limits": dict(limits)}
-            with Station(data, visa_library=bench.visa_library(), clock=bench.clock) as station:
-                yield CharacterizationBench(bench, station, db, "chip", tmp_path)
-    finally:
-        db.close()
-        bench.close()
+    with characterization_bench(
+        tmp_path, rows=rows, cols=cols, seed=seed, physics=physics, tcp=tcp,
+        smu="keithley2636b", chip="chip", limits=limits,
+    ) as cb:  # fmt: skip
+        yield cb
 
 
 def _ops(cb: Any) -> ArrayOperations:
@@ -361,7 +341,6 @@ def test_values_beyond_the_limits_are_refused_before_anything_is_sent(tmp_path: 
 
 
 def test_a_two_channel_2636b_is_required(tmp_path: Path) -> None:
-    from benches import characterization_bench
 
     with characterization_bench(tmp_path, rows=4, cols=4, smu="keithley2400") as cb:
         with pytest.raises(ConfigError, match="2636B") as info:
