@@ -2,48 +2,45 @@
 target conductance, judged by a final verification read of the whole array.
 
 Why an array is not a loop over devices. In a passive crossbar every write pulse also
-biases the unselected devices: under V/2 the selected row and column see V/2, under V/3
-the half-selected see V/3 and every other device -V/3. By the devices docs' switching law
-a device does not move at all while ``|V| < f Vth`` (``f`` the switching floor fraction,
-0.5) and moves at ``exp((|V| - Vth) / v0)`` above it, so at 25 % threshold variation a
-device tuned early is disturbed by the pulses of its neighbours (tuning 16 x 16 devices
-once in row order leaves about half of them within 1 %). The tuner therefore:
+biases the unselected devices: under V/3 the half-selected see +V/3 and every other device
+-V/3. By the devices docs' switching law a device does not move at all while
+``|V| < f Vth`` (``f`` the switching floor fraction, 0.5) and moves at
+``exp((|V| - Vth) / v0)`` above it. So a pulse of amplitude ``A`` cannot disturb a device
+whose smaller threshold ``m = min(Vset, |Vreset|)`` exceeds ``A / (3 f)``, and it *pushes*
+every device of smaller ``m`` in that device's smaller-threshold polarity. The tuner
+(``algorithm="adaptive"``, the per-device :func:`~nvmlab.tuning.writeverify.adaptive`
+under V/3) is built on that (docs/tuning.md):
 
-- writes with the **V/3 scheme**: a pulse of amplitude V cannot disturb a device whose
-  smaller threshold ``min(Vset, |Vreset|)`` exceeds ``V / (3 f)`` = 2V/3;
-- knows each device's thresholds: from the chip profile (``set_threshold_v``,
-  ``reset_threshold_v``, defect map) when one exists, else learned by the first pass
-  (the per-device tuner estimates the threshold of every polarity it uses; unknown ones
-  are taken at a low quantile of those learned, which keeps the caps conservative);
-- **orders** the devices by the amplitude each needs, descending (the threshold of the
-  polarity that moves it towards its target): a device tuned later needs less, so it
-  stays below the floor of those tuned before;
-- **caps** each device's amplitudes at ``safety x 3 f x m``, ``m`` the smallest threshold
-  (both polarities) among the devices already tuned, and chooses the **pulse width**
-  (1 ms, 10 ms or 100 ms, the station's limit permitting) so that the amplitude the device
-  needs fits under the cap: by the switching law a pulse 10 x longer gives the same change
-  at ``v0 ln 10`` (0.115 V) less. A device that needs more than the cap even at the
-  longest width is tuned with 1 ms pulses at the amplitude it needs (its disturbance is
-  repaired later); one that reaches its cap without moving is *deferred* and retried
-  ``LIFT_STEP_V`` (0.25 V) higher in the next pass (not at the station's limit at once:
-  under V/3 that would disturb most of the array);
-- **settles** after every ``SETTLE_EVERY`` units: the tuned devices that a pulse since the
-  last settle could have moved (``3 f m`` below the largest amplitude applied) are read
-  again and those outside the band repaired, up to ``settle_rounds`` rounds, and up to
-  ``FINAL_SETTLE_ROUNDS`` rounds before the final read;
-- **re-verifies** every device after each pass (an averaged read) and **repairs** those
-  outside ``verify_band`` x the tolerance, again in descending order with caps, for up
-  to ``passes`` passes; a repaired device's model is seeded with its learned thresholds;
-- accounts for **relaxation** (log-time drift after programming, ~0.05 %/decade): the
-  per-device tuner accepts inside half the tolerance, so the drift over the run and the
-  hours after it (well under 0.5 %) stays inside it; the verification passes re-tune a
-  device that drifted out of ``verify_band``;
-- ends with a **final verification read** of every device with a target (``final_averages``
-  readings at 1 PLC), which alone decides each device's outcome: ``tuned`` (within the
-  tolerance by that read), ``failed``, ``stuck`` (no pulse ever moved it: reported after
-  a bounded number of pulses: the per-device tuner's stuck rule at the station's limit,
-  after at most ``passes`` capped attempts of at most ``max_pulses`` each; then never
-  pulsed again) or ``skipped`` (NaN target, or stuck by the profile's defect map).
+1. **survey**: one averaged read of every device with a target, and the *order*:
+   descending ``m`` from the chip profile's thresholds (the population prior without
+   one), stored per device as ``tune_rank``;
+2. **prepark**: every device goes far to its *approach side* (3 uS when its set
+   threshold is the smaller, so that it will approach its target from below with set
+   pulses; 200 uS when its reset threshold is), in its larger-threshold polarity, while
+   nothing is tuned yet; up to ``PREPARK_ROUNDS`` rounds re-park the devices that the
+   others' pulses pushed back to within ``PREPARK_KEEP_LN`` of their targets;
+3. **tune-K** (groups of ``group`` devices in the order): each device is *parked* just in
+   time (once the cursor reaches ``JIT_RATIO`` x its ``m``: ``COARSE_MARGIN`` short of
+   its target) and then approached in its smaller-threshold polarity only, every pulse
+   under the cap ``cap_safety x 3 f x`` the smallest ``m`` of the devices parked or tuned
+   so far: none of them can be disturbed, and the device's own approach fits under the
+   cap because its ``m`` is the smallest so far. The larger-threshold polarity is only
+   used under the same cap (longer pulses lower the amplitude a step needs by
+   ``v0 ln 10`` = 0.115 V per decade of width); a device that needs more is left
+   (``deferred`` / ``failed``) rather than push everything tuned before; one past its
+   target but within ``WRONG_SIDE_KEEP`` x the tolerance is kept;
+4. **repair-P-K**: up to ``passes`` - 1 passes, again in the order, each device read at
+   its turn and approached again when beyond ``verify_band`` x the tolerance (or not yet
+   tuned), under the cap of its own ``m`` (every device it may push comes later in the
+   pass and is read then); a pass that repaired nothing ends the repairs;
+5. **final**: the final verification read of every device with a target
+   (``final_averages`` readings at 1 PLC), which alone decides each device's outcome:
+   ``tuned`` (within the tolerance by that read), ``failed``, ``stuck`` (no pulse ever
+   moved it, reported within a bounded number of pulses: the per-device tuner's stuck
+   rule) or ``skipped`` (NaN target, or stuck by the profile's defect map).
+
+Relaxation (log-time drift back after programming, ~0.05 %/decade) is accounted for by
+accepting inside half the tolerance and by the repair passes.
 
 Pairs (weights mapped by :mod:`nvmlab.tuning.targets`): when a device of a pair is stuck,
 its partner is re-aimed so that the pair keeps its weight where the window allows.
@@ -52,21 +49,17 @@ its partner is re-aimed so that the pair keeps its weight where the window allow
 (:func:`~nvmlab.tuning.writeverify.conventional`, V/2) on every device once in row order,
 then the same final verification read.
 
-Storage: every pulse and read goes to the run's database through the sweep context; the
-units are the survey read, groups of ``group`` devices of the first pass, for each later
-pass a verification read and 16 repair chunks, and the final read; each is atomic and
-the run resumes at the first unit not completed (what the tuner learned is stored as
-per-device parameters ``tune_*`` and read back from the run chain). The outcome of every
-device is stored with :meth:`RecordWriter.add_tuning_outcome`.
+Storage: every pulse and read goes to the run's database through the sweep context; each
+unit is atomic and the run resumes at the first unit not completed (what the tuner
+learned is stored as per-device parameters ``tune_*`` and read back from the run chain).
+The outcome of every device is stored with :meth:`RecordWriter.add_tuning_outcome`.
 
-Measured (truth): 16 x 16 at default physics 97-100 % within 1 % with or without a
-profile; 32 x 32 at default physics only 47-59 % (115-156 pulses per device: the repairs
-do not converge as the aggressors multiply); 16 x 16 at HARSH (35 % threshold CV) only
-46-61 %. The caps here use the smaller of a
-device's two thresholds for both pulse polarities; a polarity-aware protection (a set
-pulse biases the devices off its lines towards reset, those on its lines towards set)
-was tried and did worse in this form (overshoot corrections in the other polarity were
-the main offenders) and is not in use.
+Measured (truth, default physics, profile with the thresholds): 16 x 16 94.9-96.5 %
+within 1 %, 32 x 32 93.4-95.7 %, at 16-22 pulses per device; the 64 x 64 figures are
+those of ``nvmlab bench --only tuning`` (docs/tuning.md). What is left are mostly devices
+with a very small threshold in one polarity, pushed past their targets before their turn
+by the pulses of the whole array, whose step back would need more than the cap. Without
+a profile: about 60 % on 16 x 16.
 
 Units: V, S, s.
 """
@@ -110,27 +103,45 @@ if TYPE_CHECKING:
 __all__ = ["TuneSweep", "STATUS", "OUTCOMES"]
 
 #: Per-device status codes stored as the parameter ``tune_status``.
-STATUS = {"pending": 0, "tuned": 1, "failed": 2, "stuck": 3, "deferred": 4, "skipped": 5}
-_NAMES = {v: k for k, v in STATUS.items()}
+STATUS = {
+    "pending": 0, "tuned": 1, "failed": 2, "stuck": 3, "deferred": 4, "skipped": 5, "coarse": 6,
+}  # fmt: skip
 #: Outcomes reported per device.
 OUTCOMES = ("tuned", "failed", "stuck", "skipped")
 #: Pulse widths the tuner chooses from (s), shortest first.
 WIDTHS_S = (1e-3, 1e-2, 1e-1)
 #: Quantile of the known thresholds taken for a device's unknown one (disturb caps).
 UNKNOWN_QUANTILE = 0.25
-#: Caps never exceed the protecting cap (a device that needs more is deferred and
-#: retried ``LIFT_STEP_V`` higher in the next pass).
-STRICT_CAPS = False
-#: Cap increase (V) each time a device is retried after reaching its cap unmoved.
-LIFT_STEP_V = 0.25
+#: Parking: a device is parked ``COARSE_MARGIN`` (relative) short of its target on its
+#: approach side, within ``COARSE_TOL`` (the adaptive tuner accepts inside half of it),
+#: once the cursor reaches ``JIT_RATIO`` x its ``m``; a capped parking call spends at most
+#: ``CAPPED_MAX_PULSES`` pulses and aims ``COARSE_OVERSHOOT_Z`` spreads short (the way
+#: back may not fit under the cap).
+COARSE_MARGIN = 0.025
+COARSE_TOL = 0.04
+JIT_RATIO = 1.3
+CAPPED_MAX_PULSES = 24
+COARSE_OVERSHOOT_Z = 2.0
+#: Pre-parking: the conductances (S) a device is moved to (below / above its target), the
+#: rounds, and how far (ln) short of its target a pre-parked device must stay.
+PREPARK_WINDOW_S = (3e-6, 200e-6)
+PREPARK_ROUNDS = 3
+PREPARK_KEEP_LN = 1.0
+#: Learned thresholds outside this range (V) are ignored.
+PLAUSIBLE_THRESHOLD_V = (0.2, 3.0)
+#: Overshoot safety of an approach (standard deviations of the predicted change), and
+#: where a step back would not fit under the cap (an overshoot is costly there).
+FINE_OVERSHOOT_Z = 1.5
+FINE_OVERSHOOT_Z_UNSAFE = 2.5
+#: A device past its target but within this x the tolerance (by its averaged read, two
+#: standard errors included) is kept rather than stepped back.
+WRONG_SIDE_KEEP = 0.6
+#: Approaches per call (each after the first starts with a step back).
+FINE_TRIES = 3
 #: Per-device tuner calls after which a failed device is left alone.
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 12
 #: Settle rounds before the final verification read.
 FINAL_SETTLE_ROUNDS = 6
-#: Units between two settles (re-verification of possible victims and their repair).
-SETTLE_EVERY = 4
-#: Repair chunks per verification pass.
-REPAIR_CHUNKS = 16
 _PARAMS = (
     "tune_target_s",
     "tune_set_threshold_v",
@@ -145,6 +156,8 @@ _PARAMS = (
     "tune_initial_s",
     "tune_final_s",
     "tune_cap_v",
+    "tune_side",
+    "tune_rank",
 )
 
 
@@ -165,6 +178,8 @@ class _State:
     initial: np.ndarray
     final: np.ndarray
     capv: np.ndarray  # the largest amplitude cap a device was tuned with (V)
+    side: np.ndarray  # approach side: +1 from below (set), -1 from above (reset), 0 unset
+    rank: np.ndarray  # place in the fine order (NaN before the coarse check)
     tset: TargetSet
     profile_set: np.ndarray
     profile_reset: np.ndarray
@@ -192,7 +207,7 @@ class TuneSweep(Sweep):
         Param("window", list, None, "S", 1e-6, 300e-6, help="pair window g_lo,g_hi (S)"),
         Param("algorithm", str, "adaptive", choices=("adaptive", "conventional")),
         Param("tolerance", float, 0.01, "", 0.001, 0.2, help="relative tolerance"),
-        Param("passes", int, 8, "", 1, 20, help="tuning passes (first + repair passes)"),
+        Param("passes", int, 4, "", 1, 20, help="tuning passes (first + repair passes)"),
         Param("group", int, 8, "", 1, 4096, help="devices per unit of the first pass"),
         Param(
             "floor_fraction",
@@ -237,17 +252,15 @@ class TuneSweep(Sweep):
         tset = load_target_set(params, chip.rows, chip.cols)
         n = int(np.isfinite(tset.targets_s).sum())
         group = int(params["group"])
+        groups = range((n + group - 1) // group)
         units = [SweepUnit("survey")]
-        units += [
-            SweepUnit(f"pass-1-{k:05d}", info={"k": k}) for k in range((n + group - 1) // group)
-        ]
-        passes = int(params["passes"]) if params["algorithm"] == "adaptive" else 1
-        for p in range(2, passes + 1):
-            units.append(SweepUnit(f"verify-{p}", info={"pass": p}))
-            units += [
-                SweepUnit(f"repair-{p}-{k:02d}", info={"pass": p, "k": k})
-                for k in range(REPAIR_CHUNKS)
-            ]
+        if params["algorithm"] != "adaptive":
+            units += [SweepUnit(f"pass-1-{k:05d}", info={"k": k}) for k in groups]
+            return units + [SweepUnit("final")]
+        units.append(SweepUnit("prepark"))
+        units += [SweepUnit(f"tune-{k:05d}", info={"k": k}) for k in groups]
+        for p in range(2, int(params["passes"]) + 1):
+            units += [SweepUnit(f"repair-{p}-{k:05d}", info={"pass": p, "k": k}) for k in groups]
         units.append(SweepUnit("final"))
         return units
 
@@ -291,12 +304,15 @@ class TuneSweep(Sweep):
             initial=stored["tune_initial_s"],
             final=stored["tune_final_s"],
             capv=zeros("tune_cap_v"),
+            side=zeros("tune_side").astype(int),
+            rank=stored["tune_rank"],
             tset=tset,
             profile_set=pset,
             profile_reset=preset,
         )
-        tuned = np.argwhere(np.isin(status, (STATUS["tuned"], STATUS["failed"])))
-        for r, c in tuned:
+        for r, c in np.argwhere(
+            np.isin(status, (STATUS["tuned"], STATUS["failed"], STATUS["coarse"]))
+        ):
             state.protect_v = min(state.protect_v, self._min_threshold(state, int(r), int(c)))
         ctx._tune_state = state  # type: ignore[attr-defined]
         return state
@@ -325,21 +341,21 @@ class TuneSweep(Sweep):
                 out.append(math.exp(math.log(prior) - sd * sd / 2 + z * sd))
         return out[0], out[1]
 
-    def _min_threshold(self, st: _State, r: int, c: int) -> float:
+    def _known(self, st: _State, r: int, c: int, q: float) -> tuple[float, float]:
+        """(set, reset) thresholds (V), an unknown one taken at population quantile ``q``."""
         s, x = self._thresholds(st, r, c)
-        lo_s, lo_x = self._population(st, UNKNOWN_QUANTILE)
-        return min(s if math.isfinite(s) else lo_s, x if math.isfinite(x) else lo_x)
+        lo_s, lo_x = self._population(st, q)
+        return (s if math.isfinite(s) else lo_s), (x if math.isfinite(x) else lo_x)
 
-    def _key(self, st: _State, r: int, c: int, g: float | None = None) -> float:
-        """Amplitude scale the device needs (V): the threshold of the polarity that moves
-        it towards its target (population median when unknown)."""
-        if g is None:
-            g = st.g[r, c] if math.isfinite(st.g[r, c]) else st.initial[r, c]
-        s, x = self._thresholds(st, r, c)
-        med_s, med_x = self._population(st, 0.5)
-        up = not math.isfinite(g) or g < st.targets[r, c]
-        v = (s if math.isfinite(s) else med_s) if up else (x if math.isfinite(x) else med_x)
-        return float(v)
+    def _min_threshold(self, st: _State, r: int, c: int) -> float:
+        """``m``: the smaller threshold (an unknown one at a low quantile of the known)."""
+        return min(self._known(st, r, c, UNKNOWN_QUANTILE))
+
+    def _choose_side(self, st: _State, r: int, c: int) -> int:
+        """+1: approach the target from below with set pulses; -1: from above with reset;
+        the polarity of the smaller threshold (median of the known ones when unknown)."""
+        s, x = self._known(st, r, c, 0.5)
+        return 1 if s <= x else -1
 
     def _store(self, ctx: SweepContext, st: _State, r: int, c: int) -> None:
         for name, value in (
@@ -353,6 +369,7 @@ class TuneSweep(Sweep):
             ("tune_floor_s", st.floor[r, c]),
             ("tune_attempts", st.attempts[r, c]),
             ("tune_cap_v", st.capv[r, c]),
+            ("tune_side", float(st.side[r, c])),
         ):
             unit = "V" if name.endswith("_v") else ("S" if name.endswith("_s") else "")
             if name == "tune_floor_s":
@@ -365,34 +382,40 @@ class TuneSweep(Sweep):
 
     def run_unit(self, ctx: SweepContext, unit: SweepUnit) -> None:
         st = self._state(ctx)
-        if unit.key == "survey":
+        g = int(ctx.params["group"])
+        key = unit.key
+        if key == "survey":
             self._survey(ctx, st)
-        elif unit.key.startswith("pass-1-"):
-            order = self._first_order(st, ctx.params)
-            g = int(ctx.params["group"])
+        elif key.startswith("pass-1-"):  # the conventional baseline, row order
             k = int(unit.info["k"])
+            for r, c in self._devices(st)[k * g : (k + 1) * g]:
+                ctx.check_stop()
+                self._conventional(ctx, st, r, c)
+        elif key == "prepark":
+            self._prepark(ctx, st)
+        elif key.startswith("tune-"):
+            k = int(unit.info["k"])
+            order = self._fine_order(st)
             for r, c in order[k * g : (k + 1) * g]:
                 ctx.check_stop()
-                self._tune(ctx, st, r, c, first=True)
-            n_units = (len(order) + g - 1) // g
-            if k % SETTLE_EVERY == SETTLE_EVERY - 1 or k == n_units - 1:
-                self._settle(ctx, st, last=False)
-        elif unit.key.startswith("verify-"):
-            self._verify(ctx, st, int(unit.info["pass"]))
-        elif unit.key.startswith("repair-"):
+                # park, just in time, every device whose floor the pulses still to come
+                # can no longer reach (m >= m_here / JIT_RATIO)
+                m0 = self._m0(st)
+                floor_m = m0[r, c] / JIT_RATIO
+                for r2, c2 in order:
+                    if m0[r2, c2] < floor_m:
+                        break
+                    if int(st.status[r2, c2]) == STATUS["pending"]:
+                        ctx.check_stop()
+                        self._coarse(ctx, st, r2, c2)
+                self._fine(ctx, st, r, c)
+        elif key.startswith("repair-"):
             p, k = int(unit.info["pass"]), int(unit.info["k"])
-            todo = self._repair_list(ctx, st, p)
-            size = (len(todo) + REPAIR_CHUNKS - 1) // REPAIR_CHUNKS
-            last = p == int(ctx.params["passes"])
-            for r, c in todo[k * size : (k + 1) * size]:
-                ctx.check_stop()
-                self._tune(ctx, st, r, c, first=False, last=last)
-            if k % SETTLE_EVERY == SETTLE_EVERY - 1:
-                self._settle(ctx, st, last=last)
-        elif unit.key == "final":
+            self._repair_group(ctx, st, p, self._fine_order(st)[k * g : (k + 1) * g])
+        elif key == "final":
             # the repairs of the last settle were not re-verified yet: settle until no
             # possible victim is out of the band (at most FINAL_SETTLE_ROUNDS rounds)
-            self._settle(ctx, st, last=True, rounds=FINAL_SETTLE_ROUNDS)
+            self._settle(ctx, st, rounds=FINAL_SETTLE_ROUNDS)
             self._final(ctx, st)
 
     def _devices(self, st: _State) -> list[tuple[int, int]]:
@@ -407,52 +430,252 @@ class TuneSweep(Sweep):
             st.g[r, c] = g
             ctx.parameter(r, c, "tune_initial_s", g, "S")
             ctx.parameter(r, c, "tune_g_s", g, "S")
+        if str(ctx.params["algorithm"]) != "adaptive":
+            return
+        devices = self._devices(st)
+        m0 = self._m0(st)
+        ranked = sorted(devices, key=lambda d: -m0[d])
+        for i, (r, c) in enumerate(ranked):
+            st.rank[r, c] = i
+            ctx.parameter(r, c, "tune_rank", float(i))
 
     def _has_profile(self, st: _State) -> bool:
         return bool(np.isfinite(st.profile_set).any() or np.isfinite(st.profile_reset).any())
 
-    def _first_order(self, st: _State, params: dict[str, Any]) -> list[tuple[int, int]]:
-        devices = self._devices(st)
-        if not self._has_profile(st):
-            return devices
-        # profile thresholds and the survey read only: the same order on resume
-        keys = [-self._order_key(st, r, c, params, st.initial[r, c]) for r, c in devices]
-        idx = np.argsort(np.array(keys), kind="stable")
-        return [devices[i] for i in idx]
+    def _m0(self, st: _State) -> np.ndarray:
+        """``m`` of every device from the profile (or the prior) alone, as the survey
+        ranked them: the parking schedule, the same on resume."""
+        cache = getattr(st, "_m0_cache", None)
+        if cache is None:
+            cache = np.full(st.targets.shape, np.nan)
+            for r, c in self._devices(st):
+                cache[r, c] = min(self._profile_or_prior(st, r, c))
+            st._m0_cache = cache  # type: ignore[attr-defined]
+        return cache
 
-    def _order_key(
-        self, st: _State, r: int, c: int, params: dict[str, Any], g: float | None = None
-    ) -> float:
-        """Ordering key (V): ``min(A, R)`` with ``A`` the amplitude the device needs (the
-        threshold of the polarity towards its target) and ``R`` the largest amplitude that
-        cannot disturb it once tuned (``safety x 3 f x min threshold``). Descending
-        ``min(A, R)`` tunes a device k after j only where ``A_k < R_j`` can hold: a device
-        that needs more than it tolerates (``A > R``) waits until every device that would
-        disturb it is done."""
-        need = self._key(st, r, c, g)
-        robust = float(params["cap_safety"]) * 3.0 * float(params["floor_fraction"])
-        return min(need, robust * self._min_threshold(st, r, c))
+    def _profile_or_prior(self, st: _State, r: int, c: int) -> tuple[float, float]:
+        s, x = float(st.profile_set[r, c]), float(st.profile_reset[r, c])
+        lo_s, lo_x = self._population(st, UNKNOWN_QUANTILE)
+        return (s if math.isfinite(s) else lo_s), (x if math.isfinite(x) else lo_x)
 
-    def _repair_list(self, ctx: SweepContext, st: _State, p: int) -> list[tuple[int, int]]:
-        cache = getattr(ctx, "_tune_repair", None)
-        if cache is not None and cache[0] == p:
-            return list(cache[1])
-        flagged = np.isin(st.status, (STATUS["pending"], STATUS["deferred"]))
-        devices = [(int(r), int(c)) for r, c in np.argwhere(flagged)]
-        devices.sort(key=lambda d: -self._order_key(st, d[0], d[1], ctx.params))
-        ctx._tune_repair = (p, devices)  # type: ignore[attr-defined]
+    def _fine_order(self, st: _State) -> list[tuple[int, int]]:
+        """The devices by the rank the coarse check gave them (descending ``m``)."""
+        devices = [d for d in self._devices(st) if math.isfinite(st.rank[d])]
+        devices.sort(key=lambda d: float(st.rank[d]))
         return devices
 
-    def _settle(
-        self, ctx: SweepContext, st: _State, *, last: bool, rounds: int | None = None
-    ) -> None:
+    def _read(self, ctx: SweepContext, st: _State, r: int, c: int, settings: ReadSettings) -> Any:
+        """One stored read of (r, c), its bus round trips added to the device's."""
+        with BusCounter.on(ctx.station.transports.values()) as bus:
+            read = ctx.read(r, c, settings)
+        st.trips[r, c] += bus.round_trips
+        return read
+
+    def _settings(self, ctx: SweepContext, **kw: Any) -> AdaptiveSettings:
+        cap = float(kw.pop("cap_v", ctx.ops.limits.max_write_v))
+        kw.setdefault("width_s", WIDTHS_S[0])
+        return AdaptiveSettings(
+            scheme="v/3",
+            set_ramp=Ramp(0.4, 0.08, cap),
+            reset_ramp=Ramp(0.4, 0.08, cap),
+            **kw,
+        )
+
+    def _adaptive(
+        self, ctx: SweepContext, st: _State, r: int, c: int, target: float,
+        settings: AdaptiveSettings, *, learn: bool = True,
+    ) -> TuneResult:  # fmt: skip
+        s, x = self._thresholds(st, r, c)
+        with BusCounter.on(ctx.station.transports.values()) as bus:
+            res = adaptive(
+                ctx, r, c, target, settings,
+                set_threshold_v=s if math.isfinite(s) else None,
+                reset_threshold_v=x if math.isfinite(x) else None,
+                prior=getattr(ctx, "_tune_prior", None), bus=bus,
+            )  # fmt: skip
+        self._account(ctx, st, r, c, res, learn=learn)
+        return res
+
+    def _coarse(self, ctx: SweepContext, st: _State, r: int, c: int) -> None:
+        """Bring the device onto its approach side: ``COARSE_MARGIN`` beyond its target in
+        the direction its larger-threshold polarity moves it (within ``COARSE_TOL``), at
+        the station's limit: nothing is protected yet."""
+        if int(st.status[r, c]) != STATUS["pending"]:
+            return
+        if st.side[r, c] == 0:
+            st.side[r, c] = self._choose_side(st, r, c)
+        cap = self._fine_cap(ctx, st, r, c, False)
+        width = self._back_width(st, r, c, cap)
+        if not math.isfinite(st.protect_v):
+            res = self._recoarse(ctx, st, r, c)
+        else:
+            # under the cap: the low polarity at 1 ms, the high one at the width that fits
+            aim = float(st.targets[r, c]) * (1.0 - st.side[r, c] * COARSE_MARGIN)
+            g = float(st.g[r, c])
+            if math.isfinite(g) and (g < aim) == (st.side[r, c] > 0):
+                width = WIDTHS_S[0]  # its smaller-threshold polarity: 1 ms pulses fit
+            else:
+                dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
+                width = self._back_width(st, r, c, cap, step_ln=dist / 3) or WIDTHS_S[-1]
+            res = self._recoarse(ctx, st, r, c, cap_v=cap, width_s=width)
+        if res.outcome == "stuck" and not math.isfinite(st.protect_v):
+            st.status[r, c] = STATUS["stuck"]
+            self._compensate(ctx, st, r, c)
+        elif res.outcome != "tuned":
+            # it needs more than the cap: pulsing harder would push the devices parked or
+            # tuned so far (under V/3 every device sees a third of it): deferred
+            st.status[r, c] = STATUS["deferred"]
+        else:
+            st.status[r, c] = STATUS["coarse"]
+            # parked: protected from here on like a tuned device
+            st.protect_v = min(st.protect_v, self._min_threshold(st, r, c))
+        self._store(ctx, st, r, c)
+
+    def _prepark(self, ctx: SweepContext, st: _State) -> None:
+        """Before anything is tuned: every device is moved far to its approach side
+        (``PREPARK_WINDOW_S``: below its target when it will approach with set pulses,
+        above when with reset), in descending ``m``. Until its turn the pulses of the
+        others push it in its smaller-threshold polarity, towards its target: parked far
+        enough, it still arrives on its approach side, where the cap allows its own
+        polarity. Devices pushed back to within ``PREPARK_KEEP_LN`` of their targets are
+        parked again, up to ``PREPARK_ROUNDS`` rounds. Nothing is learned here: near the
+        window's edges the rates slow (saturation) and would bias the estimates."""
+        m0 = self._m0(st)
+        todo = []
+        for r, c in self._devices(st):
+            if int(st.status[r, c]) != STATUS["pending"]:
+                continue
+            st.side[r, c] = self._choose_side(st, r, c)
+            todo.append((r, c))
+        # the most pushed (smallest m) last
+        todo.sort(key=lambda d: -m0[d])
+        settings = self._settings(ctx, tolerance_rel=0.5, verify_reads=1)
+        read = ReadSettings(read_v=0.2, averages=2, nplc=1.0, current_limit_a=1e-4)
+        moved = len(todo)
+        for _ in range(PREPARK_ROUNDS):
+            for r, c in todo:
+                ctx.check_stop()
+                aim = PREPARK_WINDOW_S[0] if st.side[r, c] > 0 else PREPARK_WINDOW_S[1]
+                # near the window's edges the rates slow (saturation): nothing learned there
+                self._adaptive(ctx, st, r, c, aim, settings, learn=False)
+                self._store(ctx, st, r, c)
+            # the later ones pushed the earlier ones back towards their targets: those no
+            # longer far enough go again (fewer each round, so fewer pushes)
+            again = []
+            for r, c in todo:
+                g = self._read(ctx, st, r, c, read).conductance_s
+                st.reads[r, c] += 1
+                st.g[r, c] = g
+                if st.side[r, c] * math.log(max(g, 1e-9) / st.targets[r, c]) > -PREPARK_KEEP_LN:
+                    again.append((r, c))
+            todo = again
+            if not todo:
+                break
+        print(
+            f"tune: {moved} devices parked far on their approach side "
+            f"({len(todo)} pushed back near their targets since)",
+            file=sys.stderr,
+        )
+
+    def _recoarse(
+        self, ctx: SweepContext, st: _State, r: int, c: int, *,
+        cap_v: float | None = None, width_s: float = WIDTHS_S[0],
+    ) -> TuneResult:  # fmt: skip
+        """Adaptive tune to ``COARSE_MARGIN`` short of the target on the device's approach
+        side (within ``COARSE_TOL``), under ``cap_v`` (the station's limit when None)."""
+        side = int(st.side[r, c])
+        aim = float(st.targets[r, c]) * (1.0 - side * COARSE_MARGIN)
+        kw: dict[str, Any] = {"cap_v": cap_v} if cap_v is not None else {}
+        settings = self._settings(
+            ctx, tolerance_rel=COARSE_TOL, verify_reads=1, width_s=width_s,
+            max_pulses=CAPPED_MAX_PULSES if cap_v is not None else 80,
+            overshoot_z=COARSE_OVERSHOOT_Z if cap_v is not None else 1.0, **kw,
+        )  # fmt: skip
+        return self._adaptive(ctx, st, r, c, aim, settings)
+
+    def _back_width(
+        self, st: _State, r: int, c: int, cap: float, step_ln: float = 0.03
+    ) -> float | None:
+        """The shortest pulse width (s) at which a step of ``step_ln`` (ln G) in the
+        device's larger-threshold polarity fits under ``cap`` (V); None when none does."""
+        s, x = self._known(st, r, c, 0.5)
+        high = x if st.side[r, c] > 0 else s
+        for w in WIDTHS_S:
+            # amplitude of the step at width w by the switching law (v0 = 0.05 V)
+            if high + 0.05 * math.log(max(step_ln, 0.01) / (0.0198 * w / WIDTHS_S[0])) <= cap:
+                return w
+        return None
+
+    def _fine_cap(self, ctx: SweepContext, st: _State, r: int, c: int, repair: bool) -> float:
+        """Amplitude cap (V) of a pulse: ``cap_safety x 3 f x`` the smallest ``m`` of the
+        devices parked or tuned so far (none of them can be disturbed under V/3); in a
+        repair (passes in descending ``m``), of the device's own ``m``."""
+        station_cap = float(ctx.ops.limits.max_write_v)
+        f = float(ctx.params["floor_fraction"])
+        protect = float(ctx.params["cap_safety"]) * 3.0 * f * st.protect_v
+        if repair:
+            # a repair pass runs in descending m: protect the devices before this one
+            protect = float(ctx.params["cap_safety"]) * 3.0 * f * self._min_threshold(st, r, c)
+        return min(station_cap, protect)
+
+    def _fine(self, ctx: SweepContext, st: _State, r: int, c: int, repair: bool = False) -> None:
+        """Approach the target from the device's side with its smaller-threshold polarity
+        only, under the cap; a device found on the wrong side is brought back (coarse) and
+        approached again, at most ``FINE_TRIES`` times."""
+        code = int(st.status[r, c])
+        if code in (STATUS["stuck"], STATUS["skipped"]):
+            return
+        if st.side[r, c] == 0:
+            st.side[r, c] = self._choose_side(st, r, c)
+        tol = float(ctx.params["tolerance"])
+        target = float(st.targets[r, c])
+        res: TuneResult | None = None
+        for _ in range(FINE_TRIES):
+            cap = self._fine_cap(ctx, st, r, c, repair)
+            st.capv[r, c] = max(st.capv[r, c], cap)
+            back_safe = self._back_width(st, r, c, cap) is not None
+            settings = self._settings(
+                ctx, tolerance_rel=tol, cap_v=cap, approach=int(st.side[r, c]),
+                overshoot_z=FINE_OVERSHOOT_Z if back_safe else FINE_OVERSHOOT_Z_UNSAFE,
+            )  # fmt: skip
+            res = self._adaptive(ctx, st, r, c, target, settings)
+            if not res.wrong_side:
+                break
+            if (
+                abs(res.conductance_s / target - 1) + 2 * res.stderr_s / target
+                <= WRONG_SIDE_KEEP * tol
+            ):
+                # past the centre but safely inside the tolerance: a step back would cost
+                # pulses in the polarity that may disturb the devices tuned so far
+                res.outcome = "tuned"
+                break
+            width = self._back_width(st, r, c, cap)
+            if width is None:
+                # a step back would disturb the devices tuned so far (under V/3 every device
+                # sees a third of it): left as it is, failed, rather than spoil the array
+                break
+            ctx.check_stop()
+            self._recoarse(ctx, st, r, c, cap_v=cap, width_s=width)
+        assert res is not None
+        if res.outcome == "tuned":
+            st.status[r, c] = STATUS["tuned"]
+        elif res.outcome == "stuck" and st.pulses[r, c] == res.pulses:
+            st.status[r, c] = STATUS["stuck"]
+            self._compensate(ctx, st, r, c)
+        elif not res.wrong_side and not repair and cap < float(ctx.ops.limits.max_write_v):
+            st.status[r, c] = STATUS["deferred"]  # needs more than the cap: repaired later
+        else:
+            st.status[r, c] = STATUS["failed"]
+        if st.status[r, c] in (STATUS["tuned"], STATUS["failed"]):
+            st.protect_v = min(st.protect_v, self._min_threshold(st, r, c))
+        self._store(ctx, st, r, c)
+
+    def _settle(self, ctx: SweepContext, st: _State, rounds: int | None = None) -> None:
         """Re-verify the possible victims of the pulses since the last settle and repair
         those out of the band, up to ``settle_rounds`` rounds. A tuned device can only have
         moved if some pulse exceeded its floor under V/3: ``V > 3 f m`` with ``m`` its
         smaller threshold (known, or a low quantile of the known ones), so only those are
         read."""
-        if self._learning(ctx, st):
-            return
         f = float(ctx.params["floor_fraction"])
         tol = float(ctx.params["tolerance"]) * float(ctx.params["verify_band"])
         settings = ReadSettings(read_v=0.2, averages=16, nplc=1.0, current_limit_a=1e-4)
@@ -475,159 +698,62 @@ class TuneSweep(Sweep):
                     ctx.parameter(r, c, "tune_g_s", g, "S")
             if not flagged:
                 return
-            flagged.sort(key=lambda d: -self._order_key(st, d[0], d[1], ctx.params))
+            flagged.sort(key=lambda d: -self._min_threshold(st, d[0], d[1]))
             for r, c in flagged:
                 ctx.check_stop()
-                self._tune(ctx, st, r, c, first=False, last=last)
+                self._fine(ctx, st, r, c, repair=True)
 
-    def _read(self, ctx: SweepContext, st: _State, r: int, c: int, settings: ReadSettings) -> Any:
-        """One stored read of (r, c), its bus round trips added to the device's."""
-        with BusCounter.on(ctx.station.transports.values()) as bus:
-            read = ctx.read(r, c, settings)
-        st.trips[r, c] += bus.round_trips
-        return read
-
-    def _learning(self, ctx: SweepContext, st: _State) -> bool:
-        return not self._has_profile(st) and not getattr(ctx, "_tune_learned", False)
-
-    def _verify(self, ctx: SweepContext, st: _State, p: int) -> None:
-        ctx._tune_learned = True  # type: ignore[attr-defined]
-        """Averaged read of every device in play; those beyond ``verify_band`` x the
-        tolerance (or failed / deferred ones with attempts left) become pending."""
-        tol = float(ctx.params["tolerance"]) * float(ctx.params["verify_band"])
-        settings = ReadSettings(read_v=0.2, averages=32, nplc=1.0, current_limit_a=1e-4)
-        for r, c in self._devices(st):
-            code = int(st.status[r, c])
-            if code in (STATUS["stuck"], STATUS["skipped"]):
-                continue
-            if code == STATUS["deferred"]:
-                continue  # retried with the station's limit in this pass's repairs
-            if code == STATUS["failed"]:
-                if st.attempts[r, c] < MAX_ATTEMPTS:
-                    st.status[r, c] = STATUS["pending"]
-                    ctx.parameter(r, c, "tune_status", float(STATUS["pending"]))
-                continue
-            read = self._read(ctx, st, r, c, settings)
-            st.reads[r, c] += 1
-            g = read.conductance_s
-            st.g[r, c] = g
-            ctx.parameter(r, c, "tune_g_s", g, "S")
-            ctx.parameter(r, c, "tune_reads", st.reads[r, c])
-            if abs(g / st.targets[r, c] - 1) > tol:
-                st.status[r, c] = STATUS["pending"]
-                ctx.parameter(r, c, "tune_status", float(STATUS["pending"]))
-        ctx._tune_repair = None  # type: ignore[attr-defined]
-        # protect the devices within the band now (the others are repaired anyway)
-        st.protect_v = math.inf
-        for r, c in np.argwhere(st.status == STATUS["tuned"]):
-            st.protect_v = min(st.protect_v, self._min_threshold(st, int(r), int(c)))
-        done = np.isin(st.status, (STATUS["tuned"],)).sum()
-        total = np.isfinite(st.tset.targets_s).sum()
-        print(
-            f"tune pass {p}: {int(done)} of {int(total)} devices within "
-            f"{tol * 100:.2g} % by the verification read, "
-            f"{int((st.status == STATUS['pending']).sum())} to repair",
-            file=sys.stderr,
-        )
-
-    def _cap_and_width(
-        self, ctx: SweepContext, st: _State, r: int, c: int, lift: bool
-    ) -> tuple[float, float, float]:
-        """(set cap V, reset cap V, pulse width s) for device (r, c) (module docstring):
-        the shortest width at which the amplitude the device needs fits under the cap
-        that protects the devices tuned so far. When nothing fits, 1 ms pulses (above
-        the floor, the disturbance per unit of change is smallest at the shortest
-        width) with the cap just above what the device needs."""
-        limits = ctx.ops.limits
-        station_cap = float(limits.max_write_v)
-        max_w = float(getattr(limits, "max_pulse_width_s", 0.1))
-        if not math.isfinite(st.protect_v):
-            return station_cap, station_cap, WIDTHS_S[0]
-        if lift:
-            # deferred: it reached its cap without moving; 0.25 V more each time (not the
-            # station's limit at once: under V/3 that would disturb most of the array)
-            up = min(station_cap, float(st.capv[r, c]) + LIFT_STEP_V)
-            return up, up, WIDTHS_S[0]
-        f = float(ctx.params["floor_fraction"])
-        protect = min(station_cap, float(ctx.params["cap_safety"]) * 3.0 * f * st.protect_v)
-        s, x = self._thresholds(st, r, c)
-        med_s, med_x = self._population(st, 0.5)
-        s = s if math.isfinite(s) else med_s
-        x = x if math.isfinite(x) else med_x
-        v0 = 0.05
-
-        def amp(th: float, w: float, margin: float) -> float:
-            # amplitude for a large step (0.3 in ln G) at width w (s), plus a margin
-            return th + v0 * math.log(0.3 / (0.02 * w / 1e-3)) + margin
-
-        need = self._key(st, r, c)
-        if STRICT_CAPS:
-            w = WIDTHS_S[-1]
-            for w in WIDTHS_S:
-                if w >= max_w or amp(need, w, 0.05) <= protect:
-                    break
-            return protect, protect, min(w, max_w)
-        for w in WIDTHS_S:
-            if w > max_w:
-                break
-            if amp(need, w, 0.05) <= protect:
-                caps = [
-                    protect if amp(th, w, 0.05) <= protect else amp(th, w, 0.15) for th in (s, x)
-                ]
-                return min(station_cap, caps[0]), min(station_cap, caps[1]), w
-        w = WIDTHS_S[0]
-        return (
-            min(station_cap, max(protect, amp(s, w, 0.15))),
-            min(station_cap, max(protect, amp(x, w, 0.15))),
-            w,
-        )
-
-    def _tune(
-        self, ctx: SweepContext, st: _State, r: int, c: int, *, first: bool, last: bool = False
+    def _repair_group(
+        self, ctx: SweepContext, st: _State, p: int, devices: list[tuple[int, int]]
     ) -> None:
-        code = int(st.status[r, c])
-        if code in (STATUS["stuck"], STATUS["skipped"]):
+        """One group of repair pass ``p``, in the fine order (descending ``m``): each device
+        is read (averaged) at its turn and, when beyond ``verify_band`` x the tolerance (or
+        failed, deferred, still parked), approached again under the cap of its own ``m``:
+        every device before it in the pass has a larger ``m`` and cannot be disturbed, and
+        every device it may push comes later in the pass and is read then. A pass that
+        repaired nothing ends the repairs."""
+        passes = getattr(ctx, "_tune_passes", {})
+        ctx._tune_passes = passes  # type: ignore[attr-defined]
+        if passes.get(p - 1) == 0:
+            passes[p] = 0
             return
-        if not first and code not in (STATUS["pending"], STATUS["deferred"]):
+        tol = float(ctx.params["tolerance"]) * float(ctx.params["verify_band"])
+        settings = ReadSettings(read_v=0.2, averages=16, nplc=1.0, current_limit_a=1e-4)
+        passes.setdefault(p, 0)
+        for r, c in devices:
+            code = int(st.status[r, c])
+            if code in (STATUS["stuck"], STATUS["skipped"]) or st.attempts[r, c] >= MAX_ATTEMPTS:
+                continue
+            ctx.check_stop()
+            if code == STATUS["tuned"]:
+                g = self._read(ctx, st, r, c, settings).conductance_s
+                st.reads[r, c] += 1
+                st.g[r, c] = g
+                if abs(g / st.targets[r, c] - 1) <= tol:
+                    continue
+            passes[p] += 1
+            self._fine(ctx, st, r, c, repair=True)
+
+    def _conventional(self, ctx: SweepContext, st: _State, r: int, c: int) -> None:
+        if int(st.status[r, c]) != STATUS["pending"]:
             return
-        target = float(st.targets[r, c])
         tol = float(ctx.params["tolerance"])
         with BusCounter.on(ctx.station.transports.values()) as bus:
-            if ctx.params["algorithm"] == "conventional":
-                res = conventional(
-                    ctx, r, c, target, ConventionalSettings(tolerance_rel=tol), bus=bus
-                )
-                cap = float(ctx.ops.limits.max_write_v)
-            else:
-                lift = code == STATUS["deferred"] and not last
-                if first and not self._has_profile(st):
-                    # the learning pass: nothing known to protect, the station's limit
-                    cap_set = cap_reset = float(ctx.ops.limits.max_write_v)
-                    width = WIDTHS_S[0]
-                else:
-                    cap_set, cap_reset, width = self._cap_and_width(ctx, st, r, c, lift)
-                cap = min(cap_set, cap_reset)
-                settings = AdaptiveSettings(
-                    tolerance_rel=tol,
-                    width_s=width,
-                    scheme="v/3",
-                    set_ramp=Ramp(0.4, 0.08, cap_set),
-                    reset_ramp=Ramp(0.4, 0.08, cap_reset),
-                )
-                s, x = self._thresholds(st, r, c)
-                res = adaptive(
-                    ctx, r, c, target, settings,
-                    set_threshold_v=s if math.isfinite(s) else None,
-                    reset_threshold_v=x if math.isfinite(x) else None,
-                    prior=getattr(ctx, "_tune_prior", None), bus=bus,
-                )  # fmt: skip
-        self._record(ctx, st, r, c, res, cap)
+            res = conventional(
+                ctx, r, c, float(st.targets[r, c]), ConventionalSettings(tolerance_rel=tol),
+                bus=bus,
+            )  # fmt: skip
+        self._account(ctx, st, r, c, res)
+        st.status[r, c] = STATUS[res.outcome] if res.outcome != "skipped" else STATUS["skipped"]
+        self._store(ctx, st, r, c)
 
-    def _record(
-        self, ctx: SweepContext, st: _State, r: int, c: int, res: TuneResult, cap: float
-    ) -> None:
+    def _account(
+        self, ctx: SweepContext, st: _State, r: int, c: int, res: TuneResult, *,
+        learn: bool = True,
+    ) -> None:  # fmt: skip
+        """Add one tuner call's pulses, reads, bus round trips, instrument time and what it
+        learned (unless ``learn`` is False) to the device's record."""
         st.attempts[r, c] += 1
-        st.capv[r, c] = max(st.capv[r, c], cap)
         vmax = float(getattr(ctx, "_tune_vmax", 0.0))
         ctx._tune_vmax = max(vmax, res.max_amplitude_v)  # type: ignore[attr-defined]
         st.pulses[r, c] += res.pulses
@@ -635,24 +761,14 @@ class TuneSweep(Sweep):
         st.trips[r, c] += max(res.round_trips, 0)
         st.floor[r, c] += res.floor_s
         st.g[r, c] = res.conductance_s
-        if math.isfinite(res.set_threshold_v):
+        # an estimate outside the plausible range (a noisy fit) teaches nothing
+        lo, hi = PLAUSIBLE_THRESHOLD_V
+        if not learn:
+            return
+        if lo <= res.set_threshold_v <= hi:
             st.set_v[r, c] = res.set_threshold_v
-        if math.isfinite(res.reset_threshold_v):
+        if lo <= abs(res.reset_threshold_v) <= hi:
             st.reset_v[r, c] = abs(res.reset_threshold_v)
-        station_cap = float(ctx.ops.limits.max_write_v)
-        capped = cap < station_cap - 1e-6
-        if res.outcome == "tuned":
-            st.status[r, c] = STATUS["tuned"]
-        elif capped:
-            st.status[r, c] = STATUS["deferred"]
-        elif res.outcome == "stuck":
-            st.status[r, c] = STATUS["stuck"]
-            self._compensate(ctx, st, r, c)
-        else:
-            st.status[r, c] = STATUS["failed"]
-        if res.outcome in ("tuned", "failed"):
-            st.protect_v = min(st.protect_v, self._min_threshold(st, r, c))
-        self._store(ctx, st, r, c)
 
     def _compensate(self, ctx: SweepContext, st: _State, r: int, c: int) -> None:
         """A stuck device of a pair: re-aim its partner so the pair keeps its weight."""

@@ -227,6 +227,8 @@ class TuneResult:
     telegraph_rel: float = 0.0
     max_amplitude_v: float = 0.0
     floor_s: float = 0.0
+    #: The call ended because the device needed the polarity ``approach`` forbids.
+    wrong_side: bool = False
     history: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     @property
@@ -445,6 +447,10 @@ class AdaptiveSettings:
     reading_overhead_s: float = 2e-3
     #: Averaged reads a telegraph check takes at most.
     telegraph_reads: int = 10
+    #: One-sided approach: +1 (set only) or -1 (reset only) once the device is on that
+    #: side of its target; needing the other polarity ends the call (``wrong_side``).
+    #: 0: both polarities (the default).
+    approach: int = 0
 
     def check(self) -> None:
         _check_positive("tolerance_rel", self.tolerance_rel)
@@ -455,6 +461,8 @@ class AdaptiveSettings:
                 _check_positive(f"{name}.{part}", getattr(ramp, part))
         if int(self.max_pulses) != self.max_pulses or self.max_pulses < 1:
             raise ConfigError(f"{self.max_pulses!r}: must be an integer >= 1", field="max_pulses")
+        if self.approach not in (-1, 0, 1):
+            raise ConfigError(f"{self.approach!r}: allowed -1, 0, 1", field="approach")
 
 
 @dataclass
@@ -641,6 +649,7 @@ class _Adaptive:
         g_first, se_first = g, se
         moved = False
         ambiguous_reads = 0
+        wrong_side = False
         outcome: Outcome | None = None
         while outcome is None:
             err = g / t - 1.0
@@ -659,6 +668,9 @@ class _Adaptive:
                 continue
             ambiguous_reads = 0
             sign = 1 if g < t else -1
+            if s.approach and sign != s.approach:
+                outcome, wrong_side = "failed", True
+                break
             p = self.pol[sign]
             if p.cap_pulses >= s.stuck_pulses:
                 # dead in this direction; stuck if nothing ever moved it
@@ -721,6 +733,7 @@ class _Adaptive:
             telegraph_rel=self.telegraph_rel,
             max_amplitude_v=dev.max_v,
             floor_s=dev.floor_s,
+            wrong_side=wrong_side,
         )
         result.history = dev.history
         return result

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "drivers": "nvmlab.benchmarks.drivers",
     "storage": "nvmlab.storage.bench",
     "characterization": "nvmlab.benchmarks.characterization",
+    "tuning": "nvmlab.benchmarks.tuning",
 }
 
 
@@ -43,6 +44,7 @@ examples:
   nvmlab bench --only mocks             # the emulated bench only
   nvmlab bench --only drivers --only storage
   nvmlab bench --only characterization  # a full 64 x 64 characterization, timed
+  nvmlab bench --only tuning            # 64 x 64 tuning, adaptive and conventional, by truth
 """
 
 

@@ -198,6 +198,29 @@ def test_overshoot_is_undone_with_the_other_polarity(tmp_path: Path) -> None:
         assert all(a < first_set for a in later_sets)
 
 
+def test_one_sided_approach_never_pulses_the_other_polarity(tmp_path: Path) -> None:
+    """``approach=+1`` (set only): a device below its target is brought up to it with set
+    pulses alone; one above its target is left unpulsed and reported ``wrong_side``."""
+    with characterization_bench(tmp_path, rows=16, cols=16, seed=4) as cb:
+        truth = cb.truth()
+        g0 = truth["conductance_s"]
+        ok = (truth["defect"] == 0) & (truth["rtn_amplitude_rel"] == 0)
+        r, c = map(int, np.argwhere(ok & (g0 < 30e-6))[0])
+        settings = AdaptiveSettings(approach=1, overshoot_z=2.0)
+        result = adaptive(_ops(cb), r, c, 1.6 * float(g0[r, c]), settings)
+        assert result.outcome == "tuned" and not result.wrong_side
+        assert all(a > 0 for a, _ in result.history if a != 0)
+        after = cb.truth()["conductance_s"][r, c]
+        assert abs(after / (1.6 * g0[r, c]) - 1) <= TOL
+        r2, c2 = map(int, np.argwhere(ok & (g0 > 40e-6))[0])
+        before = cb.truth()["pulse_count"][r2, c2]
+        result = adaptive(_ops(cb), r2, c2, 0.7 * float(g0[r2, c2]), settings)
+        assert result.wrong_side and result.outcome == "failed" and result.pulses == 0
+        assert cb.truth()["pulse_count"][r2, c2] == before
+        with pytest.raises(ConfigError, match="approach"):
+            adaptive(_ops(cb), r2, c2, 50e-6, AdaptiveSettings(approach=2))
+
+
 @pytest.mark.parametrize("name,physics", [("default", DEFAULT), ("harsh", HARSH)])
 def test_stuck_devices_are_abandoned_within_a_bound(
     tmp_path: Path, name: str, physics: dict[str, Any]
