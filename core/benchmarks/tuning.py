@@ -138,21 +138,29 @@ def tune_run(
 
 
 def bench_memristor(
-    rows: int, cols: int, seed: int, *, harsh: bool, algorithms: tuple[str, ...], no_profile: bool
-) -> None:
+    rows: int, cols: int, seed: int, *, harsh: bool, algorithms: tuple[str, ...],
+    no_profile: bool, kinds: tuple[str, ...] = ("uniform", "weights"),
+    characterized: Path | None = None, keep: Path | None = None,
+) -> None:  # fmt: skip
     physics = HARSH_PHYSICS if harsh else {}
     setting = "harsh physics (threshold CV 35 %, 2 x noise)" if harsh else "default physics"
     print(f"{rows} x {cols} memristor crossbar, {setting}, seed {seed}, V/3 writes", flush=True)
     with tempfile.TemporaryDirectory(prefix="nvmlab-bench-tune-") as tmp:
         base = Path(tmp) / "characterized"
-        base.mkdir()
-        print(characterize(base, rows, cols, seed, physics), flush=True)
+        if characterized is not None:
+            shutil.copytree(characterized, base)
+            print(f"  characterization: the state saved in {characterized}", flush=True)
+        else:
+            base.mkdir()
+            print(characterize(base, rows, cols, seed, physics), flush=True)
+            if keep is not None:
+                shutil.copytree(base, keep)
         print(
             f"  {'algorithm    targets':32s} within 1 % (functional)   pulses mean / median "
             "/ p95, per device: instrument time, floor, bus round trips",
             flush=True,
         )
-        runs = [(k, a, True) for k in ("uniform", "weights") for a in algorithms]
+        runs = [(k, a, True) for k in kinds for a in algorithms]
         if no_profile:
             runs.append(("uniform", "adaptive", False))
         for i, (kind, algorithm, profile) in enumerate(runs):
@@ -218,14 +226,32 @@ def main(argv: list[str] | None = None) -> int:
         "--algorithms", default="adaptive,conventional",
         help="comma-separated: adaptive, conventional (default: both)",
     )  # fmt: skip
+    parser.add_argument(
+        "--targets", default="uniform,weights",
+        help="comma-separated target patterns: uniform, weights (default: both)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-profile-run", choices=("yes", "no"), default="yes",
+        help="add the adaptive run without a profile at default physics (default: yes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-characterized", type=Path, metavar="DIR",
+        help="save the characterized chip (state file and database) to DIR for later runs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--characterized", type=Path, metavar="DIR",
+        help="start from a chip saved by --keep-characterized (same size, seed, physics)",
+    )  # fmt: skip
     parser.add_argument("--eflash-size", type=int, default=32, help="eFlash array side")
     parser.add_argument("--no-eflash", action="store_true", help="skip the eFlash part")
     args = parser.parse_args(argv)
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
+    kinds = tuple(k.strip() for k in args.targets.split(",") if k.strip())
     for harsh in {"default": (False,), "harsh": (True,), "both": (False, True)}[args.physics]:
         bench_memristor(
             args.rows, args.cols, args.seed, harsh=harsh, algorithms=algorithms,
-            no_profile=not harsh,
+            no_profile=not harsh and args.no_profile_run == "yes", kinds=kinds,
+            characterized=args.characterized, keep=args.keep_characterized,
         )  # fmt: skip
         print(flush=True)
     if not args.no_eflash:
