@@ -439,9 +439,6 @@ class TuneSweep(Sweep):
             st.rank[r, c] = i
             ctx.parameter(r, c, "tune_rank", float(i))
 
-    def _has_profile(self, st: _State) -> bool:
-        return bool(np.isfinite(st.profile_set).any() or np.isfinite(st.profile_reset).any())
-
     def _m0(self, st: _State) -> np.ndarray:
         """``m`` of every device from the profile (or the prior) alone, as the survey
         ranked them: the parking schedule, the same on resume."""
@@ -497,9 +494,12 @@ class TuneSweep(Sweep):
         return res
 
     def _coarse(self, ctx: SweepContext, st: _State, r: int, c: int) -> None:
-        """Bring the device onto its approach side: ``COARSE_MARGIN`` beyond its target in
-        the direction its larger-threshold polarity moves it (within ``COARSE_TOL``), at
-        the station's limit: nothing is protected yet."""
+        """Park the device ``COARSE_MARGIN`` short of its target on its approach side
+        (within ``COARSE_TOL``), under the cap that protects the devices parked or tuned so
+        far (the station's limit while there are none): its smaller-threshold polarity at
+        1 ms, the other one at the width whose step fits under the cap (V/3 pushes from the
+        others may have moved it past). A device that needs more than the cap is
+        ``deferred``; one no pulse ever moved is ``stuck``."""
         if int(st.status[r, c]) != STATUS["pending"]:
             return
         if st.side[r, c] == 0:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "characterization"))
-from benches import DEFAULT, characterization_bench  # noqa: E402
+from benches import DEFAULT, HARSH, characterization_bench  # noqa: E402
 
 import nvmlab.tuning.array  # noqa: E402,F401
 from nvmlab.characterization.sweep import run_sweep  # noqa: E402
@@ -33,6 +33,9 @@ FLOOR = 0.93
 #: Without a profile the order and the caps come from thresholds learned on the way: much
 #: weaker (measured 62 % on seed 3); held so that a regression shows.
 FLOOR_NO_PROFILE = 0.55
+#: The harsher chip (threshold CV 35 %, twice the noise, defects inside the window), with a
+#: profile: measured 86.4 % on seed 4; held so that a regression shows.
+FLOOR_HARSH = 0.8
 #: Relaxation allowance over a night (8 h at 25 C), docs/devices.md: a device drifts back
 #: by a log10(1 + t / 1 s) relative, a lognormal over devices of mean 0.05 % per decade, CV
 #: 25 % (so below 0.11 %/decade, +3.5 sigma). A device tuned at least 1 s before the end of
@@ -84,8 +87,12 @@ def _score(cb: Any, result: Any, before: np.ndarray) -> tuple[Any, ...]:
         (DEFAULT, "uniform", True, 1),
         (DEFAULT, "weights", True, 3),
         (DEFAULT, "uniform", False, 3),
+        (HARSH, "uniform", True, 4),
     ],
-    ids=["default-uniform-profile", "default-weights-profile", "default-uniform-learn"],
+    ids=[
+        "default-uniform-profile", "default-weights-profile", "default-uniform-learn",
+        "harsh-uniform-profile",
+    ],
 )  # fmt: skip
 def test_whole_array_within_one_percent_by_truth(
     tmp_path: Path, physics: dict[str, Any], kind: str, profile: bool, seed: int
@@ -106,7 +113,7 @@ def test_whole_array_within_one_percent_by_truth(
             f"{np.median(p):.0f} p95 {np.percentile(p, 95):.0f}; outcomes "
             f"{result.summary['outcomes']}"
         )
-        floor = FLOOR if profile else FLOOR_NO_PROFILE
+        floor = FLOOR_HARSH if physics is HARSH else FLOOR if profile else FLOOR_NO_PROFILE
         assert share >= floor
         # limits: what the emulated board actually applied
         assert cb.bench.bench.max_applied_v["board"] <= cb.station.limits.max_write_v
