@@ -44,7 +44,7 @@ import numpy as np
 
 from nvmlab.errors import ConfigError
 from nvmlab.instruments.arrays import ArrayOperations, DeviceRead, ReadSettings, WriteScheme
-from nvmlab.steps import Param, StepContext, StepKind, register_step
+from nvmlab.steps import Param, StepContext, StepKind, UnitGuard, register_step
 
 if TYPE_CHECKING:
     from nvmlab.instruments.station import Station
@@ -143,6 +143,7 @@ class SweepContext:
         rng: np.random.Generator,
         profile: ChipProfile | None,
         stop_check: Callable[[], None] | None = None,
+        unit_prefix: str = "",
     ) -> None:
         self.station = station
         self.ops = ops
@@ -155,6 +156,9 @@ class SweepContext:
         self.rng = rng
         self.profile = profile
         self._stop_check = stop_check
+        #: the prefix of this sweep's unit keys in a job's run: records of other steps'
+        #: units are not this sweep's to read back
+        self.unit_prefix = unit_prefix
         self._completed_attempts: set[int] | None = None
 
     # -- safe points ------------------------------------------------------------------
@@ -216,7 +220,7 @@ class SweepContext:
             self._completed_attempts = {
                 int(a["id"])
                 for a in unit_attempts(self.db, self.run_id)
-                if a["status"] == "completed"
+                if a["status"] == "completed" and str(a["unit_key"]).startswith(self.unit_prefix)
             }
         return self._completed_attempts
 
@@ -361,10 +365,14 @@ def register_sweep(cls: type[Sweep]) -> type[Sweep]:
             params=params,
             run_id=context.run_id,
             progress=context.progress,
+            unit_prefix=context.unit_prefix,
+            stop_check=context.stop_check,
+            guard=context.guard,
+            seed=context.extras.get("seed"),
         )
 
-    def estimate(params: dict[str, Any]) -> float | None:
-        return sweep.estimate_s(params, None)
+    def estimate(params: dict[str, Any], chip: Any = None) -> float | None:
+        return sweep.estimate_s(params, chip)
 
     step.__qualname__ = f"characterize_{sweep.kind}"
     register_step(
@@ -570,6 +578,9 @@ def run_sweep(
     show_progress: bool = False,
     handle_signals: bool = False,
     seed: int | None = None,
+    unit_prefix: str = "",
+    stop_check: Callable[[], None] | None = None,
+    guard: UnitGuard | None = None,
 ) -> SweepResult:
     """Run sweep ``kind`` on ``station`` (open, or opened and closed here) for registered
     chip ``chip``, storing to ``db`` (see the module docstring).
@@ -580,6 +591,14 @@ def run_sweep(
     draws a bar with ETA on stderr; ``handle_signals`` makes Ctrl-C / SIGTERM stop at the
     next unit boundary (the CLI's behaviour). ``seed`` (default 0) seeds the device
     sample.
+
+    Inside a job (``run_id`` given): ``unit_prefix`` prefixes every unit key (the step's
+    own namespace in the job's run), ``stop_check`` replaces the signal handling (the job
+    handles signals) and ``guard`` (:class:`~nvmlab.steps.UnitGuard`) is asked before
+    every attempt at a unit and after an attempt failed: when it recovers the instruments
+    the unit is redone on a fresh context (new array operations, the sweep's ``prepare``
+    again, state rebuilt from the completed units), the failed attempt's records kept
+    and marked ``failed``.
     """
     from nvmlab.characterization.profile import update_profile
     from nvmlab.errors import StorageError
@@ -654,29 +673,58 @@ def run_sweep(
     rng = np.random.default_rng(seed)
     units = sweep.plan(checked, registered, rng, profile)
     done_keys = completed_units(db, new_run)
-    todo = [u for u in units if u.key not in done_keys]
+    todo = [u for u in units if unit_prefix + u.key not in done_keys]
     result.units_total = len(units)
     result.units_skipped = len(units) - len(todo)
     bar = _Progress(kind, len(units), result.units_skipped, progress, show_progress)
     try:
         with (
-            _stop_on_signals(handle_signals) as check_stop,
+            _stop_on_signals(handle_signals and stop_check is None) as own_check,
             RecordWriter(db, new_run, chip_id=registered.id, clock=station.clock) as writer,
         ):
-            ctx = SweepContext(
-                station=station, ops=ops, db=db, run_id=new_run, chip=registered,
-                writer=writer, params=checked, rng=np.random.default_rng(seed + 1),
-                profile=profile, stop_check=check_stop,
-            )  # fmt: skip
-            sweep.prepare(ctx)
+            check_stop = stop_check if stop_check is not None else own_check
+
+            def fresh_context() -> SweepContext:
+                nonlocal ops
+                ops = ArrayOperations(station.smu, station.board, station.limits)
+                return SweepContext(
+                    station=station, ops=ops, db=db, run_id=new_run, chip=registered,
+                    writer=writer, params=checked, rng=np.random.default_rng(seed + 1),
+                    profile=profile, stop_check=check_stop, unit_prefix=unit_prefix,
+                )  # fmt: skip
+
+            ctx = fresh_context()
+            prepared = False
             for unit in todo:
                 check_stop()
+                key = unit_prefix + unit.key
                 one = unit.devices[0] if len(unit.devices) == 1 else (None, None)
-                with writer.unit(unit.key, kind=kind, row=one[0], col=one[1]):
-                    sweep.run_unit(ctx, unit)
+                attempt = 0
+                while True:
+                    attempt += 1
+                    if guard is not None:
+                        guard.before_unit(key)
+                    try:
+                        if not prepared:
+                            sweep.prepare(ctx)
+                            prepared = True
+                        with writer.unit(key, kind=kind, row=one[0], col=one[1]):
+                            sweep.run_unit(ctx, unit)
+                            if guard is not None:
+                                guard.unit_done(key)
+                        break
+                    except Exception as exc:
+                        if guard is None or not guard.recover(exc, key, attempt):
+                            raise
+                        # the failed attempt may have left state half-updated in memory
+                        # and the instruments half-configured: start the unit afresh
+                        ctx = fresh_context()
+                        prepared = False
                 result.units_measured += 1
                 bar.step()
             check_stop()
+            if not prepared:
+                sweep.prepare(ctx)
             update = sweep.finish(ctx)
             writer.flush()
         result.summary = update.summary

@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES = (
     "nvmlab.storage.cli",
     "nvmlab.characterization.cli",
     "nvmlab.tuning.cli",
+    "nvmlab.jobs.cli",
     "nvmlab.demo",
     "nvmlab.benchmarks",
 )

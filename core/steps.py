@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nvmlab.errors import ConfigError
 
@@ -35,6 +35,7 @@ __all__ = [
     "Param",
     "StepContext",
     "StepKind",
+    "UnitGuard",
     "register_step",
     "get_step",
     "step_kinds",
@@ -68,6 +69,9 @@ class Param:
     choices: Sequence[Any] | None = None
     required: bool = False
     help: str = ""
+    #: A path: ``"in"`` a file that must exist, ``"out"`` a file or folder written; a
+    #: relative path in a job file is taken from the job file's folder.
+    path: str = ""
 
     def allowed(self) -> str:
         """The allowed values in words, for error messages and ``--help``."""
@@ -153,6 +157,33 @@ class StepContext:
     run_id: int | None = None
     progress: Callable[[int, int], None] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Prefix of the step's unit keys inside a job's run (``"s2-tune/"``), so that two
+    #: steps of one job never share a unit key and each reads back only its own records.
+    unit_prefix: str = ""
+    #: Raises KeyboardInterrupt when a stop was asked for (Ctrl-C, SIGTERM); called at
+    #: every safe point between operations.
+    stop_check: Callable[[], None] | None = None
+    #: The job's fault handling (:class:`UnitGuard`), or None: faults propagate.
+    guard: UnitGuard | None = None
+
+
+class UnitGuard(Protocol):
+    """What a job runner offers the step around each unit (``nvmlab.jobs``).
+
+    ``before_unit(key)`` is called before every attempt at a unit (the chamber's alarm and
+    band are checked there; it may wait, or raise to end the run). ``unit_done(key)`` is
+    called when a unit's work is done, just before its records are committed (an
+    emulated chip is saved there). ``recover(exc, key,
+    attempt)`` is called when attempt number ``attempt`` of unit ``key`` raised ``exc``:
+    it returns True after reconnecting the instruments (the step then redoes the unit
+    with freshly configured instruments and state) or False to let ``exc`` end the step.
+    """
+
+    def before_unit(self, key: str) -> None: ...
+
+    def unit_done(self, key: str) -> None: ...
+
+    def recover(self, exc: BaseException, key: str, attempt: int) -> bool: ...
 
 
 StepFunction = Callable[[StepContext, dict[str, Any]], Any]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,6 +247,11 @@ def open_database(
     return db
 
 
+#: Alembic's ``op`` and ``context`` are process-wide proxies: two migrations at once in
+#: one process (two jobs in two threads, each on its own database) would mix them up.
+_MIGRATING = threading.Lock()
+
+
 def upgrade_database(
     target: Database | str | URL, *, script_location: Path | str | None = None
 ) -> tuple[str, str]:
@@ -258,7 +264,11 @@ def upgrade_database(
     own = not isinstance(target, Database)
     db = target if isinstance(target, Database) else Database(target, create_engine_for(target))
     try:
-        with db.errors("upgrade the schema"), db.engine.connect() as conn:
+        with (
+            _MIGRATING,
+            db.errors("upgrade the schema"),
+            db.engine.connect() as conn,
+        ):
             before = MigrationContext.configure(conn).get_current_heads()
             conn.rollback()
             config = _alembic_config(script_location)

@@ -406,6 +406,21 @@ class ChipProfileRecord(Base):
     meta: Mapped[dict[str, Any] | None]
 
 
+class StationLock(Base):
+    """One station, one job: the row of a station held by a job's process
+    (:mod:`nvmlab.storage.locks`), judged alive or dead like a run's process."""
+
+    __tablename__ = "station_locks"
+
+    station: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    host: Mapped[str | None] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    process_start_s: Mapped[float | None] = mapped_column(Float)
+    acquired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime | None]
+
+
 #: The per-device record tables, in the order export writes them.
 RECORD_TABLES = (
     "pulses",

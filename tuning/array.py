@@ -202,8 +202,8 @@ class TuneSweep(Sweep):
     summary = "program an array to target conductances (write-verify, disturb-aware)"
     description = __doc__ or ""
     params = (
-        Param("targets", str, None, help="target table (S), .npy or .csv, rows x cols"),
-        Param("weights", str, None, help="weight table, rows x cols/2 (pairs G+ - G-)"),
+        Param("targets", str, None, help="target table (S), .npy or .csv, rows x cols", path="in"),
+        Param("weights", str, None, help="weight table, rows x cols/2 (pairs G+ - G-)", path="in"),
         Param("window", list, None, "S", 1e-6, 300e-6, help="pair window g_lo,g_hi (S)"),
         Param("algorithm", str, "adaptive", choices=("adaptive", "conventional")),
         Param("tolerance", float, 0.01, "", 0.001, 0.2, help="relative tolerance"),

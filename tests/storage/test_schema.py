@@ -31,7 +31,7 @@ from nvmlab.storage.models import Base, Instrument, Run, Unit
 ALL_TABLES = {
     "stations", "instruments", "chips", "runs", "units", "pulses", "reads", "traces",
     "tuning_outcomes", "device_parameters", "chamber_log", "events", "chip_profiles",
-    "alembic_version",
+    "station_locks", "alembic_version",
 }  # fmt: skip
 
 
@@ -301,3 +301,33 @@ def test_0003_adds_liveness_and_chip_profiles_and_downgrades_keeping_records(db,
     assert verdict is not None and not verdict.alive
     with db.read_connection() as conn:
         assert conn.execute(text("SELECT count(*) FROM reads")).scalar() == 1
+
+
+def test_0004_adds_the_station_lock_table_and_downgrades_keeping_records(db, chip) -> None:
+    """0004 adds station_locks (one row per station held by a job); its downgrade drops
+    only that table."""
+    from alembic import command
+
+    from nvmlab.storage.database import _alembic_config
+    from nvmlab.storage.locks import acquire_station_lock, station_lock_holder
+
+    run = start_run(db, "job", chip_id=chip)
+    acquire_station_lock(db, "bench-7", run_id=run)
+
+    def migrate(target: str) -> None:
+        with db.engine.begin() as conn:
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            (command.downgrade if target == "0003" else command.upgrade)(config, target)
+
+    def tables() -> set[str]:
+        with db.read_connection() as conn:
+            return set(inspect(conn).get_table_names())
+
+    assert "station_locks" in tables()
+    migrate("0003")
+    assert "station_locks" not in tables()
+    with db.read_connection() as conn:
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
+    migrate("head")
+    assert "station_locks" in tables() and station_lock_holder(db, "bench-7") is None
