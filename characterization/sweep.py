@@ -683,6 +683,9 @@ def run_sweep(
             RecordWriter(db, new_run, chip_id=registered.id, clock=station.clock) as writer,
         ):
             check_stop = stop_check if stop_check is not None else own_check
+            # a job finishes the unit in flight before it stops (its stop check is asked
+            # between units only); a command alone stops between two devices of a unit
+            inner_check = None if stop_check is not None else own_check
 
             def fresh_context() -> SweepContext:
                 nonlocal ops
@@ -690,7 +693,7 @@ def run_sweep(
                 return SweepContext(
                     station=station, ops=ops, db=db, run_id=new_run, chip=registered,
                     writer=writer, params=checked, rng=np.random.default_rng(seed + 1),
-                    profile=profile, stop_check=check_stop, unit_prefix=unit_prefix,
+                    profile=profile, stop_check=inner_check, unit_prefix=unit_prefix,
                 )  # fmt: skip
 
             ctx = fresh_context()
