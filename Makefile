@@ -1,13 +1,15 @@
 # nvmlab developer commands. Each target creates .venv and installs what it needs:
-# `make demo` only nvmlab and its runtime dependencies, the other targets the test extras.
+# `make demo` only nvmlab and its runtime dependencies, `make job` those and matplotlib (the
+# report), the other targets the test extras.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.nvmlab-runtime
 TEST_STAMP := $(VENV)/.nvmlab-test
+JOB_STAMP  := $(VENV)/.nvmlab-report
 STRICT := --config-settings editable_mode=strict
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: job demo test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +19,20 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e . $(STRICT)
 	touch $(RUN_STAMP)
 
+$(JOB_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[report]' $(STRICT)
+	touch $(JOB_STAMP) $(RUN_STAMP)
+
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(STRICT)
-	touch $(TEST_STAMP) $(RUN_STAMP)
+	touch $(TEST_STAMP) $(RUN_STAMP) $(JOB_STAMP)
 
-## Run the main job on the emulated bench with the SQLite default.
+## Run the main job on the emulated bench with the SQLite default: characterize a 64 x 64
+## crossbar, tune a weight layer into it, write a report (examples/jobs/overnight.toml).
+job: $(JOB_STAMP)
+	$(BIN)/nvmlab run examples/jobs/overnight.toml
+
+## The tour's first step: read the conductance map of an emulated crossbar and store it.
 demo: $(RUN_STAMP)
 	$(BIN)/nvmlab demo
 

@@ -102,6 +102,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     from nvmlab.storage.runs import parse_run_id
 
+    if args.list_steps:
+        from nvmlab.jobs.jobfile import step_reference
+
+        print(step_reference(), end="")
+        return 0
     if args.job is None and args.resume is None:
         raise ConfigError("give a job file (JOB.toml) or --resume RUN", field="JOB")
     resume = parse_run_id(args.resume) if args.resume is not None else None
@@ -236,7 +241,7 @@ def _print_check(job: Any, check: Any) -> None:
 
 def _figures(outcome: Any) -> str:
     s = outcome.summary or {}
-    if outcome.kind == "tune":
+    if outcome.kind in ("tune", "tune-eflash"):
         rate = s.get("pass_rate_own")
         return (
             f"{(rate or 0) * 100:.1f} % within tolerance (own final read), pulses mean "
@@ -291,7 +296,15 @@ def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run",
         help="run a job file unattended (characterize, tune, report), resumable",
-        description=(__doc__ or "").split("\n\n")[1].replace("\n", " "),
+        description=(
+            "Run a job file unattended: its steps (characterization sweeps, tune, report) in "
+            "order, in one run of the results database. The whole file is checked before "
+            "any instrument is touched; the first line printed is 'run <id>'; progress is "
+            "shown (a live bar on a terminal, timestamped lines otherwise), a log file "
+            "written, and a summary table ends it. --check validates and estimates without "
+            "touching anything; --resume RUN continues a failed, aborted or killed run; "
+            "--record DIR keeps the instrument transcripts for 'nvmlab replay DIR'."
+        ),
         epilog=RUN_EPILOG.format(exit=EXIT_STATUS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -306,6 +319,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--record", metavar="DIR", default=None,
                      help="record the instrument transcripts into the new folder DIR, for "
                      "'nvmlab replay DIR'")  # fmt: skip
+    run.add_argument("--list-steps", action="store_true",
+                     help="print every step kind a job file may name, with its parameters "
+                     "(defaults, units, allowed values), and exit")  # fmt: skip
     run.add_argument("--no-progress", action="store_true",
                      help="plain timestamped progress lines even on a terminal")  # fmt: skip
     run.set_defaults(handler=_cmd_run)

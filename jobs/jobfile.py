@@ -453,7 +453,7 @@ def _faults(table: dict[str, Any], source: str) -> FaultPolicy:
 STEP_MODULES = (
     "nvmlab.characterization.sweep",
     "nvmlab.tuning.array",
-    "nvmlab.tuning.eflash",
+    "nvmlab.tuning.eflash_sweep",
     "nvmlab.jobs.report",
 )
 
@@ -466,3 +466,39 @@ def _load_step_kinds() -> None:
     sweep_kinds()  # imports every built-in sweep
     for name in STEP_MODULES:
         importlib.import_module(name)
+
+
+def step_reference() -> str:
+    """Every step kind a job file may name, with its parameters (type, default, unit,
+    allowed values), as Markdown: ``nvmlab run --list-steps`` prints it and
+    ``docs/job-file.md`` holds it (a test keeps the two equal)."""
+    from nvmlab.steps import step_kinds
+
+    _load_step_kinds()
+    lines: list[str] = []
+    for name, kind in sorted(step_kinds().items()):
+        lines += [f"### `{name}`", "", kind.summary[0].upper() + kind.summary[1:] + ".", ""]
+        if not kind.params:
+            lines += ["No parameters.", ""]
+            continue
+        lines += ["| parameter | default | allowed | meaning |", "|---|---|---|---|"]
+        for p in kind.params:
+            if p.default is None:
+                default = "required" if p.required else "unset"
+            elif isinstance(p.default, bool):
+                default = str(p.default).lower()
+            elif isinstance(p.default, (list, tuple)):
+                default = "[" + ", ".join(f"{v:g}" for v in p.default) + "]"
+            elif isinstance(p.default, float):
+                default = f"{p.default:g}"
+            else:
+                default = repr(p.default) if isinstance(p.default, str) else str(p.default)
+            if p.path:
+                where = "an existing file" if p.path == "in" else "a path written"
+                allowed = f"{where}, relative to the job file's folder"
+            else:
+                allowed = p.allowed()
+            meaning = (p.help or "").replace("|", "\\|")
+            lines.append(f"| `{p.name}` | {default} | {allowed} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

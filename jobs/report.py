@@ -68,21 +68,29 @@ def tuning_outcomes(db: Any, run_id: int, prefix: str = "") -> dict[str, np.ndar
     }
 
 
-def _tuning_plot(outcomes: dict[str, np.ndarray], path: Path, tolerance: float) -> None:
+def _tuning_plot(
+    outcomes: dict[str, np.ndarray], path: Path, tolerance: float, *, eflash: bool = False
+) -> None:
+    """Final read versus target and the error histogram; eFlash targets are cell currents
+    (A, drawn in nA on log axes), memristor targets conductances (S, drawn in uS)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
-    target = outcomes["target_s"] * 1e6
-    final = outcomes["final_s"] * 1e6
+    scale, quantity, unit = (1e9, "cell current", "nA") if eflash else (1e6, "conductance", "uS")
+    target = outcomes["target_s"] * scale
+    final = outcomes["final_s"] * scale
     ok = np.isfinite(final)
     left.plot(target[ok], final[ok], ".", ms=3)
     span = [np.nanmin(target), np.nanmax(target)] if target.size else [0, 1]
     left.plot(span, span, "k-", lw=0.8)
-    left.set_xlabel("target conductance (uS)")
-    left.set_ylabel("final read (uS)")
+    if eflash:
+        left.set_xscale("log")
+        left.set_yscale("log")
+    left.set_xlabel(f"target {quantity} ({unit})")
+    left.set_ylabel(f"final read ({unit})")
     left.set_title("final verification read versus target")
     err = outcomes["error_rel"][np.isfinite(outcomes["error_rel"])] * 100
     if err.size:
@@ -116,9 +124,12 @@ def _report(context: StepContext, params: dict[str, Any]) -> dict[str, Any]:
             if job is not None:
                 tolerance = next(
                     (float(s.params.get("tolerance") or 0.01) for s in job.steps
-                     if s.kind == "tune"), 0.01,
+                     if s.kind in ("tune", "tune-eflash")), 0.01,
                 )  # fmt: skip
-            _tuning_plot(outcomes, out / "tuning.png", tolerance)
+            from nvmlab.storage.inventory import require_chip
+
+            eflash = require_chip(db, context.chip).kind == "eflash"
+            _tuning_plot(outcomes, out / "tuning.png", tolerance, eflash=eflash)
             summary["files"] += 1
         steps = []
         for attempt in unit_attempts(db, context.run_id):

@@ -73,11 +73,6 @@ def station_lock_holder(
         return _holder(conn, station, stale_after_s)
 
 
-def _mine(owner: Owner) -> bool:
-    me = Owner.current()
-    return owner.host == me.host and owner.pid == me.pid
-
-
 def acquire_station_lock(
     db: Database,
     station: str,
@@ -137,7 +132,8 @@ def acquire_station_lock(
                 .values(heartbeat_at=database_now(conn.dialect.name), **values)
             )
             if taken.rowcount == 1:
-                return f"took over the lock of run {holder.run_id}: {holder.verdict.reason}"
+                who = f"run {holder.run_id}" if holder.run_id is not None else "a job starting"
+                return f"took over the lock of {who}: {holder.verdict.reason}"
     raise StorageError(
         f"could not take the lock of station {station!r}: other processes keep taking it"
     )

@@ -1,7 +1,9 @@
 """Every snippet of the README runs as written, in order.
 
-The first block holds the two commands a fresh machine runs: ``make demo`` runs here for
-real; ``make test`` is the command that runs this very test, so it is not run again. The
+The first block holds the two commands a fresh machine runs: ``make job`` is checked (its
+job file valid, the command it runs; the five-minute job itself runs outside the suite),
+``make demo`` (the tour's map) runs here for real; ``make test`` is the command that runs
+this very test, so it is not run again. The
 tour's shell and Python blocks then run as one bash script, in order, from a folder that
 holds the checkout's ``.venv`` (as the checkout does after ``make demo``): shell blocks as
 written, Python blocks through ``python`` (a block holding a pytest test through
@@ -32,7 +34,22 @@ def test_the_readme_begins_with_exactly_the_two_commands() -> None:
     text = README.read_text()
     first = FENCE.search(text)
     assert first is not None and text[: first.start()].strip() == "# nvmlab"
-    assert first["body"].splitlines() == ["make demo", "make test"]
+    assert first["body"].splitlines() == ["make job", "make test"]
+
+
+def test_make_job_runs_the_main_job_which_is_valid() -> None:
+    """``make job`` runs the overnight job of examples/jobs (about five minutes: it runs
+    in full outside the suite; tests/jobs run the same runner on small chips), and that
+    job file passes ``nvmlab run --check``."""
+    plan = subprocess.run(["make", "-n", "job"], cwd=ROOT, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[-1] == ".venv/bin/nvmlab run examples/jobs/overnight.toml"
+    check = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "nvmlab"), "run", "--check", "examples/jobs/overnight.toml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert "s3-tune" in check.stdout
 
 
 def test_make_demo_runs_as_written(tmp_path: Path) -> None:
