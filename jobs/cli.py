@@ -53,6 +53,15 @@ examples:
 """
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged (a test's capture, a
+    redirected stream), not to the stream of the moment it was made."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging(live: bool) -> None:
     logger = logging.getLogger("nvmlab")
     logger.setLevel(logging.INFO)
@@ -64,7 +73,7 @@ def _setup_logging(live: bool) -> None:
         handler: logging.Handler = _TqdmLoggingHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     handler._nvmlab_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)

@@ -11,6 +11,7 @@ the step ends.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from typing import Any
@@ -33,8 +34,10 @@ class _LiveStep:
         from tqdm import tqdm
 
         self.bar: Any = tqdm(
-            total=None, desc=step.label, unit="unit", file=sys.stderr, dynamic_ncols=True,
+            total=None, desc=step.label, unit="unit", file=sys.stderr,
             mininterval=0.5, smoothing=0.1, leave=True,
+            # a terminal that reports no size (a bare pty) gets a usual width
+            ncols=shutil.get_terminal_size((100, 24)).columns or 100,
         )  # fmt: skip
 
     def __call__(self, done: int, total: int) -> None:

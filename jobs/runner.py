@@ -488,6 +488,9 @@ def run_job(
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 handler = logging.FileHandler(path, encoding="utf-8")
+                # this job's lines only: another job of the same process (a queue worker's
+                # thread) logs to its own file
+                handler.addFilter(_ThreadFilter())
                 handler.setFormatter(
                     logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
                 )
@@ -562,6 +565,19 @@ def run_job(
             logging.getLogger("nvmlab").removeHandler(handler)
             handler.close()
     return result
+
+
+class _ThreadFilter(logging.Filter):
+    """Passes the records logged by the thread that made it (the job's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
 
 
 def _mark(outcomes: list[StepOutcome], status: str, message: str | None = None) -> None:

@@ -136,3 +136,24 @@ def _now():
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc)
+
+
+@pytest.mark.timeout(300)
+def test_the_database_precedence_is_db_then_env_then_job_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(tmp_path, rows=2, cols=2, steps='\n[[steps]]\nkind = "map"\n')
+    job.write_text(job.read_text().replace("[job]\n", '[job]\ndatabase = "sqlite:///job.sqlite"\n'))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NVMLAB_DB", raising=False)
+    assert main(["run", str(job)]) == 0
+    assert "database: sqlite:///" in capsys.readouterr().err
+    assert len(runs(f"sqlite:///{tmp_path / 'job.sqlite'}")) == 1
+    monkeypatch.setenv("NVMLAB_DB", f"sqlite:///{tmp_path / 'env.sqlite'}")
+    assert main(["run", str(job)]) == 0
+    assert "(from $NVMLAB_DB)" in capsys.readouterr().err
+    assert len(runs(f"sqlite:///{tmp_path / 'env.sqlite'}")) == 1
+    assert main(["run", str(job), "--db", f"sqlite:///{tmp_path / 'cli.sqlite'}"]) == 0
+    assert len(runs(f"sqlite:///{tmp_path / 'cli.sqlite'}")) == 1
+    assert len(runs(f"sqlite:///{tmp_path / 'job.sqlite'}")) == 1
+    assert not (tmp_path / "nvmlab.sqlite").exists()

@@ -70,3 +70,27 @@ def test_a_recorded_run_replays_to_identical_stored_results(tmp_path: Path) -> N
     for name in a:
         np.testing.assert_array_equal(b[name], a[name], err_msg=name)
     assert runs(url)[1]["config"]["replayed_from"] == str(rec.resolve())
+
+
+@pytest.mark.timeout(600)
+def test_a_job_reruns_on_the_emulated_bench_from_a_saved_chip_state(tmp_path: Path) -> None:
+    """A chip state file saved from a night's chip is the chip: a job run again on a copy
+    of it stores exactly what it stored the first time (the state holds the chip's noise
+    generator too)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    write_job(first, rows=4, cols=4, seed=11, steps='\n[[steps]]\nkind = "map"\n')
+    assert nvmlab("run", "job.toml", "--db", f"sqlite:///{first / 'map.sqlite'}",
+                  cwd=first).returncode == 0  # fmt: skip
+    (second / "chip.npz").write_bytes((first / "chip.npz").read_bytes())  # the saved chip
+    urls = []
+    for folder in (first, second):
+        write_job(folder, rows=4, cols=4, seed=11)  # map, then tune
+        urls.append(f"sqlite:///{folder / 'lab.sqlite'}")
+        done = nvmlab("run", "job.toml", "--db", urls[-1], cwd=folder)
+        assert done.returncode == 0, done.stdout + done.stderr
+    a, b = _stored(urls[0], 1), _stored(urls[1], 1)
+    assert a["pulses.row"].size > 10
+    for name in a:
+        np.testing.assert_array_equal(b[name], a[name], err_msg=name)
