@@ -11,8 +11,10 @@ failed, aborted or killed job run. ``--record DIR`` keeps the instrument transcr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +64,12 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def _setup_logging(live: bool) -> None:
+@contextlib.contextmanager
+def _console_logging(live: bool) -> Iterator[None]:
+    """The job's log lines on stderr for the duration of the command (above the live
+    bars on a terminal, timestamped otherwise); the ``nvmlab`` logger is left as it was
+    found afterwards (a command run in-process leaks no handler into the next)."""
     logger = logging.getLogger("nvmlab")
-    logger.setLevel(logging.INFO)
-    if any(getattr(h, "_nvmlab_console", False) for h in logger.handlers):
-        return
     if live:
         from tqdm.contrib.logging import _TqdmLoggingHandler
 
@@ -75,9 +78,16 @@ def _setup_logging(live: bool) -> None:
     else:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    handler._nvmlab_console = True  # type: ignore[attr-defined]
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _database(args: argparse.Namespace, job: Any) -> Any:
@@ -147,16 +157,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         db = _database(args, job)
     live = is_terminal() and not args.no_progress
-    _setup_logging(live)
 
     def started(run_id: int) -> None:
         print(f"run {run_id}", flush=True)
 
     try:
-        result = run_job(
-            job, db=db, resume=resume, record_to=args.record, progress=JobProgress(live=live),
-            handle_signals=True, log_to=default_log_path(job), on_start=started,
-        )  # fmt: skip
+        with _console_logging(live):
+            result = run_job(
+                job, db=db, resume=resume, record_to=args.record,
+                progress=JobProgress(live=live), handle_signals=True,
+                log_to=default_log_path(job), on_start=started,
+            )  # fmt: skip
         _print_summary(result, format_duration)
     finally:
         db.close()
@@ -186,13 +197,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     db = open_database(choose_database_url(args), create=True)
     live = is_terminal() and not args.no_progress
-    _setup_logging(live)
     try:
-        result = run_job(
-            job, db=db, replay_from=args.dir, progress=JobProgress(live=live),
-            handle_signals=True, log_to=default_log_path(job),
-            on_start=lambda run_id: print(f"run {run_id}", flush=True),
-        )  # fmt: skip
+        with _console_logging(live):
+            result = run_job(
+                job, db=db, replay_from=args.dir, progress=JobProgress(live=live),
+                handle_signals=True, log_to=default_log_path(job),
+                on_start=lambda run_id: print(f"run {run_id}", flush=True),
+            )  # fmt: skip
         _print_summary(result, format_duration)
         print(f"replayed recording {args.dir} (run {info['run_id']}) into run {result.run_id}")
     finally:
