@@ -144,6 +144,7 @@ class SweepContext:
         profile: ChipProfile | None,
         stop_check: Callable[[], None] | None = None,
         unit_prefix: str = "",
+        seed: int = 0,
     ) -> None:
         self.station = station
         self.ops = ops
@@ -159,6 +160,9 @@ class SweepContext:
         #: the prefix of this sweep's unit keys in a job's run: records of other steps'
         #: units are not this sweep's to read back
         self.unit_prefix = unit_prefix
+        #: the run's seed (what ``rng`` is derived from), for draws that every unit and
+        #: every resume must see alike
+        self.seed = seed
         self._completed_attempts: set[int] | None = None
 
     # -- safe points ------------------------------------------------------------------
@@ -414,6 +418,7 @@ BUILTIN_MODULES = (
     "nvmlab.characterization.disturb",
     "nvmlab.characterization.endurance",
     "nvmlab.characterization.eflash",
+    "nvmlab.characterization.products",
 )
 
 
@@ -693,7 +698,7 @@ def run_sweep(
                 return SweepContext(
                     station=station, ops=ops, db=db, run_id=new_run, chip=registered,
                     writer=writer, params=checked, rng=np.random.default_rng(seed + 1),
-                    profile=profile, stop_check=inner_check, unit_prefix=unit_prefix,
+                    profile=profile, stop_check=inner_check, unit_prefix=unit_prefix, seed=seed,
                 )  # fmt: skip
 
             ctx = fresh_context()

@@ -232,7 +232,7 @@ def _path(folder: Path, text: str) -> Path:
 
 def _existing(folder: Path, text: str, source: str, where: str, what: str) -> Path:
     path = _path(folder, text)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
             f"{what} {text!r} does not exist (looked for {path}); allowed: a path to an "
             "existing file, relative to the job file's folder",
@@ -455,6 +455,7 @@ STEP_MODULES = (
     "nvmlab.tuning.array",
     "nvmlab.tuning.eflash_sweep",
     "nvmlab.jobs.report",
+    "nvmlab.analysis.impact",
 )
 
 

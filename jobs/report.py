@@ -22,8 +22,9 @@ import numpy as np
 
 from nvmlab.errors import ConfigError
 from nvmlab.steps import Param, StepContext, register_step
+from nvmlab.storage.query import chain_tuning_outcomes
 
-__all__ = ["report_step", "tuning_outcomes"]
+__all__ = ["report_step"]
 
 
 def _check(params: dict[str, Any]) -> None:
@@ -35,37 +36,6 @@ def _check(params: dict[str, Any]) -> None:
             "(pip install 'nvmlab[report]') or remove the step",
             field="kind",
         ) from None
-
-
-def tuning_outcomes(db: Any, run_id: int, prefix: str = "") -> dict[str, np.ndarray]:
-    """The tuning outcomes stored by completed units of run ``run_id``'s resume chain (of
-    unit keys starting with ``prefix``): row, col, target_s, final_s, error_rel, pulse_count,
-    status."""
-    from sqlalchemy import select
-
-    from nvmlab.storage.models import TuningOutcome, Unit
-    from nvmlab.storage.runs import resume_chain
-
-    with db.read_connection() as conn:
-        chain = resume_chain(conn, run_id)
-        rows = conn.execute(
-            select(
-                TuningOutcome.row, TuningOutcome.col, TuningOutcome.target_s,
-                TuningOutcome.final_s, TuningOutcome.error_rel, TuningOutcome.pulse_count,
-                TuningOutcome.status,
-            )
-            .join(Unit, Unit.id == TuningOutcome.attempt_id)
-            .where(
-                TuningOutcome.run_id.in_(chain), Unit.status == "completed",
-                Unit.unit_key.startswith(prefix),
-            )
-            .order_by(TuningOutcome.id)
-        ).all()  # fmt: skip
-    names = ("row", "col", "target_s", "final_s", "error_rel", "pulse_count", "status")
-    return {
-        n: np.array([r[i] for r in rows], dtype=object if n == "status" else float)
-        for i, n in enumerate(names)
-    }
 
 
 def _tuning_plot(
@@ -117,7 +87,7 @@ def _report(context: StepContext, params: dict[str, Any]) -> dict[str, Any]:
     files = [str(p) for p in written.png_paths.values()] + [str(written.html_path)]
     summary: dict[str, Any] = {"report_dir": str(out.resolve()), "files": len(files) + 1}
     if context.run_id is not None:
-        outcomes = tuning_outcomes(db, context.run_id)
+        outcomes = chain_tuning_outcomes(db, context.run_id)
         if outcomes["row"].size:
             tolerance = 0.01
             job = context.extras.get("job")

@@ -490,6 +490,38 @@ __all__ = [
     "load_pulses",
     "load_reads",
     "load_records",
+    "chain_tuning_outcomes",
     "load_traces",
     "run_chain",
 ]
+
+
+def chain_tuning_outcomes(db: Any, run_id: int, prefix: str = "") -> dict[str, np.ndarray]:
+    """The tuning outcomes stored by completed units of run ``run_id``'s resume chain (of
+    unit keys starting with ``prefix``): row, col, target_s, final_s, error_rel, pulse_count,
+    status, algorithm."""
+    from sqlalchemy import select
+
+    from nvmlab.storage.models import TuningOutcome, Unit
+    from nvmlab.storage.runs import resume_chain
+
+    with db.read_connection() as conn:
+        chain = resume_chain(conn, run_id)
+        rows = conn.execute(
+            select(
+                TuningOutcome.row, TuningOutcome.col, TuningOutcome.target_s,
+                TuningOutcome.final_s, TuningOutcome.error_rel, TuningOutcome.pulse_count,
+                TuningOutcome.status, TuningOutcome.algorithm,
+            )
+            .join(Unit, Unit.id == TuningOutcome.attempt_id)
+            .where(
+                TuningOutcome.run_id.in_(chain), Unit.status == "completed",
+                Unit.unit_key.startswith(prefix),
+            )
+            .order_by(TuningOutcome.id)
+        ).all()  # fmt: skip
+    names = ("row", "col", "target_s", "final_s", "error_rel", "pulse_count", "status", "algorithm")
+    return {
+        n: np.array([r[i] for r in rows], dtype=object if n in ("status", "algorithm") else float)
+        for i, n in enumerate(names)
+    }

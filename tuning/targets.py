@@ -44,6 +44,12 @@ from typing import Any
 import numpy as np
 
 from nvmlab.errors import ConfigError
+from nvmlab.tuning.mapping import (
+    DEVICE_G_MAX_S,
+    DEVICE_G_MIN_S,
+    pair_conductances,
+    pair_scale,
+)
 
 __all__ = [
     "DEVICE_G_MAX_S",
@@ -55,10 +61,6 @@ __all__ = [
     "weights_to_pairs",
 ]
 
-#: The devices' conductance window (S): reset cannot bring a device below g_min, set not
-#: above g_max (docs/devices.md, Nili 2020: 1-300 uS).
-DEVICE_G_MIN_S = 1e-6
-DEVICE_G_MAX_S = 300e-6
 #: Read voltage (V) and read compliance (A) of the tuner's verification reads.
 READ_V = 0.2
 READ_COMPLIANCE_A = 1e-4
@@ -238,28 +240,24 @@ def weights_to_pairs(
             f"{file}: an infinite weight; allowed: finite numbers or NaN", file=file,
             field="--weights",
         )  # fmt: skip
-    finite = np.isfinite(weights)
-    wmax = float(np.abs(weights[finite]).max()) if finite.any() else 0.0
-    if wmax == 0.0:
+    scale = pair_scale(weights, lo, hi)
+    if scale == 0.0:
         raise ConfigError(
             f"{file}: no finite non-zero weight; allowed: a table with at least one",
             file=file,
             field="--weights",
         )
     rows, half = weights.shape
-    scale = (hi - lo) / wmax
+    g_plus, g_minus = pair_conductances(weights, lo, scale)
     targets = np.full((rows, 2 * half), np.nan)
+    targets[:, 0::2] = g_plus
+    targets[:, 1::2] = g_minus
     partner: dict[tuple[int, int], tuple[int, int, int, float]] = {}
-    for i in range(rows):
-        for j in range(half):
-            w = weights[i, j]
-            if not math.isfinite(w):
-                continue
-            diff = scale * w
-            targets[i, 2 * j] = lo + max(diff, 0.0)
-            targets[i, 2 * j + 1] = lo + max(-diff, 0.0)
-            partner[(i, 2 * j)] = (i, 2 * j + 1, 1, diff)
-            partner[(i, 2 * j + 1)] = (i, 2 * j, -1, diff)
+    for i, j in np.argwhere(np.isfinite(weights)):
+        i, j = int(i), int(j)
+        diff = scale * float(weights[i, j])
+        partner[(i, 2 * j)] = (i, 2 * j + 1, 1, diff)
+        partner[(i, 2 * j + 1)] = (i, 2 * j, -1, diff)
     return TargetSet(targets, file, partner, (lo, hi), scale)
 
 

@@ -20,11 +20,11 @@ import pytest
 from jobhelp import assert_every_unit_completed_once, nvmlab, runs, units, write_job
 
 from nvmlab.characterization.sweep import get_sweep, validate_params
-from nvmlab.jobs.report import tuning_outcomes
 from nvmlab.mocks import read_ground_truth
 from nvmlab.storage import open_database
 from nvmlab.storage.inventory import require_chip
 from nvmlab.storage.profile import load_profile
+from nvmlab.storage.query import chain_tuning_outcomes as tuning_outcomes
 from nvmlab.tuning import array as _registers_tune  # noqa: F401
 
 ROWS = COLS = 8
