@@ -137,7 +137,7 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlabel("array energy per inference (pJ)")
     ax.set_ylabel("worst accuracy drop (points)")
-    ax.set_title(f"memory-state search: {figures['energy_ratio']:.2f}x less energy")
+    ax.set_title(f"memory-state search: {_x(figures['energy_ratio'], '.2f', 'x')} less energy")
     ax.legend(fontsize=8)
     paths.append(folder / "impact_energy.png")
     fig.savefig(paths[-1], dpi=110)
@@ -155,7 +155,9 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
     ax.set_ylabel("accuracy drop (points)")
     factor = figures["defect_tolerance_factor"]
     ax.set_title(
-        f"defect tolerance: {factor:.1f}x" if math.isfinite(factor) else "defect tolerance"
+        f"defect tolerance: {factor:.1f}x"
+        if factor is not None and math.isfinite(factor)
+        else "defect tolerance"
     )
     ax.legend()
     paths.append(folder / "impact_defects.png")
@@ -163,8 +165,17 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
     return paths
 
 
-def _pct(value: float) -> str:
-    return f"{value * 100:.3g} %" if math.isfinite(value) else "n/a"
+def _pct(value: float | None) -> str:
+    return f"{value * 100:.3g} %" if value is not None and math.isfinite(value) else "n/a"
+
+
+def _x(value: float | None, spec: str = ".2f", unit: str = "") -> str:
+    """A figure as printed; NaN and infinity (null in the JSON) in words."""
+    if value is None or math.isnan(value):
+        return "undefined"
+    if math.isinf(value):
+        return "not reached (beyond 64)"
+    return f"{value:{spec}}{unit}"
 
 
 def format_impact(f: dict[str, Any]) -> list[str]:
@@ -188,8 +199,18 @@ def format_impact(f: dict[str, Any]) -> list[str]:
     lines += [
         f"naive_worst_drop_pts {f['naive_worst_drop_pts']:.2f}; mitigated_worst_drop_pts "
         f"{f['mitigated_worst_drop_pts']:.2f} (target: under 1 point over 25-100 C)",
-        f"energy_ratio {f['energy_ratio']:.2f}x (naive {f['energy_naive_j'] * 1e12:.3g} pJ, "
-        f"mitigated {f['energy_mitigated_j'] * 1e12:.3g} pJ per inference; target 2.5-9x)",
+        f"energy_ratio {_x(f['energy_ratio'], '.2f', 'x')} (naive {f['energy_naive_j'] * 1e12:.3g} pJ, "
+        f"mitigated {f['energy_mitigated_j'] * 1e12:.3g} pJ per inference; target 2.5-9x)"
+        + (
+            ""
+            if f["state_search_passed"]
+            else "; state_search_passed false: no window keeps "
+            "the drop under 1 point at this chip's defects"
+        ),
+        f"energy_ratio_defect_free {_x(f['energy_ratio_defect_free'], '.2f', 'x')} (the same "
+        f"search without defects: window {f['mitigated_defect_free']['g_lo_s'] * 1e6:g}-"
+        f"{f['mitigated_defect_free']['g_hi_s'] * 1e6:g} uS at "
+        f"{f['mitigated_defect_free']['read_v']:g} V)",
         "accuracy_vs_defect_rate:   rate   naive drop        mitigated drop",
     ]
     for r in f["accuracy_vs_defect_rate"]:
@@ -200,18 +221,14 @@ def format_impact(f: dict[str, Any]) -> list[str]:
     lines += [
         f"tolerable_defect_rate_naive {_pct(f['tolerable_defect_rate_naive'])}, mitigated "
         f"{_pct(f['tolerable_defect_rate_mitigated'])}: defect_tolerance_factor "
-        + (
-            f"{f['defect_tolerance_factor']:.1f}x"
-            if math.isfinite(f["defect_tolerance_factor"])
-            else "undefined (the naive network loses 1 point without defects)"
-        )
-        + " (target: over 100x)",
+        f"{_x(f['defect_tolerance_factor'], '.1f', 'x')} (target: over 100x; undefined when "
+        "the naive network loses 1 point without any defect)",
         f"tolerable_defect_rate_defect_blind {_pct(f['tolerable_defect_rate_defect_blind'])} "
         f"(the mitigated point mapped without regard to defects): "
-        f"defect_tolerance_factor_mapping {f['defect_tolerance_factor_mapping']:.1f}x",
-        f"error_multiplier_margin {f['error_multiplier_margin']:.2f} (the mitigated network "
+        f"defect_tolerance_factor_mapping {_x(f['defect_tolerance_factor_mapping'], '.1f', 'x')}",
+        f"error_multiplier_margin {_x(f['error_multiplier_margin'])} (the mitigated network "
         "first loses 1 point with every random error times this); "
-        f"error_multiplier_margin_full_window {f['error_multiplier_margin_full_window']:.2f} "
+        f"error_multiplier_margin_full_window {_x(f['error_multiplier_margin_full_window'])} "
         "(the same mitigations in the full 5-100 uS window at 0.2 V)",
         f"seconds_per_evaluation {f['seconds_per_evaluation']:.3f} ({f['evaluations']} "
         "evaluations)",

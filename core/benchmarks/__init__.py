@@ -18,6 +18,7 @@ BENCHMARKS = {
     "storage": "nvmlab.storage.bench",
     "characterization": "nvmlab.benchmarks.characterization",
     "tuning": "nvmlab.benchmarks.tuning",
+    "impact": "nvmlab.benchmarks.impact",
 }
 
 
@@ -45,6 +46,7 @@ examples:
   nvmlab bench --only drivers --only storage
   nvmlab bench --only characterization  # a full 64 x 64 characterization, timed
   nvmlab bench --only tuning            # 64 x 64 tuning, adaptive and conventional, by truth
+  nvmlab bench --only impact            # network impact of an emulated chip (docs/analysis.md)
 """
 
 
