@@ -105,11 +105,36 @@ def _report(context: StepContext, params: dict[str, Any]) -> dict[str, Any]:
         for attempt in unit_attempts(db, context.run_id):
             if attempt["unit_key"].endswith("/step") and attempt["status"] == "completed":
                 steps.append({"step": attempt["unit_key"][:-5], **(attempt["result"] or {})})
+        _job_page(out, context.run_id, steps)
         (out / "summary.json").write_text(json.dumps(
             {"run_id": context.run_id, "chip": context.chip, "steps": steps},
             indent=1, default=str,
         ) + "\n")  # fmt: skip
     return summary
+
+
+def _job_page(out: Path, run_id: int, steps: list[dict[str, Any]]) -> None:
+    """``job.html``: the job's steps and its own plots (tuning, network impact) beside the
+    chip's report, images embedded (one file to mail or archive)."""
+    import base64
+    import html
+
+    rows = "".join(
+        f"<tr><td>{html.escape(str(s['step']))}</td><td>{html.escape(json.dumps(s.get('summary', {}), default=str)[:400])}</td></tr>"
+        for s in steps
+    )  # fmt: skip
+    images = "".join(
+        f"<h2>{html.escape(p.stem)}</h2><img src='data:image/png;base64,"
+        f"{base64.b64encode(p.read_bytes()).decode()}' alt='{html.escape(p.stem)}'>"
+        for p in sorted(out.glob("*.png"))
+        if p.stem == "tuning" or p.stem.startswith("impact_")
+    )  # fmt: skip
+    (out / "job.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><title>run {run_id}</title>"
+        f"<h1>Job run {run_id}</h1><p><a href='report.html'>the chip's report</a></p>"
+        f"<table border='1'><tr><th>step</th><th>summary</th></tr>{rows}</table>{images}",
+        encoding="utf-8",
+    )
 
 
 _report.check = _check  # type: ignore[attr-defined]

@@ -72,7 +72,9 @@ def characterized_chip(folder: Path) -> tuple[str, int]:
     """Run the job in ``folder``: (database URL, job run id)."""
     rng = np.random.default_rng(8)
     physics = "\n".join(f"{k} = {v!r}" for k, v in PHYSICS.items())
-    (folder / "bench.toml").write_text(f"[bench]\nrows = 8\ncols = 8\nseed = 13\n\n[physics]\n{physics}\n")
+    (folder / "bench.toml").write_text(
+        f"[bench]\nrows = 8\ncols = 8\nseed = 13\n\n[physics]\n{physics}\n"
+    )
     layer = np.full((8, 4), np.nan)
     layer[:, :2] = rng.normal(0, 0.5, (8, 2))
     np.save(folder / "layer.npy", layer)

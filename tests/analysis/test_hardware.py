@@ -23,7 +23,9 @@ from nvmlab.tuning.mapping import pairs_to_weights
 
 def _model(**kw: float) -> ErrorModel:
     bins = len(TUNING_EDGES_S) - 1
-    zero = TuningError("adaptive", list(TUNING_EDGES_S), [[0.0] * len(QUANTILES)] * bins, [1] * bins)
+    zero = TuningError(
+        "adaptive", list(TUNING_EDGES_S), [[0.0] * len(QUANTILES)] * bins, [1] * bins
+    )
     base = dict(noise_rel=0.0, noise_abs_a=0.0, tc_intercept_s_per_k=0.0, tc_slope_per_k=0.0,
                 tc_spread_s_per_k=0.0)  # fmt: skip
     return ErrorModel("test", **{**base, **kw}, tuning={"adaptive": zero})  # type: ignore[arg-type]
@@ -59,10 +61,15 @@ def test_the_mapping_round_trip_holds_within_the_tuning_tolerance() -> None:
         # every device 1 % off (the tuning tolerance) moves a weight by at most
         # 1 % of (G+ + G-) / s: within (g_hi + g_lo) / (g_hi - g_lo) % of the largest weight
         rng = np.random.default_rng(3)
-        sign = lambda: rng.choice([-1.0, 1.0], layer.g_plus.shape)  # noqa: E731
-        off = pairs_to_weights(layer.g_plus * (1 + 0.01 * sign()), layer.g_minus * (1 + 0.01 * sign()), scale)
+        sign_p, sign_m = rng.choice([-1.0, 1.0], (2, *layer.g_plus.shape))
+        off = pairs_to_weights(
+            layer.g_plus * (1 + 0.01 * sign_p), layer.g_minus * (1 + 0.01 * sign_m), scale
+        )
         wmax = np.abs(layer.weights).max(axis=(2, 3), keepdims=True)
-        assert np.max(np.abs(off - layer.weights) / wmax) <= 0.01 * (g_hi + g_lo) / (g_hi - g_lo) + 1e-12
+        assert (
+            np.max(np.abs(off - layer.weights) / wmax)
+            <= 0.01 * (g_hi + g_lo) / (g_hi - g_lo) + 1e-12
+        )
 
 
 def test_defect_aware_mapping_keeps_the_weights_a_blind_mapping_loses() -> None:

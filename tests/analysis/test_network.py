@@ -25,7 +25,7 @@ def test_the_benchmark_is_trained_once_seeded_and_cached(
     monkeypatch.setenv("NVMLAB_CACHE", str(tmp_path))
     net, x, y = digits_benchmark(seed=0)
     assert net.weights[0].shape == (64, 32) and net.weights[1].shape == (32, 10)
-    assert net.accuracy(x, y) >= 0.95 and 0.0 <= x.min() and x.max() <= 1.0
+    assert net.accuracy(x, y) >= 0.95 and x.min() >= 0.0 and x.max() <= 1.0
     (cached,) = tmp_path.glob("digits-mlp-*.npz")
     again, _, _ = digits_benchmark(seed=0)
     for a, b in zip(net.weights, again.weights, strict=True):
@@ -58,7 +58,7 @@ def test_a_local_cifar10_copy_is_read_from_its_folder(tmp_path: Path) -> None:
     with (folder / "test_batch").open("wb") as f:
         pickle.dump(batch, f)
     x, y = load_cifar10(folder)
-    assert x.shape == (20, 3072) and 0.0 <= x.min() and x.max() <= 1.0 and y.shape == (20,)
+    assert x.shape == (20, 3072) and x.min() >= 0.0 and x.max() <= 1.0 and y.shape == (20,)
     net = {"W0": rng.normal(0, 0.01, (3072, 16)), "b0": np.zeros(16),
            "W1": rng.normal(0, 0.1, (16, 10)), "b1": np.zeros(10)}  # fmt: skip
     np.savez(tmp_path / "dense.npz", **net)
