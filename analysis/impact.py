@@ -228,8 +228,8 @@ def format_impact(f: dict[str, Any]) -> list[str]:
         f"defect_tolerance_factor_mapping {_x(f['defect_tolerance_factor_mapping'], '.1f', 'x')}",
         f"error_multiplier_margin {_x(f['error_multiplier_margin'])} (the mitigated network "
         "first loses 1 point with every random error times this); "
-        f"error_multiplier_margin_full_window {_x(f['error_multiplier_margin_full_window'])} "
-        "(the same mitigations in the full 5-100 uS window at 0.2 V)",
+        f"error_multiplier_margin_defect_free {_x(f['error_multiplier_margin_defect_free'])} "
+        "(the same without defects, at the state the defect-free search chose)",
         f"seconds_per_evaluation {f['seconds_per_evaluation']:.3f} ({f['evaluations']} "
         "evaluations)",
     ]
