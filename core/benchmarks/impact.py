@@ -26,29 +26,26 @@ name = "impact-bench"
 output = "runs"
 
 [bench]
-rows = {rows}
-cols = {cols}
-seed = {seed}
-state_file = "chip.npz"
+{bench}state_file = "chip.npz"
 
 [chip]
-name = "impact-bench-{seed}"
+name = "{chip}"
 
 [[steps]]
 kind = "map"
 
 [[steps]]
 kind = "noise"
-sample = 16
+sample = {sample}
 
 [[steps]]
 kind = "temperature"
-sample = 16
+sample = {sample}
 temperatures_c = [25, 55, 85, 100]
 
 [[steps]]
 kind = "iv"
-sample = 8
+sample = {iv_sample}
 
 [[steps]]
 kind = "thresholds"
@@ -66,12 +63,47 @@ window = [2e-6, 100e-6]
 
 [[steps]]
 kind = "products"
-count = 32
+count = {vectors}
+"""
 
+IMPACT_STEP = """
 [[steps]]
 kind = "impact"
 draws = {draws}
 """
+
+
+def write_impact_job(
+    folder: Path, *, rows: int, cols: int, seed: int, chip: str, layer: np.ndarray,
+    bench_file: str | None = None, draws: int | None = 25, vectors: int = 32,
+) -> Path:  # fmt: skip
+    """The job that gives a chip everything the network impact needs (``job.toml``, the
+    targets it names): the map, read noise, temperature (25-100 C) and the I-V of a
+    sample, every device's thresholds; the conventional tuner on the right half of the
+    columns (targets across 2-100 uS) and the adaptive tuner on the left half to
+    ``layer`` (weights, rows x pairs) as differential pairs; products through the array;
+    then, unless ``draws`` is None, the ``impact`` step."""
+    half = cols // 2
+    weights = np.full((rows, half), np.nan)
+    w = np.asarray(layer, dtype=float)[:rows, : half // 2]
+    weights[: w.shape[0], : w.shape[1]] = w
+    np.save(folder / "layer.npy", weights)
+    rng = np.random.default_rng(seed)
+    uniform = np.full((rows, cols), np.nan)
+    uniform[:, half:] = np.exp(rng.uniform(np.log(2e-6), np.log(100e-6), (rows, cols - half)))
+    np.save(folder / "uniform.npy", uniform)
+    bench = (
+        f'file = "{bench_file}"\n'
+        if bench_file
+        else f"rows = {rows}\ncols = {cols}\nseed = {seed}\n"
+    )
+    text = JOB.format(bench=bench, chip=chip, sample=min(16, rows * cols),
+                      iv_sample=min(8, rows * cols // 2), vectors=vectors)  # fmt: skip
+    if draws is not None:
+        text += IMPACT_STEP.format(draws=draws)
+    path = folder / "job.toml"
+    path.write_text(text)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,20 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     net, _, _ = digits_benchmark()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        half = args.cols // 2
-        layer = np.full((args.rows, half), np.nan)
-        pairs = half // 2
-        layer[:, :pairs] = net.weights[0][: args.rows, :pairs]  # a slice of the real layer
-        np.save(folder / "layer.npy", layer)
-        rng = np.random.default_rng(args.seed)
-        uniform = np.full((args.rows, args.cols), np.nan)
-        uniform[:, half:] = np.exp(
-            rng.uniform(np.log(2e-6), np.log(100e-6), (args.rows, args.cols - half))
-        )
-        np.save(folder / "uniform.npy", uniform)
-        (folder / "job.toml").write_text(
-            JOB.format(rows=args.rows, cols=args.cols, seed=args.seed, draws=args.draws)
-        )
+        write_impact_job(
+            folder, rows=args.rows, cols=args.cols, seed=args.seed,
+            chip=f"impact-bench-{args.seed}", layer=net.weights[0], draws=args.draws,
+        )  # a slice of the benchmark network's real first layer  # fmt: skip
         start = time.perf_counter()
         with open_database(f"sqlite:///{folder / 'lab.sqlite'}", create=True) as db:
             result = run_job(load_job_file(folder / "job.toml"), db=db)
