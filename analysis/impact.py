@@ -134,6 +134,9 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
     ax.axvline(figures["energy_naive_j"] * 1e12, color="C3", ls=":", label="naive window")
     ax.axvline(figures["energy_mitigated_j"] * 1e12, color="C2", ls="--", label="chosen")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short decade
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlabel("array energy per inference (pJ)")
     ax.set_ylabel("worst accuracy drop (points)")
@@ -148,6 +151,9 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
     for name, style in (("naive", "o-"), ("mitigated", "s-")):
         ax.errorbar(rate, [r[name]["mean"] for r in rows], yerr=[r[name]["ci95"] for r in rows],
                     fmt=style, capsize=3, label=name)  # fmt: skip
+    if all("mitigated_defect_blind_mean" in r for r in rows):
+        ax.plot(rate, [r["mitigated_defect_blind_mean"] for r in rows], "^:",
+                label="mitigated, mapped defect-blind")  # fmt: skip
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1.0)
