@@ -471,6 +471,7 @@ class TuneSweep(Sweep):
     def _settings(self, ctx: SweepContext, **kw: Any) -> AdaptiveSettings:
         cap = float(kw.pop("cap_v", ctx.ops.limits.max_write_v))
         kw.setdefault("width_s", WIDTHS_S[0])
+        kw.setdefault("floor_fraction", float(ctx.params["floor_fraction"]))
         return AdaptiveSettings(
             scheme="v/3",
             set_ramp=Ramp(0.4, 0.08, cap),

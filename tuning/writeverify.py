@@ -432,6 +432,10 @@ class AdaptiveSettings:
     verify_window_s: float = 0.2
     #: Prior lower quantile of the thresholds where probing starts (sigmas below the mean).
     probe_start_z: float = 2.0
+    #: No switching below this fraction of a device's threshold (docs/devices.md): when
+    #: the threshold is known (a profile's), no pulse goes below that floor (+2 %), where
+    #: it could not move the device at all.
+    floor_fraction: float = 0.5
     #: Consecutive pulses at the ramp maximum that together moved nothing detectable
     #: before that polarity is declared dead, and the change (ln) their reads resolve.
     stuck_pulses: int = 2
@@ -478,6 +482,7 @@ class _Polarity:
     cap_pulses: int = 0  # consecutive pulses at the maximum amplitude ...
     cap_ref: tuple[float, float] | None = None  # ... and the read before the first of them
     last_v: float = 0.0
+    floor_v: float = 0.0  # the device's switching floor (V) when its threshold is known
 
     def theta_sd(self, v0: float) -> float:
         return 1.0 / math.sqrt(self.theta_w) if self.theta_w > 0 else math.inf
@@ -510,6 +515,7 @@ class _Adaptive:
             if seed is not None and math.isfinite(seed) and seed > 0:
                 self.pol[sign].theta = seed
                 self.pol[sign].theta_w = 1.0 / 0.03**2
+                self.pol[sign].floor_v = s.floor_fraction * seed * 1.02
         self.telegraph_rel = 0.0
 
     # -- reads ----------------------------------------------------------------------------
@@ -597,6 +603,9 @@ class _Adaptive:
             if p.last_v > 0:
                 v = max(v, p.last_v + ramp.step_v)
             v = max(v, ramp.start_v)
+        # below its switching floor a pulse cannot move the device at all (a threshold
+        # learned too low from telegraph noise or relaxation would ask for one)
+        v = max(v, p.floor_v)
         return float(min(v, p.cap_v))
 
     def learn(self, p: _Polarity, v: float, change: float, sd: float) -> None:

@@ -362,3 +362,30 @@ def test_telegraph_devices_end_within_tolerance_by_truth(tmp_path: Path) -> None
         assert all(x.outcome == "tuned" for x in results)
         # a recognised step is a telegraph step (at most the model's 2 %, with read noise)
         assert all(x.telegraph_rel <= 0.03 for x in results)
+
+
+def test_with_known_thresholds_no_pulse_goes_below_the_switching_floor(tmp_path: Path) -> None:
+    """Below half its threshold a device does not move at all (docs/devices.md), so a
+    tuner that knows the thresholds never pulses there, whatever it learned: every pulse
+    it sends is one the chip counts (an end-to-end run over TCP once sent a device twelve
+    pulses under its floor after learning its threshold too low)."""
+    with characterization_bench(tmp_path, rows=16, cols=16, seed=5, physics=HARSH) as cb:
+        truth = cb.truth()
+        before = truth["pulse_count"].copy()
+        rng = np.random.default_rng(5)
+        cols = rng.permutation(16)
+        targets = rng.uniform(10e-6, 100e-6, 16)
+        ops = _ops(cb)
+        results = []
+        for r in range(16):
+            c = int(cols[r])
+            s, x = float(truth["set_threshold_v"][r, c]), float(truth["reset_threshold_v"][r, c])
+            res = adaptive(ops, r, c, float(targets[r]), set_threshold_v=s, reset_threshold_v=x)
+            results.append(res)
+            for a, _ in res.history:
+                if a > 0:
+                    assert a >= 0.5 * s, (r, c, a, s)
+                elif a < 0:
+                    assert -a >= 0.5 * abs(x), (r, c, a, x)
+        counted = (cb.truth()["pulse_count"] - before)[np.arange(16), cols]
+        assert [r.pulses for r in results] == counted.tolist()
