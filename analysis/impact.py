@@ -33,6 +33,7 @@ from nvmlab.analysis.network import (
 from nvmlab.analysis.studies import Evaluator, impact_study
 from nvmlab.errors import ConfigError
 from nvmlab.steps import Param, StepContext, register_step
+from nvmlab.storage.jsonable import jsonable
 
 __all__ = ["format_impact", "impact_step", "load_network", "run_impact", "write_plots"]
 
@@ -253,24 +254,11 @@ def format_impact(f: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_outputs(figures: dict[str, Any], model: ErrorModel, folder: Path) -> dict[str, Path]:
     """``impact.json``, ``error_model.json`` and the plots into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {"json": folder / "impact.json", "model": folder / "error_model.json"}
-    out["json"].write_text(json.dumps(_jsonable(figures), indent=1) + "\n")
+    out["json"].write_text(json.dumps(jsonable(figures), indent=1) + "\n")
     model.to_json(out["model"])
     for path in write_plots(figures, folder):
         out[path.stem] = path

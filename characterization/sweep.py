@@ -45,6 +45,7 @@ import numpy as np
 from nvmlab.errors import ConfigError
 from nvmlab.instruments.arrays import ArrayOperations, DeviceRead, ReadSettings, WriteScheme
 from nvmlab.steps import Param, StepContext, StepKind, UnitGuard, register_step
+from nvmlab.storage.jsonable import jsonable as _jsonable
 
 if TYPE_CHECKING:
     from nvmlab.instruments.station import Station
@@ -779,20 +780,5 @@ def _store_summary(db: Database, run_id: int, summary: dict[str, Any]) -> None:
         )
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays turned into plain JSON types (NaN: None)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    return value
-
-
+#: numpy values to plain JSON (kept here for the modules that import it from here)
 jsonable = _jsonable

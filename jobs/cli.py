@@ -91,21 +91,14 @@ def _console_logging(live: bool) -> Iterator[None]:
 
 
 def _database(args: argparse.Namespace, job: Any) -> Any:
+    """The results database by the precedence: --db, NVMLAB_DB, the job file's, the
+    station file's, ./nvmlab.sqlite."""
+    from nvmlab.storage.cli import choose_database_url
     from nvmlab.storage.database import open_database
-    from nvmlab.storage.engine import mask_url, resolve_database
 
-    station_url = None
-    if job.station is not None:
-        from nvmlab.storage.station_database import station_file_database
-
-        station_url = station_file_database(job.station)
-    choice = resolve_database(args.db, job_file_url=job.database, station_file_url=station_url)
-    if choice.source != "--db":
-        where = {"default": "the default", "NVMLAB_DB": "from $NVMLAB_DB"}.get(
-            choice.source, f"from the {choice.source}"
-        )
-        print(f"database: {mask_url(choice.url)} ({where})", file=sys.stderr)
-    return open_database(choice.url, create=True)
+    station = str(job.station) if job.station is not None else None
+    url = choose_database_url(args, job_file_url=job.database, station=station)
+    return open_database(url, create=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

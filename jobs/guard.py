@@ -147,7 +147,7 @@ class JobGuard:
             except InstrumentError as exc:
                 if not is_transient(exc):
                     raise
-                self._reconnect("chamber", exc)
+                self._reconnect("chamber")
         self.event("recovery", f"chamber back in order after {clock.now() - start:.0f} s; "
                    f"resuming at unit {key}", source="chamber", unit=key)  # fmt: skip
 
@@ -188,7 +188,7 @@ class JobGuard:
                    source=role or "instrument", unit=key, attempt=attempt)  # fmt: skip
         return True
 
-    def _reconnect(self, role: str, exc: BaseException) -> None:
+    def _reconnect(self, role: str) -> None:
         transport = self.station.transports.get(role)
         if transport is not None:
             transport.reconnect()

@@ -103,17 +103,21 @@ def _describe(choice: DatabaseChoice, station: str | None) -> str:
     return f"from {choice.source}"
 
 
-def choose_database_url(args: argparse.Namespace) -> str:
+def choose_database_url(
+    args: argparse.Namespace, *, job_file_url: str | None = None, station: str | None = None
+) -> str:
     """The database URL of this command (chosen once); says on stderr where it came from
-    unless it is --db's."""
+    unless it is --db's. ``job_file_url``: a job file's ``database``; ``station``: the
+    station file to read when nothing before it decides (default ``args.station``)."""
     choice: DatabaseChoice | None = getattr(args, "database_choice", None)
     if choice is not None:
         return choice.url
     cli_url = getattr(args, "db", None)
-    station = getattr(args, "station", None)
-    choice = resolve_database(cli_url)
+    station = station if station is not None else getattr(args, "station", None)
+    choice = resolve_database(cli_url, job_file_url=job_file_url)
     if choice.source == "default" and station is not None:
-        # The station file is read only when it decides (neither --db nor NVMLAB_DB).
+        # The station file is read only when it decides (neither --db, NVMLAB_DB nor a
+        # job file).
         choice = resolve_database(cli_url, station_file_url=station_file_database(station))
     args.database_choice = choice
     if choice.source != "--db":

@@ -1,6 +1,6 @@
 """A characterized and tuned emulated chip for the analysis tests: the impact benchmark's
 job (without its impact step) on an 8 x 8 crossbar with non-default physics (twice the
-read noise, a larger temperature coefficient, 5 % defects, a stronger cubic I-V), run
+read noise, a larger temperature coefficient, 5 % defects, a stronger cubic I-V, threshold CV 35 %), run
 once per test session."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ PHYSICS = {
     "temp_coeff_s_per_k": 0.2e-6,
     "defect_rate": 0.05,
     "iv_cubic_b_per_v2": 2.5,
+    "threshold_cv": 0.35,
 }
 CHIP = "impact-8"
 

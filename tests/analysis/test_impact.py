@@ -8,12 +8,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from chips import CHIP
 
 from nvmlab.cli import main
 from nvmlab.storage import open_database
-from nvmlab.storage.query import get_run
+from nvmlab.storage.query import chain_tuning_outcomes, get_run
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analysis.md"
 
@@ -58,8 +59,13 @@ def test_nvmlab_impact_prints_and_stores_every_documented_figure(
     assert loop and figures["in_the_loop"]["vectors"] == 12
     loop_figures = figures["in_the_loop"]
     # the devices' own reads and the cubic I-V explain the products to within 2 %; the
-    # targets (what the network expects) to within the tuning error
+    # targets (what the network expects) to within the tuning error: a column current
+    # averages its devices' errors, so its median error stays under the devices' p90
     assert loop_figures["relative_error_reads_median"] < 0.02
-    assert loop_figures["relative_error_target_median"] < 0.05
+    with open_database(url) as db:
+        outcomes = chain_tuning_outcomes(db, run_id)
+    done = outcomes["status"] != "skipped"
+    device_err = np.abs(outcomes["final_s"][done].astype(float) / outcomes["target_s"][done] - 1)
+    assert loop_figures["relative_error_target_median"] < np.quantile(device_err, 0.9)
     assert 0.0 < loop_figures["within_95pct_share"] <= 1.0
     assert figures["seconds_per_evaluation"] < 1.0
