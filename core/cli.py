@@ -28,6 +28,7 @@ SUBCOMMAND_MODULES = (
     "nvmlab.characterization.cli",
     "nvmlab.tuning.cli",
     "nvmlab.jobs.cli",
+    "nvmlab.jobs.monitor",
     "nvmlab.analysis.cli",
     "nvmlab.demo",
     "nvmlab.benchmarks",

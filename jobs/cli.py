@@ -358,3 +358,7 @@ def register(subparsers: Any) -> None:
     add_database_options(replay, station=False)
     replay.add_argument("--no-progress", action="store_true", help="plain progress lines")
     replay.set_defaults(handler=_cmd_replay)
+
+    from nvmlab.jobs import queue_cli
+
+    queue_cli.register(subparsers)

@@ -242,9 +242,10 @@ def _existing(folder: Path, text: str, source: str, where: str, what: str) -> Pa
     return path
 
 
-def load_job_file(path: str | Path) -> JobFile:
+def load_job_file(path: str | Path, *, queued: bool = False) -> JobFile:
     """Read and validate job file ``path`` (every section, key and step parameter; the
-    files it names exist). Raises :class:`ConfigError` naming the file and field."""
+    files it names exist). Raises :class:`ConfigError` naming the file and field.
+    ``queued``: see :func:`parse_job`."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -261,12 +262,16 @@ def load_job_file(path: str | Path) -> JobFile:
         raise ConfigError(f"is not UTF-8 text ({exc.reason})", file=source, field="file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"is not valid TOML: {exc}", file=source, field="TOML syntax") from None
-    return parse_job(data, source=Path(path), text=text)
+    return parse_job(data, source=Path(path), text=text, queued=queued)
 
 
-def parse_job(data: Mapping[str, Any], *, source: Path, text: str = "") -> JobFile:
+def parse_job(
+    data: Mapping[str, Any], *, source: Path, text: str = "", queued: bool = False
+) -> JobFile:
     """Validate the content of a job file (``source`` names it in errors and anchors its
-    relative paths)."""
+    relative paths). ``queued``: the job goes to the lab's queue, where the worker that
+    takes it supplies the station: ``job.station`` is not needed (and ignored when given),
+    a ``[bench]`` is refused."""
     name_of_file = str(source)
     folder = source.resolve().parent
     _unknown(data, SECTIONS, name_of_file, "file")
@@ -274,7 +279,17 @@ def parse_job(data: Mapping[str, Any], *, source: Path, text: str = "") -> JobFi
     _unknown(job, JOB_KEYS, name_of_file, "job")
     station_text = _string(job, "station", name_of_file, "job")
     bench_table = data.get("bench")
-    if (station_text is None) == (bench_table is None):
+    if queued:
+        if bench_table is not None:
+            raise ConfigError(
+                "a queued job runs on the instruments of the station whose worker takes it; "
+                "an in-process emulated bench cannot be queued (run it with 'nvmlab run', or "
+                "serve the bench with 'nvmlab emulate' and start a worker for it)",
+                file=name_of_file,
+                field="bench",
+            )
+        station_text = None
+    elif (station_text is None) == (bench_table is None):
         raise ConfigError(
             "give exactly one of job.station (a station file) or a [bench] section (an "
             "in-process emulated bench)",

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,8 +314,11 @@ class StopRequests:
     Ctrl-C stops at once (still into the safe state). Handlers are installed only in the
     main thread (a job run from a worker thread is stopped by its owner)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, external: Callable[[], str | None] | None = None) -> None:
         self.enabled = enabled
+        self.external = external
+        #: why an external request stopped the job (None: a signal, or not stopped)
+        self.reason: str | None = None
         self.requested: int | None = None
         self.quiet = False
         self._previous: dict[int, Any] = {}
@@ -339,6 +342,12 @@ class StopRequests:
     def check(self) -> None:
         if self.requested is not None:
             raise KeyboardInterrupt
+        if self.external is not None:
+            reason = self.external()
+            if reason is not None:
+                self.reason = reason
+                log.warning("%s: stopping at this unit boundary, into the safe state", reason)
+                raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequests]:
@@ -401,6 +410,8 @@ def run_job(
     handle_signals: bool = False,
     log_to: Callable[[int], Path | None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    stop_check: Callable[[], str | None] | None = None,
+    extra_config: Mapping[str, Any] | None = None,
 ) -> JobResult:
     """Run ``job`` against its station, storing into ``db`` (open); see the module doc.
 
@@ -411,6 +422,10 @@ def run_job(
     ``close()``). ``handle_signals``: Ctrl-C / SIGTERM stop at the next unit boundary.
     ``on_start(run_id)`` is called as soon as the run exists (the CLI prints ``run <id>``);
     ``log_to(run_id)`` returns the log file to attach (or None).
+    ``stop_check()`` returns why the job should stop (a queue worker stopping, a cancel
+    from the queue) or None: asked at every unit boundary, it stops the job as Ctrl-C does.
+    ``extra_config`` is stored in the run's configuration beside the job's (the queue job
+    it runs for).
     """
     from nvmlab.jobs import recording
     from nvmlab.storage.inventory import register_chip
@@ -451,7 +466,7 @@ def run_job(
     handler: logging.Handler | None = None
     bench: Any = None
     station: Any = None
-    stop = StopRequests(handle_signals)
+    stop = StopRequests(handle_signals, external=stop_check)
     try:
         chip = check.chip
         if chip.id is None:
@@ -470,6 +485,7 @@ def run_job(
             "station": name,
             "steps": [{"kind": s.kind, **s.params} for s in job.steps],
         }
+        config.update(extra_config or {})
         if record_dir is not None:
             config["recording"] = str(record_dir.resolve())
         if replay_dir is not None:
@@ -524,7 +540,9 @@ def run_job(
                 result.instrument_s = station.clock.now() - clock_start
     except KeyboardInterrupt:
         result.status = "aborted"
-        result.message = "stopped by Ctrl-C or SIGTERM; resume with 'nvmlab run --resume RUN'"
+        result.message = (
+            f"stopped: {stop.reason}" if stop.reason else "stopped by Ctrl-C or SIGTERM"
+        ) + "; resume with 'nvmlab run --resume RUN'"
         _mark(outcomes, "aborted")
     except BaseException as exc:
         result.status = "failed"
@@ -633,7 +651,7 @@ def _run_steps(
     from nvmlab.storage.writer import RecordWriter
 
     done = completed_units(db, run_id)
-    for step, outcome in zip(job.steps, outcomes, strict=True):
+    for index, (step, outcome) in enumerate(zip(job.steps, outcomes, strict=True)):
         stop.check()
         prefix = f"{step.label}/"
         if prefix + STEP_DONE in done:
@@ -644,7 +662,10 @@ def _run_steps(
             continue
         outcome.status = "running"
         log.info("%s: %s", step.label, step.step_kind.summary)
-        callback = progress(step) if progress is not None else None
+        callback = _StoredProgress(
+            db, run_id, index, len(job.steps), step.label,
+            progress(step) if progress is not None else None,
+        )  # fmt: skip
         started_wall = time.perf_counter()
         started_clock = station.clock.now()
         context = StepContext(
@@ -694,6 +715,53 @@ def _run_steps(
             step.label, outcome.units_total, outcome.units_skipped, outcome.instrument_s,
             outcome.wall_s,
         )  # fmt: skip
+
+
+class _StoredProgress:
+    """A step's ``(done, total)`` callback that also stores the run's progress in the
+    database (``run_progress``, for the run monitor) at most every ``interval_s``, with an
+    ETA from this run's own rate, then passes the call on to ``inner`` (the console's)."""
+
+    def __init__(
+        self, db: Any, run_id: int, index: int, count: int, label: str, inner: Any,
+        interval_s: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.db, self.run_id, self.index, self.count, self.label = db, run_id, index, count, label
+        self.inner = inner
+        self.interval_s = interval_s
+        self.start = time.monotonic()
+        self.first_done: int | None = None
+        self.last = -1e9
+        self._store(0, 0, None)
+
+    def _store(self, done: int, total: int, eta_s: float | None) -> None:
+        from nvmlab.storage.runs import set_run_progress
+
+        try:
+            set_run_progress(
+                self.db, self.run_id, step_index=self.index, step_count=self.count,
+                step_label=self.label, units_done=done, units_total=total, eta_s=eta_s,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the monitor's view never fails a job
+            log.debug("run %d: progress not stored: %s", self.run_id, exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.first_done is None:
+            # units done in earlier runs of the chain count for nothing in the rate
+            self.first_done, self.start = done - 1, now
+        if now - self.last >= self.interval_s or done >= total:
+            self.last = now
+            made, left = done - self.first_done, total - done
+            eta = (now - self.start) / made * left if made > 0 and left > 0 else None
+            self._store(done, total, 0.0 if left <= 0 else eta)
+        if self.inner is not None:
+            self.inner(done, total)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
 
 
 def _count_units(outcome: StepOutcome, done: set[str], prefix: str) -> None:

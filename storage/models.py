@@ -37,6 +37,13 @@ Tables
     Chamber setpoint, air and chip temperatures (C) and alarm state over time.
 ``events``
     Warnings, faults and recoveries, with the run and attempt they happened in.
+``station_locks``
+    One job per station: the process holding a station, with its run.
+``station_workers``, ``queue_jobs``, ``run_progress``
+    The lab's queue (:mod:`nvmlab.jobs.queue`): stations and their workers, submitted jobs
+    and their runs, and the live progress of each running job. On PostgreSQL the queue
+    engine's own tables (``procrastinate_*``) live beside these, created by the same
+    migrations.
 
 Row-per-record or arrays
 ------------------------
@@ -419,6 +426,71 @@ class StationLock(Base):
     process_start_s: Mapped[float | None] = mapped_column(Float)
     acquired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[dt.datetime | None]
+
+
+class StationWorker(Base):
+    """A station known to the lab's queue: what it serves (read from its board by its
+    worker), its station file, and the worker serving it now (process, heartbeat, state
+    ``idle``/``busy``/``stopped``, the queue job and run in flight) (:mod:`nvmlab.jobs.worker`)."""
+
+    __tablename__ = "station_workers"
+
+    station: Mapped[str] = mapped_column(String(200), primary_key=True)
+    station_file: Mapped[str | None] = mapped_column(Text)
+    #: The station file's content, so that a job submitted elsewhere is checked against it.
+    station_text: Mapped[str | None] = mapped_column(Text)
+    chip_kind: Mapped[str | None] = mapped_column(String(20))
+    n_rows: Mapped[int | None] = mapped_column(Integer)
+    n_cols: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="stopped")
+    queue_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    #: The procrastinate worker id of the live worker (None when stopped).
+    engine_worker_id: Mapped[int | None] = mapped_column(BigInteger)
+    host: Mapped[str | None] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    process_start_s: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[dt.datetime | None]
+    registered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+
+
+class QueueJob(Base):
+    """A job submitted to the lab's queue: the procrastinate job id, what was asked
+    (``target``: a station's name, or ``any``), where it ran and its nvmlab runs (the first
+    and the newest of its resume chain)."""
+
+    __tablename__ = "queue_jobs"
+
+    job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    job_name: Mapped[str] = mapped_column(String(200))
+    chip: Mapped[str] = mapped_column(String(200))
+    job_file: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(String(200))
+    station: Mapped[str | None] = mapped_column(String(200))
+    first_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    submitted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    submitted_by: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime | None]
+
+
+class RunProgress(Base):
+    """Where a running job is: its step (index of ``step_count``, label), the step's units
+    done of total and the ETA (s), refreshed every second or so by the runner."""
+
+    __tablename__ = "run_progress"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    step_index: Mapped[int] = mapped_column(Integer)
+    step_count: Mapped[int] = mapped_column(Integer)
+    step_label: Mapped[str] = mapped_column(String(200))
+    units_done: Mapped[int] = mapped_column(Integer)
+    units_total: Mapped[int] = mapped_column(Integer)
+    eta_s: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 #: The per-device record tables, in the order export writes them.

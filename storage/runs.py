@@ -331,3 +331,38 @@ def unit_attempts(db: Database, run_id: int) -> list[dict[str, Any]]:
         chain = resume_chain(conn, run_id)
         rows = conn.execute(select(Unit.__table__).where(Unit.run_id.in_(chain)).order_by(Unit.id))
         return [dict(r._mapping) for r in rows]
+
+
+def set_run_progress(
+    db: Database,
+    run_id: int,
+    *,
+    step_index: int,
+    step_count: int,
+    step_label: str,
+    units_done: int,
+    units_total: int,
+    eta_s: float | None,
+) -> None:
+    """Store where run ``run_id`` is (``run_progress``, one row per run, replaced): step
+    ``step_index`` (0-based) of ``step_count``, its units done of total and the ETA (s)."""
+    from sqlalchemy import delete
+
+    from nvmlab.storage.models import RunProgress
+
+    values = {
+        "step_index": step_index,
+        "step_count": step_count,
+        "step_label": step_label,
+        "units_done": units_done,
+        "units_total": units_total,
+        "eta_s": eta_s,
+        "updated_at": utcnow(),
+    }
+    with db.errors(f"store the progress of run {run_id}"), db.engine.begin() as conn:
+        changed = conn.execute(
+            update(RunProgress).where(RunProgress.run_id == run_id).values(**values)
+        ).rowcount
+        if not changed:
+            conn.execute(delete(RunProgress).where(RunProgress.run_id == run_id))
+            conn.execute(insert(RunProgress).values(run_id=run_id, **values))

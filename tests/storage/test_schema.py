@@ -31,8 +31,18 @@ from nvmlab.storage.models import Base, Instrument, Run, Unit
 ALL_TABLES = {
     "stations", "instruments", "chips", "runs", "units", "pulses", "reads", "traces",
     "tuning_outcomes", "device_parameters", "chamber_log", "events", "chip_profiles",
-    "station_locks", "alembic_version",
+    "station_locks", "station_workers", "queue_jobs", "run_progress", "alembic_version",
 }  # fmt: skip
+#: The queue engine's own tables, on PostgreSQL only (procrastinate's schema, revision 0005).
+QUEUE_ENGINE_TABLES = {
+    "procrastinate_jobs", "procrastinate_workers", "procrastinate_events",
+    "procrastinate_periodic_defers",
+}  # fmt: skip
+
+
+def _ours(name: str | None, type_: str, *_: object) -> bool:
+    """compare_metadata looks at nvmlab's schema only, not at the queue engine's."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
 
 
 def test_migration_from_empty_creates_the_models_schema(empty_url: str) -> None:
@@ -41,10 +51,14 @@ def test_migration_from_empty_creates_the_models_schema(empty_url: str) -> None:
     engine = create_engine_for(empty_url)
     try:
         with engine.connect() as conn:
-            assert set(inspect(conn).get_table_names()) == ALL_TABLES
+            engine_tables = QUEUE_ENGINE_TABLES if conn.dialect.name == "postgresql" else set()
+            assert set(inspect(conn).get_table_names()) == ALL_TABLES | engine_tables
             # The shipped revision and the ORM models describe the same schema.
             diff = compare_metadata(
-                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+                MigrationContext.configure(
+                    conn, opts={"compare_type": True, "include_name": _ours}
+                ),
+                Base.metadata,
             )
             assert diff == []
             indexes = {ix["name"] for ix in inspect(conn).get_indexes("reads")}
@@ -331,3 +345,48 @@ def test_0004_adds_the_station_lock_table_and_downgrades_keeping_records(db, chi
         assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
     migrate("head")
     assert "station_locks" in tables() and station_lock_holder(db, "bench-7") is None
+
+
+def test_0005_adds_the_queue_and_on_postgresql_the_engine_schema_and_downgrades(db, chip) -> None:
+    """0005 adds station_workers, queue_jobs and run_progress and, on PostgreSQL only,
+    procrastinate's schema (tables, types, functions); its downgrade removes exactly those
+    and keeps every record; upgrading again restores them."""
+    from alembic import command
+
+    from nvmlab.storage.database import _alembic_config
+
+    run = start_run(db, "job", chip_id=chip)
+    postgres = db.engine.dialect.name == "postgresql"
+
+    def migrate(target: str) -> None:
+        with db.engine.begin() as conn:
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            (command.downgrade if target == "0004" else command.upgrade)(config, target)
+
+    def tables() -> set[str]:
+        with db.read_connection() as conn:
+            return set(inspect(conn).get_table_names())
+
+    def engine_functions() -> int:
+        with db.read_connection() as conn:
+            return int(conn.execute(text(
+                "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = current_schema() AND p.proname LIKE 'procrastinate%'"
+            )).scalar_one())  # fmt: skip
+
+    queue = {"station_workers", "queue_jobs", "run_progress"}
+    assert queue <= tables()
+    assert (tables() >= QUEUE_ENGINE_TABLES) == postgres
+    if postgres:
+        assert engine_functions() > 10
+    migrate("0004")
+    assert not (queue | QUEUE_ENGINE_TABLES) & tables()
+    if postgres:
+        assert engine_functions() == 0
+    with db.read_connection() as conn:
+        assert (
+            conn.execute(text("SELECT count(*) FROM runs WHERE id = :r"), {"r": run}).scalar() == 1
+        )
+    migrate("head")
+    assert queue <= tables() and (tables() >= QUEUE_ENGINE_TABLES) == postgres

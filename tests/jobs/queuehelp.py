@@ -1,0 +1,189 @@
+"""Helpers of the queue tests: a lab database of its own on the real PostgreSQL server,
+stations served by ``nvmlab emulate``, workers as processes, and what the queue and the
+runs stored."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from nvmlab.storage import open_database
+
+PG_URL = os.environ.get("NVMLAB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CLI = [sys.executable, "-P", "-m", "nvmlab.cli"]
+
+
+@contextlib.contextmanager
+def lab_database() -> Iterator[str]:
+    """A new PostgreSQL database (dropped afterwards) at nvmlab's schema head, the queue
+    engine's schema included; yields its URL. An unreachable server fails the test."""
+    server = make_url(PG_URL).set(drivername="postgresql+psycopg")
+    conninfo = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        pytest.fail(
+            f"PostgreSQL server at {server.host}:{server.port} is unreachable ({exc}); the "
+            "queue tests use it for real and are never skipped: start it or set "
+            "NVMLAB_TEST_PG_URL",
+            pytrace=False,
+        )
+    name = f"nvmlab_queue_{secrets.token_hex(4)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        run = subprocess.run([*CLI, "db", "upgrade", "--db", url], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@dataclass
+class Emulated:
+    """A station served by ``nvmlab emulate``: its station file and process."""
+
+    name: str
+    station_file: Path
+    proc: subprocess.Popen[str]
+    rows: int
+    cols: int
+
+
+@contextlib.contextmanager
+def emulated_station(
+    folder: Path, name: str, *, rows: int, cols: int, seed: int, time_scale: float = 5.0
+) -> Iterator[Emulated]:
+    """``nvmlab emulate`` serving a rows x cols memristor chip over loopback, its station
+    file renamed ``name``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = folder / "served.toml"
+    proc = subprocess.Popen(
+        [*CLI, "emulate", "--rows", str(rows), "--cols", str(cols), "--seed", str(seed),
+         "--time-scale", str(time_scale), "--state-file", str(folder / "chip.npz"),
+         "--station-out", str(written)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for _ in range(3):  # smu, chamber, board: the station file is written
+            assert proc.stdout.readline().split()[0] in ("smu", "chamber", "board")
+        text = written.read_text().replace('name = "emulated-bench"', f'name = "{name}"')
+        station_file = folder / f"{name}.toml"
+        station_file.write_text(text)
+        yield Emulated(name, station_file, proc, rows, cols)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def job_file(folder: Path, name: str, *, chip: str, rows: int, cols: int, steps: str = "") -> Path:
+    """A job file for the queue (no station: the worker's): a conductance map of the chip,
+    ``steps`` appended."""
+    path = folder / f"{name}.toml"
+    path.write_text(f"""[job]
+name = "{name}"
+output = "runs"
+seed = 1
+
+[chip]
+name = "{chip}"
+kind = "memristor"
+rows = {rows}
+cols = {cols}
+
+[[steps]]
+kind = "map"
+{steps}""")
+    return path
+
+
+class Worker:
+    """``nvmlab worker`` as a process, its output in a file."""
+
+    def __init__(self, station_file: Path, url: str, log: Path, *extra: str) -> None:
+        self.log = log
+        self.handle = log.open("w")
+        self.proc = subprocess.Popen(
+            [*CLI, "worker", "--station", str(station_file), "--db", url,
+             "--stalled-after", "6", "--stalled-sweep", "2", *extra],
+            stdout=self.handle, stderr=subprocess.STDOUT, text=True, cwd=log.parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        if not self.handle.closed:
+            self.handle.flush()
+        return self.log.read_text()
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self.close()
+        return code
+
+
+def nvmlab(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)  # fmt: skip
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, every: float = 0.3) -> Any:
+    """Poll ``check()`` until it returns something true; fail naming ``what``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+        time.sleep(every)
+
+
+def table(url: str, model: Any) -> list[dict[str, Any]]:
+    with open_database(url) as db, db.read_connection() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(model.__table__)).all()]
+
+
+def engine_jobs(url: str) -> dict[int, dict[str, Any]]:
+    """procrastinate's view of the queue: job id -> status, queue, attempts."""
+    from nvmlab.jobs.queue import TASK_NAME, open_app
+
+    app = open_app(url)
+    with app.open():
+        jobs = app.job_manager.list_jobs(task=TASK_NAME)
+    return {
+        int(j.id or 0): {"status": str(j.status), "queue": j.queue, "attempts": j.attempts}
+        for j in jobs
+    }
