@@ -232,3 +232,40 @@ def test_bad_input_is_refused_at_submit_and_a_dead_station_takes_no_job(tmp_path
         assert code == 1 and "could not open" in out and "st-q" in out, out
         assert [j["status"] for j in engine_jobs(url).values()] == ["todo"]
         assert all(r["run_id"] is None for r in table(url, QueueJob))
+
+
+def test_cancel_stops_a_running_job_safely_and_drops_a_queued_one(tmp_path: Path) -> None:
+    with lab_database() as url, emulated_station(tmp_path / "s", "st-s", rows=6, cols=6,
+                                                 seed=5) as s:  # fmt: skip
+        jobs_dir = tmp_path / "jobs"
+        jobs_dir.mkdir()
+        worker = Worker(s.station_file, url, tmp_path / "worker-s.log")
+        try:
+            wait_for("st-s registered", lambda: _workers_idle(url, {"st-s"}))
+            long = job_file(jobs_dir, "long", chip="chip-s", rows=6, cols=6,
+                            steps='\n[[steps]]\nkind = "map"\n')  # fmt: skip
+            running = _submit(url, long, "--station", "st-s")
+            queued = _submit(url, job_file(jobs_dir, "next", chip="chip-s", rows=6, cols=6),
+                             "--station", "st-s")  # fmt: skip
+            wait_for("the job under way", lambda: _running_on(url, "st-s", running, 3))
+            done = nvmlab("queue", "cancel", str(queued), "--db", url)
+            assert done.returncode == 0 and "cancelled" in done.stdout, done.stderr
+            done = nvmlab("queue", "cancel", str(running), "--db", url)
+            assert done.returncode == 0 and "stop requested" in done.stdout, done.stderr
+            wait_for("the running job aborted",
+                     lambda: engine_jobs(url)[running]["status"] == "aborted")  # fmt: skip
+        finally:
+            assert worker.stop() == 0
+        jobs = engine_jobs(url)
+        assert jobs[queued]["status"] == "cancelled" and jobs[queued]["attempts"] == 0
+        run_id = {r["job_id"]: r for r in table(url, QueueJob)}[running]["run_id"]
+        run = {r["id"]: r for r in table(url, Run)}[run_id]
+        assert run["status"] == "aborted" and "cancelled from the queue" in run["message"]
+        progress = {r["run_id"]: r for r in table(url, RunProgress)}[run_id]
+        assert 3 <= progress["units_done"] < progress["units_total"]  # stopped mid-step
+        assert "cancelled from the queue" in worker.output()
+        # cancelling again, or an unknown job: a clear error
+        again = nvmlab("queue", "cancel", str(running), "--db", url)
+        assert again.returncode == 1 and "is aborted: nothing to cancel" in again.stderr
+        unknown = nvmlab("queue", "cancel", "999", "--db", url)
+        assert unknown.returncode == 1 and "queue job 999 does not exist" in unknown.stderr
