@@ -298,7 +298,34 @@ class StationWorker:
                 .values(heartbeat_at=database_now(conn.dialect.name), **values)
             )
 
+    def _keep_station(self) -> None:
+        """Check that the station's lock is still held: its connection may have been
+        dropped (the server restarted, the network broke for longer than the keepalives).
+        Take it again when free; when another worker has it meanwhile, stop."""
+        import psycopg
+
+        from nvmlab.jobs.queue import engine_conninfo
+
+        try:
+            self._lock_conn.execute("SELECT 1")
+            return
+        except psycopg.Error:
+            pass
+        with contextlib.suppress(Exception):
+            self._lock_conn.close()
+        conn = psycopg.connect(engine_conninfo(self.url), autocommit=True, connect_timeout=10)
+        got = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (ADVISORY_NAMESPACE, self.name)
+        ).fetchone()
+        self._lock_conn = conn
+        if got and got[0]:
+            log.warning("station %r: its lock's connection was lost; taken again", self.name)
+            return
+        self.stop(f"station {self.name!r}: its lock was lost and another worker has it")
+
     def _beat(self) -> None:
+        if self._lock_conn is not None and not self.state.stopping:
+            self._keep_station()
         worker_id = getattr(self._worker, "worker_id", None)
         if worker_id is not None:
             self._set(engine_worker_id=worker_id)

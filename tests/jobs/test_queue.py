@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from queuehelp import (
     Worker,
     emulated_station,
@@ -45,6 +47,7 @@ def _submit(url: str, job: Path, *where: str) -> int:
     return int(done.stdout.split()[2].rstrip(":"))
 
 
+@pytest.mark.timeout(600)
 def test_nine_jobs_on_three_stations_survive_a_killed_worker_and_a_stopped_one(
     tmp_path: Path,
 ) -> None:
@@ -181,6 +184,7 @@ def test_nine_jobs_on_three_stations_survive_a_killed_worker_and_a_stopped_one(
         assert runs[queue[first_a]["first_run_id"]]["status"] != "completed"
 
 
+@pytest.mark.timeout(300)
 def test_bad_input_is_refused_at_submit_and_a_dead_station_takes_no_job(tmp_path: Path) -> None:
     with lab_database() as url:
         jobs_dir = tmp_path / "jobs"
@@ -234,6 +238,7 @@ def test_bad_input_is_refused_at_submit_and_a_dead_station_takes_no_job(tmp_path
         assert all(r["run_id"] is None for r in table(url, QueueJob))
 
 
+@pytest.mark.timeout(300)
 def test_cancel_stops_a_running_job_safely_and_drops_a_queued_one(tmp_path: Path) -> None:
     with lab_database() as url, emulated_station(tmp_path / "s", "st-s", rows=6, cols=6,
                                                  seed=5) as s:  # fmt: skip
@@ -269,3 +274,74 @@ def test_cancel_stops_a_running_job_safely_and_drops_a_queued_one(tmp_path: Path
         assert again.returncode == 1 and "is aborted: nothing to cancel" in again.stderr
         unknown = nvmlab("queue", "cancel", "999", "--db", url)
         assert unknown.returncode == 1 and "queue job 999 does not exist" in unknown.stderr
+
+
+@pytest.mark.timeout(400)
+def test_a_station_that_loses_power_has_its_job_put_back_on_that_station_only(
+    tmp_path: Path,
+) -> None:
+    """A power cut, short of cutting power on one machine: st-a's worker is frozen
+    (SIGSTOP: no heartbeat, no reply) and the server drops its connection, as its TCP
+    keepalives would for a dead PC. st-b's stalled-job sweep finds the job and puts it back
+    in st-a's queue, although it came from the 'any' queue st-b serves (the chip is on
+    st-a); the worker st-a starts after the reboot resumes it."""
+    import psycopg
+
+    from nvmlab.jobs.queue import engine_conninfo
+    from nvmlab.jobs.worker import ADVISORY_NAMESPACE
+
+    with lab_database() as url, contextlib.ExitStack() as stack:
+        a = stack.enter_context(emulated_station(tmp_path / "a", "st-a", rows=6, cols=6, seed=6))
+        b = stack.enter_context(emulated_station(tmp_path / "b", "st-b", rows=6, cols=6, seed=7))
+        jobs_dir = tmp_path / "jobs"
+        jobs_dir.mkdir()
+        wa = Worker(a.station_file, url, tmp_path / "worker-a1.log")
+        workers = [wa]
+        try:
+            wait_for("st-a registered", lambda: _workers_idle(url, {"st-a"}))
+            long = job_file(jobs_dir, "long", chip="pool", rows=6, cols=6,
+                            steps='\n[[steps]]\nkind = "map"\n')  # fmt: skip
+            job = _submit(url, long, "--any")
+            wait_for("the job under way on st-a", lambda: _running_on(url, "st-a", job, 3))
+            workers.append(Worker(b.station_file, url, tmp_path / "worker-b.log"))
+            wait_for("st-b registered", lambda: _workers_idle(url, {"st-a", "st-b"}))
+            wa.signal(signal.SIGSTOP)
+            with psycopg.connect(engine_conninfo(url), autocommit=True) as admin:
+                dropped = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                    "'advisory' AND classid = %s AND objid = "
+                    "(hashtext('st-a')::bigint & 4294967295)::oid AND granted",
+                    (ADVISORY_NAMESPACE,),
+                ).fetchall()  # fmt: skip
+            assert dropped == [(True,)]  # st-a's station lock, and only it
+
+            def put_back() -> bool:
+                return (
+                    engine_jobs(url)[job]
+                    == {"status": "todo", "queue": "station:st-a", "attempts": 0}
+                    or engine_jobs(url)[job]["queue"] == "station:st-a"
+                )
+
+            wait_for("the job put back in st-a's queue", put_back, timeout=90)
+            time.sleep(4)  # st-b, idle and serving the 'any' queue, must not take it
+            assert engine_jobs(url)[job]["status"] == "todo"
+            wa.signal(signal.SIGKILL)
+            wa.proc.wait(timeout=30)
+            wa2 = Worker(a.station_file, url, tmp_path / "worker-a2.log")
+            workers.append(wa2)
+            wait_for("the job done", lambda: engine_jobs(url)[job]["status"] == "succeeded",
+                     timeout=180)  # fmt: skip
+        finally:
+            for w in workers:
+                if w.proc.poll() is None:
+                    w.stop()
+                w.close()
+        assert "resumes run" in wa2.output()
+        row = {r["job_id"]: r for r in table(url, QueueJob)}[job]
+        runs = {r["id"]: r for r in table(url, Run)}
+        assert (
+            row["station"] == "st-a"
+            and runs[row["run_id"]]["resumes_run_id"] == row["first_run_id"]
+        )
+        assert runs[row["run_id"]]["status"] == "completed"
+        assert "stopped beating" in workers[1].output()
