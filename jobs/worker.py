@@ -65,6 +65,10 @@ __all__ = [
 
 log = logging.getLogger("nvmlab.jobs.worker")
 
+#: A job whose station is held by another process (a job run by hand) is tried again
+#: after this many seconds.
+BUSY_RETRY_S = 30
+
 #: Namespace of the stations' advisory locks (the first key of the two-key form).
 ADVISORY_NAMESPACE = 0x6E766D  # "nvm"
 
@@ -99,7 +103,7 @@ def _retry_strategy() -> Any:
 
         def get_retry_decision(self, *, exception: BaseException, job: Any) -> Any:
             if isinstance(exception, (_Stopping, _StationBusy)):
-                delay = 0 if isinstance(exception, _Stopping) else 30
+                delay = 0 if isinstance(exception, _Stopping) else BUSY_RETRY_S
                 return procrastinate.RetryDecision(
                     retry_in={"seconds": delay},
                     priority=RESUME_PRIORITY,
@@ -419,8 +423,11 @@ class StationWorker:
         job_id = int(context.job.id)
         holder = station_lock_holder(self.db, self.name)
         if holder is not None and holder.verdict.alive:
-            raise _StationBusy(self.name, f"station {self.name!r} is held by run "
-                               f"{holder.run_id} ({holder.verdict.reason})")  # fmt: skip
+            who = f"run {holder.run_id}" if holder.run_id is not None else "a job starting"
+            why = f"station {self.name!r} is held by {who} ({holder.verdict.reason})"
+            log.warning("queue job %d: %s; back in the queue, tried again in %d s", job_id, why,
+                        BUSY_RETRY_S)  # fmt: skip
+            raise _StationBusy(self.name, why)
         self._claim(job_id, context, job_file, target)
         job = job_for_station(job_text, job_file, self.station_file)
         resume, status = resume_run_of(self.db, job_id)

@@ -345,3 +345,32 @@ def test_a_station_that_loses_power_has_its_job_put_back_on_that_station_only(
         )
         assert runs[row["run_id"]]["status"] == "completed"
         assert "stopped beating" in workers[1].output()
+
+
+@pytest.mark.timeout(300)
+def test_a_queued_job_waits_while_a_job_run_by_hand_holds_the_station(tmp_path: Path) -> None:
+    """'nvmlab run' by hand on a station holds the station's lock: the queued job taken by
+    the station's worker meanwhile does not start; it goes back to the station's queue to
+    try again later."""
+    from nvmlab.storage import open_database
+    from nvmlab.storage.locks import acquire_station_lock, release_station_lock
+
+    with lab_database() as url, emulated_station(tmp_path / "h", "st-h", rows=5, cols=5,
+                                                 seed=8) as h:  # fmt: skip
+        jobs_dir = tmp_path / "jobs"
+        jobs_dir.mkdir()
+        with open_database(url) as db:
+            acquire_station_lock(db, "st-h")  # this test process is the job run by hand
+            worker = Worker(h.station_file, url, tmp_path / "worker-h.log")
+            try:
+                wait_for("st-h registered", lambda: _workers_idle(url, {"st-h"}))
+                job = _submit(url, job_file(jobs_dir, "j", chip="chip-h", rows=5, cols=5),
+                              "--station", "st-h")  # fmt: skip
+                wait_for("the job sent back", lambda: engine_jobs(url)[job]["attempts"] == 1)
+                assert engine_jobs(url)[job]["status"] == "todo"
+                assert "is held by a job starting" in worker.output()
+                assert "back in the queue, tried again in 30 s" in worker.output()
+                assert table(url, Run) == []  # nothing ran on the held station
+            finally:
+                release_station_lock(db, "st-h")
+                assert worker.stop() == 0
