@@ -187,3 +187,25 @@ def engine_jobs(url: str) -> dict[int, dict[str, Any]]:
         int(j.id or 0): {"status": str(j.status), "queue": j.queue, "attempts": j.attempts}
         for j in jobs
     }
+
+
+@contextlib.contextmanager
+def monitor(url: str, log: Path) -> Iterator[Callable[[], dict[str, Any]]]:
+    """``nvmlab monitor`` on ``url`` as a process (any free port); yields a function that
+    returns its ``/api/state``."""
+    import httpx
+
+    handle = log.open("w")
+    proc = subprocess.Popen([*CLI, "monitor", "--db", url, "--port", "0"], stdout=handle,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        line = wait_for("the monitor's address", lambda: next(
+            (x for x in log.read_text().splitlines() if x.startswith("open http")), None
+        ), timeout=60)  # fmt: skip
+        base = line.split()[1].rstrip("/")
+        yield lambda: httpx.get(f"{base}/api/state", timeout=10).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        handle.close()

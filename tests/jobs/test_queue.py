@@ -18,6 +18,7 @@ from queuehelp import (
     engine_jobs,
     job_file,
     lab_database,
+    monitor,
     nvmlab,
     table,
     wait_for,
@@ -57,6 +58,7 @@ def test_nine_jobs_on_three_stations_survive_a_killed_worker_and_a_stopped_one(
         b = stack.enter_context(emulated_station(tmp_path / "b", "st-b", rows=6, cols=6, seed=2))
         c = stack.enter_context(emulated_station(tmp_path / "c", "st-c", rows=5, cols=5, seed=3))
         workers: list[Worker] = []
+        watch = stack.enter_context(monitor(url, tmp_path / "monitor.log"))
 
         def start(station: object, tag: str, *extra: str) -> Worker:
             w = Worker(station.station_file, url, tmp_path / f"worker-{tag}.log", *extra)  # type: ignore[attr-defined]
@@ -108,6 +110,11 @@ def test_nine_jobs_on_three_stations_survive_a_killed_worker_and_a_stopped_one(
             stopped = {r["job_id"]: r for r in table(url, QueueJob)}[first_b]["run_id"]
             assert {r["id"]: r for r in table(url, Run)}[stopped]["status"] == "aborted"
             start(b, "b2")
+            # the run monitor (read-only) sees the stations, their workers and the queue
+            state = watch()
+            assert {x["station"] for x in state["stations"]} == {"st-a", "st-b", "st-c"}
+            assert {j["job_id"] for j in state["queue"]["jobs"]} == set(named) | set(anywhere)
+            assert any(x["state"] == "busy" for x in state["stations"]), state["stations"]
 
             def all_done() -> bool:
                 return all(j["status"] == "succeeded" for j in engine_jobs(url).values())
