@@ -564,13 +564,22 @@ class StationWorker:
                 "after the unit in flight", self.name, os.getpid(), ", ".join(queues),
             )  # fmt: skip
             run = asyncio.create_task(self._worker.run())
-            sweeper = asyncio.create_task(self._sweeper(app))
+            side = [asyncio.create_task(self._sweeper(app)), asyncio.create_task(self._watch())]
             try:
                 await run
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                for task in side:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _watch(self) -> None:
+        """Pass a stop request on to the engine's worker, also one that came before it
+        ran (the engine clears stop requests made before its start)."""
+        while True:
+            if self.state.stopping is not None:
+                self._worker.stop()
+            await asyncio.sleep(0.5)
 
     async def _sweeper(self, app: Any) -> None:
         while True:

@@ -4,8 +4,6 @@ PostgreSQL database of the tests' own on the lab's server."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import tempfile
 import threading
 import time
@@ -16,14 +14,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.engine import URL, make_url
+from pgtest import conninfo, scratch_database
+from sqlalchemy.engine import URL
 
 from nvmlab.jobs.monitor import bind
-from nvmlab.storage.engine import mask_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-PG_URL = os.environ.get("NVMLAB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 class ServedApp:
@@ -99,27 +96,11 @@ def pg_schema_url() -> Iterator[str]:
     """The URL of a new database on the lab's PostgreSQL server (dropped afterwards), its
     connections in a schema of their own (``options=-csearch_path=...``, as the storage
     tests do), still empty. An unreachable server FAILS the test with a clear message."""
-    server = make_url(PG_URL).set(drivername="postgresql+psycopg")
-    try:
-        admin = psycopg.connect(_conninfo(server), autocommit=True, connect_timeout=10)
-    except psycopg.Error as exc:
-        pytest.fail(
-            f"PostgreSQL server at {mask_url(server)} is unreachable ({exc}). The monitor's "
-            "PostgreSQL tests use it for real and are never skipped: start the server or set "
-            "NVMLAB_TEST_PG_URL to a reachable one.",
-            pytrace=False,
-        )
-    name = f"nvmlab_test_monitor_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        database = server.set(database=name)
-        with psycopg.connect(_conninfo(database), autocommit=True) as conn:
+    with scratch_database("nvmlab_test_monitor", who="The monitor's PostgreSQL tests") as db:
+        with psycopg.connect(conninfo(db), autocommit=True) as conn:
             conn.execute('CREATE SCHEMA "lab"')
-        url = database.update_query_dict({"options": "-csearch_path=lab"})
+        url = db.update_query_dict({"options": "-csearch_path=lab"})
         yield url.render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def wait_for(what: str, check: Any, timeout_s: float = 15.0, every_s: float = 0.1) -> Any:

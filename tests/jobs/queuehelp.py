@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -16,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+from pgtest import scratch_database
+from served import served_emulator
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from nvmlab.storage import open_database
 
-PG_URL = os.environ.get("NVMLAB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CLI = [sys.executable, "-P", "-m", "nvmlab.cli"]
 
 
@@ -31,37 +29,20 @@ CLI = [sys.executable, "-P", "-m", "nvmlab.cli"]
 def lab_database() -> Iterator[str]:
     """A new PostgreSQL database (dropped afterwards) at nvmlab's schema head, the queue
     engine's schema included; yields its URL. An unreachable server fails the test."""
-    server = make_url(PG_URL).set(drivername="postgresql+psycopg")
-    conninfo = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-    except psycopg.Error as exc:
-        pytest.fail(
-            f"PostgreSQL server at {server.host}:{server.port} is unreachable ({exc}); the "
-            "queue tests use it for real and are never skipped: start it or set "
-            "NVMLAB_TEST_PG_URL",
-            pytrace=False,
-        )
-    name = f"nvmlab_queue_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database("nvmlab_queue", who="The queue tests") as server_url:
+        url = server_url.render_as_string(hide_password=False)
         run = subprocess.run([*CLI, "db", "upgrade", "--db", url], capture_output=True,
                              text=True, timeout=120)  # fmt: skip
         assert run.returncode == 0, run.stderr
         yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @dataclass
 class Emulated:
-    """A station served by ``nvmlab emulate``: its station file and process."""
+    """A station served by ``nvmlab emulate``: its name, station file and chip size."""
 
     name: str
     station_file: Path
-    proc: subprocess.Popen[str]
     rows: int
     cols: int
 
@@ -73,25 +54,14 @@ def emulated_station(
     """``nvmlab emulate`` serving a rows x cols memristor chip over loopback, its station
     file renamed ``name``."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = folder / "served.toml"
-    proc = subprocess.Popen(
-        [*CLI, "emulate", "--rows", str(rows), "--cols", str(cols), "--seed", str(seed),
-         "--time-scale", str(time_scale), "--state-file", str(folder / "chip.npz"),
-         "--station-out", str(written)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        for _ in range(3):  # smu, chamber, board: the station file is written
-            assert proc.stdout.readline().split()[0] in ("smu", "chamber", "board")
+    with served_emulator(folder, rows=rows, cols=cols, seed=seed, time_scale=time_scale) as (
+        written,
+        _state,
+    ):
         text = written.read_text().replace('name = "emulated-bench"', f'name = "{name}"')
         station_file = folder / f"{name}.toml"
         station_file.write_text(text)
-        yield Emulated(name, station_file, proc, rows, cols)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        yield Emulated(name, station_file, rows, cols)
 
 
 def job_file(folder: Path, name: str, *, chip: str, rows: int, cols: int, steps: str = "") -> Path:
