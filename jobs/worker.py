@@ -568,10 +568,10 @@ class StationWorker:
             try:
                 await run
             finally:
-                for task in side:
-                    task.cancel()
+                for side_task in side:
+                    side_task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                        await side_task
 
     async def _watch(self) -> None:
         """Pass a stop request on to the engine's worker, also one that came before it
