@@ -318,10 +318,20 @@ class TuneSweep(Sweep):
         return state
 
     def _thresholds(self, st: _State, r: int, c: int) -> tuple[float, float]:
-        """Best known (set, reset magnitude) thresholds of a device (V; NaN unknown)."""
-        s = st.set_v[r, c] if math.isfinite(st.set_v[r, c]) else st.profile_set[r, c]
-        x = st.reset_v[r, c] if math.isfinite(st.reset_v[r, c]) else st.profile_reset[r, c]
-        return float(s), float(x)
+        """Best known (set, reset magnitude) thresholds of a device (V; NaN unknown): the
+        one learned while tuning, never below the profile's measured one (measured to about
+        0.01 V; a learned value below it comes from telegraph noise or relaxation, and its
+        switching floor would let pulses through that cannot move the device at all)."""
+        out = []
+        for learned, measured in (
+            (st.set_v[r, c], st.profile_set[r, c]),
+            (st.reset_v[r, c], st.profile_reset[r, c]),
+        ):
+            if math.isfinite(learned) and math.isfinite(measured):
+                out.append(max(float(learned), float(measured)))
+            else:
+                out.append(float(learned if math.isfinite(learned) else measured))
+        return out[0], out[1]
 
     def _population(self, st: _State, q: float) -> tuple[float, float]:
         """Quantile ``q`` of the known set and reset thresholds (V), prior when too few."""

@@ -66,8 +66,14 @@ def test_nvmlab_tune_cli_end_to_end(served: tuple[Path, Path], tmp_path: Path, c
     assert len(per) == N * N
     for d in per:
         assert d["outcome"] in ("tuned", "failed", "stuck", "skipped")
-        assert d["pulses"] == pulses[d["row"], d["col"]]
         assert d["round_trips"] >= d["reads"] > 0
+    # every pulse the tuner reports is one the chip counted (all of them named on failure)
+    differ = [
+        (d["row"], d["col"], d["outcome"], d["pulses"], int(pulses[d["row"], d["col"]]))
+        for d in per
+        if d["pulses"] != pulses[d["row"], d["col"]]
+    ]
+    assert not differ, f"(row, col, outcome, reported, counted by the chip): {differ}"
     print(
         f"CLI over TCP: within 1 % by truth {ok[functional].mean():.4f}, by own reads "
         f"{report['pass_rate_own']:.4f}, pulses mean {pulses[functional].mean():.1f}, round "
