@@ -265,30 +265,21 @@ QUEUE_COLUMNS = (
     ("submitted", "submitted (UTC)"),
     ("by", "by"),
 )
+#: A run's progress: the columns the runs table and a run's own page share.
+_PROGRESS = (
+    ("status", "status"),
+    ("step", "step"),
+    ("units", "units done (of total)"),
+    ("eta", "step ETA (h:mm:ss)"),
+    ("units_passed", "attempts passed (%)"),
+    ("tuned", "devices tuned (%)"),
+)
 RUN_COLUMNS = (
-    ("run", "run"),
-    ("job", "job"),
-    ("station", "station"),
-    ("chip", "chip"),
-    ("status", "status"),
-    ("step", "step"),
-    ("units", "units done (of total)"),
-    ("eta", "step ETA (h:mm:ss)"),
-    ("units_passed", "attempts passed (%)"),
-    ("tuned", "devices tuned (%)"),
-    ("started", "started (UTC)"),
-    ("ended", "ended (UTC)"),
-    ("chain", "resume chain"),
-)
-PROGRESS_COLUMNS = (
-    ("status", "status"),
-    ("step", "step"),
-    ("units", "units done (of total)"),
-    ("eta", "step ETA (h:mm:ss)"),
-    ("units_passed", "attempts passed (%)"),
-    ("tuned", "devices tuned (%)"),
-    ("updated", "progress age (s)"),
-)
+    ("run", "run"), ("job", "job"), ("station", "station"), ("chip", "chip"),
+    *_PROGRESS,
+    ("started", "started (UTC)"), ("ended", "ended (UTC)"), ("chain", "resume chain"),
+)  # fmt: skip
+PROGRESS_COLUMNS = (*_PROGRESS, ("updated", "progress age (s)"))
 CHAIN_COLUMNS = (
     ("run", "run"),
     ("status", "status"),
