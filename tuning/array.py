@@ -14,11 +14,12 @@ under V/3) is built on that (docs/tuning.md):
 1. **survey**: one averaged read of every device with a target, and the *order*:
    descending ``m`` from the chip profile's thresholds (the population prior without
    one), stored per device as ``tune_rank``;
-2. **prepark**: every device goes far to its *approach side* (3 uS when its set
-   threshold is the smaller, so that it will approach its target from below with set
-   pulses; 200 uS when its reset threshold is), in its larger-threshold polarity, while
-   nothing is tuned yet; up to ``PREPARK_ROUNDS`` rounds re-park the devices that the
-   others' pulses pushed back to within ``PREPARK_KEEP_LN`` of their targets;
+2. **prepark**: every device goes ``PREPARK_LN`` beyond its target to its *approach
+   side* (below it when its set threshold is the smaller, so that it will approach its
+   target from below with set pulses; above when its reset threshold is), in its
+   larger-threshold polarity, while nothing is tuned yet; up to ``PREPARK_ROUNDS`` rounds
+   re-park the devices that the others' pulses pushed back to within ``PREPARK_KEEP_LN``
+   of their targets;
 3. **tune-K** (groups of ``group`` devices in the order): each device is *parked* just in
    time (once the cursor reaches ``JIT_RATIO`` x its ``m``: ``COARSE_MARGIN`` short of
    its target) and then approached in its smaller-threshold polarity only, every pulse
@@ -39,6 +40,15 @@ under V/3) is built on that (docs/tuning.md):
    moved it, reported within a bounded number of pulses: the per-device tuner's stuck
    rule) or ``skipped`` (NaN target, or stuck by the profile's defect map).
 
+**Pulse width and pushes.** Every move takes the shortest width of ``WIDTHS_S`` (1 us to
+100 ms) whose step fits under its cap: a device's rate goes as ``w exp(V / v0)`` and a
+device under ``V / 3`` moves as ``w exp(V / (3 v0))``, so for the same step a pulse ``k``
+times shorter pushes the others ``k^(2/3)`` times less. And no pulse may push any other
+device (one not tuned yet included) by more than ``PUSH_BUDGET_LN``, predicted from the
+known thresholds: a long pulse at the cap, stepping a device back, can push the devices of
+smaller threshold by tenths of ln G at once; such a move is not made (the device is
+deferred to the repair passes, or left failed).
+
 Relaxation (log-time drift back after programming, ~0.05 %/decade) is accounted for by
 accepting inside half the tolerance and by the repair passes.
 
@@ -54,12 +64,12 @@ unit is atomic and the run resumes at the first unit not completed (what the tun
 learned is stored as per-device parameters ``tune_*`` and read back from the run chain).
 The outcome of every device is stored with :meth:`RecordWriter.add_tuning_outcome`.
 
-Measured (truth, default physics, profile with the thresholds): 16 x 16 94.9-96.5 %
-within 1 %, 32 x 32 93.4-95.7 %, at 16-22 pulses per device; the 64 x 64 figures are
-those of ``nvmlab bench --only tuning`` (docs/tuning.md). What is left are mostly devices
-with a very small threshold in one polarity, pushed past their targets before their turn
-by the pulses of the whole array, whose step back would need more than the cap. Without
-a profile: about 60 % on 16 x 16.
+Measured (truth, default physics, profile with the thresholds; docs/tuning.md): 32 x 32
+seed 0 97.4 % within 1 % at 21 pulses per device (before the widths and the push budget:
+92.8 % at 18); the 64 x 64 figures are those of ``nvmlab bench --only tuning``. What is
+left are mostly devices that overshoot their target in one pulse (cycle-to-cycle spread)
+where the step back would need more than the cap. Without a profile: about 60 % on
+16 x 16.
 
 Units: V, S, s.
 """
@@ -108,25 +118,46 @@ STATUS = {
 }  # fmt: skip
 #: Outcomes reported per device.
 OUTCOMES = ("tuned", "failed", "stuck", "skipped")
-#: Pulse widths the tuner chooses from (s), shortest first.
-WIDTHS_S = (1e-3, 1e-2, 1e-1)
+#: Pulse widths the tuner chooses from (s), shortest first: each move takes the shortest
+#: whose step fits under its amplitude cap. By the switching law a device's rate is
+#: ``w exp(V / v0)`` and a device under ``V / 3`` moves at ``w exp(V / (3 v0))``: for the
+#: same step, a pulse ``k`` times shorter (``v0 ln k`` higher) pushes the others
+#: ``k^(2/3)`` times less (1 us instead of 1 ms: 100 x less).
+WIDTHS_S = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+#: The width at which the switching law's threshold is defined (s), the tuner's default.
+THRESHOLD_WIDTH_S = 1e-3
+#: Switching slope of the law (V per e-fold of rate) and the threshold pulse's change (ln).
+SLOPE_V = 0.05
+#: The switching floor of the law (x threshold) the push predictions use.
+SWITCHING_FLOOR = 0.5
+THRESHOLD_STEP_LN = 0.0198
+#: Headroom (V) a chosen width leaves under the cap for the step it was chosen for.
+WIDTH_MARGIN_V = 0.05
+#: Largest push (ln G) one pulse may give any other device of the array by the switching
+#: law and the known thresholds (a device not yet tuned included): a move that needs more
+#: (a long pulse at the cap, stepping a device back) is not made.
+PUSH_BUDGET_LN = 0.002
 #: Quantile of the known thresholds taken for a device's unknown one (disturb caps).
 UNKNOWN_QUANTILE = 0.25
 #: Parking: a device is parked ``COARSE_MARGIN`` (relative) short of its target on its
 #: approach side, within ``COARSE_TOL`` (the adaptive tuner accepts inside half of it),
 #: once the cursor reaches ``JIT_RATIO`` x its ``m``; a capped parking call spends at most
-#: ``CAPPED_MAX_PULSES`` pulses and aims ``COARSE_OVERSHOOT_Z`` spreads short (the way
-#: back may not fit under the cap).
+#: ``CAPPED_MAX_PULSES`` pulses and aims ``COARSE_OVERSHOOT_Z`` spreads short, or
+#: ``COARSE_OVERSHOOT_Z_UNSAFE`` where the way back does not fit under the cap (an
+#: overshoot past the target is then for good: on 32 x 32 most of what still failed).
 COARSE_MARGIN = 0.025
 COARSE_TOL = 0.04
 JIT_RATIO = 1.3
 CAPPED_MAX_PULSES = 24
 COARSE_OVERSHOOT_Z = 2.0
-#: Pre-parking: the conductances (S) a device is moved to (below / above its target), the
-#: rounds, and how far (ln) short of its target a pre-parked device must stay.
+COARSE_OVERSHOOT_Z_UNSAFE = 3.0
+#: Pre-parking: a device is moved ``PREPARK_LN`` (ln G) beyond its target on its approach
+#: side, within ``PREPARK_WINDOW_S`` (S); the rounds, and how far (ln) short of its target
+#: a pre-parked device must stay.
 PREPARK_WINDOW_S = (3e-6, 200e-6)
+PREPARK_LN = 1.2
 PREPARK_ROUNDS = 3
-PREPARK_KEEP_LN = 1.0
+PREPARK_KEEP_LN = 0.6
 #: Learned thresholds outside this range (V) are ignored.
 PLAUSIBLE_THRESHOLD_V = (0.2, 3.0)
 #: Overshoot safety of an approach (standard deviations of the predicted change), and
@@ -184,6 +215,7 @@ class _State:
     profile_set: np.ndarray
     profile_reset: np.ndarray
     protect_v: float = math.inf  # smallest threshold among the devices tuned so far (V)
+    max_width_s: float = WIDTHS_S[-1]  # the station's longest pulse (s)
 
 
 def _profile_arrays(profile: ChipProfile | None, shape: tuple[int, int]) -> tuple[Any, Any, Any]:
@@ -309,6 +341,7 @@ class TuneSweep(Sweep):
             tset=tset,
             profile_set=pset,
             profile_reset=preset,
+            max_width_s=float(getattr(ctx.ops.limits, "max_pulse_width_s", WIDTHS_S[-1])),
         )
         for r, c in np.argwhere(
             np.isin(status, (STATUS["tuned"], STATUS["failed"], STATUS["coarse"]))
@@ -480,7 +513,7 @@ class TuneSweep(Sweep):
 
     def _settings(self, ctx: SweepContext, **kw: Any) -> AdaptiveSettings:
         cap = float(kw.pop("cap_v", ctx.ops.limits.max_write_v))
-        kw.setdefault("width_s", WIDTHS_S[0])
+        kw.setdefault("width_s", THRESHOLD_WIDTH_S)
         kw.setdefault("floor_fraction", float(ctx.params["floor_fraction"]))
         return AdaptiveSettings(
             scheme="v/3",
@@ -516,18 +549,24 @@ class TuneSweep(Sweep):
         if st.side[r, c] == 0:
             st.side[r, c] = self._choose_side(st, r, c)
         cap = self._fine_cap(ctx, st, r, c, False)
-        width = self._back_width(st, r, c, cap)
-        if not math.isfinite(st.protect_v):
-            res = self._recoarse(ctx, st, r, c)
+        aim = float(st.targets[r, c]) * (1.0 - st.side[r, c] * COARSE_MARGIN)
+        g = float(st.g[r, c])
+        dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
+        low = math.isfinite(g) and (g < aim) == (st.side[r, c] > 0)
+        if low:
+            # its smaller-threshold polarity: the shortest width that fits under the cap
+            width = self._low_width(st, r, c, cap, dist / 2)
         else:
-            # under the cap: the low polarity at 1 ms, the high one at the width that fits
-            aim = float(st.targets[r, c]) * (1.0 - st.side[r, c] * COARSE_MARGIN)
-            g = float(st.g[r, c])
-            if math.isfinite(g) and (g < aim) == (st.side[r, c] > 0):
-                width = WIDTHS_S[0]  # its smaller-threshold polarity: 1 ms pulses fit
-            else:
-                dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
-                width = self._back_width(st, r, c, cap, step_ln=dist / 3) or WIDTHS_S[-1]
+            back = self._back_width(st, r, c, cap, step_ln=dist / 3)
+            if back is None and math.isfinite(st.protect_v):
+                # the way back would push the others too hard or needs more than the cap
+                st.status[r, c] = STATUS["deferred"]
+                self._store(ctx, st, r, c)
+                return
+            width = back or THRESHOLD_WIDTH_S
+        if not math.isfinite(st.protect_v):
+            res = self._recoarse(ctx, st, r, c, width_s=width)
+        else:
             res = self._recoarse(ctx, st, r, c, cap_v=cap, width_s=width)
         if res.outcome == "stuck" and not math.isfinite(st.protect_v):
             st.status[r, c] = STATUS["stuck"]
@@ -560,13 +599,24 @@ class TuneSweep(Sweep):
             todo.append((r, c))
         # the most pushed (smallest m) last
         todo.sort(key=lambda d: -m0[d])
-        settings = self._settings(ctx, tolerance_rel=0.5, verify_reads=1)
+        station_cap = float(ctx.ops.limits.max_write_v)
         read = ReadSettings(read_v=0.2, averages=2, nplc=1.0, current_limit_a=1e-4)
         moved = len(todo)
         for _ in range(PREPARK_ROUNDS):
             for r, c in todo:
                 ctx.check_stop()
-                aim = PREPARK_WINDOW_S[0] if st.side[r, c] > 0 else PREPARK_WINDOW_S[1]
+                aim = float(st.targets[r, c]) * math.exp(-st.side[r, c] * PREPARK_LN)
+                aim = min(max(aim, PREPARK_WINDOW_S[0]), PREPARK_WINDOW_S[1])
+                # the move away from the target: the device's larger-threshold polarity
+                # (as a rule), at the shortest width that fits under the station's limit
+                s_v, x_v = self._known(st, r, c, 0.5)
+                g = float(st.g[r, c])
+                thr = x_v if math.isfinite(g) and g > aim else s_v
+                dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
+                width = self._width(st, thr, station_cap, min(dist, 1.0))
+                settings = self._settings(
+                    ctx, tolerance_rel=0.5, verify_reads=1, width_s=width or THRESHOLD_WIDTH_S
+                )
                 # near the window's edges the rates slow (saturation): nothing learned there
                 self._adaptive(ctx, st, r, c, aim, settings, learn=False)
                 self._store(ctx, st, r, c)
@@ -590,17 +640,21 @@ class TuneSweep(Sweep):
 
     def _recoarse(
         self, ctx: SweepContext, st: _State, r: int, c: int, *,
-        cap_v: float | None = None, width_s: float = WIDTHS_S[0],
+        cap_v: float | None = None, width_s: float = THRESHOLD_WIDTH_S,
     ) -> TuneResult:  # fmt: skip
         """Adaptive tune to ``COARSE_MARGIN`` short of the target on the device's approach
         side (within ``COARSE_TOL``), under ``cap_v`` (the station's limit when None)."""
         side = int(st.side[r, c])
         aim = float(st.targets[r, c]) * (1.0 - side * COARSE_MARGIN)
         kw: dict[str, Any] = {"cap_v": cap_v} if cap_v is not None else {}
+        z = 1.0
+        if cap_v is not None:
+            # where the way back does not fit, an overshoot past the target is for good
+            back_safe = self._back_width(st, r, c, cap_v) is not None
+            z = COARSE_OVERSHOOT_Z if back_safe else COARSE_OVERSHOOT_Z_UNSAFE
         settings = self._settings(
             ctx, tolerance_rel=COARSE_TOL, verify_reads=1, width_s=width_s,
-            max_pulses=CAPPED_MAX_PULSES if cap_v is not None else 80,
-            overshoot_z=COARSE_OVERSHOOT_Z if cap_v is not None else 1.0, **kw,
+            max_pulses=CAPPED_MAX_PULSES if cap_v is not None else 80, overshoot_z=z, **kw,
         )  # fmt: skip
         return self._adaptive(ctx, st, r, c, aim, settings)
 
@@ -610,12 +664,74 @@ class TuneSweep(Sweep):
         """The shortest pulse width (s) at which a step of ``step_ln`` (ln G) in the
         device's larger-threshold polarity fits under ``cap`` (V); None when none does."""
         s, x = self._known(st, r, c, 0.5)
-        high = x if st.side[r, c] > 0 else s
+        high = -int(st.side[r, c]) or -1
+        return self._width(
+            st, x if st.side[r, c] > 0 else s, cap, step_ln, margin_v=0.0, at=(r, c, high)
+        )
+
+    def _low_width(self, st: _State, r: int, c: int, cap: float, step_ln: float) -> float:
+        """The shortest pulse width (s) at which a step of ``step_ln`` in the device's
+        smaller-threshold polarity fits under ``cap`` with ``WIDTH_MARGIN_V`` to spare;
+        the threshold width when none does (its own approach fits under the cap)."""
+        s, x = self._known(st, r, c, 0.5)
+        low = int(st.side[r, c]) or 1
+        w = self._width(st, s if st.side[r, c] > 0 else x, cap, step_ln, at=(r, c, low))
+        return THRESHOLD_WIDTH_S if w is None else min(w, THRESHOLD_WIDTH_S)
+
+    def _width(
+        self, st: _State, threshold_v: float, cap: float, step_ln: float,
+        margin_v: float = WIDTH_MARGIN_V, at: tuple[int, int, int] | None = None,
+    ) -> float | None:  # fmt: skip
+        """The shortest width of ``WIDTHS_S`` (within the station's longest pulse) whose
+        step of ``step_ln`` (ln G) at a threshold ``threshold_v`` needs at most ``cap`` -
+        ``margin_v`` by the switching law and, for a pulse of polarity ``at[2]`` on device
+        ``at[:2]``, pushes no other device more than ``PUSH_BUDGET_LN``; None when none
+        does."""
         for w in WIDTHS_S:
-            # amplitude of the step at width w by the switching law (v0 = 0.05 V)
-            if high + 0.05 * math.log(max(step_ln, 0.01) / (0.0198 * w / WIDTHS_S[0])) <= cap:
+            if w > st.max_width_s:
+                break
+            need = threshold_v + SLOPE_V * math.log(
+                max(step_ln, 0.01) / (THRESHOLD_STEP_LN * w / THRESHOLD_WIDTH_S)
+            )
+            if need + margin_v <= cap:
+                if at is not None and self._push_ln(st, *at, need, w) > PUSH_BUDGET_LN:
+                    return None  # longer is worse: the same step pushes the others more
                 return w
         return None
+
+    def _push_ln(
+        self, st: _State, r: int, c: int, sign: int, amplitude_v: float, width_s: float
+    ) -> float:
+        """The largest push (ln G) a V/3 pulse of ``sign`` x ``amplitude_v`` lasting
+        ``width_s`` on (r, c) gives another device with a target, by the switching law and
+        the known thresholds: the half-selected (row r, column c) see a third of it in its
+        polarity, every other device a third in the other polarity."""
+        th = getattr(st, "_push_thresholds", None)
+        if th is None:
+            s_all = np.full(st.targets.shape, np.nan)
+            x_all = np.full(st.targets.shape, np.nan)
+            for rr, cc in self._devices(st):
+                if int(st.status[rr, cc]) in (STATUS["stuck"], STATUS["skipped"]):
+                    continue
+                s_all[rr, cc], x_all[rr, cc] = self._known(st, rr, cc, UNKNOWN_QUANTILE)
+            th = (s_all, x_all)
+            st._push_thresholds = th  # type: ignore[attr-defined]
+        same, other = (th[0], th[1]) if sign > 0 else (th[1], th[0])
+        v = amplitude_v / 3.0
+        thr = other.copy()
+        thr[r, :] = same[r, :]
+        thr[:, c] = same[:, c]
+        thr[r, c] = np.nan
+        f = SWITCHING_FLOOR
+        with np.errstate(invalid="ignore"):
+            onset = np.clip((v / thr - f) / (1.0 - f), 0.0, 1.0) ** 2
+            push = (
+                THRESHOLD_STEP_LN
+                * onset
+                * np.exp((v - thr) / SLOPE_V)
+                * (width_s / THRESHOLD_WIDTH_S)
+            )
+        return float(np.nanmax(push)) if np.isfinite(push).any() else 0.0
 
     def _fine_cap(self, ctx: SweepContext, st: _State, r: int, c: int, repair: bool) -> float:
         """Amplitude cap (V) of a pulse: ``cap_safety x 3 f x`` the smallest ``m`` of the
@@ -645,8 +761,11 @@ class TuneSweep(Sweep):
             cap = self._fine_cap(ctx, st, r, c, repair)
             st.capv[r, c] = max(st.capv[r, c], cap)
             back_safe = self._back_width(st, r, c, cap) is not None
+            g = float(st.g[r, c])
+            dist = abs(math.log(target / g)) if math.isfinite(g) and g > 0 else COARSE_MARGIN
             settings = self._settings(
                 ctx, tolerance_rel=tol, cap_v=cap, approach=int(st.side[r, c]),
+                width_s=self._low_width(st, r, c, cap, max(dist, tol)),
                 overshoot_z=FINE_OVERSHOOT_Z if back_safe else FINE_OVERSHOOT_Z_UNSAFE,
             )  # fmt: skip
             res = self._adaptive(ctx, st, r, c, target, settings)
