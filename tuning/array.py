@@ -96,6 +96,8 @@ from nvmlab.instruments.arrays import ReadSettings
 from nvmlab.steps import Param
 from nvmlab.tuning.targets import TargetSet, load_target_set
 from nvmlab.tuning.writeverify import (
+    L0_SET,
+    THRESHOLD_PULSE_S,
     AdaptiveSettings,
     BusCounter,
     ConventionalSettings,
@@ -124,13 +126,12 @@ OUTCOMES = ("tuned", "failed", "stuck", "skipped")
 #: same step, a pulse ``k`` times shorter (``v0 ln k`` higher) pushes the others
 #: ``k^(2/3)`` times less (1 us instead of 1 ms: 100 x less).
 WIDTHS_S = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-#: The width at which the switching law's threshold is defined (s), the tuner's default.
-THRESHOLD_WIDTH_S = 1e-3
-#: Switching slope of the law (V per e-fold of rate) and the threshold pulse's change (ln).
-SLOPE_V = 0.05
-#: The switching floor of the law (x threshold) the push predictions use.
-SWITCHING_FLOOR = 0.5
-THRESHOLD_STEP_LN = 0.0198
+#: The width at which the switching law's threshold is defined (s), the tuner's default;
+#: the law's slope (V per e-fold of rate) and the threshold pulse's change (ln G): the
+#: per-device tuner's.
+THRESHOLD_WIDTH_S = THRESHOLD_PULSE_S
+SLOPE_V = AdaptiveSettings.switching_slope_v
+THRESHOLD_STEP_LN = L0_SET
 #: Headroom (V) a chosen width leaves under the cap for the step it was chosen for.
 WIDTH_MARGIN_V = 0.05
 #: Largest push (ln G) one pulse may give any other device of the array by the switching
@@ -216,6 +217,7 @@ class _State:
     profile_reset: np.ndarray
     protect_v: float = math.inf  # smallest threshold among the devices tuned so far (V)
     max_width_s: float = WIDTHS_S[-1]  # the station's longest pulse (s)
+    floor_fraction: float = 0.5  # no switching below this x threshold (the run's parameter)
 
 
 def _profile_arrays(profile: ChipProfile | None, shape: tuple[int, int]) -> tuple[Any, Any, Any]:
@@ -342,6 +344,7 @@ class TuneSweep(Sweep):
             profile_set=pset,
             profile_reset=preset,
             max_width_s=float(getattr(ctx.ops.limits, "max_pulse_width_s", WIDTHS_S[-1])),
+            floor_fraction=float(ctx.params["floor_fraction"]),
         )
         for r, c in np.argwhere(
             np.isin(status, (STATUS["tuned"], STATUS["failed"], STATUS["coarse"]))
@@ -722,7 +725,7 @@ class TuneSweep(Sweep):
         thr[r, :] = same[r, :]
         thr[:, c] = same[:, c]
         thr[r, c] = np.nan
-        f = SWITCHING_FLOOR
+        f = st.floor_fraction
         with np.errstate(invalid="ignore"):
             onset = np.clip((v / thr - f) / (1.0 - f), 0.0, 1.0) ** 2
             push = (
