@@ -20,7 +20,9 @@ device:
   some devices (the split is assumed).
 - **Relaxation** after programming: ``a log10(1 + t_eff / t0)`` back towards where the
   device came from, t_eff the Arrhenius-weighted age integrated over the temperature
-  history (:func:`~nvmlab.mocks.physics.base.equivalent_age_s`).
+  history (:func:`~nvmlab.mocks.physics.base.equivalent_age_s`); a pulse that changes the
+  device by less than ``relax_restart_rel`` (a half-select disturbance) leaves that
+  relaxation running instead of restarting it.
 - **Defects** (stuck-off, stuck-on) ignore every pulse; **virgin** devices (optional)
   switch only once a positive bias reaches their forming voltage.
 
@@ -131,6 +133,9 @@ class MemristorParams:
         0.25, 0.0, 2.0, "device-to-device CV of the relaxation per decade (assumed)"
     )
     relax_time_s: float = ranged(1.0, 1e-6, 1e6, "time origin of the log-time relaxation (s)")
+    relax_restart_rel: float = ranged(
+        0.001, 0.0, 0.1, "smallest change (rel) that restarts a device's relaxation"
+    )
     relax_activation_ev: float = ranged(1.0, 0.0, 3.0, "Arrhenius activation energy (eV)")
     # -- defects and forming ------------------------------------------------------------
     defect_rate: float = ranged(0.01, 0.0, 1.0, "fraction of stuck devices")
@@ -538,11 +543,26 @@ class MemristorArray(ChipState):
         y = y0 / (y0 + (1.0 - y0) * decay)
         g_new = np.where(is_set, p.g_max_s * np.sqrt(y), p.g_min_s / np.sqrt(y))
         flat = self.g_s.reshape(-1)
+        programmed = np.abs(np.log(g_new / np.maximum(flat[idx], 1e-15))) >= math.log1p(
+            p.relax_restart_rel
+        )
         flat[idx] = g_new
-        self.g_prog_s.reshape(-1)[idx] = g_new
+        # A disturbance smaller than ``relax_restart_rel`` leaves the relaxation of the
+        # last programming running (its clock and direction): the device keeps the change
+        # on top of where that relaxation has brought it so far.
+        kept = idx[~programmed]
+        if kept.size:
+            drift = self.relax_per_decade_rel.reshape(-1)[kept] * np.log10(
+                1.0 + self.age_s.reshape(-1)[kept] / p.relax_time_s
+            )
+            self.g_prog_s.reshape(-1)[kept] = g_new[~programmed] / (
+                1.0 + self.relax_sign.reshape(-1)[kept] * drift
+            )
+        idx = idx[programmed]
+        self.g_prog_s.reshape(-1)[idx] = g_new[programmed]
         self.age_s.reshape(-1)[idx] = 0.0
         # After programming a device relaxes back: down after a set, up after a reset.
-        self.relax_sign.reshape(-1)[idx] = np.where(is_set, -1.0, 1.0)
+        self.relax_sign.reshape(-1)[idx] = np.where(is_set[programmed], -1.0, 1.0)
 
     def relax(
         self,
