@@ -16,9 +16,12 @@ its start, at most 200 pulses, stop as soon as a read is within the tolerance (2
 
 :func:`adaptive` is the product's algorithm. Per polarity it keeps an estimate of the
 device's effective threshold theta (V) in the switching law of the devices docs,
-``d ln G = +-L0 (w / 1 ms) exp((|V| - theta) / v0)`` with ``L0 = ln 1.02`` (set) or
-``ln(1 / 0.98)`` (reset) by the definition of the threshold, ``v0`` the switching slope
-(0.05 V) and a lognormal cycle-to-cycle factor (CV 0.3):
+``d ln G = +-L0 (w / 1 ms) h(|V| / theta) exp((|V| - theta) / v0)`` with ``L0 = ln 1.02``
+(set) or ``ln(1 / 0.98)`` (reset) by the definition of the threshold, ``v0`` the
+switching slope (0.05 V), ``h`` the onset from the switching floor (``((x - f) / (1 -
+f))^2`` clipped to [0, 1], ``f`` = ``floor_fraction``: nothing below ``f`` theta, the full
+law from theta up; read as a plain exponential, a pulse at 0.85 theta would teach a
+threshold 30 mV too high) and a lognormal cycle-to-cycle factor (CV 0.3):
 
 - *Probing* (theta unknown): each pulse is the largest that cannot overshoot even if the
   threshold sat at its present lower bound, which starts at a low quantile of the
@@ -32,6 +35,12 @@ device's effective threshold theta (V) in the switching law of the devices docs,
   needed ``ln(target / G)``, shrunk so that a change ``z`` standard deviations larger
   (cycle-to-cycle spread and the uncertainty of theta) still lands inside the tolerance
   band; far from the target that is a fraction of the distance, close to it the centre.
+- *A pulse that moved less than the detection limit* proves a lower bound on theta; it
+  drops the model only when that bound lies beyond the estimate by more than two
+  standard deviations of the estimate and of the cycle-to-cycle spread together (a low
+  draw is not a wrong model). Probing that restarts in a polarity that moved the device
+  before does not take the probing ramp's least step above the last pulse (80 mV would
+  multiply the next change by five).
 - *Overshoot*: the other polarity takes over with its own theta (learned the same way);
   the overshooting pulse itself refines the first polarity's theta, so its next amplitude
   backs off.
@@ -389,6 +398,73 @@ class ThresholdPrior:
         return math.exp(mu - z * sd)
 
 
+def onset_factor(v: float, theta: float, floor_fraction: float) -> float:
+    """The switching law's onset below the threshold: ``((|V| / theta - f) / (1 - f))^2``
+    clipped to [0, 1] (no switching below ``f`` x theta, the full exponential law from the
+    threshold up; docs/devices.md)."""
+    if theta <= 0:
+        return 1.0
+    x = (abs(v) / theta - floor_fraction) / (1.0 - floor_fraction)
+    return min(max(x, 0.0), 1.0) ** 2
+
+
+def switching_change_ln(
+    v: float, theta: float, scale: float, floor_fraction: float, slope_v: float
+) -> float:
+    """Expected |ln-change| of one pulse at ``v`` (V) on a device of threshold ``theta``:
+    ``scale x onset x exp((|V| - theta) / v0)``, ``scale`` = L0 x width / 1 ms."""
+    e = min((abs(v) - theta) / slope_v, 60.0)
+    return scale * onset_factor(v, theta, floor_fraction) * math.exp(e)
+
+
+def amplitude_for_change(
+    change_ln: float, theta: float, scale: float, floor_fraction: float, slope_v: float
+) -> float:
+    """The amplitude (V) whose expected change is ``change_ln`` (> 0) on a device of
+    threshold ``theta``, onset included (the inverse of :func:`switching_change_ln`)."""
+    v_exp = theta + slope_v * math.log(change_ln / scale)
+    if v_exp >= theta:
+        return v_exp  # above the threshold the onset is complete
+    lo, hi = max(v_exp, floor_fraction * theta), theta
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if switching_change_ln(mid, theta, scale, floor_fraction, slope_v) < change_ln:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def threshold_from_change(
+    change_ln: float, v: float, scale: float, floor_fraction: float, slope_v: float
+) -> float:
+    """The threshold (V) at which a pulse at ``v`` is expected to change ln G by
+    ``change_ln`` (> 0), onset included."""
+    v = abs(v)
+    theta_exp = v - slope_v * math.log(change_ln / scale)
+    if theta_exp <= v:
+        return theta_exp
+    lo, hi = v, v / floor_fraction if floor_fraction > 0 else theta_exp
+    hi = min(hi, theta_exp)
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if switching_change_ln(v, mid, scale, floor_fraction, slope_v) > change_ln:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def threshold_sensitivity(v: float, theta: float, floor_fraction: float, slope_v: float) -> float:
+    """|d ln(expected change) / d theta| (1/V) at ``v``, ``theta``: ``1 / v0`` plus the
+    onset's share below the threshold (an observation there pins theta more tightly)."""
+    x = (abs(v) / theta - floor_fraction) / (1.0 - floor_fraction)
+    d = 1.0 / slope_v
+    if 0.0 < x < 1.0:
+        d += 2.0 * abs(v) / (theta * theta * (1.0 - floor_fraction) * x)
+    return d
+
+
 @dataclass(frozen=True)
 class AdaptiveSettings:
     """Settings of :func:`adaptive` (units in the names; see the module docstring).
@@ -581,9 +657,10 @@ class _Adaptive:
     def amplitude(self, p: _Polarity, distance: float) -> float:
         s = self.s
         v0 = s.switching_slope_v
+        f = s.floor_fraction
         if math.isfinite(p.theta):
             want = self.aim(distance, p.theta_sd(v0))
-            v = p.theta + v0 * math.log(want / self.rate_scale(p))
+            v = amplitude_for_change(want, p.theta, self.rate_scale(p), f, v0)
             v = max(v, min(p.theta_lo, p.theta) - 0.1)
         else:
             # probing: the largest pulse that cannot overshoot if the threshold sat at its
@@ -598,7 +675,7 @@ class _Adaptive:
             # the lower bound may itself be too high (a threshold below the prior's low
             # quantile): a probe aims at most ``probe_change_ln``
             want = min(want, s.probe_change_ln)
-            v = p.theta_lo + v0 * math.log(want / self.rate_scale(p))
+            v = amplitude_for_change(want, p.theta_lo, self.rate_scale(p), f, v0)
             ramp = s.set_ramp if p.sign > 0 else s.reset_ramp
             if p.last_v > 0:
                 v = max(v, p.last_v + ramp.step_v)
@@ -618,8 +695,9 @@ class _Adaptive:
         if change > limit:
             p.moved = True
             p.nulls = 0
-            obs = v - v0 * math.log(change / scale)
-            var = v0**2 * (self.c2c**2 + (sd / change) ** 2)
+            obs = threshold_from_change(change, v, scale, s.floor_fraction, v0)
+            slope = threshold_sensitivity(v, obs, s.floor_fraction, v0)
+            var = (self.c2c**2 + (sd / change) ** 2) / slope**2
             w = 1.0 / var
             if math.isfinite(p.theta):
                 keep = 0.6 * p.theta_w  # forget older observations (state dependence)
@@ -629,18 +707,29 @@ class _Adaptive:
                 p.theta, p.theta_w = obs, w
             p.theta_lo = min(p.theta_lo, p.theta)
         else:
-            bound = v - v0 * math.log(max(limit, change) / scale)
+            bound = threshold_from_change(max(limit, change), v, scale, s.floor_fraction, v0)
             # a null counts against the model only where it predicted a clear change
-            expected = scale * math.exp((v - p.theta) / v0) if math.isfinite(p.theta) else math.inf
+            expected = (
+                switching_change_ln(v, p.theta, scale, s.floor_fraction, v0)
+                if math.isfinite(p.theta)
+                else math.inf
+            )
             if expected > 2 * limit:
                 p.nulls += 1
+            # a low cycle-to-cycle draw also gives a null: the bound is judged with it
+            c2c_v = self.c2c / threshold_sensitivity(v, max(bound, 1e-3), s.floor_fraction, v0)
             if math.isfinite(p.theta) and (
-                bound > p.theta + 2 * p.theta_sd(v0) or p.nulls >= s.model_nulls
+                bound > p.theta + 2 * math.hypot(p.theta_sd(v0), c2c_v) or p.nulls >= s.model_nulls
             ):
                 # the estimate was wrong (a change that was noise, or a threshold that
-                # moved): back to probing from what the nulls proved
+                # moved): back to probing from what the nulls proved; the probing ramp's
+                # least step does not apply to a polarity that moved the device before
+                # (from a model-based pulse it would multiply the next change by
+                # exp(step / v0))
                 p.theta, p.theta_w = math.nan, 0.0
                 p.theta_lo = bound
+                if p.moved:
+                    p.last_v = 0.0
             elif math.isfinite(p.theta):
                 if bound > p.theta:
                     p.theta = bound
