@@ -159,6 +159,11 @@ PREPARK_WINDOW_S = (3e-6, 200e-6)
 PREPARK_LN = 1.2
 PREPARK_ROUNDS = 3
 PREPARK_KEEP_LN = 0.6
+#: Largest push (ln G) one pre-parking pulse may give any other device, predicted like
+#: ``PUSH_BUDGET_LN``; a device whose move needs more (one threshold near the station's
+#: limit: 10-100 ms pulses at the limit, pushing the devices of the smallest thresholds by
+#: ln 1-5 each) is left where it is.
+PREPARK_PUSH_BUDGET_LN = 0.01
 #: Learned thresholds outside this range (V) are ignored.
 PLAUSIBLE_THRESHOLD_V = (0.2, 3.0)
 #: Overshoot safety of an approach (standard deviations of the predicted change), and
@@ -605,23 +610,25 @@ class TuneSweep(Sweep):
         station_cap = float(ctx.ops.limits.max_write_v)
         read = ReadSettings(read_v=0.2, averages=2, nplc=1.0, current_limit_a=1e-4)
         moved = len(todo)
-        for _ in range(PREPARK_ROUNDS):
-            for r, c in todo:
+        for round_ in range(PREPARK_ROUNDS):
+            order, heavy = todo, set()
+            if round_ == 0:
+                # the moves that push the others beyond the budget (a threshold near the
+                # station's limit: long pulses at the limit) go first, before any other
+                # device is parked: what they push is parked after them
+                heavy = {d for d in todo if self._prepark_width(st, *d, station_cap) is None}
+                order = [d for d in todo if d in heavy] + [d for d in todo if d not in heavy]
+            for r, c in order:
                 ctx.check_stop()
-                aim = float(st.targets[r, c]) * math.exp(-st.side[r, c] * PREPARK_LN)
-                aim = min(max(aim, PREPARK_WINDOW_S[0]), PREPARK_WINDOW_S[1])
-                # the move away from the target: the device's larger-threshold polarity
-                # (as a rule), at the shortest width that fits under the station's limit
-                s_v, x_v = self._known(st, r, c, 0.5)
-                g = float(st.g[r, c])
-                thr = x_v if math.isfinite(g) and g > aim else s_v
-                dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
-                width = self._width(st, thr, station_cap, min(dist, 1.0))
-                settings = self._settings(
-                    ctx, tolerance_rel=0.5, verify_reads=1, width_s=width or THRESHOLD_WIDTH_S
-                )
+                if (r, c) in heavy:
+                    width = self._prepark_width(st, r, c, station_cap, budget_ln=math.inf)
+                else:
+                    width = self._prepark_width(st, r, c, station_cap)
+                if width is None:
+                    continue  # it would push the others too hard: left where it is
+                settings = self._settings(ctx, tolerance_rel=0.5, verify_reads=1, width_s=width)
                 # near the window's edges the rates slow (saturation): nothing learned there
-                self._adaptive(ctx, st, r, c, aim, settings, learn=False)
+                self._adaptive(ctx, st, r, c, self._prepark_aim(st, r, c), settings, learn=False)
                 self._store(ctx, st, r, c)
             # the later ones pushed the earlier ones back towards their targets: those no
             # longer far enough go again (fewer each round, so fewer pushes)
@@ -640,6 +647,33 @@ class TuneSweep(Sweep):
             f"({len(todo)} pushed back near their targets since)",
             file=sys.stderr,
         )
+
+    def _prepark_aim(self, st: _State, r: int, c: int) -> float:
+        """Where pre-parking moves a device (S): ``PREPARK_LN`` beyond its target on its
+        approach side, inside ``PREPARK_WINDOW_S``."""
+        aim = float(st.targets[r, c]) * math.exp(-st.side[r, c] * PREPARK_LN)
+        return min(max(aim, PREPARK_WINDOW_S[0]), PREPARK_WINDOW_S[1])
+
+    def _prepark_width(
+        self, st: _State, r: int, c: int, station_cap: float,
+        budget_ln: float = PREPARK_PUSH_BUDGET_LN,
+    ) -> float | None:  # fmt: skip
+        """The pulse width (s) of a device's pre-parking move: away from its target, in its
+        larger-threshold polarity as a rule, the shortest width whose step fits under the
+        station's limit and pushes no other device beyond ``budget_ln``; None when none
+        does (the threshold width when the budget is unbounded and nothing fits)."""
+        aim = self._prepark_aim(st, r, c)
+        s_v, x_v = self._known(st, r, c, 0.5)
+        g = float(st.g[r, c])
+        down = math.isfinite(g) and g > aim
+        dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
+        if not math.isfinite(budget_ln):
+            width = self._width(st, x_v if down else s_v, station_cap, min(dist, 1.0))
+            return width or THRESHOLD_WIDTH_S
+        return self._width(
+            st, x_v if down else s_v, station_cap, min(dist, 1.0),
+            at=(r, c, -1 if down else 1), budget_ln=budget_ln,
+        )  # fmt: skip
 
     def _recoarse(
         self, ctx: SweepContext, st: _State, r: int, c: int, *,
@@ -684,6 +718,7 @@ class TuneSweep(Sweep):
     def _width(
         self, st: _State, threshold_v: float, cap: float, step_ln: float,
         margin_v: float = WIDTH_MARGIN_V, at: tuple[int, int, int] | None = None,
+        budget_ln: float = PUSH_BUDGET_LN,
     ) -> float | None:  # fmt: skip
         """The shortest width of ``WIDTHS_S`` (within the station's longest pulse) whose
         step of ``step_ln`` (ln G) at a threshold ``threshold_v`` needs at most ``cap`` -
@@ -697,7 +732,7 @@ class TuneSweep(Sweep):
                 max(step_ln, 0.01) / (THRESHOLD_STEP_LN * w / THRESHOLD_WIDTH_S)
             )
             if need + margin_v <= cap:
-                if at is not None and self._push_ln(st, *at, need, w) > PUSH_BUDGET_LN:
+                if at is not None and self._push_ln(st, *at, need, w) > budget_ln:
                     return None  # longer is worse: the same step pushes the others more
                 return w
         return None
