@@ -13,6 +13,7 @@ import pytest
 from nvmlab.mocks.physics.base import LineBias
 from nvmlab.mocks.physics.memristor import MemristorArray, MemristorParams
 from nvmlab.tuning.array import (
+    PREPARK_PUSH_BUDGET_LN,
     PUSH_BUDGET_LN,
     STATUS,
     WIDTHS_S,
@@ -103,3 +104,27 @@ def test_a_move_that_would_push_another_device_too_far_is_not_made() -> None:
     assert TuneSweep()._back_width(st, 0, 0, 1.3) == 1e-1
     # the predictions use the chip's switching floor by default
     assert st2.floor_fraction == MemristorParams().switching_floor_fraction
+
+
+def test_a_pre_parking_move_that_pushes_too_hard_goes_first_or_not_at_all() -> None:
+    """A device whose reset threshold (2.35 V) sits near the station's 2.5 V limit is
+    pre-parked below its target with 10 ms reset pulses at about 2.43 V: a third of that
+    pushes a device of set threshold 0.55 V by tens of ln G (the emulator's law). Such a
+    move is over the pre-parking budget: the sweep makes it before any other device is
+    parked (unbounded) and never in the later rounds."""
+    sweep = TuneSweep()
+    set_v = np.full((4, 4), 1.0)
+    reset_v = np.full((4, 4), 1.1)
+    reset_v[0, 0] = 2.35
+    set_v[3, 3] = 0.55
+    st = _state(set_v, reset_v)
+    st.side[0, 0] = 1  # set approach: pre-parked below its target, with reset pulses
+    assert sweep._prepark_width(st, 0, 0, 2.5) is None
+    width = sweep._prepark_width(st, 0, 0, 2.5, budget_ln=math.inf)
+    assert width == 1e-2
+    assert _law_push(2.43, width, 0.55) > 100 * PREPARK_PUSH_BUDGET_LN
+    # without the weak device the same move fits the budget, at the same width
+    st2 = _state(np.full((4, 4), 1.0), reset_v)
+    st2.side[0, 0] = 1
+    assert sweep._prepark_width(st2, 0, 0, 2.5) == 1e-2
+    assert _law_push(2.43, 1e-2, 1.0) < PREPARK_PUSH_BUDGET_LN
