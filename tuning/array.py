@@ -573,7 +573,12 @@ class TuneSweep(Sweep):
                 st.status[r, c] = STATUS["deferred"]
                 self._store(ctx, st, r, c)
                 return
-            width = back or THRESHOLD_WIDTH_S
+            # nothing parked yet: over the budget, still the shortest width that fits
+            width = (
+                back
+                or self._back_width(st, r, c, cap, step_ln=dist / 3, budget_ln=math.inf)
+                or THRESHOLD_WIDTH_S
+            )
         if not math.isfinite(st.protect_v):
             res = self._recoarse(ctx, st, r, c, width_s=width)
         else:
@@ -698,15 +703,18 @@ class TuneSweep(Sweep):
         return self._adaptive(ctx, st, r, c, aim, settings)
 
     def _back_width(
-        self, st: _State, r: int, c: int, cap: float, step_ln: float = 0.03
-    ) -> float | None:
+        self, st: _State, r: int, c: int, cap: float, step_ln: float = 0.03,
+        budget_ln: float = PUSH_BUDGET_LN,
+    ) -> float | None:  # fmt: skip
         """The shortest pulse width (s) at which a step of ``step_ln`` (ln G) in the
-        device's larger-threshold polarity fits under ``cap`` (V); None when none does."""
+        device's larger-threshold polarity fits under ``cap`` (V) and the push budget;
+        None when none does."""
         s, x = self._known(st, r, c, 0.5)
         high = -int(st.side[r, c]) or -1
         return self._width(
-            st, x if st.side[r, c] > 0 else s, cap, step_ln, margin_v=0.0, at=(r, c, high)
-        )
+            st, x if st.side[r, c] > 0 else s, cap, step_ln, margin_v=0.0, at=(r, c, high),
+            budget_ln=budget_ln,
+        )  # fmt: skip
 
     def _low_width(self, st: _State, r: int, c: int, cap: float, step_ln: float) -> float:
         """The shortest pulse width (s) at which a step of ``step_ln`` in the device's
@@ -714,7 +722,12 @@ class TuneSweep(Sweep):
         the threshold width when none does (its own approach fits under the cap)."""
         s, x = self._known(st, r, c, 0.5)
         low = int(st.side[r, c]) or 1
-        w = self._width(st, s if st.side[r, c] > 0 else x, cap, step_ln, at=(r, c, low))
+        thr = s if st.side[r, c] > 0 else x
+        w = self._width(st, thr, cap, step_ln, at=(r, c, low))
+        if w is None:
+            # over the push budget even at its shortest: still the shortest that fits
+            # (a longer pulse makes the same step with a larger push)
+            w = self._width(st, thr, cap, step_ln)
         return THRESHOLD_WIDTH_S if w is None else min(w, THRESHOLD_WIDTH_S)
 
     def _width(

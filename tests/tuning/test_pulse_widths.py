@@ -128,3 +128,22 @@ def test_a_pre_parking_move_that_pushes_too_hard_goes_first_or_not_at_all() -> N
     st2.side[0, 0] = 1
     assert sweep._prepark_width(st2, 0, 0, 2.5) == 1e-2
     assert _law_push(2.43, 1e-2, 1.0) < PREPARK_PUSH_BUDGET_LN
+
+
+def test_a_move_over_the_budget_even_at_its_shortest_width_still_takes_the_shortest() -> None:
+    """A device of set threshold 1.8 V parked with set pulses while a device of reset
+    threshold 0.5 V is still to come: even at 1 us the step pushes that device beyond the
+    budget (a third of about 2.2 V in its reset polarity). Its own approach must be made
+    all the same, with the width that pushes least: the shortest that fits under the cap,
+    not the 1 ms threshold width (10 x more push for the same step, by the chip's law)."""
+    sweep = TuneSweep()
+    set_v = np.full((4, 4), 1.8)
+    reset_v = np.full((4, 4), 1.9)
+    reset_v[3, 3] = 0.5
+    st = _state(set_v, reset_v)
+    st.side[0, 0] = 1
+    assert sweep._width(st, 1.8, 2.5, 0.3, at=(0, 0, 1)) is None  # over the budget
+    assert sweep._low_width(st, 0, 0, 2.5, 0.3) == WIDTHS_S[0]
+    short = _law_push(1.8 + 0.05 * math.log(0.3 / (0.0198 * 1e-3)), 1e-6, 0.5)
+    long = _law_push(1.8 + 0.05 * math.log(0.3 / 0.0198), 1e-3, 0.5)
+    assert long > 10 * short > 0
