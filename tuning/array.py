@@ -47,7 +47,10 @@ times shorter pushes the others ``k^(2/3)`` times less. And no pulse may push an
 device (one not tuned yet included) by more than ``PUSH_BUDGET_LN``, predicted from the
 known thresholds: a long pulse at the cap, stepping a device back, can push the devices of
 smaller threshold by tenths of ln G at once; such a move is not made (the device is
-deferred to the repair passes, or left failed).
+deferred to the repair passes, or left failed). A move that must be made all the same (a
+device's own parking) takes the shortest width that fits, the least push. Pre-parking
+has its own budget (``PREPARK_PUSH_BUDGET_LN``); the moves over it are made first, before
+any other device is pre-parked, and never again.
 
 Relaxation (log-time drift back after programming, ~0.05 %/decade) is accounted for by
 accepting inside half the tolerance and by the repair passes.
@@ -64,12 +67,10 @@ unit is atomic and the run resumes at the first unit not completed (what the tun
 learned is stored as per-device parameters ``tune_*`` and read back from the run chain).
 The outcome of every device is stored with :meth:`RecordWriter.add_tuning_outcome`.
 
-Measured (truth, default physics, profile with the thresholds; docs/tuning.md): 32 x 32
-seed 0 97.4 % within 1 % at 21 pulses per device (before the widths and the push budget:
-92.8 % at 18); the 64 x 64 figures are those of ``nvmlab bench --only tuning``. What is
-left are mostly devices that overshoot their target in one pulse (cycle-to-cycle spread)
-where the step back would need more than the cap. Without a profile: about 60 % on
-16 x 16.
+Measured (truth, profile with the thresholds +-0.02 V, uniform targets; docs/tuning.md):
+default physics 99.4-99.9 % within 1 % on 32 x 32 (seeds 0-3) and 99.0 % on 64 x 64
+(seed 0) at 14 pulses per device; the harsher chip (threshold CV 35 %, twice the noise)
+94-96 % on 32 x 32 at 17. Without a profile: about 69 % on 16 x 16.
 
 Units: V, S, s.
 """
