@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 import pytest
+from one_device import chip_change_ln
 
-from nvmlab.mocks.physics.base import LineBias
-from nvmlab.mocks.physics.memristor import MemristorArray, MemristorParams
+from nvmlab.mocks.physics.memristor import MemristorParams
 from nvmlab.tuning.array import (
     PREPARK_PUSH_BUDGET_LN,
     PUSH_BUDGET_LN,
@@ -41,16 +41,7 @@ def _state(set_v: np.ndarray, reset_v: np.ndarray, max_width_s: float = 0.1) -> 
 def _law_push(amplitude_v: float, width_s: float, threshold_v: float) -> float:
     """ln G change of a device of ``threshold_v`` under a third of the pulse, by the
     emulator's own switching law (no cycle-to-cycle spread)."""
-    params = MemristorParams(cycle_spread_cv=0.0, defect_rate=0.0, rtn_fraction=0.0)
-    chip = MemristorArray(1, 1, seed=1, params=params)
-    chip.set_threshold_v[:] = threshold_v
-    chip.reset_threshold_mag_v[:] = threshold_v
-    chip._refresh_limits()
-    chip.g_s[:] = 30e-6
-    g0 = float(chip.g_s[0, 0])
-    bias = LineBias(row_v=np.array([amplitude_v / 3.0]), col_v=np.array([0.0]))
-    chip.stress(bias, width_s, 25.0)
-    return abs(math.log(float(chip.g_s[0, 0]) / g0))
+    return abs(chip_change_ln(amplitude_v / 3.0, width_s, threshold_v))
 
 
 def test_each_step_takes_the_shortest_width_that_fits_under_its_cap() -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
+from one_device import chip_change_ln
 
-from nvmlab.mocks.physics.base import LineBias
-from nvmlab.mocks.physics.memristor import MemristorArray, MemristorParams
 from nvmlab.tuning.writeverify import (
     L0_SET,
     AdaptiveSettings,
@@ -28,15 +26,7 @@ THETA_V = 0.8
 
 def _chip_change(amplitude_v: float, width_s: float = 1e-3) -> float:
     """ln G change of a device of threshold ``THETA_V`` at 30 uS under one pulse."""
-    params = MemristorParams(cycle_spread_cv=0.0, defect_rate=0.0, rtn_fraction=0.0)
-    chip = MemristorArray(1, 1, seed=1, params=params)
-    chip.set_threshold_v[:] = THETA_V
-    chip.reset_threshold_mag_v[:] = THETA_V
-    chip._refresh_limits()
-    chip.g_s[:] = 30e-6
-    g0 = float(chip.g_s[0, 0])
-    chip.stress(LineBias(row_v=np.array([amplitude_v]), col_v=np.array([0.0])), width_s, 25.0)
-    return math.log(float(chip.g_s[0, 0]) / g0)
+    return chip_change_ln(amplitude_v, width_s, THETA_V)
 
 
 def _tuner(**kw: object) -> _Adaptive:
