@@ -68,9 +68,10 @@ learned is stored as per-device parameters ``tune_*`` and read back from the run
 The outcome of every device is stored with :meth:`RecordWriter.add_tuning_outcome`.
 
 Measured (truth, profile with the thresholds +-0.02 V, uniform targets; docs/tuning.md):
-default physics 99.4-99.9 % within 1 % on 32 x 32 (seeds 0-3) and 99.0 % on 64 x 64
-(seed 0) at 14 pulses per device; the harsher chip (threshold CV 35 %, twice the noise)
-94-96 % on 32 x 32 at 17. Without a profile: about 69 % on 16 x 16.
+default physics 99.4-99.9 % within 1 % on 32 x 32 (seeds 0-3) and 99.1 % on 64 x 64
+(seed 0) at 14 pulses per device (``nvmlab bench --only tuning``, from the
+characterization's own profile: 98.9 %); the harsher chip (threshold CV 35 %, twice the
+noise) 94-96 % on 32 x 32 at 17. Without a profile: about 69 % on 16 x 16.
 
 Units: V, S, s.
 """
