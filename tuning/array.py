@@ -108,6 +108,7 @@ from nvmlab.tuning.writeverify import (
     adaptive,
     conventional,
     line_frequency_hz,
+    onset_factor,
 )
 
 if TYPE_CHECKING:
@@ -676,13 +677,12 @@ class TuneSweep(Sweep):
         g = float(st.g[r, c])
         down = math.isfinite(g) and g > aim
         dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
-        if not math.isfinite(budget_ln):
-            width = self._width(st, x_v if down else s_v, station_cap, min(dist, 1.0))
-            return width or THRESHOLD_WIDTH_S
-        return self._width(
+        bounded = math.isfinite(budget_ln)
+        width = self._width(
             st, x_v if down else s_v, station_cap, min(dist, 1.0),
-            at=(r, c, -1 if down else 1), budget_ln=budget_ln,
+            at=(r, c, -1 if down else 1) if bounded else None, budget_ln=budget_ln,
         )  # fmt: skip
+        return width if width is not None or bounded else THRESHOLD_WIDTH_S
 
     def _recoarse(
         self, ctx: SweepContext, st: _State, r: int, c: int, *,
@@ -779,10 +779,9 @@ class TuneSweep(Sweep):
         thr[r, c] = np.nan
         f = st.floor_fraction
         with np.errstate(invalid="ignore"):
-            onset = np.clip((v / thr - f) / (1.0 - f), 0.0, 1.0) ** 2
             push = (
                 THRESHOLD_STEP_LN
-                * onset
+                * onset_factor(v, thr, f)
                 * np.exp((v - thr) / SLOPE_V)
                 * (width_s / THRESHOLD_WIDTH_S)
             )

@@ -398,14 +398,12 @@ class ThresholdPrior:
         return math.exp(mu - z * sd)
 
 
-def onset_factor(v: float, theta: float, floor_fraction: float) -> float:
+def onset_factor(v: Any, theta: Any, floor_fraction: float) -> Any:
     """The switching law's onset below the threshold: ``((|V| / theta - f) / (1 - f))^2``
     clipped to [0, 1] (no switching below ``f`` x theta, the full exponential law from the
-    threshold up; docs/devices.md)."""
-    if theta <= 0:
-        return 1.0
-    x = (abs(v) / theta - floor_fraction) / (1.0 - floor_fraction)
-    return min(max(x, 0.0), 1.0) ** 2
+    threshold up; docs/devices.md); floats or numpy arrays (NaN thresholds give NaN)."""
+    x = (np.abs(v) / theta - floor_fraction) / (1.0 - floor_fraction)
+    return np.clip(x, 0.0, 1.0) ** 2
 
 
 def switching_change_ln(
@@ -414,7 +412,7 @@ def switching_change_ln(
     """Expected |ln-change| of one pulse at ``v`` (V) on a device of threshold ``theta``:
     ``scale x onset x exp((|V| - theta) / v0)``, ``scale`` = L0 x width / 1 ms."""
     e = min((abs(v) - theta) / slope_v, 60.0)
-    return scale * onset_factor(v, theta, floor_fraction) * math.exp(e)
+    return float(scale * onset_factor(v, theta, floor_fraction) * math.exp(e))
 
 
 def amplitude_for_change(
