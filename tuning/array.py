@@ -99,6 +99,7 @@ from nvmlab.steps import Param
 from nvmlab.tuning.targets import TargetSet, load_target_set
 from nvmlab.tuning.writeverify import (
     L0_SET,
+    TELEGRAPH_MAX_REL,
     THRESHOLD_PULSE_S,
     AdaptiveSettings,
     BusCounter,
@@ -107,6 +108,7 @@ from nvmlab.tuning.writeverify import (
     TuneResult,
     adaptive,
     conventional,
+    level_mean,
     line_frequency_hz,
     onset_factor,
 )
@@ -182,6 +184,11 @@ FINE_TRIES = 3
 MAX_ATTEMPTS = 12
 #: Settle rounds before the final verification read.
 FINAL_SETTLE_ROUNDS = 6
+#: Averaged reads, spread in time, that measure a telegraph device's level mean where one
+#: read decides (a re-verification, the final read): a device known to have a step, or
+#: one read out of the band by no more than half the largest step (it may only show the
+#: other level now).
+LEVEL_READS = 8
 _PARAMS = (
     "tune_target_s",
     "tune_set_threshold_v",
@@ -198,6 +205,7 @@ _PARAMS = (
     "tune_cap_v",
     "tune_side",
     "tune_rank",
+    "tune_telegraph_rel",
 )
 
 
@@ -220,6 +228,7 @@ class _State:
     capv: np.ndarray  # the largest amplitude cap a device was tuned with (V)
     side: np.ndarray  # approach side: +1 from below (set), -1 from above (reset), 0 unset
     rank: np.ndarray  # place in the fine order (NaN before the coarse check)
+    telegraph: np.ndarray  # telegraph step seen (relative; 0 none)
     tset: TargetSet
     profile_set: np.ndarray
     profile_reset: np.ndarray
@@ -348,6 +357,7 @@ class TuneSweep(Sweep):
             capv=zeros("tune_cap_v"),
             side=zeros("tune_side").astype(int),
             rank=stored["tune_rank"],
+            telegraph=zeros("tune_telegraph_rel"),
             tset=tset,
             profile_set=pset,
             profile_reset=preset,
@@ -424,6 +434,7 @@ class TuneSweep(Sweep):
             ("tune_attempts", st.attempts[r, c]),
             ("tune_cap_v", st.capv[r, c]),
             ("tune_side", float(st.side[r, c])),
+            ("tune_telegraph_rel", float(st.telegraph[r, c])),
         ):
             unit = "V" if name.endswith("_v") else ("S" if name.endswith("_s") else "")
             if name == "tune_floor_s":
@@ -821,6 +832,7 @@ class TuneSweep(Sweep):
                 ctx, tolerance_rel=tol, cap_v=cap, approach=int(st.side[r, c]),
                 width_s=self._low_width(st, r, c, cap, max(dist, tol)),
                 overshoot_z=FINE_OVERSHOOT_Z if back_safe else FINE_OVERSHOOT_Z_UNSAFE,
+                telegraph_rel=float(st.telegraph[r, c]),
             )  # fmt: skip
             res = self._adaptive(ctx, st, r, c, target, settings)
             if not res.wrong_side:
@@ -873,9 +885,7 @@ class TuneSweep(Sweep):
             ]
             flagged = []
             for r, c in victims:
-                g = self._read(ctx, st, r, c, settings).conductance_s
-                st.reads[r, c] += 1
-                st.g[r, c] = g
+                g = self._verify_read(ctx, st, r, c, settings, tol)
                 if abs(g / st.targets[r, c] - 1) > tol:
                     st.status[r, c] = STATUS["pending"]
                     flagged.append((r, c))
@@ -910,13 +920,35 @@ class TuneSweep(Sweep):
                 continue
             ctx.check_stop()
             if code == STATUS["tuned"]:
-                g = self._read(ctx, st, r, c, settings).conductance_s
-                st.reads[r, c] += 1
-                st.g[r, c] = g
+                g = self._verify_read(ctx, st, r, c, settings, tol)
                 if abs(g / st.targets[r, c] - 1) <= tol:
                     continue
             passes[p] += 1
             self._fine(ctx, st, r, c, repair=True)
+
+    def _verify_read(
+        self, ctx: SweepContext, st: _State, r: int, c: int, settings: ReadSettings, band: float
+    ) -> float:
+        """A tuned device's conductance (S) for a re-verification against ``band``
+        (relative): one averaged read, or the level mean of ``LEVEL_READS`` reads where one
+        read cannot tell (a device with a known telegraph step, or a read out of the band
+        by no more than half the largest step); a step seen is remembered."""
+        read = self._read(ctx, st, r, c, settings)
+        st.reads[r, c] += 1
+        g = float(read.conductance_s)
+        off = abs(g / st.targets[r, c] - 1)
+        if st.telegraph[r, c] > 0 or band < off <= band + TELEGRAPH_MAX_REL / 2:
+            values, errs = [g], [float(read.stderr_s)]
+            for _ in range(LEVEL_READS - 1):
+                more = self._read(ctx, st, r, c, settings)
+                st.reads[r, c] += 1
+                values.append(float(more.conductance_s))
+                errs.append(float(more.stderr_s))
+            g, _, step = level_mean(values, errs)
+            if step > 0:
+                st.telegraph[r, c] = min(max(st.telegraph[r, c], step), TELEGRAPH_MAX_REL)
+        st.g[r, c] = g
+        return g
 
     def _conventional(self, ctx: SweepContext, st: _State, r: int, c: int) -> None:
         if int(st.status[r, c]) != STATUS["pending"]:
@@ -945,6 +977,7 @@ class TuneSweep(Sweep):
         st.trips[r, c] += max(res.round_trips, 0)
         st.floor[r, c] += res.floor_s
         st.g[r, c] = res.conductance_s
+        st.telegraph[r, c] = min(max(st.telegraph[r, c], res.telegraph_rel), TELEGRAPH_MAX_REL)
         # an estimate outside the plausible range (a noisy fit) teaches nothing
         lo, hi = PLAUSIBLE_THRESHOLD_V
         if not learn:
@@ -984,8 +1017,12 @@ class TuneSweep(Sweep):
                     status="skipped", algorithm=algorithm,
                 )  # fmt: skip
                 continue
-            g = self._read(ctx, st, r, c, settings).conductance_s
-            st.reads[r, c] += 1
+            if st.telegraph[r, c] > 0:
+                # a telegraph device: the level mean, as its tuning judged it
+                g = self._verify_read(ctx, st, r, c, settings, 0.0)
+            else:
+                g = self._read(ctx, st, r, c, settings).conductance_s
+                st.reads[r, c] += 1
             st.final[r, c] = g
             ctx.parameter(r, c, "tune_final_s", g, "S")
             if code == STATUS["stuck"]:

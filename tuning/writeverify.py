@@ -113,6 +113,10 @@ __all__ = [
 Outcome = Literal["tuned", "failed", "stuck", "skipped"]
 #: ln of the threshold definition's change per 1 ms pulse at the threshold (docs/devices.md).
 L0_SET = math.log(1.02)
+#: Largest telegraph step (relative) a device is taken to have (the devices docs: up to
+#: 2 %, with read noise), and the level-mean measurements one call takes at most.
+TELEGRAPH_MAX_REL = 0.03
+TELEGRAPH_CENTRINGS = 3
 L0_RESET = math.log(1.0 / 0.98)
 #: Pulse width at which the threshold definition holds (s).
 THRESHOLD_PULSE_S = 1e-3
@@ -529,6 +533,11 @@ class AdaptiveSettings:
     #: side of its target; needing the other polarity ends the call (``wrong_side``).
     #: 0: both polarities (the default).
     approach: int = 0
+    #: A telegraph step (relative) known from an earlier call, 0 when none is: each read
+    #: after a pulse is then one level, up to half the step from the device's level mean,
+    #: so a step is aimed at the nearer end of what the read allows and the mean of the
+    #: two levels is measured before the device is judged near its target.
+    telegraph_rel: float = 0.0
 
     def check(self) -> None:
         _check_positive("tolerance_rel", self.tolerance_rel)
@@ -541,6 +550,10 @@ class AdaptiveSettings:
             raise ConfigError(f"{self.max_pulses!r}: must be an integer >= 1", field="max_pulses")
         if self.approach not in (-1, 0, 1):
             raise ConfigError(f"{self.approach!r}: allowed -1, 0, 1", field="approach")
+        if not 0.0 <= self.telegraph_rel <= TELEGRAPH_MAX_REL:
+            raise ConfigError(
+                f"{self.telegraph_rel!r}: allowed 0-{TELEGRAPH_MAX_REL}", field="telegraph_rel"
+            )
 
 
 @dataclass
@@ -590,7 +603,7 @@ class _Adaptive:
                 self.pol[sign].theta = seed
                 self.pol[sign].theta_w = 1.0 / 0.03**2
                 self.pol[sign].floor_v = s.floor_fraction * seed * 1.02
-        self.telegraph_rel = 0.0
+        self.telegraph_rel = float(s.telegraph_rel)
 
     # -- reads ----------------------------------------------------------------------------
     def sigma1_rel(self, g: float, nplc: float) -> float:
@@ -746,9 +759,24 @@ class _Adaptive:
         moved = False
         ambiguous_reads = 0
         wrong_side = False
+        # whether g is a telegraph device's level mean (a read after a pulse is one level)
+        centred = False
+        centrings = 0
         outcome: Outcome | None = None
         while outcome is None:
             err = g / t - 1.0
+            half_step = self.telegraph_rel / 2 if not centred else 0.0
+            if half_step and abs(err) - s.accept_z * se <= tol + half_step:
+                # one level of a telegraph device whose mean may be inside the band:
+                # measure the level mean before anything else is decided
+                centred = True
+                if centrings < TELEGRAPH_CENTRINGS:
+                    centrings += 1
+                    g, se, ok = self.verify(g, se)
+                    if ok:
+                        outcome = "tuned"
+                        break
+                continue
             if abs(err) + s.accept_z * se <= tol:
                 g2, se2, ok = self.verify(g, se)
                 g, se = g2, se2
@@ -775,9 +803,11 @@ class _Adaptive:
             if dev.pulses >= s.max_pulses:
                 outcome = "failed"
                 break
-            distance = abs(math.log(t / g))
+            # a level read: the level mean may be half a step nearer the target
+            distance = max(abs(math.log(t / g)) - half_step, 0.3 * tol)
             v = self.amplitude(p, distance)
             dev.pulse(sign * v, s.width_s)
+            centred = False
             p.last_v = max(p.last_v, v) if not math.isfinite(p.theta) else v
             want = self.aim(distance, p.theta_sd(s.switching_slope_v))
             remaining = abs(distance - want)
@@ -794,12 +824,13 @@ class _Adaptive:
                 p.cap_ref, p.cap_pulses = None, 0
             g_new, se_new = self.measure(g, sigma)
             change = sign * math.log(g_new / g)
-            sd = math.hypot(se, se_new)
+            # a telegraph device's reads differ by its level as well (two-point, +-step/2)
+            sd = math.hypot(se, se_new, self.telegraph_rel / 2)
             if s.detect_z * sd < abs(change) < 2 * s.detect_z * sd:
                 # a marginal change: confirm it with a second read before learning from it
                 g_new, se_new = _pool(g_new, se_new, *self.measure(g_new, se_new))
                 change = sign * math.log(g_new / g)
-                sd = math.hypot(se, se_new)
+                sd = math.hypot(se, se_new, self.telegraph_rel / 2)
             self.learn(p, v, change, sd)
             if p.cap_ref is not None:
                 g_ref, se_ref = p.cap_ref
@@ -865,18 +896,31 @@ class _Adaptive:
             reads.append(self.measure(g, sub, min_n))
         values = np.array([r[0] for r in reads])
         errs = np.array([r[1] for r in reads]) * values
-        lo, hi = float(values.min()), float(values.max())
-        mid = (lo + hi) / 2
-        low, high = values[values < mid], values[values >= mid]
-        spread = float(np.sqrt(np.mean(errs**2)))
-        if low.size and high.size and hi - lo > s.detect_z * spread * math.sqrt(2):
-            g_mid = (float(low.mean()) + float(high.mean())) / 2
-            self.telegraph_rel = float((high.mean() - low.mean()) / g_mid)
-            se_mid = float(spread / g_mid / math.sqrt(min(low.size, high.size)))
-            return g_mid, se_mid, abs(g_mid / t - 1) + s.accept_z * se_mid <= tol
-        gm = float(values.mean())
-        sem = max(float(values.std(ddof=1)), spread) / math.sqrt(values.size)
-        return gm, sem / gm, abs(gm / t - 1) + s.accept_z * sem / gm <= tol
+        gm, sem, step = level_mean(values, errs, s.detect_z)
+        if step > 0:
+            self.telegraph_rel = step
+        return gm, sem, abs(gm / t - 1) + s.accept_z * sem <= tol
+
+
+def level_mean(values: Any, errs: Any, detect_z: float = 3.0) -> tuple[float, float, float]:
+    """A telegraph device's conductance from averaged reads spread in time (S, their
+    standard errors in S): (the mean of the two level means, its relative standard error,
+    the step between the levels relative to it) when the reads split into two levels
+    beyond ``detect_z`` standard deviations; (their mean, its relative standard error, 0)
+    when they do not."""
+    values = np.asarray(values, dtype=float)
+    errs = np.asarray(errs, dtype=float)
+    lo, hi = float(values.min()), float(values.max())
+    mid = (lo + hi) / 2
+    low, high = values[values < mid], values[values >= mid]
+    spread = float(np.sqrt(np.mean(errs**2)))
+    if low.size and high.size and hi - lo > detect_z * spread * math.sqrt(2):
+        g_mid = (float(low.mean()) + float(high.mean())) / 2
+        se_mid = float(spread / g_mid / math.sqrt(min(low.size, high.size)))
+        return g_mid, se_mid, float((high.mean() - low.mean()) / g_mid)
+    gm = float(values.mean())
+    sem = max(float(values.std(ddof=1)) if values.size > 1 else 0.0, spread)
+    return gm, sem / math.sqrt(values.size) / gm, 0.0
 
 
 def _pool(g1: float, se1: float, g2: float, se2: float) -> tuple[float, float]:

@@ -40,6 +40,9 @@ FLOOR_NO_PROFILE = 0.65
 #: 25 % (so below 0.11 %/decade, +3.5 sigma). A device tuned at least 1 s before the end of
 #: the run gains at most log10(1 + 28800 s) = 4.5 decades over the night: 0.5 %.
 NIGHT_DRIFT_REL = 0.005
+#: A chip where half the devices have a telegraph step of 1-2 % (dwell 1 ms-10 s): a
+#: re-verification read in one level must not start a repair that chases it.
+TELEGRAPH: dict[str, Any] = {"rtn_fraction": 0.5, "rtn_amplitude_min_rel": 0.01}
 
 
 def _profile(cb: Any, seed: int) -> None:
@@ -87,10 +90,11 @@ def _score(cb: Any, result: Any, before: np.ndarray) -> tuple[Any, ...]:
         (DEFAULT, "weights", True, 3),
         (DEFAULT, "uniform", False, 3),
         (HARSH, "uniform", True, 4),
+        (TELEGRAPH, "uniform", True, 2),
     ],
     ids=[
         "default-uniform-profile", "default-weights-profile", "default-uniform-learn",
-        "harsh-uniform-profile",
+        "harsh-uniform-profile", "telegraph-uniform-profile",
     ],
 )  # fmt: skip
 def test_whole_array_within_one_percent_by_truth(

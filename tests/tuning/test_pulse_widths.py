@@ -33,7 +33,8 @@ def _state(set_v: np.ndarray, reset_v: np.ndarray, max_width_s: float = 0.1) -> 
         status=np.zeros(shape, int), g=np.full(shape, 48e-6), pulses=zeros.copy(),
         reads=zeros.copy(), trips=zeros.copy(), floor=zeros.copy(), attempts=zeros.copy(),
         initial=nan.copy(), final=nan.copy(), capv=zeros.copy(), side=np.ones(shape, int),
-        rank=nan.copy(), tset=TargetSet(targets_s=targets, source="test"), profile_set=set_v,
+        rank=nan.copy(), telegraph=zeros.copy(), tset=TargetSet(targets_s=targets, source="test"),
+        profile_set=set_v,
         profile_reset=reset_v, max_width_s=max_width_s,
     )  # fmt: skip
 
