@@ -154,7 +154,7 @@ def bench_memristor(
             base.mkdir()
             print(characterize(base, rows, cols, seed, physics), flush=True)
             if keep is not None:
-                shutil.copytree(base, keep)
+                shutil.copytree(base, keep, dirs_exist_ok=True)  # checked empty at the start
         print(
             f"  {'algorithm    targets':32s} within 1 % (functional)   pulses mean / median "
             "/ p95, per device: instrument time, floor, bus round trips",
@@ -245,6 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eflash-size", type=int, default=32, help="eFlash array side")
     parser.add_argument("--no-eflash", action="store_true", help="skip the eFlash part")
     args = parser.parse_args(argv)
+    saved = [
+        f"--{o}"
+        for o in ("keep-characterized", "characterized")
+        if getattr(args, o.replace("-", "_"))
+    ]
+    if saved and args.physics == "both":
+        parser.error(
+            f"{' and '.join(saved)}: a saved chip is one physics; give one --physics setting"
+        )
+    keep: Path | None = args.keep_characterized
+    if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        parser.error(
+            f"--keep-characterized: {keep} is not empty (allowed: a new or empty directory)"
+        )
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
     kinds = tuple(k.strip() for k in args.targets.split(",") if k.strip())
     for harsh in {"default": (False,), "harsh": (True,), "both": (False, True)}[args.physics]:
