@@ -24,8 +24,13 @@ under V/3) is built on that (docs/tuning.md):
    time (once the cursor reaches ``JIT_RATIO`` x its ``m``: ``COARSE_MARGIN`` short of
    its target) and then approached in its smaller-threshold polarity only, every pulse
    under the cap ``cap_safety x 3 f x`` the smallest ``m`` of the devices parked or tuned
-   so far: none of them can be disturbed, and the device's own approach fits under the
-   cap because its ``m`` is the smallest so far. The larger-threshold polarity is only
+   so far: they see at most ``cap_safety x f x m`` (1.35 x their switching floor, 0.68
+   x ``m``), where the switching law's onset gives them less than 1e-4 (ln G) per 1 ms
+   pulse (the settle re-reads them all the same), and the device's own approach fits
+   under the cap because its ``m`` is the smallest so far. A cap right at their floor
+   (0.93 x, the first design) left the device its own threshold + 7 % to move with,
+   so only 1 ms pulses fitted, and those pushed the devices still to come (the smallest
+   thresholds) by ln 1-3 over a 64 x 64 run. The larger-threshold polarity is only
    used under the same cap (longer pulses lower the amplitude a step needs by
    ``v0 ln 10`` = 0.115 V per decade of width); a device that needs more is left
    (``deferred`` / ``failed``) rather than push everything tuned before; one past its
@@ -169,6 +174,16 @@ PREPARK_KEEP_LN = 0.6
 #: limit: 10-100 ms pulses at the limit, pushing the devices of the smallest thresholds by
 #: ln 1-5 each) is left where it is.
 PREPARK_PUSH_BUDGET_LN = 0.01
+#: How far (ln G) beyond its target a device is pre-parked when its move is over that
+#: budget: such moves come first, and every pulse of theirs pushes the devices of the
+#: smallest thresholds hard (one 1 ms pulse at 2.36 V moved a 0.57 V device by ln 1.4),
+#: so they move no farther than a device of their (large) ``m``, tuned early, needs.
+HEAVY_PREPARK_LN = 0.3
+#: Largest push (ln G) one pulse of such a move may give another device whose own move is
+#: over the budget too (it cannot be parked again without pushing the rest): a move that
+#: needs more (a threshold near the station's limit: long pulses at the limit) is not
+#: made. The rest are parked after these moves.
+HEAVY_PUSH_BUDGET_LN = 0.02
 #: Learned thresholds outside this range (V) are ignored.
 PLAUSIBLE_THRESHOLD_V = (0.2, 3.0)
 #: Overshoot safety of an approach (standard deviations of the predicted change), and
@@ -269,7 +284,16 @@ class TuneSweep(Sweep):
             0.95,
             help="no switching below this x threshold (devices docs)",
         ),  # fmt: skip
-        Param("cap_safety", float, 0.93, "", 0.5, 1.0, help="margin on the V/3 floor cap"),
+        Param(
+            "cap_safety",
+            float,
+            1.35,
+            "",
+            0.5,
+            1.5,
+            help="amplitude cap as a multiple of 3 f m (the V/3 switching floor of the "
+            "devices tuned so far)",
+        ),  # fmt: skip
         Param(
             "verify_band",
             float,
@@ -639,17 +663,29 @@ class TuneSweep(Sweep):
                 # device is parked: what they push is parked after them
                 heavy = {d for d in todo if self._prepark_width(st, *d, station_cap) is None}
                 order = [d for d in todo if d in heavy] + [d for d in todo if d not in heavy]
+                heavy_mask = np.zeros(st.targets.shape, bool)
+                for d in heavy:
+                    heavy_mask[d] = True
             for r, c in order:
                 ctx.check_stop()
+                ln = HEAVY_PREPARK_LN if (r, c) in heavy else PREPARK_LN
+                aim = self._prepark_aim(st, r, c, ln)
+                g = float(st.g[r, c])
+                if math.isfinite(g) and st.side[r, c] * math.log(max(g, 1e-12) / aim) <= 0:
+                    continue  # already that far on its approach side
                 if (r, c) in heavy:
-                    width = self._prepark_width(st, r, c, station_cap, budget_ln=math.inf)
+                    # judged on the other heavy ones only: the rest are parked after it
+                    width = self._prepark_width(
+                        st, r, c, station_cap, budget_ln=HEAVY_PUSH_BUDGET_LN, ln=ln,
+                        victims=heavy_mask,
+                    )  # fmt: skip
                 else:
                     width = self._prepark_width(st, r, c, station_cap)
                 if width is None:
                     continue  # it would push the others too hard: left where it is
                 settings = self._settings(ctx, tolerance_rel=0.5, verify_reads=1, width_s=width)
                 # near the window's edges the rates slow (saturation): nothing learned there
-                self._adaptive(ctx, st, r, c, self._prepark_aim(st, r, c), settings, learn=False)
+                self._adaptive(ctx, st, r, c, aim, settings, learn=False)
                 self._store(ctx, st, r, c)
             # the later ones pushed the earlier ones back towards their targets: those no
             # longer far enough go again (fewer each round, so fewer pushes)
@@ -669,21 +705,25 @@ class TuneSweep(Sweep):
             file=sys.stderr,
         )
 
-    def _prepark_aim(self, st: _State, r: int, c: int) -> float:
-        """Where pre-parking moves a device (S): ``PREPARK_LN`` beyond its target on its
-        approach side, inside ``PREPARK_WINDOW_S``."""
-        aim = float(st.targets[r, c]) * math.exp(-st.side[r, c] * PREPARK_LN)
+    def _prepark_aim(self, st: _State, r: int, c: int, ln: float = PREPARK_LN) -> float:
+        """Where pre-parking moves a device (S): ``ln`` beyond its target on its approach
+        side, inside ``PREPARK_WINDOW_S``."""
+        aim = float(st.targets[r, c]) * math.exp(-st.side[r, c] * ln)
         return min(max(aim, PREPARK_WINDOW_S[0]), PREPARK_WINDOW_S[1])
 
     def _prepark_width(
         self, st: _State, r: int, c: int, station_cap: float,
-        budget_ln: float = PREPARK_PUSH_BUDGET_LN,
+        budget_ln: float = PREPARK_PUSH_BUDGET_LN, ln: float = PREPARK_LN,
+        victims: np.ndarray | None = None,
     ) -> float | None:  # fmt: skip
-        """The pulse width (s) of a device's pre-parking move: away from its target, in its
-        larger-threshold polarity as a rule, the shortest width whose step fits under the
-        station's limit and pushes no other device beyond ``budget_ln``; None when none
-        does (the threshold width when the budget is unbounded and nothing fits)."""
-        aim = self._prepark_aim(st, r, c)
+        """The pulse width (s) of a device's pre-parking move ``ln`` beyond its target: away
+        from its target, in its larger-threshold polarity as a rule, the shortest width
+        whose step fits under the station's limit and pushes no other device beyond
+        ``budget_ln``; None when none does. With the budget unbounded the step may use the
+        limit without headroom (a shorter pulse pushes the others less: by the switching
+        law ``w^(2/3)`` for the same step), and the threshold width is taken when nothing
+        fits."""
+        aim = self._prepark_aim(st, r, c, ln)
         s_v, x_v = self._known(st, r, c, 0.5)
         g = float(st.g[r, c])
         down = math.isfinite(g) and g > aim
@@ -691,7 +731,9 @@ class TuneSweep(Sweep):
         bounded = math.isfinite(budget_ln)
         width = self._width(
             st, x_v if down else s_v, station_cap, min(dist, 1.0),
+            margin_v=WIDTH_MARGIN_V if victims is None else 0.0,
             at=(r, c, -1 if down else 1) if bounded else None, budget_ln=budget_ln,
+            victims=victims,
         )  # fmt: skip
         return width if width is not None or bounded else THRESHOLD_WIDTH_S
 
@@ -746,7 +788,7 @@ class TuneSweep(Sweep):
     def _width(
         self, st: _State, threshold_v: float, cap: float, step_ln: float,
         margin_v: float = WIDTH_MARGIN_V, at: tuple[int, int, int] | None = None,
-        budget_ln: float = PUSH_BUDGET_LN,
+        budget_ln: float = PUSH_BUDGET_LN, victims: np.ndarray | None = None,
     ) -> float | None:  # fmt: skip
         """The shortest width of ``WIDTHS_S`` (within the station's longest pulse) whose
         step of ``step_ln`` (ln G) at a threshold ``threshold_v`` needs at most ``cap`` -
@@ -760,18 +802,20 @@ class TuneSweep(Sweep):
                 max(step_ln, 0.01) / (THRESHOLD_STEP_LN * w / THRESHOLD_WIDTH_S)
             )
             if need + margin_v <= cap:
-                if at is not None and self._push_ln(st, *at, need, w) > budget_ln:
+                if at is not None and self._push_ln(st, *at, need, w, victims) > budget_ln:
                     return None  # longer is worse: the same step pushes the others more
                 return w
         return None
 
     def _push_ln(
-        self, st: _State, r: int, c: int, sign: int, amplitude_v: float, width_s: float
-    ) -> float:
+        self, st: _State, r: int, c: int, sign: int, amplitude_v: float, width_s: float,
+        victims: np.ndarray | None = None,
+    ) -> float:  # fmt: skip
         """The largest push (ln G) a V/3 pulse of ``sign`` x ``amplitude_v`` lasting
-        ``width_s`` on (r, c) gives another device with a target, by the switching law and
-        the known thresholds: the half-selected (row r, column c) see a third of it in its
-        polarity, every other device a third in the other polarity."""
+        ``width_s`` on (r, c) gives another device with a target (among ``victims``, a
+        mask, when given), by the switching law and the known thresholds: the
+        half-selected (row r, column c) see a third of it in its polarity, every other
+        device a third in the other polarity."""
         th = getattr(st, "_push_thresholds", None)
         if th is None:
             s_all = np.full(st.targets.shape, np.nan)
@@ -788,6 +832,8 @@ class TuneSweep(Sweep):
         thr[r, :] = same[r, :]
         thr[:, c] = same[:, c]
         thr[r, c] = np.nan
+        if victims is not None:
+            thr[~victims] = np.nan
         f = st.floor_fraction
         with np.errstate(invalid="ignore"):
             push = (
@@ -800,7 +846,8 @@ class TuneSweep(Sweep):
 
     def _fine_cap(self, ctx: SweepContext, st: _State, r: int, c: int, repair: bool) -> float:
         """Amplitude cap (V) of a pulse: ``cap_safety x 3 f x`` the smallest ``m`` of the
-        devices parked or tuned so far (none of them can be disturbed under V/3); in a
+        devices parked or tuned so far (under V/3 they see ``cap_safety`` x their
+        switching floor: barely disturbed, and re-read by the settle); in a
         repair (passes in descending ``m``), of the device's own ``m``."""
         station_cap = float(ctx.ops.limits.max_write_v)
         f = float(ctx.params["floor_fraction"])

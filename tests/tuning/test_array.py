@@ -28,13 +28,14 @@ TOL = 0.01
 N = 16
 #: The issue's floor for the tests: at least 97 % of functional devices within 1 % by
 #: truth on 16 x 16 with a profile, at default physics (measured: seed 1 98.8 %, the weight
-#: pairs of seed 3 100 %) and on the harsher chip (seed 4: 98.0 %).
+#: pairs of seed 3 99.6 %), on the harsher chip (seed 4: 98.4 %) and on a chip with half its
+#: devices telegraph (seed 2: 98.8 %).
 FLOOR = 0.97
 FLOOR_HARSH = 0.97
-#: Without a profile the order and the caps come from thresholds learned on the way: much
-#: weaker (measured 69 % on seed 3), below the issue's goal; held so that a regression
+#: Without a profile the order and the caps come from thresholds learned on the way:
+#: weaker (measured 89.8 % on seed 3), below the issue's goal; held so that a regression
 #: shows.
-FLOOR_NO_PROFILE = 0.65
+FLOOR_NO_PROFILE = 0.85
 #: Relaxation allowance over a night (8 h at 25 C), docs/devices.md: a device drifts back
 #: by a log10(1 + t / 1 s) relative, a lognormal over devices of mean 0.05 % per decade, CV
 #: 25 % (so below 0.11 %/decade, +3.5 sigma). A device tuned at least 1 s before the end of
