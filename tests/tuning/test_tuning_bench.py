@@ -30,6 +30,24 @@ def test_tuning_benchmark_prints_its_figures(capsys: pytest.CaptureFixture[str])
     assert re.search(r"4 x 4 eFlash array.*within 1 % by truth [\d.]+ %.*pulses per cell mean", out)
 
 
+@pytest.mark.timeout(600)
+def test_the_conventional_baseline_prints_its_median_pulses_to_two_percent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the conventional algorithm the benchmark first prints the devices docs'
+    calibration figure, the median pulses to 2 % per device, which must land at 45-55."""
+    assert main(["--rows", "4", "--cols", "4", "--physics", "default", "--algorithms",
+                 "conventional", "--targets", "uniform", "--no-profile-run", "no",
+                 "--no-eflash"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    print(out)
+    found = re.search(r"conventional protocol per device .*: median ([\d.]+) pulses to 2 % "
+                      r"\((\d+)/60 converged", out)  # fmt: skip
+    assert found is not None
+    assert 45 <= float(found.group(1)) <= 55 and int(found.group(2)) >= 58
+    assert re.search(r"^  conventional uniform +truth", out, re.M)
+
+
 def test_a_characterized_chip_is_kept_or_refused_before_the_long_characterization(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
