@@ -718,24 +718,21 @@ class TuneSweep(Sweep):
     ) -> float | None:  # fmt: skip
         """The pulse width (s) of a device's pre-parking move ``ln`` beyond its target: away
         from its target, in its larger-threshold polarity as a rule, the shortest width
-        whose step fits under the station's limit and pushes no other device beyond
-        ``budget_ln``; None when none does. With the budget unbounded the step may use the
-        limit without headroom (a shorter pulse pushes the others less: by the switching
-        law ``w^(2/3)`` for the same step), and the threshold width is taken when nothing
-        fits."""
+        whose step fits under the station's limit and pushes no other device (of
+        ``victims``, a mask, when given) beyond ``budget_ln``; None when none does. A move
+        judged on ``victims`` (the moves over the budget, made first) may use the limit
+        without headroom: a shorter pulse pushes the others less (by the switching law
+        ``w^(2/3)`` for the same step)."""
         aim = self._prepark_aim(st, r, c, ln)
         s_v, x_v = self._known(st, r, c, 0.5)
         g = float(st.g[r, c])
         down = math.isfinite(g) and g > aim
         dist = abs(math.log(aim / g)) if math.isfinite(g) and g > 0 else 1.0
-        bounded = math.isfinite(budget_ln)
-        width = self._width(
+        return self._width(
             st, x_v if down else s_v, station_cap, min(dist, 1.0),
             margin_v=WIDTH_MARGIN_V if victims is None else 0.0,
-            at=(r, c, -1 if down else 1) if bounded else None, budget_ln=budget_ln,
-            victims=victims,
+            at=(r, c, -1 if down else 1), budget_ln=budget_ln, victims=victims,
         )  # fmt: skip
-        return width if width is not None or bounded else THRESHOLD_WIDTH_S
 
     def _recoarse(
         self, ctx: SweepContext, st: _State, r: int, c: int, *,

@@ -13,6 +13,8 @@ from one_device import chip_change_ln
 
 from nvmlab.mocks.physics.memristor import MemristorParams
 from nvmlab.tuning.array import (
+    HEAVY_PREPARK_LN,
+    HEAVY_PUSH_BUDGET_LN,
     PREPARK_PUSH_BUDGET_LN,
     PUSH_BUDGET_LN,
     STATUS,
@@ -100,10 +102,12 @@ def test_a_move_that_would_push_another_device_too_far_is_not_made() -> None:
 
 def test_a_pre_parking_move_that_pushes_too_hard_goes_first_or_not_at_all() -> None:
     """A device whose reset threshold (2.35 V) sits near the station's 2.5 V limit is
-    pre-parked below its target with 10 ms reset pulses at about 2.43 V: a third of that
-    pushes a device of set threshold 0.55 V by tens of ln G (the emulator's law). Such a
-    move is over the pre-parking budget: the sweep makes it before any other device is
-    parked (unbounded) and never in the later rounds."""
+    pre-parked below its target with reset pulses near the limit: a third of one pushes a
+    device of set threshold 0.55 V by far more than the pre-parking budget (the emulator's
+    law). Such a move is over the budget: the sweep makes it first, ln 0.3 past the target
+    at the limit without headroom, judged only on the other moves over the budget (the
+    rest are parked after it), and not at all when it would push one of those beyond
+    ``HEAVY_PUSH_BUDGET_LN``."""
     sweep = TuneSweep()
     set_v = np.full((4, 4), 1.0)
     reset_v = np.full((4, 4), 1.1)
@@ -112,10 +116,22 @@ def test_a_pre_parking_move_that_pushes_too_hard_goes_first_or_not_at_all() -> N
     st = _state(set_v, reset_v)
     st.side[0, 0] = 1  # set approach: pre-parked below its target, with reset pulses
     assert sweep._prepark_width(st, 0, 0, 2.5) is None
-    width = sweep._prepark_width(st, 0, 0, 2.5, budget_ln=math.inf)
-    assert width == 1e-2
-    assert _law_push(2.43, width, 0.55) > 100 * PREPARK_PUSH_BUDGET_LN
-    # without the weak device the same move fits the budget, at the same width
+    heavy = np.zeros((4, 4), bool)
+    heavy[0, 0] = True
+    width = sweep._prepark_width(
+        st, 0, 0, 2.5, budget_ln=HEAVY_PUSH_BUDGET_LN, ln=HEAVY_PREPARK_LN, victims=heavy
+    )
+    assert width == 1e-3
+    assert _law_push(2.5, width, 0.55) > 100 * PREPARK_PUSH_BUDGET_LN
+    # the weak device's own move over the budget too: this one is not made
+    heavy[3, 3] = True
+    assert (
+        sweep._prepark_width(
+            st, 0, 0, 2.5, budget_ln=HEAVY_PUSH_BUDGET_LN, ln=HEAVY_PREPARK_LN, victims=heavy
+        )
+        is None
+    )
+    # without the weak device the move fits the pre-parking budget, with headroom
     st2 = _state(np.full((4, 4), 1.0), reset_v)
     st2.side[0, 0] = 1
     assert sweep._prepark_width(st2, 0, 0, 2.5) == 1e-2
